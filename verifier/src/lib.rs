@@ -1,0 +1,18 @@
+//! Proves that a ZooKeeper tree copy is right: reads both trees with pipelined calls, hashes
+//! every node with blake3 into a Merkle tree and lists the exact paths that differ.
+//!
+//! Nothing here knows about Kubernetes. [`hash`] and [`hash::diff`] work on plain in-memory
+//! trees, so most tests need no server.
+
+pub mod hash;
+pub mod model;
+pub mod path;
+pub mod reader;
+pub mod report;
+pub mod zk;
+
+pub use hash::{diff, DigestTree, Divergence, DivergenceClass, DivergenceCounts, HashOptions};
+pub use model::{AclEntry, Node, NodeKind, NodeStat};
+pub use reader::{fetch_node, walk, EphemeralPolicy, Fetched, ReadError, WalkOptions};
+pub use report::{verify, Report, VerifyError, VerifyOptions};
+pub use zk::{connect, ConnectError, ConnectOptions, DigestAuth};

@@ -1,0 +1,183 @@
+//! Pipelined reads of ZooKeeper trees.
+//!
+//! The client writes each request to the socket when the call is made and resolves the reply
+//! later, so keeping many calls in flight turns round trips into throughput.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use thiserror::Error;
+use zookeeper_client::{Client, Error as ZkError};
+
+use crate::hash::{digest_node, DigestTree, HashOptions};
+use crate::model::{canonical_acl, AclEntry, Node, NodeKind, NodeStat};
+use crate::path;
+
+/// A read that failed, with the path and the call.
+#[derive(Debug, Error)]
+#[error("{side}: {op} {path}: {source}")]
+pub struct ReadError {
+    pub side: &'static str,
+    pub op: &'static str,
+    pub path: String,
+    #[source]
+    pub source: ZkError,
+}
+
+impl ReadError {
+    pub fn is_transient(&self) -> bool {
+        crate::zk::is_transient(&self.source)
+    }
+}
+
+/// A node and the names of its children.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub node: Node,
+    pub children: Vec<String>,
+}
+
+/// Reads data, stat, ACL (when `acl`) and children of one node. `Ok(None)` when it does not
+/// exist (also when it vanished between the calls).
+pub async fn fetch_node(
+    client: &Client,
+    side: &'static str,
+    path: &str,
+    acl: bool,
+) -> Result<Option<Fetched>, ReadError> {
+    let err = |op, source| ReadError {
+        side,
+        op,
+        path: path.to_string(),
+        source,
+    };
+    // Both requests go out now; the replies are awaited in order.
+    let data_call = client.get_data(path);
+    let acl_call = acl.then(|| client.get_acl(path));
+    let (data, stat) = match data_call.await {
+        Ok(v) => v,
+        Err(ZkError::NoNode) => return Ok(None),
+        Err(e) => return Err(err("getData", e)),
+    };
+    let acl = match acl_call {
+        None => Vec::new(),
+        Some(call) => match call.await {
+            Ok((acl, _)) => canonical_acl(acl.iter().map(AclEntry::from_zk).collect()),
+            Err(ZkError::NoNode) => return Ok(None),
+            Err(e) => return Err(err("getACL", e)),
+        },
+    };
+    let children = if stat.num_children > 0 {
+        match client.list_children(path).await {
+            Ok(c) => c,
+            Err(ZkError::NoNode) => return Ok(None),
+            Err(e) => return Err(err("getChildren", e)),
+        }
+    } else {
+        Vec::new()
+    };
+    let stat = NodeStat::from(&stat);
+    Ok(Some(Fetched {
+        node: Node {
+            data,
+            acl,
+            kind: NodeKind::from_ephemeral_owner(stat.ephemeral_owner),
+            stat,
+        },
+        children,
+    }))
+}
+
+/// What to do with ephemeral nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EphemeralPolicy {
+    /// Leave them out: they belong to live sessions of the cluster they are on.
+    #[default]
+    Skip,
+    /// Treat them as persistent nodes (what a sync with the same policy creates).
+    Persistent,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct WalkOptions {
+    pub hash: HashOptions,
+    pub ephemerals: EphemeralPolicy,
+    /// Nodes read concurrently.
+    pub window: usize,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        WalkOptions {
+            hash: HashOptions::default(),
+            ephemerals: EphemeralPolicy::Skip,
+            window: 512,
+        }
+    }
+}
+
+/// A walked tree.
+#[derive(Debug, Default)]
+pub struct Walked {
+    pub tree: DigestTree,
+    /// False when the root path does not exist.
+    pub root_exists: bool,
+    pub bytes: u64,
+    /// Highest mzxid seen: the tree reflects the server at least up to here.
+    pub max_mzxid: i64,
+}
+
+type FetchFuture<'a> =
+    Pin<Box<dyn Future<Output = (String, Result<Option<Fetched>, ReadError>)> + Send + 'a>>;
+
+/// Reads the whole tree under `root` into digests, `window` nodes at a time.
+/// `/zookeeper` is never read.
+pub async fn walk(
+    client: &Client,
+    side: &'static str,
+    root: &str,
+    opts: WalkOptions,
+) -> Result<Walked, ReadError> {
+    let mut out = Walked::default();
+    let mut stack: Vec<String> = vec![String::new()];
+    let mut in_flight: FuturesUnordered<FetchFuture<'_>> = FuturesUnordered::new();
+    let window = opts.window.max(1);
+    loop {
+        while in_flight.len() < window {
+            let Some(rel) = stack.pop() else { break };
+            let abs = path::join(root, &rel);
+            in_flight.push(Box::pin(async move {
+                let r = fetch_node(client, side, &abs, opts.hash.acl).await;
+                (rel, r)
+            }));
+        }
+        let Some((rel, result)) = in_flight.next().await else {
+            break;
+        };
+        let Some(mut fetched) = result? else {
+            continue; // deleted while we walked: it is simply not part of the tree
+        };
+        if rel.is_empty() {
+            out.root_exists = true;
+        }
+        if fetched.node.kind == NodeKind::Ephemeral {
+            match opts.ephemerals {
+                EphemeralPolicy::Skip => continue,
+                EphemeralPolicy::Persistent => fetched.node.kind = NodeKind::Persistent,
+            }
+        }
+        out.bytes += fetched.node.data.len() as u64;
+        out.max_mzxid = out.max_mzxid.max(fetched.node.stat.mzxid);
+        for name in &fetched.children {
+            let child_abs = path::join(root, &path::child(&rel, name));
+            if !path::is_reserved(&child_abs) {
+                stack.push(path::child(&rel, name));
+            }
+        }
+        out.tree
+            .insert(rel.clone(), digest_node(&rel, &fetched.node, opts.hash));
+    }
+    Ok(out)
+}

@@ -1,0 +1,171 @@
+//! Connecting to an ensemble with digest credentials, and telling transient errors from final ones.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use sha1::Digest as _;
+use thiserror::Error;
+use zookeeper_client::{Client, Error as ZkError};
+
+/// ZooKeeper `digest` credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DigestAuth {
+    pub user: String,
+    pub password: String,
+}
+
+// Never print the password.
+impl std::fmt::Debug for DigestAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DigestAuth({}:***)", self.user)
+    }
+}
+
+impl DigestAuth {
+    /// Parses `user:password` (the password may itself contain ':').
+    pub fn parse(s: &str) -> Result<DigestAuth, String> {
+        let s = s.trim_end_matches(['\n', '\r']);
+        match s.split_once(':') {
+            Some((user, password)) if !user.is_empty() => Ok(DigestAuth {
+                user: user.to_string(),
+                password: password.to_string(),
+            }),
+            _ => Err("expected user:password".to_string()),
+        }
+    }
+
+    /// The id the server derives for these credentials: `user:base64(sha1(user:password))`,
+    /// as found in `digest` ACL entries.
+    pub fn acl_id(&self) -> String {
+        let mut h = sha1::Sha1::new();
+        h.update(format!("{}:{}", self.user, self.password).as_bytes());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(h.finalize());
+        format!("{}:{}", self.user, b64)
+    }
+}
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// `host:port[,host:port...]`, optionally with a chroot suffix as in the Java client.
+    pub servers: String,
+    pub auth: Option<DigestAuth>,
+    pub session_timeout: Duration,
+    /// How long to try before calling the ensemble unreachable.
+    pub connect_timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(servers: impl Into<String>) -> ConnectOptions {
+        ConnectOptions {
+            servers: servers.into(),
+            auth: None,
+            session_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn with_auth(mut self, auth: Option<DigestAuth>) -> ConnectOptions {
+        self.auth = auth;
+        self
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("{role} ensemble {servers:?} is unreachable: no session within {timeout:?}")]
+    Unreachable {
+        role: &'static str,
+        servers: String,
+        timeout: Duration,
+    },
+    #[error("{role} ensemble {servers:?} refused the session: {source}")]
+    Refused {
+        role: &'static str,
+        servers: String,
+        #[source]
+        source: ZkError,
+    },
+    #[error("{role} servers: {servers:?} is not a valid connection string (host:port[,host:port...])")]
+    InvalidServers { role: &'static str, servers: String },
+}
+
+/// Opens a session and authenticates. `role` ("source" or "destination") names the side in errors.
+pub async fn connect(role: &'static str, opts: &ConnectOptions) -> Result<Client, ConnectError> {
+    if opts.servers.trim().is_empty()
+        || opts
+            .servers
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .any(|s| s.trim().is_empty() || !s.contains(':'))
+    {
+        return Err(ConnectError::InvalidServers {
+            role,
+            servers: opts.servers.clone(),
+        });
+    }
+    let mut connector = Client::connector()
+        .with_session_timeout(opts.session_timeout)
+        .with_connection_timeout(opts.connect_timeout.min(opts.session_timeout))
+        .with_fail_eagerly();
+    if let Some(auth) = &opts.auth {
+        connector = connector.with_auth(
+            "digest",
+            format!("{}:{}", auth.user, auth.password).as_bytes(),
+        );
+    }
+    let unreachable = || ConnectError::Unreachable {
+        role,
+        servers: opts.servers.clone(),
+        timeout: opts.connect_timeout,
+    };
+    match tokio::time::timeout(opts.connect_timeout, connector.connect(&opts.servers)).await {
+        Err(_) => Err(unreachable()),
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(ZkError::NoHosts | ZkError::Timeout | ZkError::ConnectionLoss)) => Err(unreachable()),
+        Ok(Err(source)) => Err(ConnectError::Refused {
+            role,
+            servers: opts.servers.clone(),
+            source,
+        }),
+    }
+}
+
+/// Errors a fresh attempt can cure: the connection or session, not the request.
+pub fn is_transient(e: &ZkError) -> bool {
+    matches!(
+        e,
+        ZkError::ConnectionLoss
+            | ZkError::SessionExpired
+            | ZkError::SessionMoved
+            | ZkError::Timeout
+            | ZkError::Throttled
+            | ZkError::NotReadOnly
+            | ZkError::ClientClosed
+            | ZkError::NoHosts
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_credentials() {
+        let a = DigestAuth::parse("admin:pa:ss\n").expect("valid");
+        assert_eq!(a.user, "admin");
+        assert_eq!(a.password, "pa:ss");
+        assert!(DigestAuth::parse("nocolon").is_err());
+        assert!(DigestAuth::parse(":pw").is_err());
+        assert!(!format!("{a:?}").contains("pa:ss"));
+    }
+
+    #[test]
+    fn digest_id_matches_zookeeper() {
+        // What `java org.apache.zookeeper.server.auth.DigestAuthenticationProvider super:superpw` prints.
+        let a = DigestAuth::parse("super:superpw").expect("valid");
+        assert_eq!(a.acl_id(), "super:g9oN2HttPfn8MMWJZ2r45Np/LIA=");
+    }
+}
