@@ -1,1 +1,22 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use resiliency_operator::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    resiliency_operator::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Sync(a) => cli::run_sync(a).await,
+            Command::Verify(a) => cli::run_verify(a).await,
+        }
+    })
+}

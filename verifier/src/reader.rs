@@ -63,7 +63,18 @@ pub async fn fetch_node(
     let acl = match acl_call {
         None => Vec::new(),
         Some(call) => match call.await {
-            Ok((acl, _)) => canonical_acl(acl.iter().map(AclEntry::from_zk).collect()),
+            Ok((acl, _)) => {
+                let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
+                // Without ADMIN on a node the server hides digest hashes as "user:x"
+                // (ZOOKEEPER-1392). Copying or comparing that would be wrong, so refuse.
+                if acl.iter().any(is_redacted) {
+                    return Err(err(
+                        "read the ACL (digest hashes are hidden without ADMIN permission) of",
+                        ZkError::NoAuth,
+                    ));
+                }
+                canonical_acl(acl)
+            }
             Err(ZkError::NoNode) => return Ok(None),
             Err(e) => return Err(err("getACL", e)),
         },
@@ -87,6 +98,11 @@ pub async fn fetch_node(
         },
         children,
     }))
+}
+
+/// A digest ACL entry whose hash the server replaced with "x".
+pub fn is_redacted(e: &AclEntry) -> bool {
+    e.scheme == "digest" && e.id.ends_with(":x")
 }
 
 /// What to do with ephemeral nodes.

@@ -1,0 +1,342 @@
+//! Command line: `sync` and `verify` against live ensembles.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use verifier::{ConnectOptions, DigestAuth, EphemeralPolicy, HashOptions, VerifyOptions, WalkOptions};
+
+use crate::engine::{self, SyncOptions, DEFAULT_JUTE_MAXBUFFER};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "resiliency-operator",
+    version,
+    about = "Replicates Apache ZooKeeper trees and proves the copy is right"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make the destination subtree equal to the source subtree, once.
+    Sync(SyncArgs),
+    /// Compare two subtrees: exit 0 when equal, 1 when they diverge, 2 on error.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Endpoints {
+    /// Source ensemble, HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub source: String,
+    /// Destination ensemble, HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub destination: String,
+    /// Root of the subtree on the source.
+    #[arg(long, value_name = "PATH")]
+    pub root_path: String,
+    /// Root of the subtree on the destination [default: --root-path].
+    #[arg(long, value_name = "PATH")]
+    pub destination_root_path: Option<String>,
+    /// Source digest credentials, user:password.
+    #[arg(long, env = "RESILIENCY_SOURCE_AUTH", value_name = "USER:PASSWORD", hide_env_values = true)]
+    pub source_auth: Option<String>,
+    /// File holding the source user:password (keeps it out of shell history).
+    #[arg(long, value_name = "FILE", conflicts_with = "source_auth")]
+    pub source_auth_file: Option<PathBuf>,
+    /// Destination digest credentials, user:password.
+    #[arg(long, env = "RESILIENCY_DESTINATION_AUTH", value_name = "USER:PASSWORD", hide_env_values = true)]
+    pub destination_auth: Option<String>,
+    /// File holding the destination user:password.
+    #[arg(long, value_name = "FILE", conflicts_with = "destination_auth")]
+    pub destination_auth_file: Option<PathBuf>,
+    /// Seconds to wait for a session before calling an ensemble unreachable.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub connect_timeout: f64,
+    /// ZooKeeper session timeout in seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub session_timeout: f64,
+    /// Do not compare or copy ACLs.
+    #[arg(long)]
+    pub no_acl: bool,
+    /// What to do with ephemeral source nodes.
+    #[arg(long, value_enum, default_value_t = Ephemerals::Skip)]
+    pub ephemerals: Ephemerals,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Nodes read concurrently from each ensemble.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub read_window: usize,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ephemerals {
+    /// Leave ephemeral nodes out.
+    Skip,
+    /// Copy them as persistent nodes.
+    Persistent,
+}
+
+impl From<Ephemerals> for EphemeralPolicy {
+    fn from(e: Ephemerals) -> Self {
+        match e {
+            Ephemerals::Skip => EphemeralPolicy::Skip,
+            Ephemerals::Persistent => EphemeralPolicy::Persistent,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// Keep destination nodes that the source does not have.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Report what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run the verifier after the copy; exit 1 if the trees differ.
+    #[arg(long)]
+    pub verify: bool,
+    /// The destination's jute.maxbuffer in bytes: no request is built above it.
+    #[arg(long, default_value_t = DEFAULT_JUTE_MAXBUFFER, value_name = "BYTES")]
+    pub jute_maxbuffer: usize,
+    /// Bytes per multi transaction [default: half of --jute-maxbuffer].
+    #[arg(long, value_name = "BYTES")]
+    pub max_batch_bytes: Option<usize>,
+    /// Operations per multi transaction.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_batch_ops: usize,
+    /// Transactions in flight.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub max_in_flight: usize,
+    /// New passes after a lost connection or session before giving up.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub retries: u32,
+    /// Seconds between progress lines on stderr (0: none).
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub progress: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// Divergent paths to list (all are counted).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_paths: usize,
+}
+
+/// Errors of the command line itself (bad flags, unreadable files).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{flag}: {message}")]
+    InvalidFlag { flag: &'static str, message: String },
+    #[error("{flag}: cannot read {path}: {source}")]
+    AuthFile {
+        flag: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn auth(
+    flag: &'static str,
+    file_flag: &'static str,
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<DigestAuth>, CliError> {
+    let text = match (inline, file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(p)) => std::fs::read_to_string(p).map_err(|source| CliError::AuthFile {
+            flag: file_flag,
+            path: p.clone(),
+            source,
+        })?,
+        (None, None) => return Ok(None),
+    };
+    DigestAuth::parse(text.trim())
+        .map(Some)
+        .map_err(|message| CliError::InvalidFlag { flag, message })
+}
+
+fn seconds(flag: &'static str, v: f64) -> Result<Duration, CliError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(CliError::InvalidFlag {
+            flag,
+            message: format!("{v} is not a positive number of seconds"),
+        })
+    }
+}
+
+impl Endpoints {
+    fn connect_options(&self) -> Result<(ConnectOptions, ConnectOptions), CliError> {
+        let connect = seconds("--connect-timeout", self.connect_timeout)?;
+        let session = seconds("--session-timeout", self.session_timeout)?;
+        let mk = |servers: &str, auth| ConnectOptions {
+            servers: servers.to_string(),
+            auth,
+            session_timeout: session,
+            connect_timeout: connect,
+        };
+        Ok((
+            mk(
+                &self.source,
+                auth("--source-auth", "--source-auth-file", &self.source_auth, &self.source_auth_file)?,
+            ),
+            mk(
+                &self.destination,
+                auth(
+                    "--destination-auth",
+                    "--destination-auth-file",
+                    &self.destination_auth,
+                    &self.destination_auth_file,
+                )?,
+            ),
+        ))
+    }
+
+    fn destination_root(&self) -> String {
+        self.destination_root_path
+            .clone()
+            .unwrap_or_else(|| self.root_path.clone())
+    }
+
+    fn verify_options(&self, max_paths: usize) -> VerifyOptions {
+        VerifyOptions {
+            walk: WalkOptions {
+                hash: HashOptions { acl: !self.no_acl },
+                ephemerals: self.ephemerals.into(),
+                window: self.read_window,
+            },
+            max_paths,
+        }
+    }
+}
+
+/// Builds the engine options from `sync` flags.
+pub fn sync_options(a: &SyncArgs) -> Result<SyncOptions, CliError> {
+    let e = &a.endpoints;
+    let (source, destination) = e.connect_options()?;
+    let mut o = SyncOptions::new(source, e.root_path.clone(), destination, e.destination_root());
+    o.prune = !a.no_prune;
+    o.copy_acl = !e.no_acl;
+    o.ephemerals = e.ephemerals.into();
+    o.dry_run = a.dry_run;
+    o.read_window = e.read_window.max(1);
+    o.retries = a.retries;
+    if a.jute_maxbuffer < 1024 {
+        return Err(CliError::InvalidFlag {
+            flag: "--jute-maxbuffer",
+            message: format!("{} bytes is too small for any request", a.jute_maxbuffer),
+        });
+    }
+    o.writer.jute_maxbuffer = a.jute_maxbuffer;
+    o.writer.max_batch_bytes = a.max_batch_bytes.unwrap_or(a.jute_maxbuffer / 2);
+    if o.writer.max_batch_bytes >= a.jute_maxbuffer {
+        return Err(CliError::InvalidFlag {
+            flag: "--max-batch-bytes",
+            message: format!(
+                "{} must stay below --jute-maxbuffer ({})",
+                o.writer.max_batch_bytes, a.jute_maxbuffer
+            ),
+        });
+    }
+    o.writer.max_batch_ops = a.max_batch_ops.max(1);
+    o.writer.max_in_flight = a.max_in_flight.max(1);
+    o.progress_every = (a.progress > 0.0).then(|| Duration::from_secs_f64(a.progress));
+    Ok(o)
+}
+
+fn fail(json: bool, err: &dyn std::error::Error) -> ExitCode {
+    let mut msg = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let c_msg = c.to_string();
+        if !msg.contains(&c_msg) {
+            msg.push_str(": ");
+            msg.push_str(&c_msg);
+        }
+        cause = c.source();
+    }
+    if json {
+        println!("{}", serde_json::json!({ "ok": false, "error": msg }));
+    }
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+pub async fn run_sync(a: SyncArgs) -> ExitCode {
+    let json = a.endpoints.json;
+    let opts = match sync_options(&a) {
+        Ok(o) => o,
+        Err(e) => return fail(json, &e),
+    };
+    let summary = match engine::sync(&opts).await {
+        Ok(s) => s,
+        Err(e) => return fail(json, &e),
+    };
+    let report = if a.verify && !a.dry_run {
+        match verify_trees(&a.endpoints, 1000).await {
+            Ok(r) => Some(r),
+            Err(e) => return fail(json, e.as_ref()),
+        }
+    } else {
+        None
+    };
+    if json {
+        let doc = serde_json::json!({ "ok": true, "sync": summary, "verify": report });
+        println!("{doc}");
+    } else {
+        print!("{}", summary.render());
+        if let Some(r) = &report {
+            print!("{}", r.render());
+        }
+    }
+    match report {
+        Some(r) if !r.equal => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+async fn verify_trees(
+    e: &Endpoints,
+    max_paths: usize,
+) -> Result<verifier::Report, Box<dyn std::error::Error>> {
+    let root = e.root_path.clone();
+    let dst_root = e.destination_root();
+    verifier::path::validate_root("--root-path", &root)?;
+    verifier::path::validate_root("--destination-root-path", &dst_root)?;
+    let (s, d) = e.connect_options()?;
+    let (src, dst) = tokio::join!(verifier::connect("source", &s), verifier::connect("destination", &d));
+    let (src, dst) = (src?, dst?);
+    Ok(verifier::verify(&src, &root, &dst, &dst_root, e.verify_options(max_paths)).await?)
+}
+
+pub async fn run_verify(a: VerifyArgs) -> ExitCode {
+    let json = a.endpoints.json;
+    match verify_trees(&a.endpoints, a.max_paths).await {
+        Err(e) => fail(json, e.as_ref()),
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::json!(r));
+            } else {
+                print!("{}", r.render());
+            }
+            if r.equal {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! One pass of the copy: walk source and destination side by side, plan each node, stream the
+//! changes to the writer.
+//!
+//! Memory stays bounded by the read window and the write budget, not by tree size: nodes are
+//! forgotten once planned. Only subtrees being deleted, deferred ACLs and cversion targets are
+//! kept, all small next to the tree.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, Semaphore};
+use verifier::model::{AclEntry, NodeKind};
+use verifier::reader::{fetch_node, Fetched};
+use verifier::{path, ReadError};
+use zookeeper_client::{Client, Error as ZkError};
+
+use super::error::SyncError;
+use super::plan::{cversion_bump_pairs, desired_kind, plan_acl, Identity, CVERSION_BUMP_CHILD};
+use super::writer::{self, Op, Queued};
+use super::{PlannedChange, SyncOptions, SyncSummary};
+use verifier::model::perms;
+
+/// Work for the walk.
+enum Task {
+    /// Compare the node at `rel` on both sides. `dst_absent`: its destination parent was just
+    /// created, so there is nothing to read there.
+    Visit { rel: String, dst_absent: bool },
+    /// Delete the destination subtree at `rel`, then create `replace_with` there if set.
+    Remove {
+        rel: String,
+        replace_with: Option<Box<(Fetched, NodeKind)>>,
+    },
+}
+
+enum Done {
+    Visited {
+        rel: String,
+        src: Option<Fetched>,
+        dst: Option<Fetched>,
+    },
+    Collected {
+        rel: String,
+        /// Destination subtree, parents before children.
+        nodes: Vec<(String, NodeKind)>,
+        replace_with: Option<Box<(Fetched, NodeKind)>>,
+    },
+}
+
+type TaskFuture<'a> = Pin<Box<dyn Future<Output = Result<Done, ReadError>> + Send + 'a>>;
+
+/// What a destination parent's cversion must reach.
+struct CversionTarget {
+    source: i32,
+    /// Destination cversion once the emitted ops are applied.
+    predicted: i64,
+    /// Children the node will have; an empty container must not be touched, or the server reaps it.
+    children: i64,
+    container: bool,
+}
+
+struct Planner<'a> {
+    opts: &'a SyncOptions,
+    me: &'a Identity,
+    tx: Option<mpsc::Sender<Queued>>,
+    budget: Arc<Semaphore>,
+    summary: SyncSummary,
+    deferred_acls: Vec<(String, Vec<AclEntry>)>,
+    cversion: HashMap<String, CversionTarget>,
+    progress: Arc<super::Progress>,
+}
+
+fn parent_rel(rel: &str) -> Option<&str> {
+    rel.rfind('/').map(|i| &rel[..i])
+}
+
+fn name_of<'p>(rel: &'p str, root: &'p str) -> &'p str {
+    let p = if rel.is_empty() { root } else { rel };
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+impl<'a> Planner<'a> {
+    async fn emit(&mut self, op: Op) -> Result<(), SyncError> {
+        self.progress.ops_planned.fetch_add(1, Ordering::Relaxed);
+        let Some(tx) = &self.tx else {
+            if self.summary.changes.len() < super::MAX_LISTED_CHANGES {
+                self.summary.changes.push(PlannedChange {
+                    op: op.name(),
+                    path: op.path().to_string(),
+                });
+            }
+            return Ok(());
+        };
+        let want = op.wire_size().min(self.opts.memory_budget_bytes).max(1) as u32;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| SyncError::WriterStopped)?;
+        tx.send(Queued { op, permit })
+            .await
+            .map_err(|_| SyncError::WriterStopped)
+    }
+
+    /// Records a child create or delete under `parent` for its cversion prediction.
+    fn child_changed(&mut self, rel: &str, created: bool) {
+        if let Some(t) = parent_rel(rel).and_then(|p| self.cversion.get_mut(p)) {
+            t.predicted += 1;
+            t.children += if created { 1 } else { -1 };
+        }
+    }
+
+    fn dst_path(&self, rel: &str) -> String {
+        path::join(&self.opts.destination_root, rel)
+    }
+
+    fn child_names(&self, rel: &str, f: &Fetched, root: &str) -> HashSet<String> {
+        f.children
+            .iter()
+            .filter(|n| !path::is_reserved(&path::join(root, &path::child(rel, n))))
+            .cloned()
+            .collect()
+    }
+
+    async fn visit(
+        &mut self,
+        rel: String,
+        src: Option<Fetched>,
+        dst: Option<Fetched>,
+        stack: &mut Vec<Task>,
+    ) -> Result<(), SyncError> {
+        self.progress.nodes_read.fetch_add(1, Ordering::Relaxed);
+        if dst.is_some() {
+            self.progress
+                .destination_read
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(src) = src else {
+            if rel.is_empty() {
+                return Err(SyncError::SourceRootMissing {
+                    path: self.opts.source_root.clone(),
+                });
+            }
+            // Deleted at the source after its parent was listed.
+            if self.opts.prune && dst.is_some() {
+                stack.push(Task::Remove {
+                    rel,
+                    replace_with: None,
+                });
+            }
+            return Ok(());
+        };
+        self.summary.source_nodes += 1;
+        let name = name_of(&rel, &self.opts.source_root).to_string();
+        let Some(kind) = desired_kind(src.node.kind, self.opts.ephemerals) else {
+            self.summary.skipped.add(src.node.kind, &name);
+            // The destination holds something here that the source only has as ephemeral.
+            if let Some(d) = &dst {
+                if self.opts.prune && d.node.kind != NodeKind::Ephemeral && !rel.is_empty() {
+                    stack.push(Task::Remove {
+                        rel,
+                        replace_with: None,
+                    });
+                }
+            }
+            return Ok(());
+        };
+        match dst {
+            None => self.create(rel, src, kind, stack).await,
+            Some(d) if d.node.kind != kind => {
+                if self.opts.prune {
+                    stack.push(Task::Remove {
+                        rel,
+                        replace_with: Some(Box::new((src, kind))),
+                    });
+                    Ok(())
+                } else {
+                    // Replacing would delete destination-only children that --no-prune keeps.
+                    tracing::warn!(path = %self.dst_path(&rel), source_kind = %kind, destination_kind = %d.node.kind,
+                        "node kind differs; not replaced because pruning is off");
+                    self.summary.kind_conflicts += 1;
+                    self.update(rel, src, d, kind, stack).await
+                }
+            }
+            Some(d) => self.update(rel, src, d, kind, stack).await,
+        }
+    }
+
+    async fn create(
+        &mut self,
+        rel: String,
+        src: Fetched,
+        kind: NodeKind,
+        stack: &mut Vec<Task>,
+    ) -> Result<(), SyncError> {
+        let mut required = 0;
+        if !src.children.is_empty() {
+            required |= perms::CREATE;
+        }
+        if src.node.stat.cversion > 0 {
+            required |= perms::CREATE | perms::DELETE;
+        }
+        let target = self.opts.copy_acl.then_some(src.node.acl.as_slice());
+        let acl = plan_acl(self.me, target, None, required);
+        let name = name_of(&rel, &self.opts.source_root).to_string();
+        let dst_abs = self.dst_path(&rel);
+        let children = self.child_names(&rel, &src, &self.opts.source_root);
+        self.emit(Op::Create {
+            path: dst_abs.clone(),
+            data: src.node.data,
+            acl: acl.create_with.unwrap_or_else(|| vec![AclEntry::open()]),
+            kind,
+        })
+        .await?;
+        self.summary.created.add(kind, &name);
+        self.child_changed(&rel, true);
+        if let Some(final_acl) = acl.set_at_end {
+            self.deferred_acls.push((dst_abs, final_acl));
+        }
+        if src.node.stat.cversion > 0 {
+            self.cversion.insert(
+                rel.clone(),
+                CversionTarget {
+                    source: src.node.stat.cversion,
+                    predicted: 0,
+                    children: 0,
+                    container: kind == NodeKind::Container,
+                },
+            );
+        }
+        for child in children {
+            stack.push(Task::Visit {
+                rel: path::child(&rel, &child),
+                dst_absent: true,
+            });
+        }
+        Ok(())
+    }
+
+    async fn update(
+        &mut self,
+        rel: String,
+        src: Fetched,
+        dst: Fetched,
+        kind: NodeKind,
+        stack: &mut Vec<Task>,
+    ) -> Result<(), SyncError> {
+        let name = name_of(&rel, &self.opts.source_root).to_string();
+        let dst_abs = self.dst_path(&rel);
+        let src_names = self.child_names(&rel, &src, &self.opts.source_root);
+        let dst_names = self.child_names(&rel, &dst, &self.opts.destination_root);
+        let data_differs = src.node.data != dst.node.data;
+        let to_delete: Vec<&String> = if self.opts.prune {
+            dst_names.difference(&src_names).collect()
+        } else {
+            Vec::new()
+        };
+        let mut required = 0;
+        if data_differs {
+            required |= perms::WRITE;
+        }
+        if src_names.iter().any(|n| !dst_names.contains(n)) {
+            required |= perms::CREATE;
+        }
+        if !to_delete.is_empty() {
+            required |= perms::DELETE;
+        }
+        if src.node.stat.cversion > dst.node.stat.cversion {
+            required |= perms::CREATE | perms::DELETE;
+        }
+        let target = self.opts.copy_acl.then_some(src.node.acl.as_slice());
+        let acl = plan_acl(self.me, target, Some(&dst.node.acl), required);
+        if let Some(staging) = acl.set_before {
+            self.emit(Op::SetAcl {
+                path: dst_abs.clone(),
+                acl: staging,
+            })
+            .await?;
+        }
+        if data_differs {
+            self.emit(Op::SetData {
+                path: dst_abs.clone(),
+                data: src.node.data,
+            })
+            .await?;
+            self.summary.updated.add(kind, &name);
+        }
+        if let Some(final_acl) = acl.set_after {
+            self.emit(Op::SetAcl {
+                path: dst_abs.clone(),
+                acl: final_acl,
+            })
+            .await?;
+            self.summary.acl_updated += 1;
+        }
+        if let Some(final_acl) = acl.set_at_end {
+            if final_acl != dst.node.acl {
+                self.summary.acl_updated += 1;
+            }
+            self.deferred_acls.push((dst_abs, final_acl));
+        }
+        if src.node.stat.cversion > dst.node.stat.cversion {
+            self.cversion.insert(
+                rel.clone(),
+                CversionTarget {
+                    source: src.node.stat.cversion,
+                    predicted: i64::from(dst.node.stat.cversion),
+                    children: (dst_names.len() - to_delete.len()) as i64,
+                    container: kind == NodeKind::Container,
+                },
+            );
+        }
+        for child in to_delete {
+            stack.push(Task::Remove {
+                rel: path::child(&rel, child),
+                replace_with: None,
+            });
+        }
+        for child in &src_names {
+            stack.push(Task::Visit {
+                rel: path::child(&rel, child),
+                dst_absent: !dst_names.contains(child),
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove(
+        &mut self,
+        rel: String,
+        nodes: Vec<(String, NodeKind)>,
+        replace_with: Option<Box<(Fetched, NodeKind)>>,
+        stack: &mut Vec<Task>,
+    ) -> Result<(), SyncError> {
+        // A destination-only ephemeral belongs to a live session there: leave it.
+        let leave = replace_with.is_none()
+            && nodes
+                .first()
+                .is_some_and(|(_, k)| *k == NodeKind::Ephemeral);
+        if !leave && !nodes.is_empty() {
+            for (abs, kind) in nodes.iter().rev() {
+                self.emit(Op::Delete { path: abs.clone() }).await?;
+                let name = abs.rsplit('/').next().unwrap_or(abs);
+                self.summary.deleted.add(*kind, name);
+            }
+            self.child_changed(&rel, false);
+        }
+        if let Some(b) = replace_with {
+            let (src, kind) = *b;
+            self.summary.replaced += 1;
+            self.create(rel, src, kind, stack).await?;
+        }
+        Ok(())
+    }
+
+    /// Raises cversions, then puts the final ACLs on nodes that were staged open.
+    async fn finish(&mut self) -> Result<(), SyncError> {
+        let mut targets: Vec<(String, i64, bool)> = self
+            .cversion
+            .drain()
+            .map(|(rel, t)| {
+                let pairs = cversion_bump_pairs(t.source, t.predicted) as i64;
+                (rel, pairs, t.container && t.children <= 0)
+            })
+            .filter(|(_, pairs, _)| *pairs > 0)
+            .collect();
+        targets.sort_by(|a, b| path::tree_order(&a.0, &b.0));
+        for (rel, pairs, empty_container) in targets {
+            if empty_container {
+                continue;
+            }
+            let bump = path::child(&self.dst_path(&rel), CVERSION_BUMP_CHILD);
+            for _ in 0..pairs {
+                self.emit(Op::Create {
+                    path: bump.clone(),
+                    data: Vec::new(),
+                    acl: vec![AclEntry::open()],
+                    kind: NodeKind::Persistent,
+                })
+                .await?;
+                self.emit(Op::Delete { path: bump.clone() }).await?;
+            }
+            self.summary.cversion_raised += 1;
+        }
+        let deferred = std::mem::take(&mut self.deferred_acls);
+        for (abs, acl) in deferred.into_iter().rev() {
+            self.emit(Op::SetAcl { path: abs, acl }).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Lists a destination subtree, parents before children, with each node's kind.
+async fn collect_subtree(client: &Client, top: &str) -> Result<Vec<(String, NodeKind)>, ReadError> {
+    let mut out = Vec::new();
+    let mut in_flight = FuturesUnordered::new();
+    let fetch = |p: String| async move {
+        let r = client.get_children(&p).await;
+        (p, r)
+    };
+    in_flight.push(fetch(top.to_string()));
+    while let Some((p, r)) = in_flight.next().await {
+        match r {
+            Ok((children, stat)) => {
+                for c in children {
+                    in_flight.push(fetch(format!("{p}/{c}")));
+                }
+                out.push((p, NodeKind::from_ephemeral_owner(stat.ephemeral_owner)));
+            }
+            Err(ZkError::NoNode) => {}
+            Err(source) => {
+                return Err(ReadError {
+                    side: "destination",
+                    op: "getChildren",
+                    path: p,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Facts about both roots, read before anything is written.
+pub(super) struct Preflight {
+    pub destination_root_exists: bool,
+    /// Missing ancestors of the destination root, top first.
+    pub missing_ancestors: Vec<String>,
+}
+
+pub(super) async fn preflight(
+    src: &Client,
+    dst: &Client,
+    opts: &SyncOptions,
+    who_src: &str,
+    who_dst: &str,
+) -> Result<Preflight, SyncError> {
+    let src_root = fetch_node(src, "source", &opts.source_root, opts.copy_acl)
+        .await
+        .map_err(|e| SyncError::from_read(e, who_src))?;
+    if src_root.is_none() {
+        return Err(SyncError::SourceRootMissing {
+            path: opts.source_root.clone(),
+        });
+    }
+    let dst_root = fetch_node(dst, "destination", &opts.destination_root, true)
+        .await
+        .map_err(|e| SyncError::from_read(e, who_dst))?;
+    let mut missing_ancestors = Vec::new();
+    if dst_root.is_none() {
+        let mut cur = path::parent(&opts.destination_root);
+        while let Some(p) = cur.filter(|p| *p != "/") {
+            match dst.check_stat(p).await {
+                Ok(Some(_)) => break,
+                Ok(None) => missing_ancestors.push(p.to_string()),
+                Err(source) => {
+                    return Err(SyncError::from_read(
+                        ReadError {
+                            side: "destination",
+                            op: "exists",
+                            path: p.to_string(),
+                            source,
+                        },
+                        who_dst,
+                    ))
+                }
+            }
+            cur = path::parent(p);
+        }
+        missing_ancestors.reverse();
+    }
+    Ok(Preflight {
+        destination_root_exists: dst_root.is_some(),
+        missing_ancestors,
+    })
+}
+
+/// Runs one full pass. Returns what it planned; every planned op was acknowledged when it
+/// returns `Ok` (in a dry run nothing is written).
+pub(super) async fn pass(
+    src: &Client,
+    dst: &Client,
+    opts: &SyncOptions,
+    me: &Identity,
+    pre: Preflight,
+    progress: Arc<super::Progress>,
+) -> Result<SyncSummary, SyncError> {
+    let (tx, rx) = mpsc::channel::<Queued>(4096);
+    let mut planner = Planner {
+        opts,
+        me,
+        tx: (!opts.dry_run).then_some(tx),
+        budget: Arc::new(Semaphore::new(opts.memory_budget_bytes)),
+        summary: SyncSummary::new(opts),
+        deferred_acls: Vec::new(),
+        cversion: HashMap::new(),
+        progress: progress.clone(),
+    };
+    let plan = async {
+        let planned = plan_all(&mut planner, src, dst, &pre).await;
+        // Closing the channel lets the writer drain and stop, also after a failure.
+        planner.tx = None;
+        planned
+    };
+    let write = async {
+        if opts.dry_run {
+            drop(rx);
+            Ok(())
+        } else {
+            writer::run(dst, rx, opts.writer, progress.clone()).await
+        }
+    };
+    let (planned, written) = tokio::join!(plan, write);
+    // The writer's error is the cause when both failed (the planner then only saw it stop).
+    written?;
+    planned?;
+    Ok(planner.summary)
+}
+
+async fn plan_all(
+    planner: &mut Planner<'_>,
+    src: &Client,
+    dst: &Client,
+    pre: &Preflight,
+) -> Result<(), SyncError> {
+    for a in &pre.missing_ancestors {
+        planner
+            .emit(Op::Create {
+                path: a.clone(),
+                data: Vec::new(),
+                acl: vec![AclEntry::open()],
+                kind: NodeKind::Persistent,
+            })
+            .await?;
+        planner.summary.ancestors_created += 1;
+    }
+    walk(planner, src, dst, !pre.destination_root_exists).await?;
+    planner.finish().await
+}
+
+async fn walk(
+    planner: &mut Planner<'_>,
+    src: &Client,
+    dst: &Client,
+    root_dst_absent: bool,
+) -> Result<(), SyncError> {
+    let opts = planner.opts;
+    let mut stack = vec![Task::Visit {
+        rel: String::new(),
+        dst_absent: root_dst_absent,
+    }];
+    let mut in_flight: FuturesUnordered<TaskFuture<'_>> = FuturesUnordered::new();
+    let who_src = opts.source_identity();
+    let who_dst = opts.destination_identity();
+    loop {
+        while in_flight.len() < opts.read_window.max(1) {
+            let Some(task) = stack.pop() else { break };
+            in_flight.push(match task {
+                Task::Visit { rel, dst_absent } => {
+                    let src_abs = path::join(&opts.source_root, &rel);
+                    let dst_abs = path::join(&opts.destination_root, &rel);
+                    Box::pin(async move {
+                        let s = fetch_node(src, "source", &src_abs, opts.copy_acl);
+                        let d = async {
+                            if dst_absent {
+                                Ok(None)
+                            } else {
+                                fetch_node(dst, "destination", &dst_abs, true).await
+                            }
+                        };
+                        let (s, d) = tokio::join!(s, d);
+                        Ok(Done::Visited {
+                            rel,
+                            src: s?,
+                            dst: d?,
+                        })
+                    })
+                }
+                Task::Remove { rel, replace_with } => {
+                    let dst_abs = path::join(&opts.destination_root, &rel);
+                    Box::pin(async move {
+                        let nodes = collect_subtree(dst, &dst_abs).await?;
+                        Ok(Done::Collected {
+                            rel,
+                            nodes,
+                            replace_with,
+                        })
+                    })
+                }
+            });
+        }
+        let Some(done) = in_flight.next().await else {
+            break;
+        };
+        match done.map_err(|e| {
+            let who = if e.side == "source" { &who_src } else { &who_dst };
+            SyncError::from_read(e, who)
+        })? {
+            Done::Visited { rel, src, dst } => planner.visit(rel, src, dst, &mut stack).await?,
+            Done::Collected {
+                rel,
+                nodes,
+                replace_with,
+            } => planner.remove(rel, nodes, replace_with, &mut stack).await?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Errors of a copy. Each says which side, which path and what to do about it.
+
+use thiserror::Error;
+use verifier::path::PathError;
+use verifier::{ConnectError, ReadError};
+use zookeeper_client::Error as ZkError;
+
+#[derive(Debug, Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    InvalidPath(#[from] PathError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("source root {path} does not exist")]
+    SourceRootMissing { path: String },
+    #[error("{side}: not authorized to {op} {path} as {who}: check the {side} credentials and the node's ACL")]
+    NotAuthorized {
+        side: &'static str,
+        op: &'static str,
+        path: String,
+        who: String,
+    },
+    #[error("source and destination are the same ensemble and {source_root} overlaps {destination_root}: the copy would feed on itself")]
+    Overlap {
+        source_root: String,
+        destination_root: String,
+    },
+    #[error(transparent)]
+    Read(ReadError),
+    #[error("destination: {op} {path}: {source}")]
+    Write {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: ZkError,
+    },
+    #[error("destination: {path} is a TTL node but the destination does not accept TTL nodes: start it with zookeeper.extendedTypesEnabled=true")]
+    TtlUnsupported { path: String },
+    #[error("destination: {path} needs a {size}-byte request, over the destination's jute.maxbuffer of {limit} bytes: raise jute.maxbuffer on the destination (and --jute-maxbuffer)")]
+    NodeTooBig {
+        path: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("destination writer stopped before the copy was written")]
+    WriterStopped,
+    #[error("copy failed after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        attempts: u32,
+        #[source]
+        last: Box<SyncError>,
+    },
+}
+
+impl SyncError {
+    /// Whether a new pass on fresh sessions can succeed: lost connections and sessions, and
+    /// conflicts with concurrent writers (a new pass re-reads both sides).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Read(e) => e.is_transient(),
+            SyncError::Write { source, .. } => {
+                verifier::zk::is_transient(source)
+                    || matches!(
+                        source,
+                        ZkError::NodeExists | ZkError::NoNode | ZkError::NotEmpty | ZkError::BadVersion
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// Maps a failed read to the error a user can act on.
+    pub fn from_read(e: ReadError, who: &str) -> SyncError {
+        if e.source == ZkError::NoAuth {
+            SyncError::NotAuthorized {
+                side: e.side,
+                op: if e.op.starts_with("read the ACL") { e.op } else { "read" },
+                path: e.path,
+                who: who.to_string(),
+            }
+        } else {
+            SyncError::Read(e)
+        }
+    }
+
+    /// Same for writes.
+    pub fn with_identity(self, who: &str) -> SyncError {
+        match self {
+            SyncError::Write {
+                op,
+                path,
+                source: ZkError::NoAuth,
+            } => SyncError::NotAuthorized {
+                side: "destination",
+                op,
+                path,
+                who: who.to_string(),
+            },
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The replication engine: makes a destination subtree equal to a source subtree.
+//!
+//! It knows nothing of Kubernetes (a test enforces that): the CLI, the standalone mode and the
+//! controllers all drive it through [`SyncOptions`] and [`sync`].
+
+mod copy;
+pub mod error;
+pub mod plan;
+pub mod progress;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use verifier::model::{is_sequential_name, NodeKind};
+use verifier::{ConnectOptions, EphemeralPolicy};
+
+pub use error::SyncError;
+pub use progress::Progress;
+pub use writer::WriterConfig;
+
+/// Dry runs list at most this many planned changes.
+pub const MAX_LISTED_CHANGES: usize = 1000;
+
+/// ZooKeeper's default jute.maxbuffer (0xfffff).
+pub const DEFAULT_JUTE_MAXBUFFER: usize = 0xfffff;
+
+/// Everything a copy needs.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    pub source: ConnectOptions,
+    pub destination: ConnectOptions,
+    pub source_root: String,
+    pub destination_root: String,
+    /// Delete destination nodes that the source does not have.
+    pub prune: bool,
+    /// Copy ACLs exactly; when off, created nodes are open and existing ACLs are left alone.
+    pub copy_acl: bool,
+    pub ephemerals: EphemeralPolicy,
+    /// Plan and report, write nothing.
+    pub dry_run: bool,
+    /// Nodes read concurrently.
+    pub read_window: usize,
+    pub writer: WriterConfig,
+    /// Bytes of planned but unacknowledged writes held in memory.
+    pub memory_budget_bytes: usize,
+    /// New passes after a lost connection or session.
+    pub retries: u32,
+    /// Print a progress line to stderr this often.
+    pub progress_every: Option<Duration>,
+}
+
+impl SyncOptions {
+    pub fn new(
+        source: ConnectOptions,
+        source_root: impl Into<String>,
+        destination: ConnectOptions,
+        destination_root: impl Into<String>,
+    ) -> SyncOptions {
+        SyncOptions {
+            source,
+            destination,
+            source_root: source_root.into(),
+            destination_root: destination_root.into(),
+            prune: true,
+            copy_acl: true,
+            ephemerals: EphemeralPolicy::Skip,
+            dry_run: false,
+            read_window: 1024,
+            writer: WriterConfig {
+                max_batch_bytes: DEFAULT_JUTE_MAXBUFFER / 2,
+                max_batch_ops: 1000,
+                max_in_flight: 8,
+                jute_maxbuffer: DEFAULT_JUTE_MAXBUFFER,
+            },
+            memory_budget_bytes: 64 << 20,
+            retries: 5,
+            progress_every: None,
+        }
+    }
+
+    pub(crate) fn source_identity(&self) -> String {
+        identity(&self.source)
+    }
+
+    pub(crate) fn destination_identity(&self) -> String {
+        identity(&self.destination)
+    }
+}
+
+fn identity(c: &ConnectOptions) -> String {
+    match &c.auth {
+        Some(a) => format!("digest user {:?}", a.user),
+        None => "an unauthenticated client".to_string(),
+    }
+}
+
+/// Nodes per kind. Sequential nodes are persistent nodes with a sequence suffix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KindCounts {
+    pub persistent: u64,
+    pub sequential: u64,
+    pub container: u64,
+    pub ttl: u64,
+    pub ephemeral: u64,
+}
+
+impl KindCounts {
+    pub fn add(&mut self, kind: NodeKind, name: &str) {
+        match kind {
+            NodeKind::Persistent if is_sequential_name(name) => self.sequential += 1,
+            NodeKind::Persistent => self.persistent += 1,
+            NodeKind::Container => self.container += 1,
+            NodeKind::Ttl { .. } => self.ttl += 1,
+            NodeKind::Ephemeral => self.ephemeral += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.persistent + self.sequential + self.container + self.ttl + self.ephemeral
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedChange {
+    pub op: &'static str,
+    pub path: String,
+}
+
+/// What a copy did (or, in a dry run, would do). Counts cover the final pass; write totals
+/// cover all passes.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncSummary {
+    pub source_root: String,
+    pub destination_root: String,
+    pub dry_run: bool,
+    pub source_nodes: u64,
+    pub created: KindCounts,
+    pub updated: KindCounts,
+    pub deleted: KindCounts,
+    pub skipped: KindCounts,
+    /// Nodes deleted and created again because their kind differed.
+    pub replaced: u64,
+    pub acl_updated: u64,
+    /// Parents whose cversion was raised to the source's.
+    pub cversion_raised: u64,
+    pub ancestors_created: u64,
+    /// Kind differences left alone because pruning is off.
+    pub kind_conflicts: u64,
+    pub write_ops: u64,
+    pub batches: u64,
+    pub bytes_written: u64,
+    pub attempts: u32,
+    pub duration_seconds: f64,
+    /// Dry run only: the planned changes, in order (at most [`MAX_LISTED_CHANGES`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<PlannedChange>,
+}
+
+impl SyncSummary {
+    fn new(opts: &SyncOptions) -> SyncSummary {
+        SyncSummary {
+            source_root: opts.source_root.clone(),
+            destination_root: opts.destination_root.clone(),
+            dry_run: opts.dry_run,
+            ..SyncSummary::default()
+        }
+    }
+
+    /// True when the destination needed no change.
+    pub fn unchanged(&self) -> bool {
+        self.created.total() == 0
+            && self.updated.total() == 0
+            && self.deleted.total() == 0
+            && self.acl_updated == 0
+            && self.cversion_raised == 0
+            && self.ancestors_created == 0
+    }
+
+    pub fn render(&self) -> String {
+        let k = |c: &KindCounts| {
+            format!(
+                "{} (persistent {}, sequential {}, container {}, ttl {}, ephemeral {})",
+                c.total(),
+                c.persistent,
+                c.sequential,
+                c.container,
+                c.ttl,
+                c.ephemeral
+            )
+        };
+        let mut s = String::new();
+        if self.dry_run {
+            s.push_str("DRY RUN: nothing was written; this is what a sync would do\n");
+        }
+        s.push_str(&format!(
+            "{} -> {}: {} source nodes in {:.3}s ({:.0} nodes/s)\n",
+            self.source_root,
+            self.destination_root,
+            self.source_nodes,
+            self.duration_seconds,
+            self.source_nodes as f64 / self.duration_seconds.max(1e-9)
+        ));
+        s.push_str(&format!("  created: {}\n", k(&self.created)));
+        s.push_str(&format!("  updated: {}\n", k(&self.updated)));
+        s.push_str(&format!("  deleted: {}\n", k(&self.deleted)));
+        s.push_str(&format!("  skipped: {}\n", k(&self.skipped)));
+        s.push_str(&format!(
+            "  ACLs set: {}, kinds replaced: {}, cversions raised: {}, ancestors created: {}\n",
+            self.acl_updated, self.replaced, self.cversion_raised, self.ancestors_created
+        ));
+        if self.kind_conflicts > 0 {
+            s.push_str(&format!(
+                "  WARNING: {} nodes differ in kind and were not replaced (pruning is off)\n",
+                self.kind_conflicts
+            ));
+        }
+        s.push_str(&format!(
+            "  writes: {} ops in {} transactions, {} data bytes, {} attempt(s)\n",
+            self.write_ops, self.batches, self.bytes_written, self.attempts
+        ));
+        for c in &self.changes {
+            s.push_str(&format!("  would {} {}\n", c.op, c.path));
+        }
+        s
+    }
+}
+
+/// Checks what can be checked without a server.
+pub fn validate(opts: &SyncOptions) -> Result<(), SyncError> {
+    verifier::path::validate_root("source root path", &opts.source_root)?;
+    verifier::path::validate_root("destination root path", &opts.destination_root)?;
+    let norm = |s: &str| {
+        let mut v: Vec<String> = s.split(',').map(|x| x.trim().to_lowercase()).collect();
+        v.sort();
+        v
+    };
+    if norm(&opts.source.servers) == norm(&opts.destination.servers)
+        && verifier::path::overlaps(&opts.source_root, &opts.destination_root)
+    {
+        return Err(SyncError::Overlap {
+            source_root: opts.source_root.clone(),
+            destination_root: opts.destination_root.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Makes the destination subtree equal to the source subtree.
+///
+/// Nothing is written before both roots were read with the given credentials. A lost
+/// connection or session starts a new pass on fresh sessions (a pass only converges, so
+/// repeating one is safe), up to `opts.retries` times; then the copy fails. It never reports
+/// success for a copy that was not fully acknowledged.
+pub async fn sync(opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
+    validate(opts)?;
+    let started = Instant::now();
+    let progress = Arc::new(Progress::default());
+    let _reporter = opts
+        .progress_every
+        .map(|every| progress::Reporter::start(progress.clone(), every));
+    let me = plan::Identity::new(opts.destination.auth.as_ref());
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = attempt_once(opts, &me, progress.clone(), attempt == 1).await;
+        match result {
+            Ok(mut summary) => {
+                summary.attempts = attempt;
+                summary.duration_seconds = started.elapsed().as_secs_f64();
+                summary.write_ops = progress.ops_written.load(std::sync::atomic::Ordering::Relaxed);
+                summary.batches = progress.batches.load(std::sync::atomic::Ordering::Relaxed);
+                summary.bytes_written = progress
+                    .bytes_written
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                return Ok(summary);
+            }
+            Err(e) if e.is_transient() && attempt <= opts.retries => {
+                let wait = Duration::from_millis(500u64 << (attempt - 1).min(4));
+                tracing::warn!(attempt, error = %e, retry_in = ?wait, "copy pass failed; starting a new pass");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) if attempt > 1 && e.is_transient() => {
+                return Err(SyncError::RetriesExhausted {
+                    attempts: attempt,
+                    last: Box::new(e),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn attempt_once(
+    opts: &SyncOptions,
+    me: &plan::Identity,
+    progress: Arc<Progress>,
+    first: bool,
+) -> Result<SyncSummary, SyncError> {
+    let connect = |role, c| async move {
+        verifier::connect(role, c).await.map_err(|e| {
+            // An ensemble that was reachable a moment ago may be restarting: worth a new pass.
+            if first {
+                SyncError::Connect(e)
+            } else {
+                SyncError::Write {
+                    op: "connect",
+                    path: String::new(),
+                    source: zookeeper_client::Error::ConnectionLoss,
+                }
+            }
+        })
+    };
+    let (src, dst) = tokio::join!(
+        connect("source", &opts.source),
+        connect("destination", &opts.destination)
+    );
+    let (src, dst) = (src?, dst?);
+    let pre = copy::preflight(
+        &src,
+        &dst,
+        opts,
+        &opts.source_identity(),
+        &opts.destination_identity(),
+    )
+    .await?;
+    if let Ok(n) = src.count_descendants_number(&opts.source_root).await {
+        progress
+            .source_total
+            .store(n as u64 + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+    progress
+        .nodes_read
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    copy::pass(&src, &dst, opts, me, pre, progress)
+        .await
+        .map_err(|e| e.with_identity(&opts.destination_identity()))
+}

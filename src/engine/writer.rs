@@ -1,0 +1,311 @@
+//! Destination writes: ops packed into multi transactions capped by bytes, several in flight.
+//!
+//! ZooKeeper applies the requests of one session in the order they were sent, so pipelined
+//! batches keep the order the planner emitted (parents before children, children deleted
+//! before parents, final ACLs last).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use verifier::model::{AclEntry, NodeKind};
+use zookeeper_client::{Acl, Acls, Client, CreateMode, Error as ZkError, MultiWriteError};
+
+use super::error::SyncError;
+use super::progress::Progress;
+
+/// One destination change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Create {
+        path: String,
+        data: Vec<u8>,
+        acl: Vec<AclEntry>,
+        kind: NodeKind,
+    },
+    SetData {
+        path: String,
+        data: Vec<u8>,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<AclEntry>,
+    },
+    Delete {
+        path: String,
+    },
+}
+
+impl Op {
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Create { path, .. }
+            | Op::SetData { path, .. }
+            | Op::SetAcl { path, .. }
+            | Op::Delete { path } => path,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "create",
+            Op::SetData { .. } => "setData",
+            Op::SetAcl { .. } => "setACL",
+            Op::Delete { .. } => "delete",
+        }
+    }
+
+    /// Bytes this op takes in a request, a little over the jute encoding.
+    pub fn wire_size(&self) -> usize {
+        let acl_size = |acl: &[AclEntry]| {
+            4 + acl
+                .iter()
+                .map(|e| 12 + e.scheme.len() + e.id.len())
+                .sum::<usize>()
+        };
+        // Multi op header (type, done, err) plus length prefixes.
+        let header = 16;
+        header
+            + self.path().len()
+            + match self {
+                Op::Create { data, acl, .. } => 4 + data.len() + acl_size(acl) + 12,
+                Op::SetData { data, .. } => 8 + data.len(),
+                Op::SetAcl { acl, .. } => 4 + acl_size(acl),
+                Op::Delete { .. } => 4,
+            }
+    }
+
+    pub fn data_len(&self) -> usize {
+        match self {
+            Op::Create { data, .. } | Op::SetData { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// An op holding its share of the memory budget until it is acknowledged.
+pub struct Queued {
+    pub op: Op,
+    pub permit: OwnedSemaphorePermit,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct WriterConfig {
+    /// Bytes in one multi transaction.
+    pub max_batch_bytes: usize,
+    /// Ops in one multi transaction.
+    pub max_batch_ops: usize,
+    /// Transactions awaiting their reply.
+    pub max_in_flight: usize,
+    /// The destination's jute.maxbuffer: a single op above it cannot be sent.
+    pub jute_maxbuffer: usize,
+}
+
+fn to_zk_acl(acl: &[AclEntry]) -> Vec<Acl> {
+    acl.iter().map(AclEntry::to_zk).collect()
+}
+
+fn ttl_create_error(op: &Op, e: &ZkError) -> Option<SyncError> {
+    match (op, e) {
+        (
+            Op::Create {
+                kind: NodeKind::Ttl { .. },
+                path,
+                ..
+            },
+            ZkError::Unimplemented | ZkError::UnexpectedErrorCode(_) | ZkError::BadArguments(_),
+        ) => Some(SyncError::TtlUnsupported { path: path.clone() }),
+        _ => None,
+    }
+}
+
+fn write_error(op: &Op, source: ZkError) -> SyncError {
+    ttl_create_error(op, &source).unwrap_or_else(|| SyncError::Write {
+        op: op.name(),
+        path: op.path().to_string(),
+        source,
+    })
+}
+
+type Pending<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), SyncError>> + Send + 'a>,
+>;
+
+/// Sends one batch now (the request leaves when this returns) and gives the reply future.
+fn send_batch<'a>(client: &'a Client, batch: Vec<Queued>, progress: Arc<Progress>) -> Pending<'a> {
+    if let [Queued {
+        op: Op::SetAcl { path, acl },
+        ..
+    }] = batch.as_slice()
+    {
+        let zk_acl = to_zk_acl(acl);
+        let reply = client.set_acl(path, &zk_acl, None);
+        return Box::pin(async move {
+            match reply.await {
+                Ok(_) => {
+                    progress.ops_written.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => Err(write_error(&batch[0].op, e)),
+            }
+        });
+    }
+    let mut multi = client.new_multi_writer();
+    let mut added = Ok(());
+    for q in &batch {
+        let r = match &q.op {
+            Op::Create {
+                path,
+                data,
+                acl,
+                kind,
+            } => {
+                let zk_acl = to_zk_acl(acl);
+                let acls = Acls::new(&zk_acl);
+                match kind {
+                    NodeKind::Container => {
+                        multi.add_create(path, data, &CreateMode::Container.with_acls(acls))
+                    }
+                    NodeKind::Ttl { ttl_ms } => multi.add_create(
+                        path,
+                        data,
+                        &CreateMode::Persistent
+                            .with_acls(acls)
+                            .with_ttl(Duration::from_millis((*ttl_ms).max(1) as u64)),
+                    ),
+                    NodeKind::Persistent | NodeKind::Ephemeral => {
+                        multi.add_create(path, data, &CreateMode::Persistent.with_acls(acls))
+                    }
+                }
+            }
+            Op::SetData { path, data } => multi.add_set_data(path, data, None),
+            Op::Delete { path } => multi.add_delete(path, None),
+            Op::SetAcl { .. } => Err(ZkError::BadArguments(&"setACL cannot be batched")),
+        };
+        if let Err(e) = r {
+            added = Err(write_error(&q.op, e));
+            break;
+        }
+    }
+    let reply = multi.commit();
+    Box::pin(async move {
+        added?;
+        match reply.await {
+            Ok(_) => {
+                let bytes: usize = batch.iter().map(|q| q.op.data_len()).sum();
+                progress
+                    .ops_written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                progress
+                    .bytes_written
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                progress.batches.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(MultiWriteError::OperationFailed { index, source }) => {
+                let op = &batch.get(index).unwrap_or(&batch[0]).op;
+                Err(write_error(op, source))
+            }
+            Err(MultiWriteError::RequestFailed { source }) => Err(write_error(&batch[0].op, source)),
+        }
+    })
+}
+
+/// Ops waiting to be sent and transactions waiting for their reply.
+struct Batcher<'a> {
+    client: &'a Client,
+    cfg: WriterConfig,
+    progress: Arc<Progress>,
+    batch: Vec<Queued>,
+    batch_bytes: usize,
+    in_flight: FuturesOrdered<Pending<'a>>,
+}
+
+impl<'a> Batcher<'a> {
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let full = std::mem::take(&mut self.batch);
+            self.batch_bytes = 0;
+            self.in_flight
+                .push_back(send_batch(self.client, full, self.progress.clone()));
+        }
+    }
+
+    fn accept(&mut self, q: Queued) -> Result<(), SyncError> {
+        let size = q.op.wire_size();
+        if size > self.cfg.jute_maxbuffer {
+            return Err(SyncError::NodeTooBig {
+                path: q.op.path().to_string(),
+                size,
+                limit: self.cfg.jute_maxbuffer,
+            });
+        }
+        // setACL has no multi form; oversized ops travel alone.
+        let alone = matches!(q.op, Op::SetAcl { .. }) || size > self.cfg.max_batch_bytes;
+        if alone
+            || self.batch_bytes + size > self.cfg.max_batch_bytes
+            || self.batch.len() >= self.cfg.max_batch_ops
+        {
+            self.flush();
+        }
+        if alone {
+            self.in_flight
+                .push_back(send_batch(self.client, vec![q], self.progress.clone()));
+        } else {
+            self.batch_bytes += size;
+            self.batch.push(q);
+        }
+        Ok(())
+    }
+}
+
+/// Drains `rx` into the destination until the sender is dropped. Returns the first failure.
+pub async fn run(
+    client: &Client,
+    mut rx: mpsc::Receiver<Queued>,
+    cfg: WriterConfig,
+    progress: Arc<Progress>,
+) -> Result<(), SyncError> {
+    let mut b = Batcher {
+        client,
+        cfg,
+        progress,
+        batch: Vec::new(),
+        batch_bytes: 0,
+        in_flight: FuturesOrdered::new(),
+    };
+    let mut closed = false;
+    loop {
+        // Take what is queued without waiting.
+        while !closed && b.in_flight.len() < cfg.max_in_flight {
+            match rx.try_recv() {
+                Ok(q) => b.accept(q)?,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+            }
+        }
+        // Send a partial batch when the server would otherwise sit idle.
+        if b.in_flight.is_empty() || closed {
+            b.flush();
+        }
+        if closed && b.in_flight.is_empty() {
+            return Ok(());
+        }
+        if closed || b.in_flight.len() >= cfg.max_in_flight {
+            if let Some(r) = b.in_flight.next().await {
+                r?;
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            Some(r) = b.in_flight.next(), if !b.in_flight.is_empty() => r?,
+            q = rx.recv() => match q {
+                Some(q) => b.accept(q)?,
+                None => closed = true,
+            },
+        }
+    }
+}

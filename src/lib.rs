@@ -1,0 +1,5 @@
+//! resiliency-operator: replicates Apache ZooKeeper trees and proves the copy is right.
+
+pub mod cli;
+pub mod engine;
+pub mod telemetry;

@@ -1,0 +1,173 @@
+//! Shared helpers for tests and benchmarks that run against real ZooKeeper servers.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use resiliency_operator::engine::SyncOptions;
+use verifier::{ConnectOptions, DigestAuth, Report, VerifyOptions};
+pub use zk_test_harness::{ZkOptions, ZkServer};
+use zookeeper_client::{Acl, Acls, Client, CreateMode};
+
+/// One source and one destination server shared by the tests of a test binary (each test uses
+/// its own root path). Extended types are on, so TTL nodes work.
+pub fn shared_pair() -> &'static (ZkServer, ZkServer) {
+    static PAIR: OnceLock<(ZkServer, ZkServer)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let o = ZkOptions {
+            extended_types: true,
+            ..ZkOptions::default()
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| ZkServer::start(o.clone()));
+            let b = s.spawn(|| ZkServer::start(o.clone()));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        (a, b)
+    })
+}
+
+/// A root path no other test uses.
+pub fn unique_root(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("/{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub async fn client(server: &ZkServer) -> Client {
+    client_at(&server.connect_string(), None).await
+}
+
+pub async fn client_at(servers: &str, auth: Option<&str>) -> Client {
+    let opts = ConnectOptions::new(servers).with_auth(auth.map(|a| DigestAuth::parse(a).unwrap()));
+    verifier::connect("test", &opts).await.unwrap()
+}
+
+pub fn open() -> Acls<'static> {
+    Acls::anyone_all()
+}
+
+/// Creates a persistent node (parents must exist).
+pub async fn mk(c: &Client, path: &str, data: &[u8]) {
+    c.create(path, data, &CreateMode::Persistent.with_acls(open()))
+        .await
+        .unwrap_or_else(|e| panic!("create {path}: {e}"));
+}
+
+pub async fn mk_with(c: &Client, path: &str, data: &[u8], mode: CreateMode, acl: &[Acl]) {
+    c.create(path, data, &mode.with_acls(Acls::new(acl)))
+        .await
+        .unwrap_or_else(|e| panic!("create {path}: {e}"));
+}
+
+/// Builds `n` nodes under `root` (which is created): `fanout` children per directory,
+/// `payload` bytes each, written with pipelined multi transactions.
+pub async fn build_tree(c: &Client, root: &str, n: usize, fanout: usize, payload: usize) {
+    mk(c, root, b"root").await;
+    // Breadth-first names so that every parent precedes its children.
+    let mut paths = Vec::with_capacity(n);
+    let mut frontier = vec![root.to_string()];
+    'outer: loop {
+        let mut next = Vec::new();
+        for parent in &frontier {
+            for i in 0..fanout {
+                if paths.len() >= n {
+                    break 'outer;
+                }
+                let p = format!("{parent}/n{i:04}");
+                paths.push(p.clone());
+                next.push(p);
+            }
+        }
+        frontier = next;
+    }
+    let data: Vec<u8> = (0..payload).map(|i| (i % 251) as u8).collect();
+    let mut in_flight = FuturesUnordered::new();
+    // Each level completes before the next starts, so parents exist.
+    let mut by_depth: std::collections::BTreeMap<usize, Vec<&String>> = Default::default();
+    for p in &paths {
+        by_depth.entry(p.matches('/').count()).or_default().push(p);
+    }
+    for level in by_depth.values() {
+        for chunk in level.chunks(500) {
+            let mut w = c.new_multi_writer();
+            for p in chunk {
+                w.add_create(p, &data, &CreateMode::Persistent.with_acls(open()))
+                    .unwrap();
+            }
+            in_flight.push(w.commit());
+            if in_flight.len() >= 16 {
+                in_flight.next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(r) = in_flight.next().await {
+            r.unwrap();
+        }
+    }
+}
+
+/// Engine options for a test copy between two servers.
+pub fn sync_opts(src: &ZkServer, root: &str, dst: &ZkServer, dst_root: &str) -> SyncOptions {
+    let mut o = SyncOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        root,
+        ConnectOptions::new(dst.connect_string()),
+        dst_root,
+    );
+    o.retries = 3;
+    o
+}
+
+/// Verifies with the same connection settings and policies as `o`.
+pub async fn verify(o: &SyncOptions) -> Report {
+    let src = verifier::connect("source", &o.source).await.unwrap();
+    let dst = verifier::connect("destination", &o.destination).await.unwrap();
+    let mut v = VerifyOptions::default();
+    v.walk.hash.acl = o.copy_acl;
+    v.walk.ephemerals = o.ephemerals;
+    verifier::verify(&src, &o.source_root, &dst, &o.destination_root, v)
+        .await
+        .unwrap()
+}
+
+/// Asserts the two trees of `o` are equal, printing the divergence otherwise.
+pub async fn assert_equal(o: &SyncOptions) -> Report {
+    let r = verify(o).await;
+    assert!(r.equal, "trees differ:\n{}", r.render());
+    r
+}
+
+/// Every node under `root` with its stat (versions, cversion, aversion, zxids), sorted.
+/// Equal fingerprints before and after mean nothing under `root` was written.
+pub async fn fingerprint(server: &ZkServer, root: &str) -> Vec<(String, verifier::NodeStat)> {
+    let c = client_at(&server.connect_string(), Some("admin:secret")).await;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_string()];
+    while let Some(p) = stack.pop() {
+        match c.get_children(&p).await {
+            Ok((children, stat)) => {
+                for ch in children {
+                    stack.push(if p == "/" { format!("/{ch}") } else { format!("{p}/{ch}") });
+                }
+                out.push((p, verifier::NodeStat::from(&stat)));
+            }
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => panic!("getChildren {p}: {e}"),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
