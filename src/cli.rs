@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use verifier::{ConnectOptions, DigestAuth, EphemeralPolicy, HashOptions, VerifyOptions, WalkOptions};
+use verifier::{
+    ConnectOptions, DigestAuth, EphemeralPolicy, HashOptions, VerifyOptions, WalkOptions,
+};
 
 use crate::engine::{self, SyncOptions, DEFAULT_JUTE_MAXBUFFER};
 
@@ -43,13 +45,23 @@ pub struct Endpoints {
     #[arg(long, value_name = "PATH")]
     pub destination_root_path: Option<String>,
     /// Source digest credentials, user:password.
-    #[arg(long, env = "RESILIENCY_SOURCE_AUTH", value_name = "USER:PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RESILIENCY_SOURCE_AUTH",
+        value_name = "USER:PASSWORD",
+        hide_env_values = true
+    )]
     pub source_auth: Option<String>,
     /// File holding the source user:password (keeps it out of shell history).
     #[arg(long, value_name = "FILE", conflicts_with = "source_auth")]
     pub source_auth_file: Option<PathBuf>,
     /// Destination digest credentials, user:password.
-    #[arg(long, env = "RESILIENCY_DESTINATION_AUTH", value_name = "USER:PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RESILIENCY_DESTINATION_AUTH",
+        value_name = "USER:PASSWORD",
+        hide_env_values = true
+    )]
     pub destination_auth: Option<String>,
     /// File holding the destination user:password.
     #[arg(long, value_name = "FILE", conflicts_with = "destination_auth")]
@@ -119,6 +131,15 @@ pub struct SyncArgs {
     /// New passes after a lost connection or session before giving up.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub retries: u32,
+    /// Create source nodes matching this glob (absolute source path; `*` one component, `**`
+    /// any) as container nodes. Repeatable. Needed because ZooKeeper reports containers as
+    /// persistent nodes to every client.
+    #[arg(long = "container", value_name = "GLOB")]
+    pub containers: Vec<String>,
+    /// Create source nodes matching GLOB as TTL nodes with this TTL, GLOB=SECONDS. Repeatable.
+    /// ZooKeeper reports TTL nodes as persistent to every client.
+    #[arg(long = "ttl", value_name = "GLOB=SECONDS")]
+    pub ttls: Vec<String>,
     /// Seconds between progress lines on stderr (0: none).
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub progress: f64,
@@ -191,7 +212,12 @@ impl Endpoints {
         Ok((
             mk(
                 &self.source,
-                auth("--source-auth", "--source-auth-file", &self.source_auth, &self.source_auth_file)?,
+                auth(
+                    "--source-auth",
+                    "--source-auth-file",
+                    &self.source_auth,
+                    &self.source_auth_file,
+                )?,
             ),
             mk(
                 &self.destination,
@@ -227,7 +253,12 @@ impl Endpoints {
 pub fn sync_options(a: &SyncArgs) -> Result<SyncOptions, CliError> {
     let e = &a.endpoints;
     let (source, destination) = e.connect_options()?;
-    let mut o = SyncOptions::new(source, e.root_path.clone(), destination, e.destination_root());
+    let mut o = SyncOptions::new(
+        source,
+        e.root_path.clone(),
+        destination,
+        e.destination_root(),
+    );
     o.prune = !a.no_prune;
     o.copy_acl = !e.no_acl;
     o.ephemerals = e.ephemerals.into();
@@ -254,6 +285,36 @@ pub fn sync_options(a: &SyncArgs) -> Result<SyncOptions, CliError> {
     o.writer.max_batch_ops = a.max_batch_ops.max(1);
     o.writer.max_in_flight = a.max_in_flight.max(1);
     o.progress_every = (a.progress > 0.0).then(|| Duration::from_secs_f64(a.progress));
+    for glob in &a.containers {
+        o.type_rules.push(
+            engine::TypeRule::new(glob, verifier::NodeKind::Container).map_err(|e| {
+                CliError::InvalidFlag {
+                    flag: "--container",
+                    message: format!("{glob:?} is not a valid glob: {e}"),
+                }
+            })?,
+        );
+    }
+    for spec in &a.ttls {
+        let bad = |message: String| CliError::InvalidFlag {
+            flag: "--ttl",
+            message,
+        };
+        let (glob, secs) = spec
+            .rsplit_once('=')
+            .ok_or_else(|| bad(format!("{spec:?} must be GLOB=SECONDS")))?;
+        let secs: f64 = secs
+            .parse()
+            .map_err(|_| bad(format!("{secs:?} in {spec:?} is not a number of seconds")))?;
+        let ttl_ms = (secs * 1000.0).round() as i64;
+        if !(1..=0xFF_FFFF_FFFF).contains(&ttl_ms) {
+            return Err(bad(format!("TTL {secs}s in {spec:?} is out of range")));
+        }
+        o.type_rules.push(
+            engine::TypeRule::new(glob, verifier::NodeKind::Ttl { ttl_ms })
+                .map_err(|e| bad(format!("{glob:?} is not a valid glob: {e}")))?,
+        );
+    }
     Ok(o)
 }
 
@@ -317,7 +378,10 @@ async fn verify_trees(
     verifier::path::validate_root("--root-path", &root)?;
     verifier::path::validate_root("--destination-root-path", &dst_root)?;
     let (s, d) = e.connect_options()?;
-    let (src, dst) = tokio::join!(verifier::connect("source", &s), verifier::connect("destination", &d));
+    let (src, dst) = tokio::join!(
+        verifier::connect("source", &s),
+        verifier::connect("destination", &d)
+    );
     let (src, dst) = (src?, dst?);
     Ok(verifier::verify(&src, &root, &dst, &dst_root, e.verify_options(max_paths)).await?)
 }

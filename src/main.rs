@@ -6,7 +6,10 @@ use resiliency_operator::cli::{self, Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     resiliency_operator::telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -156,7 +156,7 @@ impl<'a> Planner<'a> {
         };
         self.summary.source_nodes += 1;
         let name = name_of(&rel, &self.opts.source_root).to_string();
-        let Some(kind) = desired_kind(src.node.kind, self.opts.ephemerals) else {
+        let Some(reported) = desired_kind(src.node.kind, self.opts.ephemerals) else {
             self.summary.skipped.add(src.node.kind, &name);
             // The destination holds something here that the source only has as ephemeral.
             if let Some(d) = &dst {
@@ -169,9 +169,12 @@ impl<'a> Planner<'a> {
             }
             return Ok(());
         };
+        let src_abs = path::join(&self.opts.source_root, &rel);
+        let kind = super::kind_for(&self.opts.type_rules, &src_abs, reported);
         match dst {
             None => self.create(rel, src, kind, stack).await,
-            Some(d) if d.node.kind != kind => {
+            // Only what a client can see is compared: containers and TTL nodes read as persistent.
+            Some(d) if d.node.kind != super::observable(kind) => {
                 if self.opts.prune {
                     stack.push(Task::Remove {
                         rel,
@@ -597,7 +600,11 @@ async fn walk(
             break;
         };
         match done.map_err(|e| {
-            let who = if e.side == "source" { &who_src } else { &who_dst };
+            let who = if e.side == "source" {
+                &who_src
+            } else {
+                &who_dst
+            };
             SyncError::from_read(e, who)
         })? {
             Done::Visited { rel, src, dst } => planner.visit(rel, src, dst, &mut stack).await?,

@@ -62,7 +62,10 @@ impl SyncError {
                 verifier::zk::is_transient(source)
                     || matches!(
                         source,
-                        ZkError::NodeExists | ZkError::NoNode | ZkError::NotEmpty | ZkError::BadVersion
+                        ZkError::NodeExists
+                            | ZkError::NoNode
+                            | ZkError::NotEmpty
+                            | ZkError::BadVersion
                     )
             }
             _ => false,
@@ -74,7 +77,11 @@ impl SyncError {
         if e.source == ZkError::NoAuth {
             SyncError::NotAuthorized {
                 side: e.side,
-                op: if e.op.starts_with("read the ACL") { e.op } else { "read" },
+                op: if e.op.starts_with("read the ACL") {
+                    e.op
+                } else {
+                    "read"
+                },
                 path: e.path,
                 who: who.to_string(),
             }

@@ -49,6 +49,57 @@ pub struct SyncOptions {
     pub retries: u32,
     /// Print a progress line to stderr this often.
     pub progress_every: Option<Duration>,
+    /// Which source nodes are containers or TTL nodes. The server reports both as persistent
+    /// to every client (it zeroes their ephemeralOwner), so the copier cannot see them.
+    pub type_rules: Vec<TypeRule>,
+}
+
+/// Creates source nodes whose absolute path matches `pattern` as `kind` on the destination.
+#[derive(Clone, Debug)]
+pub struct TypeRule {
+    pub pattern: String,
+    matcher: globset::GlobMatcher,
+    pub kind: NodeKind,
+}
+
+impl TypeRule {
+    /// `pattern` is a glob over absolute source paths: `*` stays within one path component,
+    /// `**` spans any number.
+    pub fn new(pattern: &str, kind: NodeKind) -> Result<TypeRule, globset::Error> {
+        let matcher = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()?
+            .compile_matcher();
+        Ok(TypeRule {
+            pattern: pattern.to_string(),
+            matcher,
+            kind,
+        })
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.matcher.is_match(path)
+    }
+}
+
+/// Kind a destination node must be created with: the first matching rule decides for nodes the
+/// source reports as persistent.
+pub fn kind_for(rules: &[TypeRule], source_path: &str, reported: NodeKind) -> NodeKind {
+    if reported != NodeKind::Persistent {
+        return reported;
+    }
+    rules
+        .iter()
+        .find(|r| r.matches(source_path))
+        .map_or(reported, |r| r.kind)
+}
+
+/// What a client can see of a kind: containers and TTL nodes read as persistent.
+pub fn observable(kind: NodeKind) -> NodeKind {
+    match kind {
+        NodeKind::Ephemeral => NodeKind::Ephemeral,
+        _ => NodeKind::Persistent,
+    }
 }
 
 impl SyncOptions {
@@ -77,6 +128,7 @@ impl SyncOptions {
             memory_budget_bytes: 64 << 20,
             retries: 5,
             progress_every: None,
+            type_rules: Vec::new(),
         }
     }
 
@@ -97,6 +149,40 @@ fn identity(c: &ConnectOptions) -> String {
 }
 
 /// Nodes per kind. Sequential nodes are persistent nodes with a sequence suffix.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_rules_apply_to_persistent_nodes_only() {
+        let rules = vec![
+            TypeRule::new("/app/locks/*", NodeKind::Container).expect("glob"),
+            TypeRule::new("/app/**/session-*", NodeKind::Ttl { ttl_ms: 60_000 }).expect("glob"),
+        ];
+        assert_eq!(
+            kind_for(&rules, "/app/locks/a", NodeKind::Persistent),
+            NodeKind::Container
+        );
+        assert_eq!(
+            kind_for(&rules, "/app/locks/a/b", NodeKind::Persistent),
+            NodeKind::Persistent
+        );
+        assert_eq!(
+            kind_for(&rules, "/app/x/y/session-1", NodeKind::Persistent),
+            NodeKind::Ttl { ttl_ms: 60_000 }
+        );
+        assert_eq!(
+            kind_for(&rules, "/app/locks/a", NodeKind::Ephemeral),
+            NodeKind::Ephemeral
+        );
+        assert_eq!(observable(NodeKind::Container), NodeKind::Persistent);
+        assert_eq!(
+            observable(NodeKind::Ttl { ttl_ms: 1 }),
+            NodeKind::Persistent
+        );
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KindCounts {
     pub persistent: u64,
@@ -270,7 +356,9 @@ pub async fn sync(opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
             Ok(mut summary) => {
                 summary.attempts = attempt;
                 summary.duration_seconds = started.elapsed().as_secs_f64();
-                summary.write_ops = progress.ops_written.load(std::sync::atomic::Ordering::Relaxed);
+                summary.write_ops = progress
+                    .ops_written
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 summary.batches = progress.batches.load(std::sync::atomic::Ordering::Relaxed);
                 summary.bytes_written = progress
                     .bytes_written

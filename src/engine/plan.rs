@@ -76,7 +76,9 @@ pub fn plan_acl(
     match current {
         None => {
             // Data goes in with the create, so only child operations matter.
-            let final_acl = target.map(<[AclEntry]>::to_vec).unwrap_or_else(|| vec![AclEntry::open()]);
+            let final_acl = target
+                .map(<[AclEntry]>::to_vec)
+                .unwrap_or_else(|| vec![AclEntry::open()]);
             let child_ops = required & (perms::CREATE | perms::DELETE);
             if me.grants(&final_acl, child_ops) {
                 plan.create_with = Some(final_acl);
@@ -173,7 +175,10 @@ mod tests {
     fn new_read_only_parent_is_staged_and_locked_at_the_end() {
         let src = vec![AclEntry::new(perms::READ, "world", "anyone")];
         let p = plan_acl(&me(), Some(&src), None, perms::CREATE);
-        assert_eq!(p.create_with, Some(vec![digest(perms::ALL, "copier:hash=")]));
+        assert_eq!(
+            p.create_with,
+            Some(vec![digest(perms::ALL, "copier:hash=")])
+        );
         assert_eq!(p.set_at_end, Some(src.clone()));
         // A read-only leaf needs nothing after its create.
         let leaf = plan_acl(&me(), Some(&src), None, 0);
@@ -225,7 +230,10 @@ mod tests {
 
     #[test]
     fn ephemeral_policy() {
-        assert_eq!(desired_kind(NodeKind::Ephemeral, EphemeralPolicy::Skip), None);
+        assert_eq!(
+            desired_kind(NodeKind::Ephemeral, EphemeralPolicy::Skip),
+            None
+        );
         assert_eq!(
             desired_kind(NodeKind::Ephemeral, EphemeralPolicy::Persistent),
             Some(NodeKind::Persistent)

@@ -129,9 +129,8 @@ fn write_error(op: &Op, source: ZkError) -> SyncError {
     })
 }
 
-type Pending<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), SyncError>> + Send + 'a>,
->;
+type Pending<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SyncError>> + Send + 'a>>;
 
 /// Sends one batch now (the request leaves when this returns) and gives the reply future.
 fn send_batch<'a>(client: &'a Client, batch: Vec<Queued>, progress: Arc<Progress>) -> Pending<'a> {
@@ -208,7 +207,9 @@ fn send_batch<'a>(client: &'a Client, batch: Vec<Queued>, progress: Arc<Progress
                 let op = &batch.get(index).unwrap_or(&batch[0]).op;
                 Err(write_error(op, source))
             }
-            Err(MultiWriteError::RequestFailed { source }) => Err(write_error(&batch[0].op, source)),
+            Err(MultiWriteError::RequestFailed { source }) => {
+                Err(write_error(&batch[0].op, source))
+            }
         }
     })
 }

@@ -32,7 +32,11 @@ pub fn shared_pair() -> &'static (ZkServer, ZkServer) {
 /// A root path no other test uses.
 pub fn unique_root(name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("/{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "/{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub async fn client(server: &ZkServer) -> Client {
@@ -122,7 +126,9 @@ pub fn sync_opts(src: &ZkServer, root: &str, dst: &ZkServer, dst_root: &str) -> 
 /// Verifies with the same connection settings and policies as `o`.
 pub async fn verify(o: &SyncOptions) -> Report {
     let src = verifier::connect("source", &o.source).await.unwrap();
-    let dst = verifier::connect("destination", &o.destination).await.unwrap();
+    let dst = verifier::connect("destination", &o.destination)
+        .await
+        .unwrap();
     let mut v = VerifyOptions::default();
     v.walk.hash.acl = o.copy_acl;
     v.walk.ephemerals = o.ephemerals;
@@ -148,7 +154,11 @@ pub async fn fingerprint(server: &ZkServer, root: &str) -> Vec<(String, verifier
         match c.get_children(&p).await {
             Ok((children, stat)) => {
                 for ch in children {
-                    stack.push(if p == "/" { format!("/{ch}") } else { format!("{p}/{ch}") });
+                    stack.push(if p == "/" {
+                        format!("/{ch}")
+                    } else {
+                        format!("{p}/{ch}")
+                    });
                 }
                 out.push((p, verifier::NodeStat::from(&stat)));
             }
@@ -167,7 +177,51 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The server's transaction logs decoded by ZooKeeper's own TxnLogToolkit: the only place a
+/// container or TTL create is visible (clients see both as persistent nodes).
+pub fn txn_log(server: &ZkServer) -> String {
+    let dir = server.data_dir().join("version-2");
+    let mut out = String::new();
+    let mut logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("log."))
+        })
+        .collect();
+    logs.sort();
+    for log in logs {
+        let o = std::process::Command::new("java")
+            .args([
+                "-cp",
+                "/usr/share/java/zookeeper.jar",
+                "org.apache.zookeeper.server.persistence.TxnLogToolkit",
+            ])
+            .arg(&log)
+            .output()
+            .unwrap();
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    out
+}
+
+/// Whether `log` (from [`txn_log`]) has a transaction `op` ("createContainer", "createTtl", ...)
+/// for exactly `path`.
+pub fn logged(log: &str, op: &str, path: &str) -> bool {
+    log.match_indices(op).any(|(i, _)| {
+        let rest = log[i + op.len()..]
+            .trim_start_matches(|c: char| c == ':' || c.is_whitespace() || c.is_control());
+        rest.strip_prefix(path).is_some_and(|after| {
+            !after.starts_with(|c: char| c.is_alphanumeric() || "/-_.".contains(c))
+        })
+    })
 }

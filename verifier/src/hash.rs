@@ -356,8 +356,11 @@ mod tests {
         other.retain(|(p, _)| *p != "/a/x"); // missing
         other.push(("/extra", Node::persistent("e"))); // extra
         other[1].1.data = b"changed".to_vec(); // /a data differs
-        other[2].1 = Node::persistent("sibling sorting before /a/x")
-            .with_acl(vec![AclEntry::new(perms::READ, "world", "anyone")]); // ACL differs
+        other[2].1 = Node::persistent("sibling sorting before /a/x").with_acl(vec![AclEntry::new(
+            perms::READ,
+            "world",
+            "anyone",
+        )]); // ACL differs
         other[0].1 = Node::persistent("root").with_kind(NodeKind::Ttl { ttl_ms: 5000 }); // kind
         let dst = tree(&other);
         assert_ne!(src.root_hash(), dst.root_hash());
@@ -391,15 +394,24 @@ mod tests {
 
     #[test]
     fn ttl_value_is_part_of_the_kind() {
-        let a = tree(&[("", Node::persistent("").with_kind(NodeKind::Ttl { ttl_ms: 1 }))]);
-        let b = tree(&[("", Node::persistent("").with_kind(NodeKind::Ttl { ttl_ms: 2 }))]);
+        let a = tree(&[(
+            "",
+            Node::persistent("").with_kind(NodeKind::Ttl { ttl_ms: 1 }),
+        )]);
+        let b = tree(&[(
+            "",
+            Node::persistent("").with_kind(NodeKind::Ttl { ttl_ms: 2 }),
+        )]);
         assert_ne!(a.root_hash(), b.root_hash());
     }
 
     #[test]
     fn acl_can_be_left_out() {
         let open = [("", Node::persistent("x"))];
-        let closed = [("", Node::persistent("x").with_acl(vec![AclEntry::new(perms::READ, "digest", "u:h")]))];
+        let closed = [(
+            "",
+            Node::persistent("x").with_acl(vec![AclEntry::new(perms::READ, "digest", "u:h")]),
+        )];
         let no_acl = HashOptions { acl: false };
         let a = DigestTree::from_nodes(open.iter().map(|(p, n)| (*p, n)), no_acl);
         let b = DigestTree::from_nodes(closed.iter().map(|(p, n)| (*p, n)), no_acl);
@@ -423,7 +435,8 @@ mod tests {
         for n in &names {
             nodes.push((n.as_str(), Node::persistent("")));
         }
-        let dst = DigestTree::from_nodes(nodes.iter().map(|(p, n)| (*p, n)), HashOptions::default());
+        let dst =
+            DigestTree::from_nodes(nodes.iter().map(|(p, n)| (*p, n)), HashOptions::default());
         let d = diff(&src, &dst, 5);
         assert_eq!(d.counts.extra, 50);
         assert_eq!(d.divergences.len(), 5);

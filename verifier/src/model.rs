@@ -114,7 +114,13 @@ impl AclEntry {
 
 impl std::fmt::Display for AclEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.scheme, self.id, perms::render(self.perms))
+        write!(
+            f,
+            "{}:{}:{}",
+            self.scheme,
+            self.id,
+            perms::render(self.perms)
+        )
     }
 }
 
@@ -129,11 +135,17 @@ pub mod perms {
 
     /// zkCli style: `cdrwa`.
     pub fn render(bits: i32) -> String {
-        [(CREATE, 'c'), (DELETE, 'd'), (READ, 'r'), (WRITE, 'w'), (ADMIN, 'a')]
-            .iter()
-            .filter(|(bit, _)| bits & bit != 0)
-            .map(|(_, c)| *c)
-            .collect()
+        [
+            (CREATE, 'c'),
+            (DELETE, 'd'),
+            (READ, 'r'),
+            (WRITE, 'w'),
+            (ADMIN, 'a'),
+        ]
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, c)| *c)
+        .collect()
     }
 }
 
@@ -244,7 +256,10 @@ mod tests {
     #[test]
     fn decodes_every_ephemeral_owner_encoding() {
         assert_eq!(NodeKind::from_ephemeral_owner(0), NodeKind::Persistent);
-        assert_eq!(NodeKind::from_ephemeral_owner(i64::MIN), NodeKind::Container);
+        assert_eq!(
+            NodeKind::from_ephemeral_owner(i64::MIN),
+            NodeKind::Container
+        );
         let ttl = (0xFF00_0000_0000_0000u64 | 60_000) as i64;
         assert_eq!(
             NodeKind::from_ephemeral_owner(ttl),

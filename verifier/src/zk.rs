@@ -86,7 +86,9 @@ pub enum ConnectError {
         #[source]
         source: ZkError,
     },
-    #[error("{role} servers: {servers:?} is not a valid connection string (host:port[,host:port...])")]
+    #[error(
+        "{role} servers: {servers:?} is not a valid connection string (host:port[,host:port...])"
+    )]
     InvalidServers { role: &'static str, servers: String },
 }
 
@@ -124,7 +126,9 @@ pub async fn connect(role: &'static str, opts: &ConnectOptions) -> Result<Client
     match tokio::time::timeout(opts.connect_timeout, connector.connect(&opts.servers)).await {
         Err(_) => Err(unreachable()),
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(ZkError::NoHosts | ZkError::Timeout | ZkError::ConnectionLoss)) => Err(unreachable()),
+        Ok(Err(ZkError::NoHosts | ZkError::Timeout | ZkError::ConnectionLoss)) => {
+            Err(unreachable())
+        }
         Ok(Err(source)) => Err(ConnectError::Refused {
             role,
             servers: opts.servers.clone(),
