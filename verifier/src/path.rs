@@ -73,9 +73,10 @@ pub fn validate_root(field: &'static str, path: &str) -> Result<(), PathError> {
     Ok(())
 }
 
-// Surrogates (U+D800..U+DFFF), also refused by ZooKeeper, cannot occur in a Rust string.
+// ZooKeeper checks UTF-16 code units, so characters beyond U+FFFF (emoji), which Java
+// stores as surrogates, are refused too.
 fn invalid_char(c: char) -> bool {
-    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..='\u{ffff}')
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..)
 }
 
 /// True for `/zookeeper` and everything below it.
@@ -156,6 +157,7 @@ mod tests {
             ("/a//b", "empty path component"),
             ("/a/../b", "relative component"),
             ("/a\u{1}b", "contains character"),
+            ("/crab-🦀", "contains character"),
             ("/zookeeper", "never replicated"),
             ("/zookeeper/quota", "never replicated"),
         ];
