@@ -378,9 +378,10 @@ async fn verify_trees(
     verifier::path::validate_root("--root-path", &root)?;
     verifier::path::validate_root("--destination-root-path", &dst_root)?;
     let (s, d) = e.connect_options()?;
+    let n = verifier::zk::READ_SESSIONS;
     let (src, dst) = tokio::join!(
-        verifier::connect("source", &s),
-        verifier::connect("destination", &d)
+        verifier::connect_pool("source", &s, n),
+        verifier::connect_pool("destination", &d, n)
     );
     let (src, dst) = (src?, dst?);
     Ok(verifier::verify(&src, &root, &dst, &dst_root, e.verify_options(max_paths)).await?)

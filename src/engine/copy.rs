@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
 use verifier::model::{AclEntry, NodeKind};
-use verifier::reader::{fetch_node, Fetched};
+use verifier::reader::{fetch_many, fetch_node, Fetched, BATCH};
 use verifier::{path, ReadError};
 use zookeeper_client::{Client, Error as ZkError};
 
@@ -36,6 +36,8 @@ enum Task {
     },
 }
 
+// Visits dominate; boxing them would cost an allocation per node.
+#[allow(clippy::large_enum_variant)]
 enum Done {
     Visited {
         rel: String,
@@ -50,7 +52,7 @@ enum Done {
     },
 }
 
-type TaskFuture<'a> = Pin<Box<dyn Future<Output = Result<Done, ReadError>> + Send + 'a>>;
+type TaskFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Done>, ReadError>> + Send + 'a>>;
 
 /// What a destination parent's cversion must reach.
 struct CversionTarget {
@@ -485,8 +487,8 @@ pub(super) async fn preflight(
 /// Runs one full pass. Returns what it planned; every planned op was acknowledged when it
 /// returns `Ok` (in a dry run nothing is written).
 pub(super) async fn pass(
-    src: &Client,
-    dst: &Client,
+    src: &[Client],
+    dst: &[Client],
     opts: &SyncOptions,
     me: &Identity,
     pre: Preflight,
@@ -514,7 +516,7 @@ pub(super) async fn pass(
             drop(rx);
             Ok(())
         } else {
-            writer::run(dst, rx, opts.writer, progress.clone()).await
+            writer::run(&dst[0], rx, opts.writer, progress.clone()).await
         }
     };
     let (planned, written) = tokio::join!(plan, write);
@@ -526,8 +528,8 @@ pub(super) async fn pass(
 
 async fn plan_all(
     planner: &mut Planner<'_>,
-    src: &Client,
-    dst: &Client,
+    src: &[Client],
+    dst: &[Client],
     pre: &Preflight,
 ) -> Result<(), SyncError> {
     for a in &pre.missing_ancestors {
@@ -545,10 +547,48 @@ async fn plan_all(
     planner.finish().await
 }
 
+/// Reads a batch of nodes from both sides (the destination only where it may exist).
+async fn visit_batch(
+    src: &[Client],
+    dst: &[Client],
+    opts: &SyncOptions,
+    visits: Vec<(String, bool)>,
+) -> Result<Vec<Done>, ReadError> {
+    let src_paths: Vec<String> = visits
+        .iter()
+        .map(|(r, _)| path::join(&opts.source_root, r))
+        .collect();
+    let dst_paths: Vec<String> = visits
+        .iter()
+        .filter(|(_, absent)| !absent)
+        .map(|(r, _)| path::join(&opts.destination_root, r))
+        .collect();
+    let (s, d) = tokio::join!(
+        fetch_many(src, "source", &src_paths, opts.copy_acl),
+        async {
+            if dst_paths.is_empty() {
+                Ok(Vec::new())
+            } else {
+                fetch_many(dst, "destination", &dst_paths, true).await
+            }
+        }
+    );
+    let mut d = d?.into_iter();
+    Ok(visits
+        .into_iter()
+        .zip(s?)
+        .map(|((rel, absent), src)| Done::Visited {
+            rel,
+            src,
+            dst: if absent { None } else { d.next().flatten() },
+        })
+        .collect())
+}
+
 async fn walk(
     planner: &mut Planner<'_>,
-    src: &Client,
-    dst: &Client,
+    src: &[Client],
+    dst: &[Client],
     root_dst_absent: bool,
 ) -> Result<(), SyncError> {
     let opts = planner.opts;
@@ -559,60 +599,54 @@ async fn walk(
     let mut in_flight: FuturesUnordered<TaskFuture<'_>> = FuturesUnordered::new();
     let who_src = opts.source_identity();
     let who_dst = opts.destination_identity();
+    let batches = opts.read_window.div_ceil(BATCH).max(1);
     loop {
-        while in_flight.len() < opts.read_window.max(1) {
+        while in_flight.len() < batches {
             let Some(task) = stack.pop() else { break };
-            in_flight.push(match task {
+            match task {
                 Task::Visit { rel, dst_absent } => {
-                    let src_abs = path::join(&opts.source_root, &rel);
-                    let dst_abs = path::join(&opts.destination_root, &rel);
-                    Box::pin(async move {
-                        let s = fetch_node(src, "source", &src_abs, opts.copy_acl);
-                        let d = async {
-                            if dst_absent {
-                                Ok(None)
-                            } else {
-                                fetch_node(dst, "destination", &dst_abs, true).await
-                            }
-                        };
-                        let (s, d) = tokio::join!(s, d);
-                        Ok(Done::Visited {
-                            rel,
-                            src: s?,
-                            dst: d?,
-                        })
-                    })
+                    // Group the visits on top of the stack into one batch.
+                    let mut visits = vec![(rel, dst_absent)];
+                    while visits.len() < BATCH && matches!(stack.last(), Some(Task::Visit { .. })) {
+                        if let Some(Task::Visit { rel, dst_absent }) = stack.pop() {
+                            visits.push((rel, dst_absent));
+                        }
+                    }
+                    in_flight.push(Box::pin(visit_batch(src, dst, opts, visits)));
                 }
                 Task::Remove { rel, replace_with } => {
                     let dst_abs = path::join(&opts.destination_root, &rel);
-                    Box::pin(async move {
-                        let nodes = collect_subtree(dst, &dst_abs).await?;
-                        Ok(Done::Collected {
+                    in_flight.push(Box::pin(async move {
+                        let nodes = collect_subtree(&dst[0], &dst_abs).await?;
+                        Ok(vec![Done::Collected {
                             rel,
                             nodes,
                             replace_with,
-                        })
-                    })
+                        }])
+                    }));
                 }
-            });
+            }
         }
         let Some(done) = in_flight.next().await else {
             break;
         };
-        match done.map_err(|e| {
+        let done = done.map_err(|e| {
             let who = if e.side == "source" {
                 &who_src
             } else {
                 &who_dst
             };
             SyncError::from_read(e, who)
-        })? {
-            Done::Visited { rel, src, dst } => planner.visit(rel, src, dst, &mut stack).await?,
-            Done::Collected {
-                rel,
-                nodes,
-                replace_with,
-            } => planner.remove(rel, nodes, replace_with, &mut stack).await?,
+        })?;
+        for d in done {
+            match d {
+                Done::Visited { rel, src, dst } => planner.visit(rel, src, dst, &mut stack).await?,
+                Done::Collected {
+                    rel,
+                    nodes,
+                    replace_with,
+                } => planner.remove(rel, nodes, replace_with, &mut stack).await?,
+            }
         }
     }
     Ok(())

@@ -388,18 +388,20 @@ async fn attempt_once(
     first: bool,
 ) -> Result<SyncSummary, SyncError> {
     let connect = |role, c| async move {
-        verifier::connect(role, c).await.map_err(|e| {
-            // An ensemble that was reachable a moment ago may be restarting: worth a new pass.
-            if first {
-                SyncError::Connect(e)
-            } else {
-                SyncError::Write {
-                    op: "connect",
-                    path: String::new(),
-                    source: zookeeper_client::Error::ConnectionLoss,
+        verifier::connect_pool(role, c, verifier::zk::READ_SESSIONS)
+            .await
+            .map_err(|e| {
+                // An ensemble that was reachable a moment ago may be restarting: worth a new pass.
+                if first {
+                    SyncError::Connect(e)
+                } else {
+                    SyncError::Write {
+                        op: "connect",
+                        path: String::new(),
+                        source: zookeeper_client::Error::ConnectionLoss,
+                    }
                 }
-            }
-        })
+            })
     };
     let (src, dst) = tokio::join!(
         connect("source", &opts.source),
@@ -407,14 +409,14 @@ async fn attempt_once(
     );
     let (src, dst) = (src?, dst?);
     let pre = copy::preflight(
-        &src,
-        &dst,
+        &src[0],
+        &dst[0],
         opts,
         &opts.source_identity(),
         &opts.destination_identity(),
     )
     .await?;
-    if let Ok(n) = src.count_descendants_number(&opts.source_root).await {
+    if let Ok(n) = src[0].count_descendants_number(&opts.source_root).await {
         progress
             .source_total
             .store(n as u64 + 1, std::sync::atomic::Ordering::Relaxed);

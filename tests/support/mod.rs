@@ -125,8 +125,10 @@ pub fn sync_opts(src: &ZkServer, root: &str, dst: &ZkServer, dst_root: &str) -> 
 
 /// Verifies with the same connection settings and policies as `o`.
 pub async fn verify(o: &SyncOptions) -> Report {
-    let src = verifier::connect("source", &o.source).await.unwrap();
-    let dst = verifier::connect("destination", &o.destination)
+    let src = verifier::connect_pool("source", &o.source, 2)
+        .await
+        .unwrap();
+    let dst = verifier::connect_pool("destination", &o.destination, 2)
         .await
         .unwrap();
     let mut v = VerifyOptions::default();

@@ -13,6 +13,6 @@ pub mod zk;
 
 pub use hash::{diff, DigestTree, Divergence, DivergenceClass, DivergenceCounts, HashOptions};
 pub use model::{AclEntry, Node, NodeKind, NodeStat};
-pub use reader::{fetch_node, walk, EphemeralPolicy, Fetched, ReadError, WalkOptions};
+pub use reader::{fetch_many, fetch_node, walk, EphemeralPolicy, Fetched, ReadError, WalkOptions};
 pub use report::{verify, Report, VerifyError, VerifyOptions};
-pub use zk::{connect, ConnectError, ConnectOptions, DigestAuth};
+pub use zk::{connect, connect_pool, ConnectError, ConnectOptions, DigestAuth};

@@ -65,9 +65,9 @@ pub struct Report {
 
 /// Walks both trees at once and compares them.
 pub async fn verify(
-    source: &Client,
+    source: &[Client],
     source_root: &str,
-    destination: &Client,
+    destination: &[Client],
     destination_root: &str,
     opts: VerifyOptions,
 ) -> Result<Report, VerifyError> {

@@ -152,6 +152,25 @@ pub fn is_transient(e: &ZkError) -> bool {
     )
 }
 
+/// Sessions to one ensemble for parallel reads (getACL has no batched form, and one session's
+/// requests are served one after another).
+pub async fn connect_pool(
+    role: &'static str,
+    opts: &ConnectOptions,
+    size: usize,
+) -> Result<Vec<Client>, ConnectError> {
+    let first = connect(role, opts).await?;
+    let mut pool = vec![first];
+    let rest = futures::future::join_all((1..size.max(1)).map(|_| connect(role, opts))).await;
+    for c in rest {
+        pool.push(c?);
+    }
+    Ok(pool)
+}
+
+/// Sessions per ensemble used for reads.
+pub const READ_SESSIONS: usize = 8;
+
 #[cfg(test)]
 mod tests {
     use super::*;
