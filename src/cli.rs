@@ -52,8 +52,9 @@ pub struct Endpoints {
         hide_env_values = true
     )]
     pub source_auth: Option<String>,
-    /// File holding the source user:password (keeps it out of shell history).
-    #[arg(long, value_name = "FILE", conflicts_with = "source_auth")]
+    /// File holding the source user:password (keeps it out of shell history); wins over
+    /// --source-auth and RESILIENCY_SOURCE_AUTH.
+    #[arg(long, value_name = "FILE")]
     pub source_auth_file: Option<PathBuf>,
     /// Destination digest credentials, user:password.
     #[arg(
@@ -64,7 +65,7 @@ pub struct Endpoints {
     )]
     pub destination_auth: Option<String>,
     /// File holding the destination user:password.
-    #[arg(long, value_name = "FILE", conflicts_with = "destination_auth")]
+    #[arg(long, value_name = "FILE")]
     pub destination_auth_file: Option<PathBuf>,
     /// Seconds to wait for a session before calling an ensemble unreachable.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
@@ -174,13 +175,14 @@ fn auth(
     inline: &Option<String>,
     file: &Option<PathBuf>,
 ) -> Result<Option<DigestAuth>, CliError> {
-    let text = match (inline, file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(p)) => std::fs::read_to_string(p).map_err(|source| CliError::AuthFile {
+    // An explicit file wins over the flag or its environment variable.
+    let text = match (file, inline) {
+        (Some(p), _) => std::fs::read_to_string(p).map_err(|source| CliError::AuthFile {
             flag: file_flag,
             path: p.clone(),
             source,
         })?,
+        (None, Some(s)) => s.clone(),
         (None, None) => return Ok(None),
     };
     DigestAuth::parse(text.trim())

@@ -224,6 +224,7 @@ impl<'a> Planner<'a> {
         self.summary.created.add(kind, &name);
         self.child_changed(&rel, true);
         if let Some(final_acl) = acl.set_at_end {
+            self.summary.acl_updated += 1;
             self.deferred_acls.push((dst_abs, final_acl));
         }
         if src.node.stat.cversion > 0 {

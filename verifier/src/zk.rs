@@ -138,18 +138,21 @@ pub async fn connect(role: &'static str, opts: &ConnectOptions) -> Result<Client
 }
 
 /// Errors a fresh attempt can cure: the connection or session, not the request.
+/// zookeeper-client reports socket failures (e.g. a reset when a server restarts) as
+/// `Custom` errors carrying the I/O error.
 pub fn is_transient(e: &ZkError) -> bool {
-    matches!(
-        e,
-        ZkError::ConnectionLoss
-            | ZkError::SessionExpired
-            | ZkError::SessionMoved
-            | ZkError::Timeout
-            | ZkError::Throttled
-            | ZkError::NotReadOnly
-            | ZkError::ClientClosed
-            | ZkError::NoHosts
-    )
+    matches!(e, ZkError::Custom(_))
+        || matches!(
+            e,
+            ZkError::ConnectionLoss
+                | ZkError::SessionExpired
+                | ZkError::SessionMoved
+                | ZkError::Timeout
+                | ZkError::Throttled
+                | ZkError::NotReadOnly
+                | ZkError::ClientClosed
+                | ZkError::NoHosts
+        )
 }
 
 /// Sessions to one ensemble for parallel reads (getACL has no batched form, and one session's

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, clippy (warnings are errors) and the whole test suite.
+# Integration tests start real standalone ZooKeeper servers on loopback by themselves.
+# Extra arguments go to `cargo test`, e.g. `bash scripts/test.sh --test sync`.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# shellcheck source=/dev/null
+if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH" ;; esac
+
+section() { printf '\n==== %s ====\n' "$*"; }
+
+section "Dependencies (java, ZooKeeper, cargo)"
+bash scripts/install-deps.sh
+
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        echo "ERROR: \`cargo $tool\` is not available; add it with \`rustup component add $([ "$tool" = fmt ] && echo rustfmt || echo clippy)\`" >&2
+        exit 1
+    fi
+done
+
+section "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+section "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+section "cargo test --workspace $*"
+cargo test --workspace "$@"
+
+section "All checks passed"
