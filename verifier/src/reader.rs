@@ -46,58 +46,8 @@ pub async fn fetch_node(
     path: &str,
     acl: bool,
 ) -> Result<Option<Fetched>, ReadError> {
-    let err = |op, source| ReadError {
-        side,
-        op,
-        path: path.to_string(),
-        source,
-    };
-    // Both requests go out now; the replies are awaited in order.
-    let data_call = client.get_data(path);
-    let acl_call = acl.then(|| client.get_acl(path));
-    let (data, stat) = match data_call.await {
-        Ok(v) => v,
-        Err(ZkError::NoNode) => return Ok(None),
-        Err(e) => return Err(err("getData", e)),
-    };
-    let acl = match acl_call {
-        None => Vec::new(),
-        Some(call) => match call.await {
-            Ok((acl, _)) => {
-                let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
-                // Without ADMIN on a node the server hides digest hashes as "user:x"
-                // (ZOOKEEPER-1392). Copying or comparing that would be wrong, so refuse.
-                if acl.iter().any(is_redacted) {
-                    return Err(err(
-                        "read the ACL (digest hashes are hidden without ADMIN permission) of",
-                        ZkError::NoAuth,
-                    ));
-                }
-                canonical_acl(acl)
-            }
-            Err(ZkError::NoNode) => return Ok(None),
-            Err(e) => return Err(err("getACL", e)),
-        },
-    };
-    let children = if stat.num_children > 0 {
-        match client.list_children(path).await {
-            Ok(c) => c,
-            Err(ZkError::NoNode) => return Ok(None),
-            Err(e) => return Err(err("getChildren", e)),
-        }
-    } else {
-        Vec::new()
-    };
-    let stat = NodeStat::from(&stat);
-    Ok(Some(Fetched {
-        node: Node {
-            data,
-            acl,
-            kind: NodeKind::from_ephemeral_owner(stat.ephemeral_owner),
-            stat,
-        },
-        children,
-    }))
+    let found = fetch_many(std::slice::from_ref(client), side, &[path.to_string()], acl).await?;
+    Ok(found.into_iter().next().flatten())
 }
 
 /// Reads many nodes at once: data and children of all of them in one multi-read request (one
