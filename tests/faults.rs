@@ -22,6 +22,16 @@ fn node_count(server: &ZkServer) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits until part of the tree has landed on `dst`; returns how many nodes it holds.
+async fn copy_under_way(dst: &ZkServer) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while node_count(dst) < 5_000 {
+        assert!(std::time::Instant::now() < deadline, "copy never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    node_count(dst)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn destination_restarted_mid_copy_is_retried_to_an_equal_tree() {
     let src = ZkServer::start_default();
@@ -32,12 +42,7 @@ async fn destination_restarted_mid_copy_is_retried_to_an_equal_tree() {
     o.retries = 8;
     let copy = tokio::spawn(async move { resiliency_operator::engine::sync(&o).await });
     // Restart the destination once part of the tree has landed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while node_count(&dst) < 5_000 {
-        assert!(std::time::Instant::now() < deadline, "copy never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let landed = node_count(&dst);
+    let landed = copy_under_way(&dst).await;
     dst.restart();
     let summary = copy.await.unwrap().unwrap();
     if landed < NODES {
@@ -63,12 +68,7 @@ async fn destination_lost_for_good_is_a_failed_copy_not_a_success() {
     o.destination.connect_timeout = Duration::from_secs(2);
     o.destination.session_timeout = Duration::from_secs(4);
     let copy = tokio::spawn(async move { resiliency_operator::engine::sync(&o).await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while node_count(&dst) < 5_000 {
-        assert!(std::time::Instant::now() < deadline, "copy never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let landed = node_count(&dst);
+    let landed = copy_under_way(&dst).await;
     dst.kill();
     let result = tokio::time::timeout(Duration::from_secs(120), copy)
         .await
