@@ -82,6 +82,9 @@ async fn bench_size(src: &ZkServer, dst: &ZkServer, n: usize) {
     let (verify_time, verify_rss, out) = run_cli(&verify_args);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["equal"], true, "copy is not equal");
+    // Without ACLs a node costs a share of one multi-read instead of a getACL call of its own.
+    verify_args.push("--no-acl");
+    let (verify_noacl_time, _, _) = run_cli(&verify_args);
 
     println!("tree of {total} znodes, {PAYLOAD}-byte payloads, fanout {FANOUT}:");
     println!("  raw pipelined multi-create on the destination: {raw:>9.0} znodes/s");
@@ -99,6 +102,11 @@ async fn bench_size(src: &ZkServer, dst: &ZkServer, n: usize) {
         "  verify (both trees walked at once):             {:>9.0} znodes/s per tree  ({:.2}s, peak RSS {verify_rss:.0} MiB)",
         total as f64 / verify_time.as_secs_f64(),
         verify_time.as_secs_f64()
+    );
+    println!(
+        "  verify without ACLs (--no-acl):                 {:>9.0} znodes/s per tree  ({:.2}s)",
+        total as f64 / verify_noacl_time.as_secs_f64(),
+        verify_noacl_time.as_secs_f64()
     );
 }
 

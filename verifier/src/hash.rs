@@ -3,11 +3,15 @@
 //! Stable encoding (changing it changes every published root hash):
 //! - node hash = blake3("zkn1" ‖ len+relative path ‖ kind tag ‖ ttl i64 ‖ len+data ‖ acl hash)
 //! - ACL hash = blake3("zka1" ‖ count ‖ for each entry in canonical order: perms ‖ len+scheme ‖ len+id)
-//! - subtree hash = blake3("zkt1" ‖ node hash ‖ count ‖ for each child by name: len+name ‖ subtree hash)
+//! - subtree hash = blake3("zkt2" ‖ node hash ‖ for each child by name: len+name ‖ subtree hash ‖
+//!   child count)
 //!
-//! Lengths are u64 little endian, so no two different inputs share an encoding.
+//! Lengths are u64 little endian, so no two different inputs share an encoding. The child count
+//! comes last so that a subtree hash can be computed while its children stream past, holding
+//! only the open ancestors: verification needs memory for the tree's depth and fan-out, not its
+//! size.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -148,31 +152,85 @@ impl DigestTree {
 
     /// Merkle root over the whole tree; the hash of an empty tree when there is no root node.
     pub fn root_hash(&self) -> Hash {
-        // Reverse tree order meets every child before its parent.
-        let mut pending: HashMap<&str, Vec<(&str, Hash)>> = HashMap::new();
-        let mut root = None;
-        for (key, digest) in self.nodes.iter().rev() {
-            let rel = key.0.as_str();
-            let mut children = pending.remove(rel).unwrap_or_default();
-            children.reverse();
-            let mut h = blake3::Hasher::new();
-            h.update(b"zkt1");
-            h.update(&digest.node);
-            h.update(&(children.len() as u64).to_le_bytes());
-            for (name, sub) in &children {
-                put_bytes(&mut h, name.as_bytes());
-                h.update(sub);
-            }
-            let sub = *h.finalize().as_bytes();
-            match rel.rfind('/') {
-                Some(i) => pending
-                    .entry(&rel[..i])
-                    .or_default()
-                    .push((&rel[i + 1..], sub)),
-                None => root = Some(sub),
-            }
+        let mut m = MerkleBuilder::default();
+        for (rel, digest) in self.iter() {
+            m.push(rel, &digest.node);
         }
-        root.unwrap_or_else(|| *blake3::hash(b"zkt1-empty").as_bytes())
+        m.finish()
+    }
+}
+
+/// Hash of a tree without a root node.
+pub fn empty_tree_hash() -> Hash {
+    *blake3::hash(b"zkt2-empty").as_bytes()
+}
+
+/// Relative path of the parent of `rel` ("" for top-level nodes), `None` for the root.
+fn rel_parent(rel: &str) -> Option<&str> {
+    rel.rfind('/').map(|i| &rel[..i])
+}
+
+/// Computes a Merkle root from node hashes that arrive in tree order (each parent right before
+/// its subtree), keeping one open hasher per ancestor of the current node.
+#[derive(Default)]
+pub struct MerkleBuilder {
+    open: Vec<Frame>,
+    root: Option<Hash>,
+}
+
+struct Frame {
+    rel: String,
+    hasher: blake3::Hasher,
+    children: u64,
+}
+
+impl MerkleBuilder {
+    /// Adds the node at `rel`. A node whose parent was not pushed right before its subtree is
+    /// not part of the tree and is ignored (walks never produce one).
+    pub fn push(&mut self, rel: &str, node_hash: &Hash) {
+        // Frames above the parent are finished subtrees: close them into their parents.
+        let keep = match rel_parent(rel) {
+            None if self.root.is_none() && self.open.is_empty() => 0,
+            None => return,
+            Some(p) => match self.open.iter().rposition(|f| f.rel == p) {
+                Some(i) => i + 1,
+                None => return,
+            },
+        };
+        while self.open.len() > keep {
+            self.close_top();
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"zkt2");
+        hasher.update(node_hash);
+        self.open.push(Frame {
+            rel: rel.to_string(),
+            hasher,
+            children: 0,
+        });
+    }
+
+    fn close_top(&mut self) {
+        let Some(mut f) = self.open.pop() else { return };
+        f.hasher.update(&f.children.to_le_bytes());
+        let sub = *f.hasher.finalize().as_bytes();
+        match self.open.last_mut() {
+            Some(parent) => {
+                let name = &f.rel[parent.rel.len() + 1..];
+                put_bytes(&mut parent.hasher, name.as_bytes());
+                parent.hasher.update(&sub);
+                parent.children += 1;
+            }
+            None => self.root = Some(sub),
+        }
+    }
+
+    /// The root hash; [`empty_tree_hash`] when no root node was pushed.
+    pub fn finish(mut self) -> Hash {
+        while !self.open.is_empty() {
+            self.close_top();
+        }
+        self.root.unwrap_or_else(empty_tree_hash)
     }
 }
 
@@ -250,46 +308,103 @@ pub struct Diff {
     pub divergent_nodes: u64,
 }
 
-/// Compares two digest trees node by node (a merge of two sorted maps). Every divergent node is
-/// counted; only the first `limit` are listed.
-pub fn diff(source: &DigestTree, destination: &DigestTree, limit: usize) -> Diff {
-    let mut out = Diff::default();
-    let record = |out: &mut Diff, path: &str, classes: &[DivergenceClass]| {
+/// Which side(s) a [`Comparer::step`] consumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Advance {
+    Source,
+    Destination,
+    Both,
+    Done,
+}
+
+/// Everything learnt by comparing two trees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comparison {
+    pub diff: Diff,
+    pub source_hash: Hash,
+    pub destination_hash: Hash,
+    pub source_nodes: u64,
+    pub destination_nodes: u64,
+}
+
+/// Compares two trees that stream past in tree order, one step at a time: the caller shows the
+/// next node of each side (`None` once a side is exhausted) and advances what the step consumed.
+/// Both Merkle roots are built on the way, so nothing of the trees is kept.
+pub struct Comparer {
+    diff: Diff,
+    limit: usize,
+    source: MerkleBuilder,
+    destination: MerkleBuilder,
+    source_nodes: u64,
+    destination_nodes: u64,
+}
+
+impl Comparer {
+    /// `limit`: how many divergences are listed (all are counted).
+    pub fn new(limit: usize) -> Comparer {
+        Comparer {
+            diff: Diff::default(),
+            limit,
+            source: MerkleBuilder::default(),
+            destination: MerkleBuilder::default(),
+            source_nodes: 0,
+            destination_nodes: 0,
+        }
+    }
+
+    fn record(&mut self, path: &str, classes: &[DivergenceClass]) {
         if classes.is_empty() {
             return;
         }
-        out.divergent_nodes += 1;
+        self.diff.divergent_nodes += 1;
         for class in classes {
-            out.counts.add(*class);
-            if out.divergences.len() < limit {
-                out.divergences.push(Divergence {
+            self.diff.counts.add(*class);
+            if self.diff.divergences.len() < self.limit {
+                self.diff.divergences.push(Divergence {
                     path: path.to_string(),
                     class: *class,
                 });
             }
         }
-    };
-    let mut s = source.nodes.iter().peekable();
-    let mut d = destination.nodes.iter().peekable();
-    loop {
-        match (s.peek(), d.peek()) {
-            (None, None) => break,
-            (Some((k, _)), None) => {
-                record(&mut out, &k.0, &[DivergenceClass::Missing]);
-                s.next();
+    }
+
+    fn take_source(&mut self, rel: &str, d: &Digest) {
+        self.source.push(rel, &d.node);
+        self.source_nodes += 1;
+    }
+
+    fn take_destination(&mut self, rel: &str, d: &Digest) {
+        self.destination.push(rel, &d.node);
+        self.destination_nodes += 1;
+    }
+
+    pub fn step(
+        &mut self,
+        source: Option<(&str, &Digest)>,
+        destination: Option<(&str, &Digest)>,
+    ) -> Advance {
+        match (source, destination) {
+            (None, None) => Advance::Done,
+            (Some((ks, vs)), None) => {
+                self.record(ks, &[DivergenceClass::Missing]);
+                self.take_source(ks, vs);
+                Advance::Source
             }
-            (None, Some((k, _))) => {
-                record(&mut out, &k.0, &[DivergenceClass::Extra]);
-                d.next();
+            (None, Some((kd, vd))) => {
+                self.record(kd, &[DivergenceClass::Extra]);
+                self.take_destination(kd, vd);
+                Advance::Destination
             }
-            (Some((ks, vs)), Some((kd, vd))) => match ks.cmp(kd) {
+            (Some((ks, vs)), Some((kd, vd))) => match tree_order(ks, kd) {
                 std::cmp::Ordering::Less => {
-                    record(&mut out, &ks.0, &[DivergenceClass::Missing]);
-                    s.next();
+                    self.record(ks, &[DivergenceClass::Missing]);
+                    self.take_source(ks, vs);
+                    Advance::Source
                 }
                 std::cmp::Ordering::Greater => {
-                    record(&mut out, &kd.0, &[DivergenceClass::Extra]);
-                    d.next();
+                    self.record(kd, &[DivergenceClass::Extra]);
+                    self.take_destination(kd, vd);
+                    Advance::Destination
                 }
                 std::cmp::Ordering::Equal => {
                     let mut classes = Vec::new();
@@ -302,14 +417,53 @@ pub fn diff(source: &DigestTree, destination: &DigestTree, limit: usize) -> Diff
                     if vs.acl != vd.acl {
                         classes.push(DivergenceClass::AclDiffers);
                     }
-                    record(&mut out, &ks.0, &classes);
-                    s.next();
-                    d.next();
+                    self.record(ks, &classes);
+                    self.take_source(ks, vs);
+                    self.take_destination(kd, vd);
+                    Advance::Both
                 }
             },
         }
     }
-    out
+
+    pub fn finish(self) -> Comparison {
+        Comparison {
+            diff: self.diff,
+            source_hash: self.source.finish(),
+            destination_hash: self.destination.finish(),
+            source_nodes: self.source_nodes,
+            destination_nodes: self.destination_nodes,
+        }
+    }
+}
+
+/// Compares two in-memory digest trees with the same [`Comparer`] live verification uses.
+pub fn compare(source: &DigestTree, destination: &DigestTree, limit: usize) -> Comparison {
+    let mut c = Comparer::new(limit);
+    let mut s = source.iter().peekable();
+    let mut d = destination.iter().peekable();
+    loop {
+        match c.step(s.peek().copied(), d.peek().copied()) {
+            Advance::Done => break,
+            Advance::Source => {
+                s.next();
+            }
+            Advance::Destination => {
+                d.next();
+            }
+            Advance::Both => {
+                s.next();
+                d.next();
+            }
+        }
+    }
+    c.finish()
+}
+
+/// Compares two digest trees node by node. Every divergent node is counted; only the first
+/// `limit` are listed.
+pub fn diff(source: &DigestTree, destination: &DigestTree, limit: usize) -> Diff {
+    compare(source, destination, limit).diff
 }
 
 #[cfg(test)]
@@ -440,5 +594,30 @@ mod tests {
         let d = diff(&src, &dst, 5);
         assert_eq!(d.counts.extra, 50);
         assert_eq!(d.divergences.len(), 5);
+    }
+
+    #[test]
+    fn a_node_without_its_parent_is_not_part_of_the_tree() {
+        let whole = tree(&[
+            ("", Node::persistent("")),
+            ("/a", Node::persistent("1")),
+            ("/z", Node::persistent("2")),
+        ]);
+        let with_orphan = tree(&[
+            ("", Node::persistent("")),
+            ("/a", Node::persistent("1")),
+            ("/m/orphan", Node::persistent("3")),
+            ("/z", Node::persistent("2")),
+        ]);
+        assert_eq!(whole.root_hash(), with_orphan.root_hash());
+    }
+
+    #[test]
+    fn empty_tree_has_its_own_hash() {
+        assert_eq!(DigestTree::new().root_hash(), empty_tree_hash());
+        assert_ne!(
+            tree(&[("", Node::persistent(""))]).root_hash(),
+            empty_tree_hash()
+        );
     }
 }

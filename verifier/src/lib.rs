@@ -11,8 +11,14 @@ pub mod reader;
 pub mod report;
 pub mod zk;
 
-pub use hash::{diff, DigestTree, Divergence, DivergenceClass, DivergenceCounts, HashOptions};
+pub use hash::{
+    compare, diff, Comparer, Comparison, DigestTree, Divergence, DivergenceClass, DivergenceCounts,
+    HashOptions, MerkleBuilder,
+};
 pub use model::{AclEntry, Node, NodeKind, NodeStat};
-pub use reader::{fetch_many, fetch_node, walk, EphemeralPolicy, Fetched, ReadError, WalkOptions};
+pub use reader::{
+    fetch_many, fetch_node, walk, EphemeralPolicy, Fetched, ReadError, WalkEvent, WalkOptions,
+    WalkTotals,
+};
 pub use report::{verify, Report, VerifyError, VerifyOptions};
 pub use zk::{connect, connect_pool, ConnectError, ConnectOptions, DigestAuth};

@@ -3,14 +3,17 @@
 //! The client writes each request to the socket when the call is made and resolves the reply
 //! later, so keeping many calls in flight turns round trips into throughput.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use thiserror::Error;
+use tokio::sync::mpsc;
 use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
 
-use crate::hash::{digest_node, DigestTree, HashOptions};
+use crate::hash::{digest_node, Digest, HashOptions, TreeKey};
 use crate::model::{canonical_acl, AclEntry, Node, NodeKind, NodeStat};
 use crate::path;
 
@@ -203,69 +206,175 @@ impl Default for WalkOptions {
     }
 }
 
-/// A walked tree.
-#[derive(Debug, Default)]
-pub struct Walked {
-    pub tree: DigestTree,
+/// What a walk sends: digests in tree order, a chunk at a time, then its totals.
+#[derive(Debug)]
+pub enum WalkEvent {
+    Nodes(Vec<(String, Digest)>),
+    Done(WalkTotals),
+}
+
+/// Totals of a finished walk.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalkTotals {
     /// False when the root path does not exist.
     pub root_exists: bool,
+    pub nodes: u64,
+    /// Data bytes read.
     pub bytes: u64,
     /// Highest mzxid seen: the tree reflects the server at least up to here.
     pub max_mzxid: i64,
 }
 
-type BatchFuture<'a> = Pin<
-    Box<dyn Future<Output = (Vec<String>, Result<Vec<Option<Fetched>>, ReadError>)> + Send + 'a>,
->;
+/// Digests sent per [`WalkEvent::Nodes`].
+const CHUNK: usize = 256;
 
-/// Reads the whole tree under `root` into digests, `window` nodes at a time, in multi-read
-/// batches. `/zookeeper` is never read. `pool` as in [`fetch_many`].
-pub async fn walk(
-    pool: &[Client],
+/// Nodes read ahead of the one to emit next, at most this many windows: they wait as digests,
+/// so this bounds the walk's memory whatever the tree's size.
+pub const LOOKAHEAD_WINDOWS: usize = 8;
+
+/// A read node, reduced to what the walk keeps until its turn in tree order. `None`: nothing to
+/// emit (vanished during the walk, or a skipped ephemeral).
+type Read = Option<(Digest, u64)>;
+
+type BatchFuture =
+    Pin<Box<dyn Future<Output = (Vec<TreeKey>, Result<Vec<Option<Fetched>>, ReadError>)> + Send>>;
+
+/// Walks the tree under `root` in a background task and streams its digests in tree order
+/// (each parent right before its subtree, siblings by name), so that two trees can be compared
+/// while they are read. `/zookeeper` is never read. `pool` as in [`fetch_many`]. A read error
+/// ends the stream.
+///
+/// Reads are pipelined in multi-read batches, `window` nodes in flight, always the known nodes
+/// nearest in tree order to the next one to emit, so the children of nodes read ahead are read
+/// ahead too. At most [`LOOKAHEAD_WINDOWS`] windows of nodes are read and not yet emitted: memory
+/// is bounded by that, the tree's depth and its fan-out, never by its size.
+pub fn walk(
+    pool: Vec<Client>,
+    side: &'static str,
+    root: String,
+    opts: WalkOptions,
+) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
+    let (tx, rx) = mpsc::channel(8);
+    let pool: Arc<[Client]> = pool.into();
+    tokio::spawn(async move {
+        if let Err(e) = walk_into(pool, side, &root, opts, &tx).await {
+            // The receiver may be gone; then nobody needs the error.
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    rx
+}
+
+async fn walk_into(
+    pool: Arc<[Client]>,
     side: &'static str,
     root: &str,
     opts: WalkOptions,
-) -> Result<Walked, ReadError> {
-    let mut out = Walked::default();
-    let mut stack: Vec<String> = vec![String::new()];
-    let mut in_flight: FuturesUnordered<BatchFuture<'_>> = FuturesUnordered::new();
-    let batches = opts.window.div_ceil(BATCH).max(1);
+    tx: &mpsc::Sender<Result<WalkEvent, ReadError>>,
+) -> Result<(), ReadError> {
+    let window = opts.window.max(1);
+    let max_batches = window.div_ceil(BATCH).max(1);
+    let lookahead = window * LOOKAHEAD_WINDOWS;
+    let mut totals = WalkTotals::default();
+    // Known nodes not yet asked for, and asked ones not yet emitted (`None` until read).
+    let mut unasked: BTreeSet<TreeKey> = BTreeSet::from([TreeKey(String::new())]);
+    let mut asked: BTreeMap<TreeKey, Option<Read>> = BTreeMap::new();
+    let mut in_flight: FuturesUnordered<BatchFuture> = FuturesUnordered::new();
+    let mut chunk = Vec::with_capacity(CHUNK);
     loop {
-        while in_flight.len() < batches && !stack.is_empty() {
-            let take = stack.len().min(BATCH);
-            let rels: Vec<String> = stack.split_off(stack.len() - take);
-            let abs: Vec<String> = rels.iter().map(|r| path::join(root, r)).collect();
+        // Emit, in tree order, every node whose read is back and that nothing unread precedes.
+        while let Some(entry) = asked.first_entry() {
+            if entry.get().is_none() || unasked.first().is_some_and(|u| u < entry.key()) {
+                break;
+            }
+            let (TreeKey(rel), read) = entry.remove_entry();
+            let Some(Some((digest, bytes))) = read else {
+                continue;
+            };
+            if rel.is_empty() {
+                totals.root_exists = true;
+            }
+            totals.nodes += 1;
+            totals.bytes += bytes;
+            totals.max_mzxid = totals.max_mzxid.max(digest.mzxid);
+            chunk.push((rel, digest));
+            if chunk.len() == CHUNK && !send(tx, &mut chunk).await {
+                return Ok(());
+            }
+        }
+        // Ask for more, nearest first. The next node to emit is always asked for, whatever the
+        // lookahead, or the walk would wait on itself.
+        while in_flight.len() < max_batches && !unasked.is_empty() {
+            let front_unasked = match (unasked.first(), asked.first_key_value()) {
+                (Some(u), Some((a, _))) => u < a,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if asked.len() >= lookahead && !front_unasked {
+                break;
+            }
+            let mut rels = Vec::with_capacity(BATCH);
+            while rels.len() < BATCH {
+                let Some(k) = unasked.pop_first() else { break };
+                asked.insert(k.clone(), None);
+                rels.push(k);
+            }
+            let abs: Vec<String> = rels.iter().map(|r| path::join(root, &r.0)).collect();
+            let pool = pool.clone();
             in_flight.push(Box::pin(async move {
-                let r = fetch_many(pool, side, &abs, opts.hash.acl).await;
+                let r = fetch_many(&pool, side, &abs, opts.hash.acl).await;
                 (rels, r)
             }));
+        }
+        // Hand over what is ready before waiting on the network.
+        if !chunk.is_empty() && !send(tx, &mut chunk).await {
+            return Ok(());
         }
         let Some((rels, result)) = in_flight.next().await else {
             break;
         };
-        for (rel, fetched) in rels.into_iter().zip(result?) {
-            // None: deleted while we walked, so simply not part of the tree.
-            let Some(mut fetched) = fetched else { continue };
-            if rel.is_empty() {
-                out.root_exists = true;
-            }
-            if fetched.node.kind == NodeKind::Ephemeral {
-                match opts.ephemerals {
-                    EphemeralPolicy::Skip => continue,
-                    EphemeralPolicy::Persistent => fetched.node.kind = NodeKind::Persistent,
+        for (key, fetched) in rels.into_iter().zip(result?) {
+            let read = match fetched {
+                // Deleted while we walked, so simply not part of the tree.
+                None => None,
+                Some(mut f) => {
+                    let keep = match (f.node.kind, opts.ephemerals) {
+                        (NodeKind::Ephemeral, EphemeralPolicy::Skip) => false,
+                        (NodeKind::Ephemeral, EphemeralPolicy::Persistent) => {
+                            f.node.kind = NodeKind::Persistent;
+                            true
+                        }
+                        _ => true,
+                    };
+                    if keep {
+                        for name in &f.children {
+                            let child = path::child(&key.0, name);
+                            if !path::is_reserved(&path::join(root, &child)) {
+                                unasked.insert(TreeKey(child));
+                            }
+                        }
+                    }
+                    keep.then(|| {
+                        let digest = digest_node(&key.0, &f.node, opts.hash);
+                        (digest, f.node.data.len() as u64)
+                    })
                 }
-            }
-            out.bytes += fetched.node.data.len() as u64;
-            out.max_mzxid = out.max_mzxid.max(fetched.node.stat.mzxid);
-            for name in &fetched.children {
-                let child = path::child(&rel, name);
-                if !path::is_reserved(&path::join(root, &child)) {
-                    stack.push(child);
-                }
-            }
-            out.tree
-                .insert(rel.clone(), digest_node(&rel, &fetched.node, opts.hash));
+            };
+            asked.insert(key, Some(read));
         }
     }
-    Ok(out)
+    if !chunk.is_empty() && !send(tx, &mut chunk).await {
+        return Ok(());
+    }
+    let _ = tx.send(Ok(WalkEvent::Done(totals))).await;
+    Ok(())
+}
+
+/// Sends the chunk; false when the receiver is gone (the comparison ended early).
+async fn send(
+    tx: &mpsc::Sender<Result<WalkEvent, ReadError>>,
+    chunk: &mut Vec<(String, Digest)>,
+) -> bool {
+    let nodes = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
+    tx.send(Ok(WalkEvent::Nodes(nodes))).await.is_ok()
 }

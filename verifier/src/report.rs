@@ -6,8 +6,10 @@ use serde::Serialize;
 use thiserror::Error;
 use zookeeper_client::Client;
 
-use crate::hash::{diff, hex, Divergence, DivergenceCounts};
-use crate::reader::{walk, ReadError, WalkOptions};
+use tokio::sync::mpsc;
+
+use crate::hash::{hex, Advance, Comparer, Digest, Divergence, DivergenceCounts};
+use crate::reader::{walk, ReadError, WalkEvent, WalkOptions, WalkTotals};
 
 #[derive(Clone, Copy, Debug)]
 pub struct VerifyOptions {
@@ -63,7 +65,57 @@ pub struct Report {
     pub source_max_mzxid: i64,
 }
 
-/// Walks both trees at once and compares them.
+/// One side of a comparison: the digests of a walk as they arrive.
+struct Side {
+    rx: mpsc::Receiver<Result<WalkEvent, ReadError>>,
+    chunk: std::vec::IntoIter<(String, Digest)>,
+    head: Option<(String, Digest)>,
+    totals: Option<WalkTotals>,
+}
+
+impl Side {
+    fn new(rx: mpsc::Receiver<Result<WalkEvent, ReadError>>) -> Side {
+        Side {
+            rx,
+            chunk: Vec::new().into_iter(),
+            head: None,
+            totals: None,
+        }
+    }
+
+    /// Makes `head` the next node, or leaves it `None` when the walk is over.
+    async fn fill(&mut self) -> Result<(), ReadError> {
+        while self.head.is_none() && self.totals.is_none() {
+            if let Some(next) = self.chunk.next() {
+                self.head = Some(next);
+                continue;
+            }
+            match self.rx.recv().await {
+                Some(Ok(WalkEvent::Nodes(nodes))) => self.chunk = nodes.into_iter(),
+                Some(Ok(WalkEvent::Done(t))) => self.totals = Some(t),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(ReadError {
+                        side: "verifier",
+                        op: "walk",
+                        path: String::new(),
+                        source: zookeeper_client::Error::UnexpectedError(
+                            "walk ended without totals".into(),
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn head(&self) -> Option<(&str, &Digest)> {
+        self.head.as_ref().map(|(p, d)| (p.as_str(), d))
+    }
+}
+
+/// Walks both trees at once and compares them as they stream past in tree order: memory is
+/// bounded by the read windows and the trees' shape, not their size.
 pub async fn verify(
     source: &[Client],
     source_root: &str,
@@ -72,33 +124,59 @@ pub async fn verify(
     opts: VerifyOptions,
 ) -> Result<Report, VerifyError> {
     let started = Instant::now();
-    let (src, dst) = tokio::join!(
-        walk(source, "source", source_root, opts.walk),
-        walk(destination, "destination", destination_root, opts.walk)
+    let mut src = Side::new(walk(
+        source.to_vec(),
+        "source",
+        source_root.to_string(),
+        opts.walk,
+    ));
+    let mut dst = Side::new(walk(
+        destination.to_vec(),
+        "destination",
+        destination_root.to_string(),
+        opts.walk,
+    ));
+    let mut cmp = Comparer::new(opts.max_paths);
+    loop {
+        let (s, d) = tokio::join!(src.fill(), dst.fill());
+        s?;
+        d?;
+        match cmp.step(src.head(), dst.head()) {
+            Advance::Done => break,
+            Advance::Source => src.head = None,
+            Advance::Destination => dst.head = None,
+            Advance::Both => {
+                src.head = None;
+                dst.head = None;
+            }
+        }
+    }
+    let (s, d) = (
+        src.totals.unwrap_or_default(),
+        dst.totals.unwrap_or_default(),
     );
-    let (src, dst) = (src?, dst?);
-    if !src.root_exists {
+    if !s.root_exists {
         return Err(VerifyError::SourceRootMissing {
             path: source_root.to_string(),
         });
     }
-    let d = diff(&src.tree, &dst.tree, opts.max_paths);
-    let (src_hash, dst_hash) = (src.tree.root_hash(), dst.tree.root_hash());
+    let c = cmp.finish();
+    let divergences = c.diff.divergences;
     Ok(Report {
-        equal: d.divergent_nodes == 0 && src_hash == dst_hash,
+        equal: c.diff.divergent_nodes == 0 && c.source_hash == c.destination_hash,
         source_root: source_root.to_string(),
         destination_root: destination_root.to_string(),
-        source_root_hash: hex(&src_hash),
-        destination_root_hash: hex(&dst_hash),
-        source_nodes: src.tree.len() as u64,
-        destination_nodes: dst.tree.len() as u64,
-        destination_root_exists: dst.root_exists,
-        divergent_nodes: d.divergent_nodes,
-        truncated: (d.divergences.len() as u64) < d.counts.total(),
-        counts: d.counts,
-        divergences: d.divergences,
+        source_root_hash: hex(&c.source_hash),
+        destination_root_hash: hex(&c.destination_hash),
+        source_nodes: c.source_nodes,
+        destination_nodes: c.destination_nodes,
+        destination_root_exists: d.root_exists,
+        divergent_nodes: c.diff.divergent_nodes,
+        truncated: (divergences.len() as u64) < c.diff.counts.total(),
+        counts: c.diff.counts,
+        divergences,
         duration_seconds: started.elapsed().as_secs_f64(),
-        source_max_mzxid: src.max_mzxid,
+        source_max_mzxid: s.max_mzxid,
     })
 }
 
