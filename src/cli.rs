@@ -28,6 +28,41 @@ pub enum Command {
     Sync(SyncArgs),
     /// Compare two subtrees: exit 0 when equal, 1 when they diverge, 2 on error.
     Verify(VerifyArgs),
+    /// Print the CustomResourceDefinitions, or write them to a directory (one file each plus
+    /// crds.yaml).
+    Crd(CrdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CrdArgs {
+    /// Write the files here (e.g. crds/) instead of printing one YAML stream.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+}
+
+pub fn run_crd(a: CrdArgs) -> ExitCode {
+    match write_crds(a.output_dir.as_deref()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn write_crds(dir: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
+    let all = crate::api::crds_yaml()?;
+    let Some(dir) = dir else {
+        print!("{all}");
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)?;
+    for crd in crate::api::all_crds() {
+        let text = format!("---\n{}", serde_norway::to_string(&crd)?);
+        std::fs::write(dir.join(crate::api::crd_file_name(&crd)), text)?;
+    }
+    std::fs::write(dir.join("crds.yaml"), all)?;
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone)]

@@ -5,6 +5,9 @@ use resiliency_operator::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Crd(a) = cli.command {
+        return cli::run_crd(a);
+    }
     resiliency_operator::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -20,6 +23,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sync(a) => cli::run_sync(a).await,
             Command::Verify(a) => cli::run_verify(a).await,
+            Command::Crd(a) => cli::run_crd(a),
         }
     })
 }

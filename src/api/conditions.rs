@@ -1,0 +1,208 @@
+//! Condition types and reasons: one closed set, shared by Conditions, Events and the `reason`
+//! label of metrics, so none of them can grow without bound.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+pub mod types {
+    /// The summary: is the object doing its job.
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const SOURCE_REACHABLE: &str = "SourceReachable";
+    pub const DESTINATION_REACHABLE: &str = "DestinationReachable";
+    /// Both tree hashes are equal.
+    pub const VERIFIED: &str = "Verified";
+    /// A Synchronization finished (as on a Job).
+    pub const COMPLETE: &str = "Complete";
+    pub const FAILED: &str = "Failed";
+}
+
+/// Why a condition has its status. PascalCase, stable: users alert on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Connected,
+    Unreachable,
+    AuthFailed,
+    SecretNotFound,
+    SecretInvalid,
+    DatabaseNotFound,
+    DatabaseNotReady,
+    InvalidSpec,
+    Pending,
+    Running,
+    Retrying,
+    Succeeded,
+    CopyFailed,
+    Equal,
+    Diverged,
+    VerifySkipped,
+    VerifyFailed,
+    Interrupted,
+    Scheduled,
+    Suspended,
+    ConcurrencyForbidden,
+    DeadlineMissed,
+    Active,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Connected => "Connected",
+            Reason::Unreachable => "Unreachable",
+            Reason::AuthFailed => "AuthFailed",
+            Reason::SecretNotFound => "SecretNotFound",
+            Reason::SecretInvalid => "SecretInvalid",
+            Reason::DatabaseNotFound => "DatabaseNotFound",
+            Reason::DatabaseNotReady => "DatabaseNotReady",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::Pending => "Pending",
+            Reason::Running => "Running",
+            Reason::Retrying => "Retrying",
+            Reason::Succeeded => "Succeeded",
+            Reason::CopyFailed => "CopyFailed",
+            Reason::Equal => "Equal",
+            Reason::Diverged => "Diverged",
+            Reason::VerifySkipped => "VerifySkipped",
+            Reason::VerifyFailed => "VerifyFailed",
+            Reason::Interrupted => "Interrupted",
+            Reason::Scheduled => "Scheduled",
+            Reason::Suspended => "Suspended",
+            Reason::ConcurrencyForbidden => "ConcurrencyForbidden",
+            Reason::DeadlineMissed => "DeadlineMissed",
+            Reason::Active => "Active",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A condition to set: the status, reason and message; times and generation are filled in by
+/// [`set_condition`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Desired {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: Reason,
+        message: impl Into<String>,
+    ) -> Self {
+        Desired {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Sets a condition in the list keyed by type. `lastTransitionTime` moves only when the status
+/// flips, so users can tell how long something has been broken.
+pub fn set_condition(
+    list: &mut Vec<Condition>,
+    want: Desired,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if want.status { "True" } else { "False" }.to_string();
+    // The API server limits messages to 32 KiB; ours are short, but a cause chain may not be.
+    let mut message = want.message;
+    if message.len() > 1024 {
+        let mut cut = 1024;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    match list.iter_mut().find(|c| c.type_ == want.type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = Time(now);
+            }
+            c.status = status;
+            c.reason = want.reason.as_str().to_string();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => list.push(Condition {
+            type_: want.type_.to_string(),
+            status,
+            reason: want.reason.as_str().to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        }),
+    }
+}
+
+/// The condition of `type_`, if present.
+pub fn find<'a>(list: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    list.iter().find(|c| c.type_ == type_)
+}
+
+/// True when the condition is present with status "True".
+pub fn is_true(list: &[Condition], type_: &str) -> bool {
+    find(list, type_).is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_a_flip() {
+        let mut list = Vec::new();
+        set_condition(
+            &mut list,
+            Desired::new(types::READY, false, Reason::Unreachable, "a"),
+            Some(1),
+            t(10),
+        );
+        set_condition(
+            &mut list,
+            Desired::new(types::READY, false, Reason::AuthFailed, "b"),
+            Some(2),
+            t(20),
+        );
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].last_transition_time, Time(t(10)));
+        assert_eq!(list[0].reason, "AuthFailed");
+        assert_eq!(list[0].observed_generation, Some(2));
+        set_condition(
+            &mut list,
+            Desired::new(types::READY, true, Reason::Connected, "ok"),
+            Some(2),
+            t(30),
+        );
+        assert_eq!(list[0].last_transition_time, Time(t(30)));
+        assert!(is_true(&list, types::READY));
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let mut list = Vec::new();
+        set_condition(
+            &mut list,
+            Desired::new(types::READY, false, Reason::CopyFailed, "é".repeat(2000)),
+            None,
+            t(1),
+        );
+        assert!(list[0].message.len() <= 1024 + '…'.len_utf8());
+    }
+}

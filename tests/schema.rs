@@ -1,0 +1,224 @@
+//! The API contract: committed CRDs match the types, and every example applies (parses into
+//! its type and passes the schema and CEL rules the API server would enforce).
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use kube::core::cel::Validator;
+use resiliency_operator::api;
+use serde_json::Value;
+
+fn crd_schema(kind: &str) -> Option<Value> {
+    let crd = api::all_crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)?;
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()?
+        .open_api_v3_schema
+        .as_ref()?;
+    Some(serde_json::to_value(schema).unwrap())
+}
+
+/// Structural and CEL validation of one object, as the API server would do it on create.
+fn validate(kind: &str, obj: &Value) -> Result<(), String> {
+    let Some(schema) = crd_schema(kind) else {
+        return Ok(());
+    };
+    // metadata is validated by the API server itself, not by the CRD schema.
+    let mut body = obj.clone();
+    body.as_object_mut().unwrap().remove("metadata");
+    let validator = jsonschema::draft4::new(&schema).map_err(|e| e.to_string())?;
+    let errors: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    Validator::new()
+        .validate(&schema, &body, None)
+        .map_err(|e| format!("{e:?}"))
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut docs = Vec::new();
+    for de in serde_norway::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(de)
+            .unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    docs
+}
+
+/// Parses `obj` into the Rust type of its kind; false for kinds that are not ours.
+fn parse_typed(kind: &str, obj: &Value) -> Result<bool, serde_json::Error> {
+    use api::assets::{Bucket, Database, KubernetesCluster};
+    use api::automation::{Synchronization, SynchronizationPlan};
+    let v = obj.clone();
+    match kind {
+        "Database" => serde_json::from_value::<Database>(v).map(|_| true),
+        "Bucket" => serde_json::from_value::<Bucket>(v).map(|_| true),
+        "KubernetesCluster" => serde_json::from_value::<KubernetesCluster>(v).map(|_| true),
+        "Synchronization" => serde_json::from_value::<Synchronization>(v).map(|_| true),
+        "SynchronizationPlan" => serde_json::from_value::<SynchronizationPlan>(v).map(|_| true),
+        "Secret" => serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(v).map(|_| false),
+        _ => Ok(false),
+    }
+}
+
+#[test]
+fn committed_crds_match_the_types() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let regenerate = "regenerate with `cargo run -- crd --output-dir crds` (or `just generate`)";
+    let all = std::fs::read_to_string(dir.join("crds.yaml")).unwrap();
+    assert_eq!(
+        all,
+        api::crds_yaml().unwrap(),
+        "crds/crds.yaml is stale: {regenerate}"
+    );
+    for crd in api::all_crds() {
+        let name = api::crd_file_name(&crd);
+        let text = std::fs::read_to_string(dir.join(&name)).unwrap();
+        let want = format!("---\n{}", serde_norway::to_string(&crd).unwrap());
+        assert_eq!(text, want, "crds/{name} is stale: {regenerate}");
+    }
+}
+
+#[test]
+fn every_example_parses_and_validates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files = Vec::new();
+    yaml_files(&root, &mut files);
+    files.sort();
+    let mut ours = 0;
+    for f in &files {
+        for doc in documents(f) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            let typed = parse_typed(&kind, &doc)
+                .unwrap_or_else(|e| panic!("{}: {kind} does not parse: {e}", f.display()));
+            if typed {
+                ours += 1;
+                validate(&kind, &doc)
+                    .unwrap_or_else(|e| panic!("{}: {kind} is invalid: {e}", f.display()));
+            }
+        }
+    }
+    assert!(
+        ours >= 6,
+        "expected the seed samples and more under examples/, found {ours} objects"
+    );
+}
+
+fn sync(config: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "automation.astronetes.io/v1alpha1",
+        "kind": "Synchronization",
+        "metadata": {"name": "s"},
+        "spec": {"plugin": "zookeeper-to-zookeeper-nodes", "config": config}
+    })
+}
+
+#[test]
+fn bad_synchronizations_are_refused_naming_the_field() {
+    let ok = serde_json::json!({"sourceName": "a", "destinationName": "b", "rootPath": "/app"});
+    validate("Synchronization", &sync(ok)).unwrap();
+    let alias = serde_json::json!({
+        "apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+        "metadata": {"name": "s"},
+        "spec": {"plugin": "zookeeper-nodes-to-zookeeper",
+                 "config": {"sourceName": "a", "destinationName": "b", "rootPath": "/"}}
+    });
+    validate("Synchronization", &alias).unwrap();
+    let cases = [
+        (
+            serde_json::json!({"sourceName": "a", "destinationName": "b", "rootPath": "app"}),
+            "absolute",
+        ),
+        (
+            serde_json::json!({"sourceName": "a", "destinationName": "b", "rootPath": "/zookeeper/quota"}),
+            "/zookeeper",
+        ),
+        (
+            serde_json::json!({"sourceName": "a", "destinationName": "b", "rootPath": "/app/"}),
+            "end with /",
+        ),
+        (
+            serde_json::json!({"sourceName": "a", "destinationName": "a", "rootPath": "/app"}),
+            "same Database",
+        ),
+        (
+            serde_json::json!({"sourceName": "a", "destinationName": "a", "rootPath": "/app", "destinationRootPath": "/app/copy"}),
+            "overlap",
+        ),
+        (
+            serde_json::json!({"sourceName": "a", "destinationName": "b", "rootPath": "/app", "aclPolicy": "Sometimes"}),
+            "aclPolicy",
+        ),
+        (
+            serde_json::json!({"sourceName": "a", "rootPath": "/app"}),
+            "destinationName",
+        ),
+    ];
+    for (config, needle) in cases {
+        let err =
+            validate("Synchronization", &sync(config.clone())).expect_err(&config.to_string());
+        assert!(
+            err.contains(needle),
+            "{config}: {err} does not mention {needle}"
+        );
+    }
+    // Same Database, disjoint trees: a legitimate copy within one ensemble.
+    let within = serde_json::json!({"sourceName": "a", "destinationName": "a", "rootPath": "/app", "destinationRootPath": "/app-copy"});
+    validate("Synchronization", &sync(within)).unwrap();
+    let bad_plugin = serde_json::json!({
+        "apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+        "metadata": {"name": "s"},
+        "spec": {"plugin": "mysql", "config": {"sourceName": "a", "destinationName": "b", "rootPath": "/"}}
+    });
+    assert!(validate("Synchronization", &bad_plugin)
+        .unwrap_err()
+        .contains("plugin"));
+}
+
+#[test]
+fn bad_databases_are_refused() {
+    let db = |servers: Value| {
+        serde_json::json!({"apiVersion": "assets.astronetes.io/v1alpha1", "kind": "Database",
+            "metadata": {"name": "d"}, "spec": {"zookeeper": {"client": {"servers": servers}}}})
+    };
+    validate(
+        "Database",
+        &db(serde_json::json!([
+            "zk-0.zk:2181",
+            "10.0.0.1:2181",
+            "[::1]:2181"
+        ])),
+    )
+    .unwrap();
+    for bad in [
+        serde_json::json!([]),
+        serde_json::json!(["zk-0.zk"]),
+        serde_json::json!(["zk:2181/chroot"]),
+    ] {
+        let err = validate("Database", &db(bad.clone())).expect_err(&bad.to_string());
+        assert!(
+            err.contains("servers") || err.contains("HOST:PORT"),
+            "{bad}: {err}"
+        );
+    }
+}
