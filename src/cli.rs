@@ -62,6 +62,11 @@ fn write_crds(dir: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::E
         std::fs::write(dir.join(crate::api::crd_file_name(&crd)), text)?;
     }
     std::fs::write(dir.join("crds.yaml"), all)?;
+    // Lets deploy/kubernetes include the CRDs (kustomize loads no file outside a directory).
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - crds.yaml\n",
+    )?;
     Ok(())
 }
 

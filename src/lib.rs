@@ -2,5 +2,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod controllers;
 pub mod engine;
+pub mod resolve;
+pub mod runs;
 pub mod telemetry;

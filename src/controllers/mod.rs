@@ -1,0 +1,6 @@
+//! One module per controller. Each holds the pure decision for its kind (desired state from
+//! inputs, `now` passed in); drivers (Kubernetes or standalone) read state, call it and apply
+//! the result.
+
+pub mod database;
+pub mod synchronization;

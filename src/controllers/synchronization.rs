@@ -1,0 +1,552 @@
+//! Synchronization: one copy, run like a Job. Pure decisions here ([`desired`]); the kube glue
+//! lives in [`crate::controllers::glue`] and the standalone driver in [`crate::standalone`].
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::automation::{
+    Phase, SyncCounters, Synchronization, SynchronizationStatus, Verification,
+};
+use crate::api::conditions::{set_condition, types, Desired, Reason};
+use crate::engine::SyncOptions;
+use crate::resolve::ResolveError;
+use crate::runs::{RunOutcome, RunState};
+
+/// What the driver must do after a decision.
+#[derive(Debug)]
+pub enum Action {
+    Nothing,
+    /// Start the copy (and the verifier when the flag is set) in the background.
+    Start(Box<SyncOptions>, bool),
+    /// The outcome is in the status: the run's entry can go.
+    Forget,
+}
+
+/// An Event to publish: one per transition, never with credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: Reason,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct Decision {
+    pub status: SynchronizationStatus,
+    pub action: Action,
+    /// Look again after this long even without a change (None: wait for one).
+    pub requeue: Option<Duration>,
+    pub notes: Vec<Note>,
+}
+
+/// How often a Synchronization waiting for a Database or Secret looks again, on top of the
+/// watches that wake it when one appears.
+pub const WAITING_RECHECK: Duration = Duration::from_secs(60);
+
+/// Decides the next step of `sync` from its spec and status, the engine settings resolved from
+/// its Databases and Secrets, the state of its background run (`None`: no run in this process),
+/// and `now`.
+pub fn desired(
+    sync: &Synchronization,
+    resolved: Result<SyncOptions, ResolveError>,
+    run: Option<&RunState>,
+    now: Timestamp,
+) -> Decision {
+    let old = sync.status.clone().unwrap_or_default();
+    let generation = sync.metadata.generation;
+    let mut st = old.clone();
+    st.observed_generation = generation;
+    let mut notes = Vec::new();
+    let mut set = |st: &mut SynchronizationStatus, d: Desired| {
+        set_condition(&mut st.conditions, d, generation, now)
+    };
+
+    if old.phase.is_finished() {
+        // A finished Synchronization never runs again; a run entry left over can go.
+        let action = if run.is_some() {
+            Action::Forget
+        } else {
+            Action::Nothing
+        };
+        return Decision {
+            status: st,
+            action,
+            requeue: None,
+            notes,
+        };
+    }
+    match run {
+        Some(RunState::Running { started }) => {
+            st.phase = Phase::Running;
+            st.start_time.get_or_insert(Time(*started));
+            set(
+                &mut st,
+                Desired::new(
+                    types::PROGRESSING,
+                    true,
+                    Reason::Running,
+                    "copy in progress",
+                ),
+            );
+            set(
+                &mut st,
+                Desired::new(types::READY, false, Reason::Running, "copy in progress"),
+            );
+            Decision {
+                status: st,
+                action: Action::Nothing,
+                requeue: None,
+                notes,
+            }
+        }
+        Some(RunState::Finished {
+            started,
+            finished,
+            result,
+        }) => {
+            st.start_time.get_or_insert(Time(*started));
+            st.completion_time = Some(Time(*finished));
+            let secs = finished.duration_since(*started).as_secs_f64().max(0.0);
+            st.duration = Some(format!("{secs:.1}s"));
+            set(
+                &mut st,
+                Desired::new(types::PROGRESSING, false, Reason::Pending, "not running"),
+            );
+            match result {
+                Ok(outcome) => succeeded(&mut st, outcome, &mut set, &mut notes),
+                Err(f) => {
+                    st.phase = Phase::Failed;
+                    set(
+                        &mut st,
+                        Desired::new(types::FAILED, true, f.reason, f.message.clone()),
+                    );
+                    set(
+                        &mut st,
+                        Desired::new(types::COMPLETE, false, f.reason, "the copy did not finish"),
+                    );
+                    set(
+                        &mut st,
+                        Desired::new(types::READY, false, f.reason, f.message.clone()),
+                    );
+                    if f.reason == Reason::Unreachable || f.reason == Reason::AuthFailed {
+                        let t = if f.source_side == Some(true) {
+                            types::SOURCE_REACHABLE
+                        } else {
+                            types::DESTINATION_REACHABLE
+                        };
+                        set(&mut st, Desired::new(t, false, f.reason, f.message.clone()));
+                    }
+                    notes.push(Note {
+                        warning: true,
+                        reason: f.reason,
+                        message: f.message.clone(),
+                    });
+                }
+            }
+            Decision {
+                status: st,
+                action: Action::Forget,
+                requeue: None,
+                notes,
+            }
+        }
+        None => match resolved {
+            Err(e) => {
+                // Waiting for a Database or Secret, or a spec only a user can fix.
+                let was_running = old.phase == Phase::Running;
+                st.phase = Phase::Pending;
+                set(
+                    &mut st,
+                    Desired::new(types::READY, false, e.reason(), e.to_string()),
+                );
+                set(
+                    &mut st,
+                    Desired::new(types::PROGRESSING, false, e.reason(), e.to_string()),
+                );
+                let changed = crate::api::conditions::find(&old.conditions, types::READY)
+                    .is_none_or(|c| c.reason != e.reason().as_str() || c.message != e.to_string());
+                if changed || was_running {
+                    notes.push(Note {
+                        warning: true,
+                        reason: e.reason(),
+                        message: e.to_string(),
+                    });
+                }
+                let requeue = (!e.is_permanent()).then_some(WAITING_RECHECK);
+                Decision {
+                    status: st,
+                    action: Action::Nothing,
+                    requeue,
+                    notes,
+                }
+            }
+            Ok(opts) => {
+                let restarted = old.phase == Phase::Running;
+                st.phase = Phase::Running;
+                st.runs = old.runs.saturating_add(1);
+                st.start_time.get_or_insert(Time(now));
+                let msg = if restarted {
+                    format!(
+                        "run {} started: the previous one was interrupted (operator restart)",
+                        st.runs
+                    )
+                } else {
+                    format!("copying {} to {}", opts.source_root, opts.destination_root)
+                };
+                set(
+                    &mut st,
+                    Desired::new(types::PROGRESSING, true, Reason::Running, msg.clone()),
+                );
+                set(
+                    &mut st,
+                    Desired::new(types::READY, false, Reason::Running, "copy in progress"),
+                );
+                notes.push(Note {
+                    warning: restarted,
+                    reason: if restarted {
+                        Reason::Interrupted
+                    } else {
+                        Reason::Running
+                    },
+                    message: msg,
+                });
+                let verify = sync.spec.config.verify;
+                Decision {
+                    status: st,
+                    action: Action::Start(Box::new(opts), verify),
+                    requeue: None,
+                    notes,
+                }
+            }
+        },
+    }
+}
+
+fn succeeded(
+    st: &mut SynchronizationStatus,
+    outcome: &RunOutcome,
+    set: &mut impl FnMut(&mut SynchronizationStatus, Desired),
+    notes: &mut Vec<Note>,
+) {
+    let s = &outcome.summary;
+    st.phase = Phase::Succeeded;
+    st.counters = Some(SyncCounters {
+        source_nodes: s.source_nodes,
+        created: s.created.total(),
+        updated: s.updated.total(),
+        deleted: s.deleted.total(),
+        skipped: s.skipped.total(),
+        bytes_written: s.bytes_written,
+        write_ops: s.write_ops,
+        attempts: s.attempts,
+    });
+    let done = format!(
+        "{}{} source nodes: {} created, {} updated, {} deleted",
+        if s.dry_run {
+            "dry run, would change "
+        } else {
+            ""
+        },
+        s.source_nodes,
+        s.created.total(),
+        s.updated.total(),
+        s.deleted.total()
+    );
+    set(
+        st,
+        Desired::new(types::COMPLETE, true, Reason::Succeeded, done.clone()),
+    );
+    set(
+        st,
+        Desired::new(types::FAILED, false, Reason::Succeeded, ""),
+    );
+    set(
+        st,
+        Desired::new(types::SOURCE_REACHABLE, true, Reason::Connected, ""),
+    );
+    set(
+        st,
+        Desired::new(types::DESTINATION_REACHABLE, true, Reason::Connected, ""),
+    );
+    match &outcome.report {
+        Some(r) => {
+            st.verification = Some(Verification {
+                equal: r.equal,
+                source_root_hash: r.source_root_hash.clone(),
+                destination_root_hash: r.destination_root_hash.clone(),
+                source_nodes: r.source_nodes,
+                destination_nodes: r.destination_nodes,
+                divergent_nodes: r.divergent_nodes,
+                divergent_paths: r
+                    .divergences
+                    .iter()
+                    .take(10)
+                    .map(|d| {
+                        format!(
+                            "{} {}",
+                            d.class.label(),
+                            if d.path.is_empty() { "/" } else { &d.path }
+                        )
+                    })
+                    .collect(),
+                duration_seconds: r.duration_seconds,
+            });
+            if r.equal {
+                let m = format!(
+                    "source and destination root hashes are equal ({})",
+                    r.source_root_hash
+                );
+                set(
+                    st,
+                    Desired::new(types::VERIFIED, true, Reason::Equal, m.clone()),
+                );
+                set(
+                    st,
+                    Desired::new(types::READY, true, Reason::Succeeded, done.clone()),
+                );
+                notes.push(Note {
+                    warning: false,
+                    reason: Reason::Succeeded,
+                    message: format!("{done}; {m}"),
+                });
+            } else {
+                // The source may have changed during the copy; the next run converges it.
+                let m = format!(
+                    "{} nodes differ after the copy (the source may have changed meanwhile)",
+                    r.divergent_nodes
+                );
+                set(
+                    st,
+                    Desired::new(types::VERIFIED, false, Reason::Diverged, m.clone()),
+                );
+                set(
+                    st,
+                    Desired::new(types::READY, false, Reason::Diverged, m.clone()),
+                );
+                notes.push(Note {
+                    warning: true,
+                    reason: Reason::Diverged,
+                    message: m,
+                });
+            }
+        }
+        None => {
+            let why = if s.dry_run {
+                "dry run: nothing was written"
+            } else {
+                "verify is off"
+            };
+            set(
+                st,
+                Desired::new(types::VERIFIED, false, Reason::VerifySkipped, why),
+            );
+            set(
+                st,
+                Desired::new(types::READY, true, Reason::Succeeded, done.clone()),
+            );
+            notes.push(Note {
+                warning: false,
+                reason: Reason::Succeeded,
+                message: done,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::automation::SynchronizationSpec;
+    use crate::api::conditions::{find, is_true};
+    use crate::engine::SyncSummary;
+    use crate::runs::RunFailure;
+    use verifier::ConnectOptions;
+
+    fn sync(yaml_status: Option<SynchronizationStatus>) -> Synchronization {
+        let spec: SynchronizationSpec = serde_json::from_value(serde_json::json!({
+            "plugin": "zookeeper-to-zookeeper-nodes",
+            "config": {"sourceName": "src", "destinationName": "dst", "rootPath": "/test"}
+        }))
+        .unwrap();
+        let mut s = Synchronization::new("s", spec);
+        s.metadata.generation = Some(1);
+        s.status = yaml_status;
+        s
+    }
+
+    fn opts() -> Result<SyncOptions, ResolveError> {
+        Ok(SyncOptions::new(
+            ConnectOptions::new("a:1"),
+            "/test",
+            ConnectOptions::new("b:1"),
+            "/test",
+        ))
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn a_new_sync_starts_once() {
+        let d = desired(&sync(None), opts(), None, t(100));
+        assert!(matches!(d.action, Action::Start(_, true)));
+        assert_eq!(d.status.phase, Phase::Running);
+        assert_eq!(d.status.runs, 1);
+        assert_eq!(d.status.start_time, Some(Time(t(100))));
+        // While it runs, nothing new starts.
+        let running = RunState::Running { started: t(100) };
+        let d2 = desired(&sync(Some(d.status)), opts(), Some(&running), t(105));
+        assert!(matches!(d2.action, Action::Nothing));
+        assert_eq!(d2.status.runs, 1);
+    }
+
+    #[test]
+    fn a_run_lost_with_the_operator_restarts_with_a_warning() {
+        let mut st = SynchronizationStatus {
+            phase: Phase::Running,
+            runs: 1,
+            ..Default::default()
+        };
+        st.start_time = Some(Time(t(50)));
+        let d = desired(&sync(Some(st)), opts(), None, t(100));
+        assert!(matches!(d.action, Action::Start(..)));
+        assert_eq!(d.status.runs, 2);
+        assert_eq!(d.status.start_time, Some(Time(t(50))));
+        assert!(d
+            .notes
+            .iter()
+            .any(|n| n.warning && n.reason == Reason::Interrupted));
+    }
+
+    #[test]
+    fn a_missing_database_waits_and_says_which() {
+        let e = ResolveError::DatabaseNotFound {
+            namespace: "ns".into(),
+            name: "src".into(),
+        };
+        let d = desired(&sync(None), Err(e), None, t(1));
+        assert!(matches!(d.action, Action::Nothing));
+        assert_eq!(d.status.phase, Phase::Pending);
+        let ready = find(&d.status.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "DatabaseNotFound")
+        );
+        assert!(ready.message.contains("src"));
+        assert_eq!(d.requeue, Some(WAITING_RECHECK));
+        // The same wait again publishes no second Event.
+        let d2 = desired(
+            &sync(Some(d.status)),
+            Err(ResolveError::DatabaseNotFound {
+                namespace: "ns".into(),
+                name: "src".into(),
+            }),
+            None,
+            t(2),
+        );
+        assert!(d2.notes.is_empty());
+        // An invalid spec waits for a fix, not for time.
+        let e = ResolveError::InvalidSpec {
+            field: "spec.config.rootPath".into(),
+            message: "x".into(),
+        };
+        assert_eq!(desired(&sync(None), Err(e), None, t(1)).requeue, None);
+    }
+
+    fn finished(result: Result<RunOutcome, RunFailure>) -> RunState {
+        RunState::Finished {
+            started: t(10),
+            finished: t(13),
+            result,
+        }
+    }
+
+    fn report(equal: bool) -> verifier::Report {
+        verifier::Report {
+            equal,
+            source_root: "/test".into(),
+            destination_root: "/test".into(),
+            source_root_hash: "aa".into(),
+            destination_root_hash: if equal { "aa" } else { "bb" }.into(),
+            source_nodes: 3,
+            destination_nodes: 3,
+            destination_root_exists: true,
+            divergent_nodes: u64::from(!equal),
+            counts: Default::default(),
+            divergences: vec![],
+            truncated: false,
+            duration_seconds: 0.1,
+            source_max_mzxid: 0,
+        }
+    }
+
+    #[test]
+    fn success_and_verification_complete_the_sync() {
+        let running = sync(Some(SynchronizationStatus {
+            phase: Phase::Running,
+            runs: 1,
+            ..Default::default()
+        }));
+        let ok = RunOutcome {
+            summary: SyncSummary::default(),
+            report: Some(report(true)),
+        };
+        let d = desired(&running, opts(), Some(&finished(Ok(ok))), t(14));
+        assert!(matches!(d.action, Action::Forget));
+        assert_eq!(d.status.phase, Phase::Succeeded);
+        assert!(is_true(&d.status.conditions, types::COMPLETE));
+        assert!(is_true(&d.status.conditions, types::VERIFIED));
+        assert!(is_true(&d.status.conditions, types::READY));
+        assert_eq!(d.status.duration.as_deref(), Some("3.0s"));
+        // Finished means finished: it never starts again.
+        let again = desired(&sync(Some(d.status)), opts(), None, t(100));
+        assert!(matches!(again.action, Action::Nothing));
+    }
+
+    #[test]
+    fn divergence_after_the_copy_is_not_ready() {
+        let running = sync(Some(SynchronizationStatus {
+            phase: Phase::Running,
+            ..Default::default()
+        }));
+        let ok = RunOutcome {
+            summary: SyncSummary::default(),
+            report: Some(report(false)),
+        };
+        let d = desired(&running, opts(), Some(&finished(Ok(ok))), t(14));
+        assert_eq!(d.status.phase, Phase::Succeeded);
+        assert!(is_true(&d.status.conditions, types::COMPLETE));
+        let v = find(&d.status.conditions, types::VERIFIED).unwrap();
+        assert_eq!(
+            (v.status.as_str(), v.reason.as_str()),
+            ("False", "Diverged")
+        );
+        assert!(!is_true(&d.status.conditions, types::READY));
+        assert_eq!(d.status.verification.unwrap().divergent_nodes, 1);
+    }
+
+    #[test]
+    fn failure_names_the_side() {
+        let running = sync(Some(SynchronizationStatus {
+            phase: Phase::Running,
+            ..Default::default()
+        }));
+        let f = RunFailure {
+            reason: Reason::Unreachable,
+            message: "destination ensemble \"b:1\" is unreachable".into(),
+            source_side: Some(false),
+        };
+        let d = desired(&running, opts(), Some(&finished(Err(f))), t(14));
+        assert_eq!(d.status.phase, Phase::Failed);
+        assert!(is_true(&d.status.conditions, types::FAILED));
+        let r = find(&d.status.conditions, types::DESTINATION_REACHABLE).unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "Unreachable")
+        );
+        assert!(d.notes.iter().any(|n| n.warning));
+    }
+}

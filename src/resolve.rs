@@ -1,0 +1,325 @@
+//! From resources to engine settings: the one place that turns a Database, its Secret and a
+//! Synchronization spec into connection and copy options. The operator and the standalone mode
+//! both call it, so they accept and reject exactly the same input.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+use verifier::{ConnectOptions, DigestAuth, NodeKind};
+
+use crate::api::assets::Database;
+use crate::api::automation::{AclPolicy, EphemeralPolicy, SyncConfig};
+use crate::api::conditions::Reason;
+use crate::engine::{SyncOptions, TypeRule};
+
+/// Why a resource cannot be turned into engine settings yet.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    #[error("Database {name} not found in namespace {namespace}")]
+    DatabaseNotFound { namespace: String, name: String },
+    #[error("Secret {name} not found in namespace {namespace}: Database {name} needs it for its credentials (keys user and password)")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {name}: {message}")]
+    SecretInvalid { name: String, message: String },
+    #[error("{field}: {message}")]
+    InvalidSpec { field: String, message: String },
+}
+
+impl ResolveError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            ResolveError::DatabaseNotFound { .. } => Reason::DatabaseNotFound,
+            ResolveError::SecretNotFound { .. } => Reason::SecretNotFound,
+            ResolveError::SecretInvalid { .. } => Reason::SecretInvalid,
+            ResolveError::InvalidSpec { .. } => Reason::InvalidSpec,
+        }
+    }
+
+    /// Only a fix to the spec helps (as opposed to a resource that may still appear).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ResolveError::InvalidSpec { .. })
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ResolveError {
+    ResolveError::InvalidSpec {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The bytes of a Secret: `data` (base64 in YAML, bytes here) wins over `stringData`, which
+/// only exists in manifests that were never stored by an API server.
+pub type SecretData = BTreeMap<String, Vec<u8>>;
+
+pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> SecretData {
+    let mut out: SecretData = secret
+        .string_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    for (k, v) in secret.data.iter().flatten() {
+        out.insert(k.clone(), v.0.clone());
+    }
+    out
+}
+
+/// Digest credentials from a Database's Secret (keys `user` and `password`).
+pub fn credentials(secret_name: &str, data: &SecretData) -> Result<DigestAuth, ResolveError> {
+    let key = |k: &str| -> Result<String, ResolveError> {
+        let v = data.get(k).ok_or_else(|| ResolveError::SecretInvalid {
+            name: secret_name.to_string(),
+            message: format!("key {k} is missing"),
+        })?;
+        let s = String::from_utf8(v.clone()).map_err(|_| ResolveError::SecretInvalid {
+            name: secret_name.to_string(),
+            message: format!("key {k} is not UTF-8"),
+        })?;
+        let s = s.trim_end_matches(['\n', '\r']).to_string();
+        if s.is_empty() {
+            return Err(ResolveError::SecretInvalid {
+                name: secret_name.to_string(),
+                message: format!("key {k} is empty"),
+            });
+        }
+        Ok(s)
+    };
+    let user = key("user")?;
+    if user.contains(':') {
+        return Err(ResolveError::SecretInvalid {
+            name: secret_name.to_string(),
+            message: "key user must not contain ':' (ZooKeeper digest ids are user:password)"
+                .into(),
+        });
+    }
+    Ok(DigestAuth {
+        user,
+        password: key("password")?,
+    })
+}
+
+/// Connection settings of a Database with its Secret's data (`None`: the Secret is missing).
+pub fn connect_options(
+    db: &Database,
+    secret: Option<&SecretData>,
+) -> Result<ConnectOptions, ResolveError> {
+    let name = db.metadata.name.clone().unwrap_or_default();
+    let namespace = db.metadata.namespace.clone().unwrap_or_default();
+    let servers = db
+        .spec
+        .zookeeper
+        .as_ref()
+        .and_then(|z| z.client.as_ref())
+        .map(|c| c.servers.clone())
+        .unwrap_or_default();
+    if servers.is_empty() {
+        return Err(invalid(
+            "spec.zookeeper.client.servers",
+            "must list at least one HOST:PORT",
+        ));
+    }
+    for s in &servers {
+        let ok = s.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            return Err(invalid(
+                "spec.zookeeper.client.servers",
+                format!("{s:?} is not HOST:PORT"),
+            ));
+        }
+    }
+    let data = secret.ok_or(ResolveError::SecretNotFound {
+        namespace,
+        name: name.clone(),
+    })?;
+    let auth = credentials(&name, data)?;
+    let mut o = ConnectOptions::new(servers.join(","));
+    o.auth = Some(auth);
+    Ok(o)
+}
+
+/// Copy settings of a Synchronization config, given both ensembles' connection settings.
+pub fn sync_options(
+    config: &SyncConfig,
+    source: ConnectOptions,
+    destination: ConnectOptions,
+) -> Result<SyncOptions, ResolveError> {
+    let dst_root = config
+        .destination_root_path
+        .clone()
+        .unwrap_or_else(|| config.root_path.clone());
+    verifier::path::validate_root("spec.config.rootPath", &config.root_path)
+        .map_err(|e| invalid("spec.config.rootPath", e.to_string()))?;
+    verifier::path::validate_root("spec.config.destinationRootPath", &dst_root)
+        .map_err(|e| invalid("spec.config.destinationRootPath", e.to_string()))?;
+    let mut o = SyncOptions::new(source, config.root_path.clone(), destination, dst_root);
+    o.prune = config.prune;
+    o.copy_acl = config.acl_policy == AclPolicy::Copy;
+    o.ephemerals = match config.ephemeral_policy {
+        EphemeralPolicy::Skip => verifier::EphemeralPolicy::Skip,
+        EphemeralPolicy::Persistent => verifier::EphemeralPolicy::Persistent,
+    };
+    o.dry_run = config.dry_run;
+    for (i, glob) in config.container_paths.iter().enumerate() {
+        o.type_rules
+            .push(TypeRule::new(glob, NodeKind::Container).map_err(|e| {
+                invalid(
+                    &format!("spec.config.containerPaths[{i}]"),
+                    format!("{glob:?} is not a valid glob: {e}"),
+                )
+            })?);
+    }
+    for (i, rule) in config.ttl_paths.iter().enumerate() {
+        if rule.seconds <= 0 {
+            return Err(invalid(
+                &format!("spec.config.ttlPaths[{i}].seconds"),
+                "must be positive",
+            ));
+        }
+        o.type_rules.push(
+            TypeRule::new(
+                &rule.path,
+                NodeKind::Ttl {
+                    ttl_ms: rule.seconds.saturating_mul(1000),
+                },
+            )
+            .map_err(|e| {
+                invalid(
+                    &format!("spec.config.ttlPaths[{i}].path"),
+                    format!("{:?} is not a valid glob: {e}", rule.path),
+                )
+            })?,
+        );
+    }
+    crate::engine::validate(&o).map_err(|e| invalid("spec.config", e.to_string()))?;
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::assets::{DatabaseSpec, Zookeeper, ZookeeperClient};
+
+    fn db(servers: &[&str]) -> Database {
+        let mut d = Database::new(
+            "zk",
+            DatabaseSpec {
+                zookeeper: Some(Zookeeper {
+                    admin: None,
+                    client: Some(ZookeeperClient {
+                        servers: servers.iter().map(|s| s.to_string()).collect(),
+                    }),
+                }),
+            },
+        );
+        d.metadata.namespace = Some("ns".into());
+        d
+    }
+
+    fn secret(pairs: &[(&str, &str)]) -> SecretData {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_database_with_its_secret_resolves() {
+        let o = connect_options(
+            &db(&["a:2181", "b:2182"]),
+            Some(&secret(&[("user", "admin"), ("password", "pw\n")])),
+        )
+        .unwrap();
+        assert_eq!(o.servers, "a:2181,b:2182");
+        let auth = o.auth.unwrap();
+        assert_eq!(
+            (auth.user.as_str(), auth.password.as_str()),
+            ("admin", "pw")
+        );
+    }
+
+    #[test]
+    fn each_bad_input_names_what_is_wrong() {
+        let ok = secret(&[("user", "u"), ("password", "p")]);
+        assert_eq!(
+            connect_options(&db(&["a:2181"]), None)
+                .unwrap_err()
+                .reason(),
+            Reason::SecretNotFound
+        );
+        let e = connect_options(&db(&["a:2181"]), Some(&secret(&[("user", "u")]))).unwrap_err();
+        assert_eq!(e.to_string(), "Secret zk: key password is missing");
+        let e = connect_options(&db(&["a"]), Some(&ok)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("spec.zookeeper.client.servers:"),
+            "{e}"
+        );
+        let e = connect_options(&db(&[]), Some(&ok)).unwrap_err();
+        assert_eq!(e.reason(), Reason::InvalidSpec);
+        let e = connect_options(
+            &db(&["a:2181"]),
+            Some(&secret(&[("user", "a:b"), ("password", "p")])),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("must not contain ':'"), "{e}");
+    }
+
+    fn config(root: &str, dst: Option<&str>) -> SyncConfig {
+        serde_json::from_value(serde_json::json!({
+            "sourceName": "a", "destinationName": "b", "rootPath": root, "destinationRootPath": dst
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn sync_options_apply_defaults_and_policies() {
+        let c = config("/app", None);
+        assert!(c.prune && c.verify && !c.dry_run);
+        let o = sync_options(&c, ConnectOptions::new("a:1"), ConnectOptions::new("b:1")).unwrap();
+        assert_eq!(
+            (o.source_root.as_str(), o.destination_root.as_str()),
+            ("/app", "/app")
+        );
+        assert!(o.prune && o.copy_acl);
+        let mut c = config("/app", Some("/dr/app"));
+        c.acl_policy = AclPolicy::Ignore;
+        c.ephemeral_policy = EphemeralPolicy::Persistent;
+        c.container_paths = vec!["/app/locks/*".into()];
+        let o = sync_options(&c, ConnectOptions::new("a:1"), ConnectOptions::new("b:1")).unwrap();
+        assert_eq!(o.destination_root, "/dr/app");
+        assert!(!o.copy_acl);
+        assert_eq!(o.ephemerals, verifier::EphemeralPolicy::Persistent);
+        assert_eq!(o.type_rules.len(), 1);
+    }
+
+    #[test]
+    fn bad_paths_are_refused_naming_the_field() {
+        for (root, dst, field) in [
+            ("app", None, "spec.config.rootPath"),
+            ("/zookeeper", None, "spec.config.rootPath"),
+            (
+                "/app",
+                Some("/zookeeper/x"),
+                "spec.config.destinationRootPath",
+            ),
+        ] {
+            let e = sync_options(
+                &config(root, dst),
+                ConnectOptions::new("a:1"),
+                ConnectOptions::new("b:1"),
+            )
+            .unwrap_err();
+            assert!(e.to_string().starts_with(field), "{root} {dst:?}: {e}");
+        }
+        let mut c = config("/app", None);
+        c.container_paths = vec!["/app/[".into()];
+        let e =
+            sync_options(&c, ConnectOptions::new("a:1"), ConnectOptions::new("b:1")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("spec.config.containerPaths[0]"),
+            "{e}"
+        );
+    }
+}
