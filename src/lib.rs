@@ -6,4 +6,5 @@ pub mod controllers;
 pub mod engine;
 pub mod resolve;
 pub mod runs;
+pub mod schedule;
 pub mod telemetry;

@@ -198,6 +198,7 @@ pub fn sync_options(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::api::assets::{DatabaseSpec, Zookeeper, ZookeeperClient};

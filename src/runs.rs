@@ -29,6 +29,8 @@ pub struct RunFailure {
     pub source_side: Option<bool>,
 }
 
+// Few of these exist at once; boxing the outcome would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum RunState {
     Running {

@@ -1,4 +1,6 @@
 //! `assets.astronetes.io/v1alpha1`: the things synchronizations read from and write to.
+// Several printcolumn(...) entries repeat `type_ = ...`; clippy reads them as duplicates.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};

@@ -158,6 +158,7 @@ pub fn is_true(list: &[Condition], type_: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

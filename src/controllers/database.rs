@@ -151,6 +151,7 @@ async fn admin_version(a: &ZookeeperAdmin) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::api::conditions::find;

@@ -4,3 +4,4 @@
 
 pub mod database;
 pub mod synchronization;
+pub mod synchronization_plan;

@@ -356,6 +356,7 @@ fn succeeded(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::api::automation::SynchronizationSpec;

@@ -1,0 +1,379 @@
+//! SynchronizationPlan: a CronJob for Synchronizations. Pure decisions here.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::automation::{
+    ConcurrencyPolicy, Phase, SynchronizationPlan, SynchronizationPlanStatus,
+};
+use crate::api::conditions::{set_condition, types, Desired, Reason};
+use crate::controllers::synchronization::Note;
+use crate::schedule;
+
+/// Label on each child naming its plan, and annotation holding its slot (RFC 3339).
+pub const PLAN_LABEL: &str = "automation.astronetes.io/synchronization-plan";
+pub const SLOT_ANNOTATION: &str = "automation.astronetes.io/scheduled-time";
+
+/// What the plan knows of one of its Synchronizations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Child {
+    pub name: String,
+    pub slot: Timestamp,
+    pub phase: Phase,
+    pub completion: Option<Timestamp>,
+}
+
+#[derive(Debug, Default)]
+pub struct PlanDecision {
+    pub status: SynchronizationPlanStatus,
+    /// Create the child of this name for this slot (an existing one of that name is reused).
+    pub create: Option<(String, Timestamp)>,
+    /// Delete these children: old history, or active runs replaced by a new one.
+    pub delete: Vec<String>,
+    pub requeue: Option<Duration>,
+    pub notes: Vec<Note>,
+}
+
+/// Name of the child for `slot`: the plan's name and the slot in Unix minutes, as a CronJob
+/// names its Jobs, so a crash between creating it and recording it cannot duplicate a run.
+pub fn child_name(plan: &str, slot: Timestamp) -> String {
+    let minutes = slot.as_second().div_euclid(60);
+    // Names are at most 253 characters; keep room for the suffix.
+    let base: String = plan.chars().take(241).collect();
+    format!("{base}-{minutes}")
+}
+
+pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -> PlanDecision {
+    let generation = plan.metadata.generation;
+    let mut d = PlanDecision {
+        status: plan.status.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    d.status.observed_generation = generation;
+    let name = plan.metadata.name.clone().unwrap_or_default();
+    let spec = &plan.spec;
+
+    let mut active: Vec<&Child> = children.iter().filter(|c| !c.phase.is_finished()).collect();
+    active.sort_by_key(|c| c.slot);
+    let last_success = children
+        .iter()
+        .filter(|c| c.phase == Phase::Succeeded)
+        .filter_map(|c| c.completion)
+        .max();
+    if let Some(t) = last_success {
+        let newer = d
+            .status
+            .last_successful_time
+            .as_ref()
+            .is_none_or(|old| old.0 < t);
+        if newer {
+            d.status.last_successful_time = Some(Time(t));
+        }
+    }
+    d.delete = history_to_prune(
+        children,
+        spec.successful_history_limit,
+        spec.failed_history_limit,
+    );
+
+    let sched = match schedule::parse(&spec.schedule, spec.time_zone.as_deref()) {
+        Ok(s) => s,
+        Err((field, message)) => {
+            let msg = format!("{field}: {message}");
+            set_condition(
+                &mut d.status.conditions,
+                Desired::new(types::READY, false, Reason::InvalidSpec, msg.clone()),
+                generation,
+                now,
+            );
+            d.status.next_schedule_time = None;
+            d.notes.push(Note {
+                warning: true,
+                reason: Reason::InvalidSpec,
+                message: msg,
+            });
+            finish_active(&mut d, &active);
+            return d;
+        }
+    };
+    if spec.suspend {
+        set_condition(
+            &mut d.status.conditions,
+            Desired::new(
+                types::READY,
+                true,
+                Reason::Suspended,
+                "suspended: no new Synchronizations are created",
+            ),
+            generation,
+            now,
+        );
+        d.status.next_schedule_time = None;
+        finish_active(&mut d, &active);
+        return d;
+    }
+
+    // Slots are counted from the last one scheduled, or from the plan's creation.
+    let last_slot = children
+        .iter()
+        .map(|c| c.slot)
+        .chain(d.status.last_schedule_time.as_ref().map(|t| t.0))
+        .max();
+    let created = plan
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now);
+    let since = last_slot.unwrap_or(created);
+    let mut ready = Desired::new(
+        types::READY,
+        true,
+        Reason::Scheduled,
+        format!(
+            "next run at {}",
+            sched
+                .next_after(now)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "never".into())
+        ),
+    );
+    if let Some((slot, _missed)) = sched.latest_due(since, now) {
+        let late = now.duration_since(slot).as_secs();
+        let too_late = spec.starting_deadline_seconds.is_some_and(|dl| late > dl);
+        if too_late {
+            d.status.last_schedule_time = Some(Time(slot));
+            let msg = format!(
+                "skipped the run due at {slot}: {late}s late, over startingDeadlineSeconds"
+            );
+            d.notes.push(Note {
+                warning: true,
+                reason: Reason::DeadlineMissed,
+                message: msg,
+            });
+        } else if !active.is_empty() && spec.concurrency_policy == ConcurrencyPolicy::Forbid {
+            // The slot stays due: it starts when the active run ends (if still within the deadline).
+            let msg = format!(
+                "run due at {slot} waits: {} is still active and concurrencyPolicy is Forbid",
+                active[0].name
+            );
+            ready = Desired::new(types::READY, true, Reason::ConcurrencyForbidden, msg);
+        } else {
+            if spec.concurrency_policy == ConcurrencyPolicy::Replace {
+                for c in &active {
+                    d.delete.push(c.name.clone());
+                    d.notes.push(Note {
+                        warning: false,
+                        reason: Reason::Active,
+                        message: format!("stopping {}: replaced by the run due at {slot}", c.name),
+                    });
+                }
+                active.clear();
+            }
+            let child = child_name(&name, slot);
+            d.notes.push(Note {
+                warning: false,
+                reason: Reason::Scheduled,
+                message: format!("created {child} for the run due at {slot}"),
+            });
+            d.status.last_schedule_time = Some(Time(slot));
+            d.create = Some((child, slot));
+        }
+    }
+    set_condition(&mut d.status.conditions, ready, generation, now);
+    let mut names: Vec<String> = active.iter().map(|c| c.name.clone()).collect();
+    if let Some((c, _)) = &d.create {
+        names.push(c.clone());
+    }
+    d.status.active_count = names.len() as u32;
+    d.status.active = names;
+    d.status.next_schedule_time = sched.next_after(now).map(Time);
+    // Wake exactly at the next slot (a second late, so the slot is due).
+    d.requeue = d.status.next_schedule_time.as_ref().map(|t| {
+        Duration::from_secs_f64(t.0.duration_since(now).as_secs_f64().max(0.0))
+            + Duration::from_secs(1)
+    });
+    d
+}
+
+fn finish_active(d: &mut PlanDecision, active: &[&Child]) {
+    d.status.active = active.iter().map(|c| c.name.clone()).collect();
+    d.status.active_count = active.len() as u32;
+}
+
+/// Finished children beyond the history limits, oldest first.
+pub fn history_to_prune(children: &[Child], keep_succeeded: u32, keep_failed: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for (phase, keep) in [
+        (Phase::Succeeded, keep_succeeded),
+        (Phase::Failed, keep_failed),
+    ] {
+        let mut done: Vec<&Child> = children.iter().filter(|c| c.phase == phase).collect();
+        done.sort_by_key(|c| std::cmp::Reverse(c.slot));
+        out.extend(done.into_iter().skip(keep as usize).map(|c| c.name.clone()));
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::api::automation::SynchronizationPlanSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn plan(extra: serde_json::Value) -> SynchronizationPlan {
+        let mut spec = serde_json::json!({
+            "schedule": "10 * * * *",
+            "template": {"spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                "config": {"sourceName": "a", "destinationName": "b", "rootPath": "/test"}}}
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let spec: SynchronizationPlanSpec = serde_json::from_value(spec).unwrap();
+        let mut p = SynchronizationPlan::new("nightly", spec);
+        p.metadata.creation_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
+        p.metadata.generation = Some(1);
+        p
+    }
+
+    fn child(slot: &str, phase: Phase) -> Child {
+        let slot = ts(slot);
+        Child {
+            name: child_name("nightly", slot),
+            slot,
+            phase,
+            completion: phase.is_finished().then_some(slot),
+        }
+    }
+
+    #[test]
+    fn nothing_before_the_first_slot_then_one_child_per_slot() {
+        let p = plan(serde_json::json!({}));
+        let d = desired(&p, &[], ts("2026-01-01T00:05:00Z"));
+        assert!(d.create.is_none());
+        assert_eq!(
+            d.status.next_schedule_time,
+            Some(Time(ts("2026-01-01T00:10:00Z")))
+        );
+        assert_eq!(d.requeue, Some(Duration::from_secs(301)));
+        let d = desired(&p, &[], ts("2026-01-01T00:10:01Z"));
+        let (name, slot) = d.create.clone().unwrap();
+        assert_eq!(slot, ts("2026-01-01T00:10:00Z"));
+        assert_eq!(name, format!("nightly-{}", slot.as_second() / 60));
+        assert_eq!(d.status.active, vec![name.clone()]);
+        // Same slot again (e.g. after a crash before the status was written): same name.
+        let again = desired(&p, &[], ts("2026-01-01T00:20:00Z"));
+        assert_eq!(again.create.unwrap().0, name);
+        // Once the child exists, that slot is done.
+        let c = child("2026-01-01T00:10:00Z", Phase::Running);
+        assert!(desired(&p, &[c], ts("2026-01-01T00:30:00Z"))
+            .create
+            .is_none());
+    }
+
+    #[test]
+    fn forbid_waits_allow_runs_replace_stops() {
+        let running = child("2026-01-01T00:10:00Z", Phase::Running);
+        let now = ts("2026-01-01T01:10:05Z");
+        let d = desired(&plan(serde_json::json!({})), std::slice::from_ref(&running), now);
+        assert!(d.create.is_none());
+        assert_eq!(
+            crate::api::conditions::find(&d.status.conditions, types::READY)
+                .unwrap()
+                .reason,
+            "ConcurrencyForbidden"
+        );
+        let d = desired(
+            &plan(serde_json::json!({"concurrencyPolicy": "Allow"})),
+            std::slice::from_ref(&running),
+            now,
+        );
+        assert!(d.create.is_some());
+        assert_eq!(d.status.active_count, 2);
+        let d = desired(
+            &plan(serde_json::json!({"concurrencyPolicy": "Replace"})),
+            std::slice::from_ref(&running),
+            now,
+        );
+        assert!(d.create.is_some());
+        assert_eq!(d.delete, vec![running.name]);
+        assert_eq!(d.status.active_count, 1);
+    }
+
+    #[test]
+    fn missed_slots_past_the_deadline_are_skipped() {
+        let p = plan(serde_json::json!({"startingDeadlineSeconds": 60}));
+        let d = desired(&p, &[], ts("2026-01-01T00:15:00Z"));
+        assert!(d.create.is_none());
+        assert!(d.notes.iter().any(|n| n.reason == Reason::DeadlineMissed));
+        assert_eq!(
+            d.status.last_schedule_time,
+            Some(Time(ts("2026-01-01T00:10:00Z")))
+        );
+        let d = desired(&p, &[], ts("2026-01-01T00:10:30Z"));
+        assert!(d.create.is_some());
+    }
+
+    #[test]
+    fn suspend_and_bad_schedules_create_nothing() {
+        let d = desired(
+            &plan(serde_json::json!({"suspend": true})),
+            &[],
+            ts("2026-01-02T00:00:00Z"),
+        );
+        assert!(d.create.is_none() && d.requeue.is_none());
+        let d = desired(
+            &plan(serde_json::json!({"schedule": "61 * * * *"})),
+            &[],
+            ts("2026-01-02T00:00:00Z"),
+        );
+        assert!(d.create.is_none());
+        let r = crate::api::conditions::find(&d.status.conditions, types::READY).unwrap();
+        assert_eq!(r.reason, "InvalidSpec");
+        assert!(
+            r.message.starts_with("spec.schedule: \"61 * * * *\""),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn history_keeps_the_newest_of_each_outcome() {
+        let kids = vec![
+            child("2026-01-01T01:10:00Z", Phase::Succeeded),
+            child("2026-01-01T02:10:00Z", Phase::Failed),
+            child("2026-01-01T03:10:00Z", Phase::Succeeded),
+            child("2026-01-01T04:10:00Z", Phase::Failed),
+            child("2026-01-01T05:10:00Z", Phase::Succeeded),
+            child("2026-01-01T06:10:00Z", Phase::Running),
+        ];
+        let pruned = history_to_prune(&kids, 1, 1);
+        assert_eq!(
+            pruned,
+            vec![
+                kids[2].name.clone(),
+                kids[0].name.clone(),
+                kids[1].name.clone()
+            ]
+        );
+        let d = desired(
+            &plan(serde_json::json!({})),
+            &kids,
+            ts("2026-01-01T06:20:00Z"),
+        );
+        assert_eq!(
+            d.status.last_successful_time,
+            Some(Time(ts("2026-01-01T05:10:00Z")))
+        );
+        // Default limits: 3 succeeded, 1 failed.
+        assert_eq!(d.delete, vec![kids[1].name.clone()]);
+    }
+}
