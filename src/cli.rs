@@ -28,9 +28,36 @@ pub enum Command {
     Sync(SyncArgs),
     /// Compare two subtrees: exit 0 when equal, 1 when they diverge, 2 on error.
     Verify(VerifyArgs),
+    /// Run the manifests in files (Secrets, Databases, Synchronizations, SynchronizationPlans)
+    /// without Kubernetes: exit 0 when every Synchronization succeeded with equal trees.
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions, or write them to a directory (one file each plus
     /// crds.yaml).
     Crd(CrdArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Manifest files or directories (YAML, several documents per file allowed).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE_OR_DIR",
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+}
+
+pub async fn run_standalone(a: RunArgs) -> ExitCode {
+    let manifests = match crate::standalone::load(&a.files) {
+        Ok(m) => m,
+        Err(e) => return fail(false, &e),
+    };
+    match crate::standalone::run(manifests).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => fail(false, &e),
+    }
 }
 
 #[derive(Args, Debug)]

@@ -7,4 +7,5 @@ pub mod engine;
 pub mod resolve;
 pub mod runs;
 pub mod schedule;
+pub mod standalone;
 pub mod telemetry;

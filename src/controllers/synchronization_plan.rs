@@ -283,7 +283,11 @@ mod tests {
     fn forbid_waits_allow_runs_replace_stops() {
         let running = child("2026-01-01T00:10:00Z", Phase::Running);
         let now = ts("2026-01-01T01:10:05Z");
-        let d = desired(&plan(serde_json::json!({})), std::slice::from_ref(&running), now);
+        let d = desired(
+            &plan(serde_json::json!({})),
+            std::slice::from_ref(&running),
+            now,
+        );
         assert!(d.create.is_none());
         assert_eq!(
             crate::api::conditions::find(&d.status.conditions, types::READY)

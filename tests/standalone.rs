@@ -1,0 +1,172 @@
+//! Standalone mode end to end: the seed's manifests, pointed at two real local servers, run
+//! through `resiliency-operator run -f` without Kubernetes.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn manifests(src: &str, dst: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: zookeeper-source
+stringData:
+  user: admin
+  password: s3cr3t-value
+---
+apiVersion: assets.astronetes.io/v1alpha1
+kind: Database
+metadata:
+  name: zookeeper-source
+spec:
+  zookeeper:
+    client:
+      servers:
+        - {src}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: zookeeper-destination
+stringData:
+  user: admin
+  password: s3cr3t-value
+---
+apiVersion: assets.astronetes.io/v1alpha1
+kind: Database
+metadata:
+  name: zookeeper-destination
+spec:
+  zookeeper:
+    client:
+      servers:
+        - {dst}
+{extra}"#
+    )
+}
+
+fn run(dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(["run", "-f"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_samples_copy_and_verify_without_kubernetes() {
+    let (s, d) = shared_pair();
+    let root = unique_root("standalone");
+    let c = client(s).await;
+    build_tree(&c, &root, 300, 10, 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let syncs = format!(
+        r#"---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: Synchronization
+metadata:
+  generateName: synchronize-zookeeper-
+spec:
+  plugin: zookeeper-to-zookeeper-nodes
+  config:
+    sourceName: zookeeper-source
+    destinationName: zookeeper-destination
+    rootPath: {root}
+---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: Synchronization
+metadata:
+  name: remapped
+spec:
+  plugin: zookeeper-nodes-to-zookeeper
+  config:
+    sourceName: zookeeper-source
+    destinationName: zookeeper-destination
+    rootPath: {root}
+    destinationRootPath: {root}-dr
+"#
+    );
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        manifests(&s.connect_string(), &d.connect_string(), &syncs),
+    )
+    .unwrap();
+    let (code, out, err) = run(dir.path());
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("database/default/zookeeper-source: Ready=True Connected"),
+        "{out}"
+    );
+    assert!(out.contains("synchronization/default/synchronize-zookeeper-00001: phase Succeeded | verified: EQUAL"), "{out}");
+    assert!(
+        out.contains("synchronization/default/remapped: phase Succeeded | verified: EQUAL"),
+        "{out}"
+    );
+    let mut o = sync_opts(s, &root, d, &root);
+    assert_equal(&o).await;
+    o.destination_root = format!("{root}-dr");
+    assert_equal(&o).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_database_or_secret_is_named_and_nothing_is_written() {
+    let (s, d) = shared_pair();
+    let root = unique_root("standalone-bad");
+    let c = client(s).await;
+    build_tree(&c, &root, 20, 5, 10).await;
+    let before = fingerprint(d, "/").await;
+    let cases = [
+        ("zookeeper-nowhere", "Database zookeeper-nowhere not found"),
+        ("zookeeper-nosecret", "Secret zookeeper-nosecret not found"),
+    ];
+    for (dst_name, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = format!(
+            r#"---
+apiVersion: assets.astronetes.io/v1alpha1
+kind: Database
+metadata:
+  name: zookeeper-nosecret
+spec:
+  zookeeper:
+    client:
+      servers: ["{dst}"]
+---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: Synchronization
+metadata:
+  name: bad
+spec:
+  plugin: zookeeper-to-zookeeper-nodes
+  config:
+    sourceName: zookeeper-source
+    destinationName: {dst_name}
+    rootPath: {root}
+"#,
+            dst = d.connect_string()
+        );
+        std::fs::write(
+            dir.path().join("all.yaml"),
+            manifests(&s.connect_string(), &d.connect_string(), &extra),
+        )
+        .unwrap();
+        let (code, out, err) = run(dir.path());
+        assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!err.contains("s3cr3t-value"), "{err}");
+    }
+    assert_eq!(
+        before,
+        fingerprint(d, "/").await,
+        "the destination was written"
+    );
+}
