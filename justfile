@@ -24,3 +24,7 @@ demo:
 # Copy and verify rates against real ZooKeeper servers.
 bench:
     cargo bench --bench copy
+
+# Regenerate crds/ from the Rust types.
+generate:
+    cargo run -q -- crd --output-dir crds
