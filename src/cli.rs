@@ -388,16 +388,7 @@ pub fn sync_options(a: &SyncArgs) -> Result<SyncOptions, CliError> {
 }
 
 fn fail(json: bool, err: &dyn std::error::Error) -> ExitCode {
-    let mut msg = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let c_msg = c.to_string();
-        if !msg.contains(&c_msg) {
-            msg.push_str(": ");
-            msg.push_str(&c_msg);
-        }
-        cause = c.source();
-    }
+    let msg = crate::runs::cause_chain(err);
     if json {
         println!("{}", serde_json::json!({ "ok": false, "error": msg }));
     }

@@ -131,7 +131,8 @@ impl Runs {
     }
 }
 
-fn cause_chain(err: &dyn std::error::Error) -> String {
+/// The error and its sources on one line, each cause once.
+pub fn cause_chain(err: &dyn std::error::Error) -> String {
     let mut msg = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {
