@@ -125,12 +125,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, StandaloneError> {
                             .unwrap_or_else(|| "synchronization-".into());
                         s.metadata.name = Some(format!("{base}{generated:05}"));
                     }
-                    s.metadata.namespace = Some(ns.clone());
-                    s.metadata.uid = Some(format!(
-                        "{ns}/{}",
-                        s.metadata.name.clone().unwrap_or_default()
-                    ));
-                    s.metadata.generation = Some(1);
+                    admit(&mut s, &ns);
                     m.syncs
                         .insert((ns, s.metadata.name.clone().unwrap_or_default()), s);
                 }
@@ -150,6 +145,17 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, StandaloneError> {
         }
     }
     Ok(m)
+}
+
+/// What the API server fills in on create: namespace, a UID (unique per namespace and name
+/// here, which is all the run registry needs) and the first generation.
+fn admit(s: &mut Synchronization, ns: &str) {
+    s.metadata.namespace = Some(ns.to_string());
+    s.metadata.uid = Some(format!(
+        "{ns}/{}",
+        s.metadata.name.clone().unwrap_or_default()
+    ));
+    s.metadata.generation = Some(1);
 }
 
 /// Engine settings of a sync from the loaded Databases and Secrets.
@@ -259,17 +265,8 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
                 }
             }
             if let Some((child, slot)) = &d.create {
-                let mut s = Synchronization::new(child, plan.spec.template.spec.clone());
-                let meta = plan.spec.template.metadata.clone().unwrap_or_default();
-                let mut labels = meta.labels;
-                labels.insert(PLAN_LABEL.into(), key.1.clone());
-                let mut annotations = meta.annotations;
-                annotations.insert(plan_ctl::SLOT_ANNOTATION.into(), slot.to_string());
-                s.metadata.labels = Some(labels);
-                s.metadata.annotations = Some(annotations);
-                s.metadata.namespace = Some(key.0.clone());
-                s.metadata.uid = Some(format!("{}/{child}", key.0));
-                s.metadata.generation = Some(1);
+                let mut s = plan_ctl::child(&plan, child, *slot);
+                admit(&mut s, &key.0);
                 m.syncs.entry((key.0.clone(), child.clone())).or_insert(s);
             }
             if let Some(p) = m.plans.get_mut(key) {

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::automation::{
-    ConcurrencyPolicy, Phase, SynchronizationPlan, SynchronizationPlanStatus,
+    ConcurrencyPolicy, Phase, Synchronization, SynchronizationPlan, SynchronizationPlanStatus,
 };
 use crate::api::conditions::{set_condition, types, Desired, Reason};
 use crate::controllers::synchronization::Note;
@@ -43,6 +43,24 @@ pub fn child_name(plan: &str, slot: Timestamp) -> String {
     // Names are at most 253 characters; keep room for the suffix.
     let base: String = plan.chars().take(241).collect();
     format!("{base}-{minutes}")
+}
+
+/// The Synchronization a plan creates for `slot`: the template, labelled with the plan's name
+/// and annotated with the slot, so the plan finds its children and their slots again.
+pub fn child(plan: &SynchronizationPlan, name: &str, slot: Timestamp) -> Synchronization {
+    let mut s = Synchronization::new(name, plan.spec.template.spec.clone());
+    let meta = plan.spec.template.metadata.clone().unwrap_or_default();
+    let mut labels = meta.labels;
+    labels.insert(
+        PLAN_LABEL.into(),
+        plan.metadata.name.clone().unwrap_or_default(),
+    );
+    let mut annotations = meta.annotations;
+    annotations.insert(SLOT_ANNOTATION.into(), slot.to_string());
+    s.metadata.labels = Some(labels);
+    s.metadata.annotations = Some(annotations);
+    s.metadata.namespace = plan.metadata.namespace.clone();
+    s
 }
 
 pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -> PlanDecision {
