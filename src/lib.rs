@@ -4,6 +4,8 @@ pub mod api;
 pub mod cli;
 pub mod controllers;
 pub mod engine;
+pub mod metrics;
+pub mod operator;
 pub mod resolve;
 pub mod runs;
 pub mod schedule;

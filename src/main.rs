@@ -8,7 +8,7 @@ fn main() -> ExitCode {
     if let Command::Crd(a) = cli.command {
         return cli::run_crd(a);
     }
-    resiliency_operator::telemetry::init();
+    resiliency_operator::telemetry::init(matches!(cli.command, Command::Operator(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
             Command::Verify(a) => cli::run_verify(a).await,
             Command::Run(a) => cli::run_standalone(a).await,
             Command::Crd(a) => cli::run_crd(a),
+            Command::Operator(a) => cli::run_operator(a).await,
         }
     })
 }

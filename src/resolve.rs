@@ -197,6 +197,26 @@ pub fn sync_options(
     Ok(o)
 }
 
+/// Engine settings of a Synchronization, given a lookup of a Database by name in the sync's
+/// namespace and of the Secret of the same name. The operator fills the lookup from the API
+/// server, standalone mode from files; both then decide alike.
+pub fn resolve_sync(
+    sync: &crate::api::automation::Synchronization,
+    lookup: impl Fn(&str) -> (Option<Database>, Option<SecretData>),
+) -> Result<SyncOptions, ResolveError> {
+    let namespace = sync.metadata.namespace.clone().unwrap_or_default();
+    let endpoint = |name: &str| {
+        let (db, secret) = lookup(name);
+        let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
+            namespace: namespace.clone(),
+            name: name.to_string(),
+        })?;
+        connect_options(&db, secret.as_ref())
+    };
+    let c = &sync.spec.config;
+    sync_options(c, endpoint(&c.source_name)?, endpoint(&c.destination_name)?)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -164,19 +164,10 @@ pub fn resolve_sync(
     s: &Synchronization,
 ) -> Result<crate::engine::SyncOptions, ResolveError> {
     let ns = s.metadata.namespace.clone().unwrap_or_default();
-    let endpoint = |name: &str| {
+    resolve::resolve_sync(s, |name| {
         let key = (ns.clone(), name.to_string());
-        let db = m
-            .databases
-            .get(&key)
-            .ok_or_else(|| ResolveError::DatabaseNotFound {
-                namespace: ns.clone(),
-                name: name.to_string(),
-            })?;
-        resolve::connect_options(db, m.secrets.get(&key))
-    };
-    let c = &s.spec.config;
-    resolve::sync_options(c, endpoint(&c.source_name)?, endpoint(&c.destination_name)?)
+        (m.databases.get(&key).cloned(), m.secrets.get(&key).cloned())
+    })
 }
 
 fn say(kind: &str, ns: &str, name: &str, text: &str) {
@@ -243,19 +234,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
                     s.metadata.namespace.as_deref() == Some(&key.0)
                         && s.labels().get(PLAN_LABEL) == Some(&key.1)
                 })
-                .map(|s| Child {
-                    name: s.metadata.name.clone().unwrap_or_default(),
-                    slot: s
-                        .annotations()
-                        .get(plan_ctl::SLOT_ANNOTATION)
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or(now),
-                    phase: s.status.as_ref().map(|st| st.phase).unwrap_or_default(),
-                    completion: s
-                        .status
-                        .as_ref()
-                        .and_then(|st| st.completion_time.as_ref().map(|t| t.0)),
-                })
+                .map(|s| Child::of(s, now))
                 .collect();
             let d = plan_ctl::desired(&plan, &children, now);
             say_notes("synchronizationplan", &key.0, &key.1, &d.notes);
@@ -291,7 +270,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
                     source: e.clone(),
                 });
             }
-            let d = sync_ctl::desired(&s, resolved, runs.state(&uid).as_ref(), now);
+            let d = sync_ctl::desired(&s, || resolved, runs.state(&uid).as_ref(), now);
             let old_phase = s.status.as_ref().map(|st| st.phase);
             say_notes("synchronization", &key.0, &key.1, &d.notes);
             match d.action {

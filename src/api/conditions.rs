@@ -46,6 +46,37 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for parsing a condition's reason back.
+    pub const ALL: [Reason; 23] = [
+        Reason::Connected,
+        Reason::Unreachable,
+        Reason::AuthFailed,
+        Reason::SecretNotFound,
+        Reason::SecretInvalid,
+        Reason::DatabaseNotFound,
+        Reason::DatabaseNotReady,
+        Reason::InvalidSpec,
+        Reason::Pending,
+        Reason::Running,
+        Reason::Retrying,
+        Reason::Succeeded,
+        Reason::CopyFailed,
+        Reason::Equal,
+        Reason::Diverged,
+        Reason::VerifySkipped,
+        Reason::VerifyFailed,
+        Reason::Interrupted,
+        Reason::Scheduled,
+        Reason::Suspended,
+        Reason::ConcurrencyForbidden,
+        Reason::DeadlineMissed,
+        Reason::Active,
+    ];
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Connected => "Connected",
@@ -161,6 +192,14 @@ pub fn is_true(list: &[Condition], type_: &str) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_parses_back() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Reason::parse("Nope"), None);
+    }
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)

@@ -47,10 +47,10 @@ pub const WAITING_RECHECK: Duration = Duration::from_secs(60);
 
 /// Decides the next step of `sync` from its spec and status, the engine settings resolved from
 /// its Databases and Secrets, the state of its background run (`None`: no run in this process),
-/// and `now`.
+/// and `now`. `resolve` is called only when a run may start (see [`needs_endpoints`]).
 pub fn desired(
     sync: &Synchronization,
-    resolved: Result<SyncOptions, ResolveError>,
+    resolve: impl FnOnce() -> Result<SyncOptions, ResolveError>,
     run: Option<&RunState>,
     now: Timestamp,
 ) -> Decision {
@@ -80,6 +80,8 @@ pub fn desired(
     match run {
         Some(RunState::Running { started }) => {
             st.phase = Phase::Running;
+            // A status read before this run's start was stored still counts it.
+            st.runs = st.runs.max(1);
             st.start_time.get_or_insert(Time(*started));
             set(
                 &mut st,
@@ -152,7 +154,7 @@ pub fn desired(
                 notes,
             }
         }
-        None => match resolved {
+        None => match resolve() {
             Err(e) => {
                 // Waiting for a Database or Secret, or a spec only a user can fix.
                 let was_running = old.phase == Phase::Running;
@@ -222,6 +224,16 @@ pub fn desired(
             }
         },
     }
+}
+
+/// Whether [`desired`] will need the Databases and Secrets: only when no run exists and the
+/// Synchronization is not finished. Drivers skip reading them otherwise.
+pub fn needs_endpoints(sync: &Synchronization, run: Option<&RunState>) -> bool {
+    run.is_none()
+        && !sync
+            .status
+            .as_ref()
+            .is_some_and(|st| st.phase.is_finished())
 }
 
 fn succeeded(
@@ -392,14 +404,14 @@ mod tests {
 
     #[test]
     fn a_new_sync_starts_once() {
-        let d = desired(&sync(None), opts(), None, t(100));
+        let d = desired(&sync(None), opts, None, t(100));
         assert!(matches!(d.action, Action::Start(_, true)));
         assert_eq!(d.status.phase, Phase::Running);
         assert_eq!(d.status.runs, 1);
         assert_eq!(d.status.start_time, Some(Time(t(100))));
         // While it runs, nothing new starts.
         let running = RunState::Running { started: t(100) };
-        let d2 = desired(&sync(Some(d.status)), opts(), Some(&running), t(105));
+        let d2 = desired(&sync(Some(d.status)), opts, Some(&running), t(105));
         assert!(matches!(d2.action, Action::Nothing));
         assert_eq!(d2.status.runs, 1);
     }
@@ -412,7 +424,7 @@ mod tests {
             ..Default::default()
         };
         st.start_time = Some(Time(t(50)));
-        let d = desired(&sync(Some(st)), opts(), None, t(100));
+        let d = desired(&sync(Some(st)), opts, None, t(100));
         assert!(matches!(d.action, Action::Start(..)));
         assert_eq!(d.status.runs, 2);
         assert_eq!(d.status.start_time, Some(Time(t(50))));
@@ -428,7 +440,7 @@ mod tests {
             namespace: "ns".into(),
             name: "src".into(),
         };
-        let d = desired(&sync(None), Err(e), None, t(1));
+        let d = desired(&sync(None), || Err(e), None, t(1));
         assert!(matches!(d.action, Action::Nothing));
         assert_eq!(d.status.phase, Phase::Pending);
         let ready = find(&d.status.conditions, types::READY).unwrap();
@@ -441,10 +453,12 @@ mod tests {
         // The same wait again publishes no second Event.
         let d2 = desired(
             &sync(Some(d.status)),
-            Err(ResolveError::DatabaseNotFound {
-                namespace: "ns".into(),
-                name: "src".into(),
-            }),
+            || {
+                Err(ResolveError::DatabaseNotFound {
+                    namespace: "ns".into(),
+                    name: "src".into(),
+                })
+            },
             None,
             t(2),
         );
@@ -454,7 +468,7 @@ mod tests {
             field: "spec.config.rootPath".into(),
             message: "x".into(),
         };
-        assert_eq!(desired(&sync(None), Err(e), None, t(1)).requeue, None);
+        assert_eq!(desired(&sync(None), || Err(e), None, t(1)).requeue, None);
     }
 
     fn finished(result: Result<RunOutcome, RunFailure>) -> RunState {
@@ -495,7 +509,7 @@ mod tests {
             summary: SyncSummary::default(),
             report: Some(report(true)),
         };
-        let d = desired(&running, opts(), Some(&finished(Ok(ok))), t(14));
+        let d = desired(&running, opts, Some(&finished(Ok(ok))), t(14));
         assert!(matches!(d.action, Action::Forget));
         assert_eq!(d.status.phase, Phase::Succeeded);
         assert!(is_true(&d.status.conditions, types::COMPLETE));
@@ -503,7 +517,7 @@ mod tests {
         assert!(is_true(&d.status.conditions, types::READY));
         assert_eq!(d.status.duration.as_deref(), Some("3.0s"));
         // Finished means finished: it never starts again.
-        let again = desired(&sync(Some(d.status)), opts(), None, t(100));
+        let again = desired(&sync(Some(d.status)), opts, None, t(100));
         assert!(matches!(again.action, Action::Nothing));
     }
 
@@ -517,7 +531,7 @@ mod tests {
             summary: SyncSummary::default(),
             report: Some(report(false)),
         };
-        let d = desired(&running, opts(), Some(&finished(Ok(ok))), t(14));
+        let d = desired(&running, opts, Some(&finished(Ok(ok))), t(14));
         assert_eq!(d.status.phase, Phase::Succeeded);
         assert!(is_true(&d.status.conditions, types::COMPLETE));
         let v = find(&d.status.conditions, types::VERIFIED).unwrap();
@@ -540,7 +554,7 @@ mod tests {
             message: "destination ensemble \"b:1\" is unreachable".into(),
             source_side: Some(false),
         };
-        let d = desired(&running, opts(), Some(&finished(Err(f))), t(14));
+        let d = desired(&running, opts, Some(&finished(Err(f))), t(14));
         assert_eq!(d.status.phase, Phase::Failed);
         assert!(is_true(&d.status.conditions, types::FAILED));
         let r = find(&d.status.conditions, types::DESTINATION_REACHABLE).unwrap();

@@ -25,6 +25,26 @@ pub struct Child {
     pub completion: Option<Timestamp>,
 }
 
+impl Child {
+    /// What the plan needs of one of its Synchronizations. A child without a readable slot
+    /// annotation (edited by hand) counts as scheduled `now`.
+    pub fn of(s: &Synchronization, now: Timestamp) -> Child {
+        let status = s.status.as_ref();
+        Child {
+            name: s.metadata.name.clone().unwrap_or_default(),
+            slot: s
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SLOT_ANNOTATION))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(now),
+            phase: status.map(|st| st.phase).unwrap_or_default(),
+            completion: status.and_then(|st| st.completion_time.as_ref().map(|t| t.0)),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct PlanDecision {
     pub status: SynchronizationPlanStatus,
@@ -96,7 +116,20 @@ pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -
         spec.failed_history_limit,
     );
 
-    let sched = match schedule::parse(&spec.schedule, spec.time_zone.as_deref()) {
+    // Children carry the plan's name as a label value, which is limited to 63 characters.
+    let parsed = if name.len() > 63 {
+        Err((
+            "metadata.name".to_string(),
+            format!(
+                "is {} characters; a SynchronizationPlan name must be at most 63 (its \
+                 Synchronizations are labelled with it)",
+                name.len()
+            ),
+        ))
+    } else {
+        schedule::parse(&spec.schedule, spec.time_zone.as_deref())
+    };
+    let sched = match parsed {
         Ok(s) => s,
         Err((field, message)) => {
             let msg = format!("{field}: {message}");
@@ -397,5 +430,28 @@ mod tests {
         );
         // Default limits: 3 succeeded, 1 failed.
         assert_eq!(d.delete, vec![kids[1].name.clone()]);
+    }
+
+    #[test]
+    fn a_name_too_long_for_a_label_is_refused_before_any_child() {
+        let mut p = plan(serde_json::json!({}));
+        p.metadata.name = Some("p".repeat(64));
+        let d = desired(&p, &[], ts("2026-01-01T06:20:00Z"));
+        assert!(d.create.is_none());
+        let ready = crate::api::conditions::find(&d.status.conditions, types::READY).unwrap();
+        assert_eq!(ready.reason, "InvalidSpec");
+        assert!(ready.message.starts_with("metadata.name: is 64 characters"));
+    }
+
+    #[test]
+    fn a_child_reads_back_its_slot() {
+        let p = plan(serde_json::json!({}));
+        let slot = ts("2026-01-01T06:10:00Z");
+        let s = super::child(&p, &child_name("nightly", slot), slot);
+        let c = Child::of(&s, ts("2030-01-01T00:00:00Z"));
+        assert_eq!(
+            (c.slot, c.phase, c.completion),
+            (slot, Phase::Pending, None)
+        );
     }
 }

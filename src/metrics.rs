@@ -1,0 +1,173 @@
+//! Every metric the operator exports, by name. Names follow Prometheus conventions: the
+//! `resiliency_` prefix and an area, base units, `_total` on counters only, points in time as
+//! `_timestamp_seconds` gauges. Labels come from bounded sets only (controller, reason,
+//! namespace, name, result), never a znode path or an error text.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Reconciles run, by `controller`.
+pub const RECONCILE_TOTAL: &str = "resiliency_reconcile_total";
+/// Reconciles that failed, by `controller` and `reason`.
+pub const RECONCILE_ERRORS_TOTAL: &str = "resiliency_reconcile_errors_total";
+/// Reconcile wall time, by `controller`.
+pub const RECONCILE_DURATION_SECONDS: &str = "resiliency_reconcile_duration_seconds";
+/// 1 while this replica holds the `controller`'s Lease, else 0.
+pub const CONTROLLER_LEADER: &str = "resiliency_controller_leader";
+/// 1 when the Database (`namespace`, `name`) is reachable with its credentials, else 0.
+pub const DATABASE_READY: &str = "resiliency_database_ready";
+/// Finished runs, by `mode` (once) and `result` (succeeded, diverged, failed).
+pub const SYNC_RUNS_TOTAL: &str = "resiliency_sync_runs_total";
+/// Run wall time, copy and verification, by `mode`.
+pub const SYNC_DURATION_SECONDS: &str = "resiliency_sync_duration_seconds";
+/// Znodes written by finished runs, by `namespace`, `name` and `operation` (create, update,
+/// delete).
+pub const SYNC_NODES_WRITTEN_TOTAL: &str = "resiliency_sync_nodes_written_total";
+/// Payload bytes written to destinations, by `namespace` and `name`.
+pub const SYNC_BYTES_COPIED_TOTAL: &str = "resiliency_sync_bytes_copied_total";
+/// When a run of (`namespace`, `name`) last succeeded.
+pub const SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "resiliency_sync_last_success_timestamp_seconds";
+/// Znodes the last verification of (`namespace`, `name`) found divergent.
+pub const VERIFY_DIVERGENT_NODES: &str = "resiliency_verify_divergent_nodes";
+/// Verification wall time.
+pub const VERIFY_DURATION_SECONDS: &str = "resiliency_verify_duration_seconds";
+/// Always 1, with the `version` label.
+pub const BUILD_INFO: &str = "resiliency_build_info";
+
+/// Every name above, for tests that check dashboards and rules only use exported metrics.
+pub const ALL: &[&str] = &[
+    RECONCILE_TOTAL,
+    RECONCILE_ERRORS_TOTAL,
+    RECONCILE_DURATION_SECONDS,
+    CONTROLLER_LEADER,
+    DATABASE_READY,
+    SYNC_RUNS_TOTAL,
+    SYNC_DURATION_SECONDS,
+    SYNC_NODES_WRITTEN_TOTAL,
+    SYNC_BYTES_COPIED_TOTAL,
+    SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS,
+    VERIFY_DIVERGENT_NODES,
+    VERIFY_DURATION_SECONDS,
+    BUILD_INFO,
+];
+
+/// Buckets for reconciles (milliseconds to a minute) and runs (a second to hours).
+const RECONCILE_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+];
+const RUN_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0,
+];
+
+/// A recorder with our buckets (without them histograms render as summaries), not installed.
+pub fn builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(RECONCILE_DURATION_SECONDS.into()),
+            RECONCILE_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(SYNC_DURATION_SECONDS.into()), RUN_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(VERIFY_DURATION_SECONDS.into()), RUN_BUCKETS)
+}
+
+/// Installs the global recorder and describes every metric. Call once, inside the runtime.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = builder()?.install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// Help texts and units, so /metrics explains itself.
+pub fn describe() {
+    describe_counter!(RECONCILE_TOTAL, "Reconciles run, by controller");
+    describe_counter!(
+        RECONCILE_ERRORS_TOTAL,
+        "Reconciles that failed, by controller and reason"
+    );
+    describe_histogram!(
+        RECONCILE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Reconcile wall time, by controller"
+    );
+    describe_gauge!(
+        CONTROLLER_LEADER,
+        "1 while this replica holds the controller's Lease, else 0"
+    );
+    describe_gauge!(
+        DATABASE_READY,
+        "1 when the Database is reachable with its credentials, else 0"
+    );
+    describe_counter!(SYNC_RUNS_TOTAL, "Finished runs, by mode and result");
+    describe_histogram!(
+        SYNC_DURATION_SECONDS,
+        Unit::Seconds,
+        "Run wall time (copy and verification), by mode"
+    );
+    describe_counter!(
+        SYNC_NODES_WRITTEN_TOTAL,
+        "Znodes written by finished runs, by operation"
+    );
+    describe_counter!(
+        SYNC_BYTES_COPIED_TOTAL,
+        Unit::Bytes,
+        "Payload bytes written to destinations"
+    );
+    describe_gauge!(
+        SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the last successful run"
+    );
+    describe_gauge!(
+        VERIFY_DIVERGENT_NODES,
+        "Znodes the last verification found divergent"
+    );
+    describe_histogram!(
+        VERIFY_DURATION_SECONDS,
+        Unit::Seconds,
+        "Verification wall time"
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        for name in ALL {
+            assert!(name.starts_with("resiliency_"), "{name}");
+            let counter = name.ends_with("_total");
+            let is_counter = [
+                RECONCILE_TOTAL,
+                RECONCILE_ERRORS_TOTAL,
+                SYNC_RUNS_TOTAL,
+                SYNC_NODES_WRITTEN_TOTAL,
+                SYNC_BYTES_COPIED_TOTAL,
+            ]
+            .contains(name);
+            assert_eq!(counter, is_counter, "{name}: only counters end in _total");
+        }
+    }
+
+    #[test]
+    fn histograms_render_with_buckets() {
+        let recorder = builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            metrics::histogram!(RECONCILE_DURATION_SECONDS, "controller" => "database")
+                .record(0.02);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("resiliency_reconcile_duration_seconds_bucket{controller=\"database\",le=\"0.025\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE resiliency_reconcile_duration_seconds histogram"));
+        assert!(text.contains("resiliency_build_info{version="));
+    }
+}

@@ -1,0 +1,229 @@
+//! The writes every reconciler shares: status by server-side apply (only when it changed),
+//! Events from decision notes, and the error type with its bounded `reason` label.
+
+use std::fmt::Debug;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::controllers::synchronization::Note;
+
+/// The one field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "resiliency-operator";
+
+/// A reconcile that could not finish; the controller retries it with a growing backoff.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("{step} {kind} {namespace}/{name}: {source}")]
+    Api {
+        /// What was being done, e.g. "reading", "patching the status of".
+        step: &'static str,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("{0} has no name or namespace")]
+    Unnamed(&'static str),
+}
+
+impl Error {
+    pub fn api(
+        step: &'static str,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> impl FnOnce(kube::Error) -> Error {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        move |source| Error::Api {
+            step,
+            kind,
+            namespace,
+            name,
+            source: Box::new(source),
+        }
+    }
+
+    /// A bounded label for metrics and the Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Api { source, .. } => match &**source {
+                kube::Error::Api(s) => match s.code {
+                    401 | 403 => "Forbidden",
+                    404 => "NotFound",
+                    409 => "Conflict",
+                    422 => "Invalid",
+                    429 => "Throttled",
+                    _ => "ApiError",
+                },
+                _ => "ApiUnavailable",
+            },
+            Error::Unnamed(_) => "InvalidObject",
+        }
+    }
+}
+
+/// True for a 404 from the API server.
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// True for a 409 from the API server.
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Namespace and name of a namespaced object.
+pub fn key<K: Resource>(obj: &K, kind: &'static str) -> Result<(String, String), Error> {
+    match (obj.meta().namespace.clone(), obj.meta().name.clone()) {
+        (Some(ns), Some(name)) => Ok((ns, name)),
+        _ => Err(Error::Unnamed(kind)),
+    }
+}
+
+/// Writes `status` with server-side apply when it differs from `old`. Returns whether it wrote.
+/// Writing only on change keeps a reconcile from triggering itself through its own watch.
+pub async fn status<K, S>(api: &Api<K>, obj: &K, old: Option<&S>, new: &S) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize + PartialEq,
+{
+    if old == Some(new) {
+        return Ok(false);
+    }
+    let name = obj.name_any();
+    let namespace = obj.namespace().unwrap_or_default();
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": name},
+        "status": new,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::api(
+        "patching the status of",
+        leak_kind::<K>(),
+        &namespace,
+        &name,
+    ))?;
+    Ok(true)
+}
+
+/// `K::kind` as a static str for error context (our kinds are few and fixed).
+fn leak_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "Database" => "Database",
+        "Synchronization" => "Synchronization",
+        "SynchronizationPlan" => "SynchronizationPlan",
+        _ => "object",
+    }
+}
+
+/// Publishes Events for one object. Events are best effort: a failure is logged, never fails
+/// the reconcile (the status already says the same).
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    /// `controller` is the Deployment-style name, e.g. resiliency-operator-database-controller.
+    pub fn new(client: Client, controller: &str, instance: Option<String>) -> Events {
+        Events {
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: controller.to_string(),
+                    instance,
+                },
+            ),
+        }
+    }
+
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, action: &str, note: &Note) {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.as_str().to_string(),
+            note: Some(truncate(&note.message, 1024)),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(
+                object = %obj.meta().name.as_deref().unwrap_or_default(),
+                reason = %note.reason,
+                error = %e,
+                "could not publish an Event"
+            );
+        }
+    }
+
+    pub async fn publish_all<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        action: &str,
+        notes: &[Note],
+    ) {
+        for n in notes {
+            self.publish(obj, action, n).await;
+        }
+    }
+}
+
+/// At most `max` bytes, cut on a character boundary (Event notes are limited to 1 KiB).
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate("abc", 3), "abc");
+        let s = "é".repeat(600);
+        let t = truncate(&s, 1024);
+        assert!(t.len() <= 1024);
+        assert!(t.ends_with("..."));
+    }
+
+    #[test]
+    fn api_errors_map_to_bounded_reasons() {
+        let status = |code| {
+            kube::Error::Api(
+                kube::core::Status::failure("x", "y")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        let e = Error::api("reading", "Database", "ns", "db")(status(403));
+        assert_eq!(e.reason(), "Forbidden");
+        assert!(e.to_string().starts_with("reading Database ns/db"));
+        assert_eq!(
+            Error::api("reading", "Database", "ns", "db")(status(500)).reason(),
+            "ApiError"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Database controller glue: read the Secret, check the ensemble, write the status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::Api;
+use tokio::time::Instant;
+
+use super::apply::{self, Error};
+use super::Shared;
+use crate::api::assets::Database;
+use crate::api::conditions::{find, types, Reason};
+use crate::controllers::database::{self as decide, RECHECK};
+use crate::controllers::synchronization::Note;
+use crate::resolve;
+
+pub const NAME: &str = "database";
+
+pub struct Ctx {
+    pub shared: Shared,
+    /// What each Database (by UID) was last checked with, and when.
+    checked: Mutex<HashMap<String, (Inputs, Instant)>>,
+}
+
+impl Ctx {
+    pub fn new(shared: Shared) -> Ctx {
+        Ctx {
+            shared,
+            checked: Mutex::default(),
+        }
+    }
+}
+
+/// What a check depends on: the spec and the Secret's version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inputs {
+    pub generation: Option<i64>,
+    pub secret_version: Option<String>,
+}
+
+/// How long until the next check is due (None: now). A check is due when its inputs changed
+/// or `RECHECK` passed; without this, writing the status would trigger a new check at once.
+pub fn check_due(
+    last: Option<&(Inputs, Instant)>,
+    inputs: &Inputs,
+    now: Instant,
+) -> Option<Duration> {
+    let (was, at) = last?;
+    if was != inputs {
+        return None;
+    }
+    RECHECK
+        .checked_sub(now.saturating_duration_since(*at))
+        .filter(|d| !d.is_zero())
+}
+
+pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let (ns, name) = apply::key(&*db, "Database")?;
+    let uid = db.metadata.uid.clone().unwrap_or_default();
+    let secret = Api::<Secret>::namespaced(ctx.shared.client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(Error::api("reading", "Secret", &ns, &name))?;
+    let inputs = Inputs {
+        generation: db.metadata.generation,
+        secret_version: secret
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.clone()),
+    };
+    {
+        let checked = ctx.checked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(wait) = check_due(checked.get(&uid), &inputs, Instant::now()) {
+            return Ok(Action::requeue(wait));
+        }
+    }
+    let data = secret.as_ref().map(resolve::secret_data);
+    let outcome = match resolve::connect_options(&db, data.as_ref()) {
+        Err(e) => Err(Err(e)),
+        Ok(o) => {
+            let admin = db.spec.zookeeper.as_ref().and_then(|z| z.admin.as_ref());
+            decide::probe(&o, admin).await.map_err(Ok)
+        }
+    };
+    let status = decide::desired(&db, outcome, Timestamp::now());
+    let api = Api::<Database>::namespaced(ctx.shared.client.clone(), &ns);
+    apply::status(&api, &*db, db.status.as_ref(), &status).await?;
+
+    let old = db
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, types::READY));
+    if let Some(new) = find(&status.conditions, types::READY) {
+        let ready = new.status == "True";
+        metrics::gauge!(crate::metrics::DATABASE_READY, "namespace" => ns.clone(), "name" => name.clone())
+            .set(if ready { 1.0 } else { 0.0 });
+        // One Event per transition, not one per periodic check.
+        if old.is_none_or(|o| o.status != new.status || o.reason != new.reason) {
+            let note = Note {
+                warning: !ready,
+                reason: Reason::parse(&new.reason).unwrap_or(Reason::Unreachable),
+                message: new.message.clone(),
+            };
+            ctx.shared.events.publish(&*db, "Check", &note).await;
+        }
+    }
+    ctx.checked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(uid, (inputs, Instant::now()));
+    Ok(Action::requeue(RECHECK))
+}
+
+/// The controller: Databases, and the Secret of the same name (metadata only: the controller
+/// never caches credentials), until `stop` resolves.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.shared.client.clone();
+    // Metadata only: the controller never caches credentials.
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    Controller::new(
+        Api::<Database>::all(client),
+        watcher::Config::default().any_semantic(),
+    )
+    .watches(secrets, watcher::Config::default(), |s| {
+        Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
+    })
+    .graceful_shutdown_on(stop)
+    .run(
+        |db, ctx: Arc<Ctx>| {
+            let shared = ctx.shared.clone();
+            shared.instrument(db, ctx, reconcile)
+        },
+        |db, err, ctx| ctx.shared.error_policy(&*db, err),
+        ctx,
+    )
+    .for_each(|r| async move { super::log_result(NAME, r) })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_is_due_when_inputs_change_or_time_passes() {
+        let i = Inputs {
+            generation: Some(1),
+            secret_version: Some("7".into()),
+        };
+        let t0 = Instant::now();
+        assert_eq!(check_due(None, &i, t0), None);
+        let last = (i.clone(), t0);
+        assert_eq!(
+            check_due(Some(&last), &i, t0 + Duration::from_secs(10)),
+            Some(RECHECK - Duration::from_secs(10))
+        );
+        assert_eq!(check_due(Some(&last), &i, t0 + RECHECK), None);
+        let rotated = Inputs {
+            secret_version: Some("8".into()),
+            ..i.clone()
+        };
+        assert_eq!(check_due(Some(&last), &rotated, t0), None);
+        let edited = Inputs {
+            generation: Some(2),
+            ..i
+        };
+        assert_eq!(check_due(Some(&last), &edited, t0), None);
+    }
+}

@@ -1,0 +1,420 @@
+//! `resiliency-operator operator`: the Kubernetes glue around the pure decisions in
+//! [`crate::controllers`]. Each controller reads state, calls its decision, applies it and
+//! writes the status; only the holder of the controller's Lease acts. Also serves `/metrics`,
+//! `/healthz` and `/readyz`, and shuts down gracefully on SIGTERM, releasing its Leases.
+
+pub mod apply;
+pub mod database;
+pub mod http;
+pub mod leader;
+pub mod synchronization;
+pub mod synchronization_plan;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use kube::api::ListParams;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, Resource};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::api::assets::Database;
+use crate::api::automation::{Synchronization, SynchronizationPlan};
+use crate::controllers::synchronization::Note;
+use crate::runs::{cause_chain, Runs};
+pub use apply::Error;
+
+/// The three controllers; `--controllers` picks some, all by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Which {
+    Database,
+    Synchronization,
+    Synchronizationplan,
+}
+
+impl Which {
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::Database => database::NAME,
+            Which::Synchronization => synchronization::NAME,
+            Which::Synchronizationplan => synchronization_plan::NAME,
+        }
+    }
+
+    /// The Deployment, Lease and Event reporter name, as in the seed's install.
+    pub fn component(self) -> String {
+        format!("resiliency-operator-{}-controller", self.name())
+    }
+}
+
+pub struct Settings {
+    pub controllers: Vec<Which>,
+    pub listen: SocketAddr,
+    /// Namespace of the Leases; None disables leader election (one replica only).
+    pub lease_namespace: Option<String>,
+    pub identity: String,
+}
+
+#[derive(Debug, Error)]
+pub enum OperatorError {
+    #[error("cannot build a Kubernetes client (KUBECONFIG or in-cluster config): {0}")]
+    Client(#[source] kube::Error),
+    #[error("the API server refused {what}: {source}")]
+    Preflight {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("CustomResourceDefinition {0} is not installed: kubectl apply -f crds/crds.yaml")]
+    CrdMissing(String),
+    #[error("cannot serve metrics and probes on {0}")]
+    Listen(#[source] std::io::Error),
+    #[error("controller {0} stopped unexpectedly")]
+    ControllerDied(&'static str),
+}
+
+/// What every reconciler of one controller shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub client: Client,
+    pub events: apply::Events,
+    pub controller: &'static str,
+    /// Consecutive failures per object, for the growing retry delay.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Shared {
+    pub fn new(client: Client, which: Which, instance: Option<String>) -> Shared {
+        Shared {
+            events: apply::Events::new(client.clone(), &which.component(), instance),
+            client,
+            controller: which.name(),
+            failures: Arc::default(),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one reconcile with a span, its duration and error metrics, and resets the
+    /// object's retry delay when it succeeds.
+    pub async fn instrument<K, C, F, Fut>(
+        self,
+        obj: Arc<K>,
+        ctx: Arc<C>,
+        f: F,
+    ) -> Result<Action, Error>
+    where
+        K: Resource,
+        F: FnOnce(Arc<K>, Arc<C>) -> Fut,
+        Fut: Future<Output = Result<Action, Error>>,
+    {
+        use tracing::Instrument;
+        let key = object_key(&*obj);
+        let span = tracing::info_span!("reconcile", controller = self.controller, object = %key);
+        let started = Instant::now();
+        let result = f(obj, ctx).instrument(span).await;
+        let c = self.controller;
+        metrics::counter!(crate::metrics::RECONCILE_TOTAL, "controller" => c).increment(1);
+        metrics::histogram!(crate::metrics::RECONCILE_DURATION_SECONDS, "controller" => c)
+            .record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => {
+                self.failures().remove(&key);
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::RECONCILE_ERRORS_TOTAL, "controller" => c, "reason" => e.reason())
+                    .increment(1);
+            }
+        }
+        result
+    }
+
+    /// Retries a failed reconcile after 5 s, doubling per consecutive failure up to 5 min, and
+    /// publishes one Warning Event with the cause chain.
+    pub fn error_policy<K>(&self, obj: &K, err: &Error) -> Action
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let key = object_key(obj);
+        let n = {
+            let mut f = self.failures();
+            let n = f.entry(key.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let delay = retry_delay(n);
+        tracing::warn!(controller = self.controller, object = %key, reason = err.reason(),
+            retry_in_seconds = delay.as_secs(), error = %cause_chain(err), "reconcile failed");
+        let events = self.events.clone();
+        let obj = obj.clone();
+        let note = Note {
+            warning: true,
+            reason: crate::api::conditions::Reason::Retrying,
+            message: apply::truncate(&cause_chain(err), 1024),
+        };
+        tokio::spawn(async move { events.publish(&obj, "Reconcile", &note).await });
+        Action::requeue(delay)
+    }
+}
+
+/// 5 s after the first failure, doubling up to 5 min.
+pub fn retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    Duration::from_secs(5u64 << exp).min(Duration::from_secs(300))
+}
+
+fn object_key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Logs what the controller stream yields: errors from the reconciler are handled (and logged)
+/// by the error policy; watch errors are logged here.
+pub fn log_result<K: Resource, E: std::error::Error + 'static, QE: std::error::Error + 'static>(
+    controller: &'static str,
+    r: Result<(ObjectRef<K>, Action), controller::Error<E, QE>>,
+) where
+    K::DynamicType: Debug,
+{
+    match r {
+        Ok((obj, _)) => tracing::debug!(controller, object = %obj.name, "reconciled"),
+        Err(controller::Error::ReconcilerFailed(_, obj)) => {
+            tracing::debug!(controller, object = %obj.name, "reconcile failed; retry scheduled")
+        }
+        Err(controller::Error::ObjectNotFound(_)) => {}
+        Err(e) => tracing::warn!(controller, error = %cause_chain(&e), "controller"),
+    }
+}
+
+/// Fails early, with the fix in the message, when the API server is unreachable, we lack
+/// permission, or a CRD is missing, instead of logging watch errors forever.
+async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), OperatorError> {
+    let lp = ListParams::default().limit(1);
+    for w in controllers {
+        let (crd, result) = match w {
+            Which::Database => (
+                "databases.assets.astronetes.io",
+                Api::<Database>::all(client.clone())
+                    .list_metadata(&lp)
+                    .await
+                    .map(|_| ()),
+            ),
+            Which::Synchronization => (
+                "synchronizations.automation.astronetes.io",
+                Api::<Synchronization>::all(client.clone())
+                    .list_metadata(&lp)
+                    .await
+                    .map(|_| ()),
+            ),
+            Which::Synchronizationplan => (
+                "synchronizationplans.automation.astronetes.io",
+                Api::<SynchronizationPlan>::all(client.clone())
+                    .list_metadata(&lp)
+                    .await
+                    .map(|_| ()),
+            ),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if apply::is_not_found(&e) => return Err(OperatorError::CrdMissing(crd.into())),
+            Err(source) => {
+                return Err(OperatorError::Preflight {
+                    what: format!("listing {crd}"),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn termination() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Resolves once `rx` says true (or its sender is gone).
+async fn when_set(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Runs one controller until it is told to stop. Used with and without leader election.
+async fn run_one(
+    which: Which,
+    client: Client,
+    instance: Option<String>,
+    stop: watch::Receiver<bool>,
+) {
+    let shared = Shared::new(client, which, instance);
+    let stop = when_set(stop);
+    match which {
+        Which::Database => database::run(Arc::new(database::Ctx::new(shared)), stop).await,
+        Which::Synchronization => {
+            let ctx = synchronization::Ctx {
+                shared,
+                runs: Runs::new(),
+            };
+            synchronization::run(Arc::new(ctx), stop).await
+        }
+        Which::Synchronizationplan => {
+            synchronization_plan::run(Arc::new(synchronization_plan::Ctx { shared }), stop).await
+        }
+    }
+}
+
+/// Campaigns for the controller's Lease, runs the controller while holding it, stands by
+/// again when it is lost, and releases it on shutdown.
+async fn supervise(
+    which: Which,
+    client: Client,
+    settings: Arc<Settings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = which.name();
+    let instance = Some(settings.identity.clone());
+    let Some(ns) = settings.lease_namespace.clone() else {
+        metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
+        run_one(which, client, instance, shutdown).await;
+        return;
+    };
+    let cfg = leader::LeaseConfig::new(&which.component(), &ns, &settings.identity);
+    let mut elector = leader::Elector::new(client.clone(), cfg);
+    loop {
+        metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(0.0);
+        tracing::info!(controller = name, lease = %which.component(), "standing by for the Lease");
+        if !elector.acquire(&mut shutdown).await {
+            return;
+        }
+        metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut controller =
+            tokio::spawn(run_one(which, client.clone(), instance.clone(), stop_rx));
+        let ended = tokio::select! {
+            ended = elector.hold(&mut shutdown) => ended,
+            _ = &mut controller => leader::Ended::Lost,
+        };
+        match ended {
+            leader::Ended::Lost => {
+                // Stop acting at once: the next leader may start within the lease duration.
+                controller.abort();
+                let _ = controller.await;
+                tracing::warn!(controller = name, "lost the Lease; standing by");
+            }
+            leader::Ended::Shutdown => {
+                let _ = stop_tx.send(true);
+                if tokio::time::timeout(Duration::from_secs(20), &mut controller)
+                    .await
+                    .is_err()
+                {
+                    controller.abort();
+                }
+                elector.release().await;
+                metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(0.0);
+                return;
+            }
+        }
+    }
+}
+
+/// The `operator` subcommand.
+pub async fn run(
+    settings: Settings,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Result<(), OperatorError> {
+    let health = Arc::new(http::Health::default());
+    let listener = http::bind(settings.listen)
+        .await
+        .map_err(OperatorError::Listen)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(http::serve(
+        listener,
+        http::router(health.clone(), metrics.clone()),
+        when_set(shutdown_rx.clone()),
+    ));
+    if let Some(h) = metrics.clone() {
+        // Histograms need periodic upkeep to stay bounded.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                h.run_upkeep();
+            }
+        });
+    }
+    let client = Client::try_default().await.map_err(OperatorError::Client)?;
+    preflight(&client, &settings.controllers).await?;
+    health.set_ready();
+    tracing::info!(controllers = ?settings.controllers.iter().map(|w| w.name()).collect::<Vec<_>>(),
+        identity = %settings.identity, "operator started");
+
+    let settings = Arc::new(settings);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in settings.controllers.clone() {
+        let (client, settings, rx) = (client.clone(), settings.clone(), shutdown_rx.clone());
+        tasks.spawn(async move {
+            supervise(w, client, settings, rx).await;
+            w
+        });
+    }
+    let mut died = None;
+    tokio::select! {
+        _ = termination() => tracing::info!("termination signal: shutting down"),
+        Some(done) = tasks.join_next() => {
+            let w = done.map(|w| w.name()).unwrap_or("unknown");
+            health.set_broken();
+            died = Some(w);
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    let _ = server.await;
+    match died {
+        Some(w) => Err(OperatorError::ControllerDied(w)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_five_minutes() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn components_match_the_deployments_and_leases() {
+        assert_eq!(
+            Which::Database.component(),
+            "resiliency-operator-database-controller"
+        );
+        assert_eq!(
+            Which::Synchronizationplan.component(),
+            "resiliency-operator-synchronizationplan-controller"
+        );
+    }
+}

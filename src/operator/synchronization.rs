@@ -1,0 +1,278 @@
+//! Synchronization controller glue: read the Databases and Secrets, decide, write the status,
+//! then start or forget the background run.
+//!
+//! A finalizer is held only while a Synchronization is unfinished, the only time there is a
+//! worker to stop. Deleting a finished one (plan history pruning, or with the operator
+//! uninstalled) never waits for us. Deleting never touches destination data.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+
+use super::apply::{self, Error};
+use super::Shared;
+use crate::api::assets::Database;
+use crate::api::automation::{Phase, Synchronization, SynchronizationStatus};
+use crate::api::conditions::Reason;
+use crate::controllers::synchronization::{self as decide, Note};
+use crate::resolve::{self, SecretData};
+use crate::runs::Runs;
+
+pub const NAME: &str = "synchronization";
+/// Held while a run may exist; removed after stopping it.
+pub const FINALIZER: &str = "automation.astronetes.io/stop-run";
+
+/// How often a Synchronization with a run in this process is looked at. Reading a run's state
+/// is local (no API call); the status is written only when it changes.
+pub const RUN_POLL: Duration = Duration::from_secs(2);
+
+pub struct Ctx {
+    pub shared: Shared,
+    pub runs: Runs,
+}
+
+/// Reads both Databases of `sync` and their Secrets. A missing object is `None`; any other API
+/// error fails the reconcile (and is retried), so an API outage never looks like a deletion.
+async fn read_endpoints(
+    client: &kube::Client,
+    ns: &str,
+    sync: &Synchronization,
+) -> Result<BTreeMap<String, (Option<Database>, Option<SecretData>)>, Error> {
+    let dbs = Api::<Database>::namespaced(client.clone(), ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for name in [
+        &sync.spec.config.source_name,
+        &sync.spec.config.destination_name,
+    ] {
+        if out.contains_key(name) {
+            continue;
+        }
+        let db = dbs
+            .get_opt(name)
+            .await
+            .map_err(Error::api("reading", "Database", ns, name))?;
+        let secret = match db {
+            Some(_) => secrets
+                .get_opt(name)
+                .await
+                .map_err(Error::api("reading", "Secret", ns, name))?
+                .map(|s| resolve::secret_data(&s)),
+            None => None,
+        };
+        out.insert(name.clone(), (db, secret));
+    }
+    Ok(out)
+}
+
+/// Adds (`add`) or removes our finalizer. The patch carries the resourceVersion read, so a
+/// concurrent change by someone else makes it fail (409) and retry instead of clobbering.
+async fn set_finalizer(
+    api: &Api<Synchronization>,
+    s: &Synchronization,
+    add: bool,
+) -> Result<(), Error> {
+    let (ns, name) = apply::key(s, "Synchronization")?;
+    let mut wanted: Vec<String> = s
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if add {
+        wanted.push(FINALIZER.to_string());
+    }
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": wanted, "resourceVersion": s.metadata.resource_version}
+    });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::api(
+            "updating the finalizers of",
+            "Synchronization",
+            &ns,
+            &name,
+        ))?;
+    Ok(())
+}
+
+pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let (ns, name) = apply::key(&*s, "Synchronization")?;
+    let uid = s.metadata.uid.clone().unwrap_or_default();
+    let api = Api::<Synchronization>::namespaced(ctx.shared.client.clone(), &ns);
+    let has_finalizer = s.finalizers().iter().any(|f| f == FINALIZER);
+    let finished = s.status.as_ref().is_some_and(|st| st.phase.is_finished());
+
+    if s.metadata.deletion_timestamp.is_some() {
+        if has_finalizer {
+            let was_running = ctx.runs.state(&uid).is_some();
+            ctx.runs.stop(&uid);
+            if was_running {
+                let note = Note {
+                    warning: true,
+                    reason: Reason::Interrupted,
+                    message: "deleted while running: the copy was stopped; destination data is left as it is"
+                        .into(),
+                };
+                ctx.shared.events.publish(&*s, "Delete", &note).await;
+            }
+            set_finalizer(&api, &s, false).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !finished && !has_finalizer {
+        // Recorded before any run starts; the patch wakes us again.
+        set_finalizer(&api, &s, true).await?;
+        return Ok(Action::await_change());
+    }
+
+    let run = ctx.runs.state(&uid);
+    let endpoints = if decide::needs_endpoints(&s, run.as_ref()) {
+        read_endpoints(&ctx.shared.client, &ns, &s).await?
+    } else {
+        BTreeMap::new()
+    };
+    let d = decide::desired(
+        &s,
+        || resolve::resolve_sync(&s, |n| endpoints.get(n).cloned().unwrap_or((None, None))),
+        run.as_ref(),
+        Timestamp::now(),
+    );
+
+    // Status first: a run starts only once its start is recorded, and an outcome is forgotten
+    // only once it is stored.
+    apply::status(&api, &*s, s.status.as_ref(), &d.status).await?;
+    ctx.shared.events.publish_all(&*s, "Sync", &d.notes).await;
+    if !finished && d.status.phase.is_finished() {
+        record_outcome(&ns, &name, &d.status);
+    }
+    match d.action {
+        decide::Action::Start(opts, verify) => ctx.runs.start(&uid, *opts, verify, None),
+        // The outcome is forgotten only once the cache shows it stored (the watch event of
+        // the status just written brings us back here). Forgetting earlier would let a
+        // reconcile on a stale object see "Running, no run" and start the copy again.
+        decide::Action::Forget if finished => ctx.runs.stop(&uid),
+        decide::Action::Forget | decide::Action::Nothing => {}
+    }
+    if finished && has_finalizer && ctx.runs.state(&uid).is_none() {
+        // No worker any more: nothing to stop on deletion.
+        set_finalizer(&api, &s, false).await?;
+    }
+    Ok(match d.requeue {
+        Some(after) => Action::requeue(after),
+        // A run reports nothing to the API server: look at it until it ends.
+        None if ctx.runs.state(&uid).is_some() => Action::requeue(RUN_POLL),
+        None => Action::await_change(),
+    })
+}
+
+fn record_outcome(ns: &str, name: &str, st: &SynchronizationStatus) {
+    use crate::metrics as m;
+    let labels = [("namespace", ns.to_string()), ("name", name.to_string())];
+    let diverged = st.verification.as_ref().is_some_and(|v| !v.equal);
+    let result = match st.phase {
+        Phase::Succeeded if diverged => "diverged",
+        Phase::Succeeded => "succeeded",
+        _ => "failed",
+    };
+    metrics::counter!(m::SYNC_RUNS_TOTAL, "mode" => "once", "result" => result).increment(1);
+    if let (Some(a), Some(b)) = (&st.start_time, &st.completion_time) {
+        let secs = b.0.duration_since(a.0).as_secs_f64().max(0.0);
+        metrics::histogram!(m::SYNC_DURATION_SECONDS, "mode" => "once").record(secs);
+    }
+    if let Some(c) = &st.counters {
+        for (op, n) in [
+            ("create", c.created),
+            ("update", c.updated),
+            ("delete", c.deleted),
+        ] {
+            metrics::counter!(m::SYNC_NODES_WRITTEN_TOTAL, "namespace" => ns.to_string(), "name" => name.to_string(), "operation" => op)
+                .increment(n);
+        }
+        metrics::counter!(m::SYNC_BYTES_COPIED_TOTAL, &labels).increment(c.bytes_written);
+    }
+    if let Some(v) = &st.verification {
+        metrics::gauge!(m::VERIFY_DIVERGENT_NODES, &labels).set(v.divergent_nodes as f64);
+        metrics::histogram!(m::VERIFY_DURATION_SECONDS).record(v.duration_seconds);
+    }
+    if st.phase == Phase::Succeeded {
+        if let Some(t) = &st.completion_time {
+            metrics::gauge!(m::SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS, &labels)
+                .set(t.0.as_millisecond() as f64 / 1000.0);
+        }
+    }
+}
+
+/// The unfinished Synchronizations in `ns` that use the Database `db`: the ones to wake when
+/// it (or its Secret) changes.
+pub fn users_of(
+    store: &Store<Synchronization>,
+    ns: &str,
+    db: &str,
+) -> Vec<ObjectRef<Synchronization>> {
+    store
+        .state()
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+        .filter(|s| !s.status.as_ref().is_some_and(|st| st.phase.is_finished()))
+        .filter(|s| s.spec.config.source_name == db || s.spec.config.destination_name == db)
+        .map(|s| ObjectRef::from_obj(&**s))
+        .collect()
+}
+
+/// The controller, until `stop` resolves; every run it started is stopped when it ends.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.shared.client.clone();
+    let controller = Controller::new(
+        Api::<Synchronization>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    let by_db = store.clone();
+    let by_secret = store;
+    // Metadata only: the controller never caches credentials.
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    controller
+        .watches(
+            Api::<Database>::all(client),
+            watcher::Config::default(),
+            move |db: Database| {
+                users_of(&by_db, &db.namespace().unwrap_or_default(), &db.name_any())
+            },
+        )
+        .watches(secrets, watcher::Config::default(), move |s| {
+            users_of(
+                &by_secret,
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            )
+        })
+        .graceful_shutdown_on(stop)
+        .run(
+            |s, ctx: Arc<Ctx>| {
+                let shared = ctx.shared.clone();
+                shared.instrument(s, ctx, reconcile)
+            },
+            |s, err, ctx| ctx.shared.error_policy(&*s, err),
+            ctx.clone(),
+        )
+        .for_each(|r| async move { super::log_result(NAME, r) })
+        .await;
+    // Not leading any more (or shutting down): the next leader restarts unfinished runs.
+    for uid in ctx.runs.running() {
+        ctx.runs.stop(&uid);
+    }
+}
