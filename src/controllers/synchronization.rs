@@ -83,13 +83,18 @@ pub fn desired(
             // A status read before this run's start was stored still counts it.
             st.runs = st.runs.max(1);
             st.start_time.get_or_insert(Time(*started));
+            // Keep the message written when the run started (it names the paths): rewriting
+            // it would cost a status write on every look at a running copy.
+            let started_msg = crate::api::conditions::find(&st.conditions, types::PROGRESSING)
+                .filter(|c| c.status == "True" && c.reason == Reason::Running.as_str())
+                .map(|c| c.message.clone());
             set(
                 &mut st,
                 Desired::new(
                     types::PROGRESSING,
                     true,
                     Reason::Running,
-                    "copy in progress",
+                    started_msg.unwrap_or_else(|| "copy in progress".into()),
                 ),
             );
             set(
@@ -411,9 +416,10 @@ mod tests {
         assert_eq!(d.status.start_time, Some(Time(t(100))));
         // While it runs, nothing new starts.
         let running = RunState::Running { started: t(100) };
-        let d2 = desired(&sync(Some(d.status)), opts, Some(&running), t(105));
+        let d2 = desired(&sync(Some(d.status.clone())), opts, Some(&running), t(105));
         assert!(matches!(d2.action, Action::Nothing));
-        assert_eq!(d2.status.runs, 1);
+        // Looking at a running copy changes nothing, so nothing is written.
+        assert_eq!(d2.status, d.status);
     }
 
     #[test]

@@ -276,3 +276,43 @@ pub async fn run(
         ctx.runs.stop(&uid);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    fn sync(ns: &str, name: &str, src: &str, dst: &str, phase: &str) -> Synchronization {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                     "config": {"sourceName": src, "destinationName": dst, "rootPath": "/x"}},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_database_or_secret_change_wakes_only_the_unfinished_users_in_its_namespace() {
+        let mut w = Writer::<Synchronization>::default();
+        for s in [
+            sync("a", "uses-src", "db1", "db2", "Pending"),
+            sync("a", "uses-dst", "db0", "db1", "Running"),
+            sync("a", "finished", "db1", "db2", "Succeeded"),
+            sync("a", "other", "db3", "db4", "Pending"),
+            sync("b", "other-namespace", "db1", "db2", "Pending"),
+        ] {
+            w.apply_watcher_event(&Event::Apply(s));
+        }
+        let store = w.as_reader();
+        let mut woken: Vec<String> = users_of(&store, "a", "db1")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        woken.sort();
+        assert_eq!(woken, vec!["uses-dst", "uses-src"]);
+    }
+}
