@@ -90,11 +90,15 @@ impl Call {
 
 impl ApiServer {
     async fn next(&mut self) -> Call {
+        self.next_opt().await.expect("the client went away")
+    }
+
+    /// The next call, or None once the client is gone.
+    async fn next_opt(&mut self) -> Option<Call> {
         let (req, respond) =
             tokio::time::timeout(Duration::from_secs(30), self.handle.next_request())
                 .await
-                .expect("timed out waiting for the next API call")
-                .expect("the client went away");
+                .expect("timed out waiting for the next API call")?;
         let method = req.method().to_string();
         let uri = req.uri().to_string();
         let bytes = req.into_body().collect_bytes().await.unwrap();
@@ -112,13 +116,13 @@ impl ApiServer {
             }
             _ => None,
         };
-        Call {
+        Some(Call {
             method,
             uri,
             body,
             patched,
             respond,
-        }
+        })
     }
 
     /// Makes `obj` known at `path`, so PATCHes of it are answered with the whole object.
@@ -924,7 +928,7 @@ async fn a_holder_that_cannot_renew_stands_down_before_the_lease_expires() {
     let (ended, held) = loop {
         tokio::select! {
             r = &mut task => break r.unwrap(),
-            c = api.next() => {
+            Some(c) = api.next_opt() => {
                 assert_eq!((c.method.as_str(), c.uri.as_str()), ("PUT", format!("{LEASE_PATH}?").as_str()));
                 c.reply(
                     503,
@@ -981,7 +985,7 @@ async fn the_operator_refuses_to_start_without_its_crds() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("CustomResourceDefinition synchronizations.automation.astronetes.io is not installed: kubectl apply -f crds/crds.yaml"),
+        stderr.contains("CustomResourceDefinition databases.assets.astronetes.io is not installed: kubectl apply -f crds/crds.yaml"),
         "{stderr}"
     );
 }

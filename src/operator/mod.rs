@@ -202,25 +202,36 @@ pub fn log_result<K: Resource, E: std::error::Error + 'static, QE: std::error::E
 /// permission, or a CRD is missing, instead of logging watch errors forever.
 async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), OperatorError> {
     let lp = ListParams::default().limit(1);
+    // Each controller's own kind, plus the Databases the Synchronization controller watches.
+    let mut crds = Vec::new();
     for w in controllers {
-        let (crd, result) = match w {
-            Which::Database => (
+        match w {
+            Which::Database => crds.push(Crd::Database),
+            Which::Synchronization => crds.extend([Crd::Synchronization, Crd::Database]),
+            Which::Synchronizationplan => {
+                crds.extend([Crd::SynchronizationPlan, Crd::Synchronization])
+            }
+        }
+    }
+    crds.sort();
+    crds.dedup();
+    for crd in crds {
+        let c = client.clone();
+        let (name, result) = match crd {
+            Crd::Database => (
                 "databases.assets.astronetes.io",
-                Api::<Database>::all(client.clone())
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
+                Api::<Database>::all(c).list_metadata(&lp).await.map(|_| ()),
             ),
-            Which::Synchronization => (
+            Crd::Synchronization => (
                 "synchronizations.automation.astronetes.io",
-                Api::<Synchronization>::all(client.clone())
+                Api::<Synchronization>::all(c)
                     .list_metadata(&lp)
                     .await
                     .map(|_| ()),
             ),
-            Which::Synchronizationplan => (
+            Crd::SynchronizationPlan => (
                 "synchronizationplans.automation.astronetes.io",
-                Api::<SynchronizationPlan>::all(client.clone())
+                Api::<SynchronizationPlan>::all(c)
                     .list_metadata(&lp)
                     .await
                     .map(|_| ()),
@@ -228,16 +239,25 @@ async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), Operato
         };
         match result {
             Ok(()) => {}
-            Err(e) if apply::is_not_found(&e) => return Err(OperatorError::CrdMissing(crd.into())),
+            Err(e) if apply::is_not_found(&e) => {
+                return Err(OperatorError::CrdMissing(name.into()))
+            }
             Err(source) => {
                 return Err(OperatorError::Preflight {
-                    what: format!("listing {crd}"),
+                    what: format!("listing {name}"),
                     source,
                 })
             }
         }
     }
     Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Crd {
+    Database,
+    Synchronization,
+    SynchronizationPlan,
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,0 +1,582 @@
+//! The real `resiliency-operator operator` binary against an in-memory API server (list,
+//! watch with resourceVersion replay, get, create, update with optimistic concurrency, merge
+//! and apply patches, delete) and two real ZooKeeper servers: the watch-driven path from the
+//! seed's Database and Synchronization to a verified copy, leader election, /metrics and
+//! /readyz, and a SIGTERM that releases the Lease.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use support::*;
+
+/// Where an object lives: resource plural, namespace, name.
+type Key = (String, String, String);
+
+#[derive(Default)]
+struct Store {
+    objects: BTreeMap<Key, Value>,
+    /// Every change, in order: (resourceVersion, plural, namespace, event type, object).
+    log: Vec<(u64, String, String, &'static str, Value)>,
+    version: u64,
+}
+
+#[derive(Clone)]
+struct Fake {
+    store: Arc<Mutex<Store>>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// What a request path names.
+struct Target {
+    plural: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+fn parse(path: &str) -> Option<Target> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // /api/v1/... or /apis/<group>/<version>/...
+    let rest = match *parts.first()? {
+        "api" => &parts[2..],
+        "apis" => &parts[3..],
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        rest => (None, rest),
+    };
+    Some(Target {
+        plural: rest.first()?.to_string(),
+        namespace,
+        name: rest.get(1).map(|s| s.to_string()),
+        status: rest.get(2) == Some(&"status"),
+    })
+}
+
+fn status_error(code: u16, reason: &str, message: &str) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap(),
+        [("content-type", "application/json")],
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+               "message": message, "reason": reason, "code": code})
+        .to_string(),
+    )
+        .into_response()
+}
+
+fn ok(code: u16, v: &Value) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap(),
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    b.remove(k);
+                } else {
+                    merge(b.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+fn metadata_only(v: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": v["metadata"]})
+}
+
+impl Fake {
+    fn new() -> Fake {
+        Fake {
+            store: Arc::default(),
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Stores `obj` (a new resourceVersion, a uid and generation when new) and logs the change.
+    fn write(&self, plural: &str, ns: &str, mut obj: Value, kind: &'static str) -> Value {
+        let mut s = self.store.lock().unwrap();
+        s.version += 1;
+        let v = s.version;
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        obj["metadata"]["namespace"] = json!(ns);
+        obj["metadata"]["resourceVersion"] = json!(v.to_string());
+        if obj["metadata"]["uid"].is_null() {
+            obj["metadata"]["uid"] = json!(format!("uid-{plural}-{name}"));
+            obj["metadata"]["generation"] = json!(1);
+            obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        let key = (plural.to_string(), ns.to_string(), name);
+        if kind == "DELETED" {
+            s.objects.remove(&key);
+        } else {
+            s.objects.insert(key, obj.clone());
+        }
+        s.log
+            .push((v, plural.to_string(), ns.to_string(), kind, obj.clone()));
+        drop(s);
+        self.changed.send_replace(v);
+        obj
+    }
+
+    fn get(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        let s = self.store.lock().unwrap();
+        s.objects
+            .get(&(plural.to_string(), ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    fn watch(&self, t: &Target, from: u64, meta: bool) -> Response {
+        let fake = self.clone();
+        let (plural, ns) = (t.plural.clone(), t.namespace.clone());
+        let stream = futures::stream::unfold(
+            (from, fake.changed.subscribe()),
+            move |(mut cursor, mut rx)| {
+                let (fake, plural, ns) = (fake.clone(), plural.clone(), ns.clone());
+                async move {
+                    loop {
+                        let next = {
+                            let s = fake.store.lock().unwrap();
+                            s.log
+                                .iter()
+                                .find(|(v, p, n, _, _)| {
+                                    *v > cursor
+                                        && *p == plural
+                                        && ns.as_ref().is_none_or(|x| x == n)
+                                })
+                                .cloned()
+                        };
+                        if let Some((v, _, _, kind, obj)) = next {
+                            cursor = v;
+                            let obj = if meta { metadata_only(&obj) } else { obj };
+                            let line = format!("{}\n", json!({"type": kind, "object": obj}));
+                            return Some((Ok::<_, Infallible>(Bytes::from(line)), (cursor, rx)));
+                        }
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            },
+        );
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap()
+    }
+}
+
+async fn handle(
+    State(fake): State<Fake>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(t) = parse(uri.path()) else {
+        return status_error(404, "NotFound", "no such path");
+    };
+    let query: BTreeMap<String, String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let meta = headers
+        .get("accept")
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap()
+    };
+    let ns = t.namespace.clone().unwrap_or_default();
+    match (method, &t.name) {
+        (Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            let from = query
+                .get("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            fake.watch(&t, from, meta)
+        }
+        (Method::GET, None) => {
+            let s = fake.store.lock().unwrap();
+            let selector = query
+                .get("labelSelector")
+                .map(|l| l.replace("%2F", "/").replace("%3D", "="));
+            let items: Vec<Value> = s
+                .objects
+                .iter()
+                .filter(|((p, n, _), _)| {
+                    *p == t.plural && t.namespace.as_ref().is_none_or(|x| x == n)
+                })
+                .map(|(_, v)| v.clone())
+                .filter(|v| match &selector {
+                    Some(sel) => match sel.split_once('=') {
+                        Some((k, val)) => v["metadata"]["labels"][k] == val,
+                        None => !v["metadata"]["labels"][sel.as_str()].is_null(),
+                    },
+                    None => true,
+                })
+                .map(|v| if meta { metadata_only(&v) } else { v })
+                .collect();
+            let kind = if meta {
+                "PartialObjectMetadataList"
+            } else {
+                "List"
+            };
+            ok(
+                200,
+                &json!({"apiVersion": "v1", "kind": kind,
+                "metadata": {"resourceVersion": s.version.to_string()}, "items": items}),
+            )
+        }
+        (Method::GET, Some(name)) => match fake.get(&t.plural, &ns, name) {
+            Some(v) => ok(200, &v),
+            None => status_error(404, "NotFound", &format!("{} {name} not found", t.plural)),
+        },
+        (Method::POST, None) => {
+            let name = body["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let name = if name.is_empty() {
+                format!(
+                    "{}{}",
+                    body["metadata"]["generateName"].as_str().unwrap_or("x-"),
+                    fake.store.lock().unwrap().version
+                )
+            } else {
+                name
+            };
+            if fake.get(&t.plural, &ns, &name).is_some() {
+                return status_error(409, "AlreadyExists", "already exists");
+            }
+            let mut obj = body;
+            obj["metadata"]["name"] = json!(name);
+            ok(201, &fake.write(&t.plural, &ns, obj, "ADDED"))
+        }
+        (Method::PUT, Some(name)) => {
+            let Some(current) = fake.get(&t.plural, &ns, name) else {
+                return status_error(404, "NotFound", "not found");
+            };
+            if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                return status_error(409, "Conflict", "the object has been modified");
+            }
+            let mut obj = body;
+            obj["metadata"]["uid"] = current["metadata"]["uid"].clone();
+            ok(200, &fake.write(&t.plural, &ns, obj, "MODIFIED"))
+        }
+        (Method::PATCH, Some(name)) => {
+            let Some(mut current) = fake.get(&t.plural, &ns, name) else {
+                return status_error(404, "NotFound", "not found");
+            };
+            let rv = &body["metadata"]["resourceVersion"];
+            if !rv.is_null() && *rv != current["metadata"]["resourceVersion"] {
+                return status_error(409, "Conflict", "the object has been modified");
+            }
+            if t.status {
+                // The status subresource changes only the status.
+                current["status"] = body["status"].clone();
+            } else {
+                let mut patch = body;
+                if let Some(m) = patch["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                merge(&mut current, &patch);
+            }
+            let finalizers_done = current["metadata"]["deletionTimestamp"].is_string()
+                && current["metadata"]["finalizers"]
+                    .as_array()
+                    .is_none_or(|f| f.is_empty());
+            let kind = if finalizers_done {
+                "DELETED"
+            } else {
+                "MODIFIED"
+            };
+            ok(200, &fake.write(&t.plural, &ns, current, kind))
+        }
+        (Method::DELETE, Some(name)) => {
+            let Some(mut current) = fake.get(&t.plural, &ns, name) else {
+                return status_error(404, "NotFound", "not found");
+            };
+            let has_finalizers = current["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty());
+            if has_finalizers {
+                current["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                ok(200, &fake.write(&t.plural, &ns, current, "MODIFIED"))
+            } else {
+                ok(200, &fake.write(&t.plural, &ns, current, "DELETED"))
+            }
+        }
+        _ => status_error(405, "MethodNotAllowed", "not supported by the fake"),
+    }
+}
+
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out)
+}
+
+fn database(name: &str, servers: &str) -> Value {
+    json!({"apiVersion": "assets.astronetes.io/v1alpha1", "kind": "Database",
+        "metadata": {"name": name},
+        "spec": {"zookeeper": {"client": {"servers": [servers]}}}})
+}
+
+fn secret(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "data": {"user": "YWRtaW4=", "password": "czNjcjN0LXZhbHVl"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_sigterm() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("operator-binary");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 200, 10, 16).await;
+
+    let fake = Fake::new();
+    let ns = "resiliency-operator";
+    fake.write("secrets", ns, secret("zookeeper-source"), "ADDED");
+    fake.write(
+        "databases",
+        ns,
+        database("zookeeper-source", &src.connect_string()),
+        "ADDED",
+    );
+    fake.write("secrets", ns, secret("zookeeper-destination"), "ADDED");
+    fake.write(
+        "databases",
+        ns,
+        database("zookeeper-destination", &dst.connect_string()),
+        "ADDED",
+    );
+    // The seed's Synchronization, with the root path pointed at this test's tree.
+    fake.write(
+        "synchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+            "metadata": {"name": "synchronize-zookeeper-nodes-abcde"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                "config": {"sourceName": "zookeeper-source", "destinationName": "zookeeper-destination",
+                           "rootPath": root}}}),
+        "ADDED",
+    );
+
+    // A plan created long ago: its latest missed slot fires at once.
+    fake.write(
+        "synchronizationplans",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "SynchronizationPlan",
+            "metadata": {"name": "synchronize-zookeeper-nodes"},
+            "spec": {"schedule": "*/5 * * * *", "template": {"spec": {
+                "plugin": "zookeeper-to-zookeeper-nodes",
+                "config": {"sourceName": "zookeeper-source", "destinationName": "zookeeper-destination",
+                           "rootPath": root}}}}}),
+        "ADDED",
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{api_port}\n\
+             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let metrics_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(["operator", "--listen", &metrics_addr])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", ns)
+        .env("POD_NAME", "operator-test-0")
+        .env("RUST_LOG", "warn")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let sync_status = || {
+        fake.get("synchronizations", ns, "synchronize-zookeeper-nodes-abcde")
+            .map(|s| s["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    wait_for(
+        "the Synchronization to succeed",
+        Duration::from_secs(60),
+        || async { sync_status()["phase"] == "Succeeded" },
+    )
+    .await;
+    let st = sync_status();
+    assert_eq!(st["verification"]["equal"], true, "{st}");
+    assert_eq!(st["verification"]["sourceNodes"], 201, "{st}");
+    let fp_src = fingerprint(src, &root).await;
+    let fp_dst = fingerprint(dst, &root).await;
+    assert_eq!(fp_src.len(), fp_dst.len());
+    // The finalizer is gone once the run is over.
+    wait_for(
+        "the finalizer to be dropped",
+        Duration::from_secs(20),
+        || async {
+            fake.get("synchronizations", ns, "synchronize-zookeeper-nodes-abcde")
+                .is_some_and(|s| {
+                    s["metadata"]["finalizers"]
+                        .as_array()
+                        .is_none_or(|f| f.is_empty())
+                })
+        },
+    )
+    .await;
+    wait_for(
+        "both Databases to be Ready",
+        Duration::from_secs(30),
+        || async {
+            ["zookeeper-source", "zookeeper-destination"]
+                .iter()
+                .all(|d| {
+                    fake.get("databases", ns, d).is_some_and(|db| {
+                        db["status"]["conditions"].as_array().is_some_and(|c| {
+                            c.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                    })
+                })
+        },
+    )
+    .await;
+    // One Lease per controller, held by this replica.
+    for c in ["database", "synchronization", "synchronizationplan"] {
+        let lease = fake
+            .get("leases", ns, &format!("resiliency-operator-{c}-controller"))
+            .unwrap();
+        assert_eq!(
+            lease["spec"]["holderIdentity"], "operator-test-0",
+            "{lease}"
+        );
+    }
+    let events: Vec<Value> = {
+        let s = fake.store.lock().unwrap();
+        s.objects
+            .iter()
+            .filter(|((p, _, _), _)| p == "events")
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert!(
+        events.iter().any(|e| e["reason"] == "Succeeded"),
+        "{events:?}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| !e.to_string().contains("s3cr3t-value")));
+
+    // The plan's child ran through the Synchronization controller and the plan saw it finish.
+    wait_for(
+        "the plan to record a successful run",
+        Duration::from_secs(60),
+        || async {
+            fake.get("synchronizationplans", ns, "synchronize-zookeeper-nodes")
+                .is_some_and(|p| p["status"]["lastSuccessfulTime"].is_string())
+        },
+    )
+    .await;
+    let children: Vec<Value> = {
+        let s = fake.store.lock().unwrap();
+        s.objects
+            .iter()
+            .filter(|((p, _, n), _)| {
+                p == "synchronizations" && n.starts_with("synchronize-zookeeper-nodes-2")
+            })
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(children.len(), 1, "{children:?}");
+    let child = &children[0];
+    assert_eq!(
+        child["metadata"]["ownerReferences"][0]["uid"],
+        "uid-synchronizationplans-synchronize-zookeeper-nodes"
+    );
+    assert_eq!(child["status"]["phase"], "Succeeded");
+    // (It may have run alongside the first Synchronization, so its counters vary.)
+    assert_eq!(child["status"]["verification"]["equal"], true, "{child}");
+
+    let (code, _) = http_get(&metrics_addr, "/readyz").await;
+    assert_eq!(code, 200);
+    let (code, metrics) = http_get(&metrics_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "resiliency_sync_runs_total{mode=\"once\",result=\"succeeded\"} 2",
+        "resiliency_controller_leader{controller=\"synchronization\"} 1",
+        "resiliency_database_ready{namespace=\"resiliency-operator\",name=\"zookeeper-source\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("resiliency_reconcile_duration_seconds_bucket{controller=\"database\"")
+    );
+
+    // SIGTERM: a clean exit, and the Leases handed back for a standby to take at once.
+    let pid = operator.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), operator.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    for c in ["database", "synchronization", "synchronizationplan"] {
+        let lease = fake
+            .get("leases", ns, &format!("resiliency-operator-{c}-controller"))
+            .unwrap();
+        assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+    }
+}
