@@ -1,0 +1,804 @@
+//! Continuous replication: a full sync, then every change streamed from a persistent recursive
+//! watch on the source root.
+//!
+//! Each watch event only marks its path dirty. A batch reads the *current* source state of
+//! each dirty path and applies it (create, update or delete), so bursts on a hot node coalesce
+//! and the order of events does not matter. Parents go before children: paths are applied one
+//! depth at a time, each depth concurrently.
+//!
+//! Events can be lost across a source reconnect (ZOOKEEPER-4698) and are lost with a session.
+//! So after any source disconnection, and whenever the dirty set overflows, the engine runs a
+//! full sync again (anti-entropy) before it reports being caught up. The watch is registered
+//! before each full sync, so no change made during the sync is missed. A destination outage
+//! keeps the dirty set, which is bounded, and retries.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use verifier::model::{canonical_acl, is_sequential_name, AclEntry, NodeKind};
+use verifier::{path, ConnectOptions};
+use zookeeper_client::{
+    Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, SessionState,
+};
+
+use super::plan::{cversion_bump_pairs, desired_kind, Identity, CVERSION_BUMP_CHILD};
+use super::{kind_for, SyncError, SyncOptions, SyncSummary};
+
+/// Settings of a continuous sync.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub sync: SyncOptions,
+    /// How long events are gathered before a batch is applied (coalesces bursts).
+    pub batch_window: Duration,
+    /// Dirty paths kept while the destination is away; beyond this a full sync is run instead.
+    pub max_pending: usize,
+    /// Paths of one depth applied concurrently.
+    pub concurrency: usize,
+    /// A full sync this often while streaming (None: only after gaps). ZooKeeper fires no
+    /// watch event for an ACL change, so only a re-walk copies one.
+    pub resync_interval: Option<Duration>,
+}
+
+impl LiveOptions {
+    pub fn new(sync: SyncOptions) -> LiveOptions {
+        LiveOptions {
+            sync,
+            batch_window: Duration::from_millis(2),
+            max_pending: 100_000,
+            concurrency: 64,
+            resync_interval: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// Where the stream is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveState {
+    Connecting,
+    /// Running a full sync (the first one, or anti-entropy after a gap).
+    FullSync,
+    /// Applying watch events; caught up when nothing is pending.
+    Streaming,
+    /// Waiting to retry after a failure.
+    Retrying,
+}
+
+/// Receives what the stream does. Every method has a no-op default.
+pub trait Observer: Send + Sync {
+    fn state(&self, _state: LiveState, _why: &str) {}
+    /// A full sync finished.
+    fn full_sync(&self, _summary: &SyncSummary) {}
+    /// One path applied; `lag` is apply time minus the source node's mtime (or, for a delete,
+    /// minus when its event arrived).
+    fn applied(&self, _path: &str, _lag: Duration) {}
+    /// Nothing pending after a batch (true) or changes waiting (false).
+    fn caught_up(&self, _caught_up: bool) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Why one path could not be applied.
+#[derive(Debug)]
+struct ApplyError {
+    side: &'static str,
+    op: &'static str,
+    path: String,
+    source: ZkError,
+}
+
+impl ApplyError {
+    fn on(side: &'static str, op: &'static str, path: &str) -> impl FnOnce(ZkError) -> ApplyError {
+        let path = path.to_string();
+        move |source| ApplyError {
+            side,
+            op,
+            path,
+            source,
+        }
+    }
+
+    /// A lost connection or session: retry the same paths later.
+    fn is_transient(&self) -> bool {
+        verifier::zk::is_transient(&self.source)
+            || matches!(
+                self.source,
+                ZkError::SessionExpired | ZkError::ConnectionLoss | ZkError::ClientClosed
+            )
+    }
+}
+
+/// How a stream epoch ended.
+enum Epoch {
+    Stopped,
+    /// Reconnect (new sessions) and run a full sync again.
+    Restart(String),
+}
+
+/// The error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs until `stop` turns true. Returns an error only for what a retry cannot fix (bad
+/// options, refused credentials, a full sync failing permanently).
+pub async fn run(
+    opts: &LiveOptions,
+    observer: Arc<dyn Observer>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), SyncError> {
+    super::validate(&opts.sync)?;
+    let mut failures = 0u32;
+    let mut first = true;
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        match epoch(opts, &observer, &mut stop, first).await {
+            Ok(Epoch::Stopped) => return Ok(()),
+            Ok(Epoch::Restart(why)) => {
+                tracing::info!(why = %why, "continuous sync: new sessions and a full sync");
+                failures = 0;
+                observer.state(LiveState::Connecting, &why);
+            }
+            Err(e) if e.is_transient() || !first => {
+                failures = failures.saturating_add(1);
+                let wait = Duration::from_millis(250u64 << failures.min(5));
+                let why = chain(&e);
+                tracing::warn!(error = %why, retry_in = ?wait, "continuous sync interrupted");
+                observer.state(LiveState::Retrying, &why);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        first = false;
+    }
+}
+
+/// One epoch: fresh sessions, a watch, a full sync, then streaming until a gap or stop.
+async fn epoch(
+    opts: &LiveOptions,
+    observer: &Arc<dyn Observer>,
+    stop: &mut watch::Receiver<bool>,
+    first: bool,
+) -> Result<Epoch, SyncError> {
+    let o = &opts.sync;
+    observer.state(LiveState::Connecting, "opening sessions");
+    let connect = |role, c: &ConnectOptions| {
+        let c = c.clone();
+        async move {
+            verifier::connect(role, &c)
+                .await
+                .map_err(SyncError::Connect)
+        }
+    };
+    let (src, dst) = tokio::join!(
+        connect("source", &o.source),
+        connect("destination", &o.destination)
+    );
+    let (src, dst) = match (src, dst) {
+        (Ok(s), Ok(d)) => (s, d),
+        (Err(e), _) | (_, Err(e)) if !first => return Err(transient(e)),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    // Registered before the full sync: every change from here on is an event.
+    let mut watcher = src
+        .watch(&o.source_root, AddWatchMode::PersistentRecursive)
+        .await
+        .map_err(|e| SyncError::Write {
+            op: "watch",
+            path: o.source_root.clone(),
+            source: e,
+        })?;
+    let mut dirty: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut overflowed = false;
+
+    let me = Identity::new(o.destination.auth.as_ref());
+    let mut disconnected = false;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut dst = dst;
+    let mut why = "full sync";
+    'rounds: loop {
+        observer.state(LiveState::FullSync, why);
+        observer.caught_up(false);
+        {
+            let full = super::sync(o);
+            tokio::pin!(full);
+            // Drain events while the full sync runs, so the watch channel stays small.
+            let summary = loop {
+                tokio::select! {
+                    r = &mut full => break r?,
+                    ev = watcher.changed() => {
+                        if let Some(end) = on_event((ev.event_type, ev.session_state, ev.path), &mut dirty, &mut overflowed, opts.max_pending, &mut disconnected) {
+                            return Ok(end);
+                        }
+                    }
+                    _ = stop.changed() => return Ok(Epoch::Stopped),
+                }
+            };
+            observer.full_sync(&summary);
+        }
+        observer.state(LiveState::Streaming, "streaming changes");
+        // ACL changes fire no watch event: only a re-walk sees them.
+        let resync_at = opts
+            .resync_interval
+            .map(|d| tokio::time::Instant::now() + d);
+        loop {
+            if resync_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                why = "periodic anti-entropy full sync";
+                continue 'rounds;
+            }
+            if overflowed {
+                return Ok(Epoch::Restart(format!(
+                    "more than {} changes pending: running a full sync instead",
+                    opts.max_pending
+                )));
+            }
+            let ready =
+                !dirty.is_empty() && retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
+            let wait = if ready {
+                opts.batch_window
+            } else if let Some(t) = retry_at.filter(|_| !dirty.is_empty()) {
+                t.saturating_duration_since(tokio::time::Instant::now())
+            } else {
+                Duration::from_secs(3600)
+            };
+            let resync_wait =
+                resync_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(Epoch::Stopped),
+                _ = tokio::time::sleep(resync_wait.unwrap_or_default()), if resync_wait.is_some() => {
+                    why = "periodic anti-entropy full sync";
+                    continue 'rounds;
+                }
+                ev = watcher.changed() => {
+                    if let Some(end) = on_event((ev.event_type, ev.session_state, ev.path), &mut dirty, &mut overflowed, opts.max_pending, &mut disconnected) {
+                        return Ok(end);
+                    }
+                }
+                _ = tokio::time::sleep(wait), if !dirty.is_empty() => {
+                    let batch = std::mem::take(&mut dirty);
+                    match apply_batch(&src, &dst, opts, &me, &batch, observer).await {
+                        Ok(()) => {
+                            retry_at = None;
+                            observer.caught_up(dirty.is_empty());
+                        }
+                        Err(e) => {
+                            // Keep every path of the batch (newer events keep their own time).
+                            for (p, t) in batch {
+                                dirty.entry(p).or_insert(t);
+                            }
+                            overflowed |= dirty.len() > opts.max_pending;
+                            if e.is_transient() {
+                                if e.side == "source" {
+                                    return Ok(Epoch::Restart(format!("source: {}", e.source)));
+                                }
+                                observer.state(LiveState::Retrying, &format!("destination: {} {}: {}", e.op, e.path, e.source));
+                                if matches!(e.source, ZkError::SessionExpired | ZkError::ClientClosed) {
+                                    // A new destination session; the dirty set is still complete.
+                                    if let Ok(c) = verifier::connect("destination", &o.destination).await {
+                                        dst = c;
+                                    }
+                                }
+                                retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(200));
+                            } else {
+                                // NoAuth and friends need the full pass (ACL staging, kind changes).
+                                return Ok(Epoch::Restart(format!("{}: {} {}: {}", e.side, e.op, e.path, e.source)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn transient(e: SyncError) -> SyncError {
+    match e {
+        SyncError::Connect(c) => SyncError::Write {
+            op: "connect",
+            path: c.to_string(),
+            source: ZkError::ConnectionLoss,
+        },
+        other => other,
+    }
+}
+
+/// Records one watch event. Returns how the epoch ends when the session says so.
+fn on_event(
+    ev: (EventType, SessionState, String),
+    dirty: &mut BTreeMap<String, Instant>,
+    overflowed: &mut bool,
+    max_pending: usize,
+    disconnected: &mut bool,
+) -> Option<Epoch> {
+    let (event_type, session_state, path) = ev;
+    match event_type {
+        EventType::Session => match session_state {
+            SessionState::Disconnected => {
+                *disconnected = true;
+                None
+            }
+            // Events during the gap may be lost (ZOOKEEPER-4698): a full sync closes it.
+            SessionState::SyncConnected if *disconnected => Some(Epoch::Restart(
+                "source reconnected: events may have been lost, running a full sync".into(),
+            )),
+            SessionState::SyncConnected | SessionState::ConnectedReadOnly => None,
+            other => Some(Epoch::Restart(format!("source session {other:?}"))),
+        },
+        // /zookeeper is the server's own (quotas, config): never copied.
+        _ if path::is_reserved(&path) => None,
+        _ => {
+            if dirty.len() >= max_pending && !dirty.contains_key(&path) {
+                *overflowed = true;
+            } else {
+                dirty.entry(path).or_insert_with(Instant::now);
+            }
+            None
+        }
+    }
+}
+
+fn depth(p: &str) -> usize {
+    p.bytes().filter(|b| *b == b'/').count()
+}
+
+/// Applies a batch: shallower paths first, each depth concurrently; then raises the cversion
+/// of parents that received sequential children.
+async fn apply_batch(
+    src: &Client,
+    dst: &Client,
+    opts: &LiveOptions,
+    me: &Identity,
+    batch: &BTreeMap<String, Instant>,
+    observer: &Arc<dyn Observer>,
+) -> Result<(), ApplyError> {
+    // Owned, so the futures below are Send without higher-ranked lifetimes.
+    let mut by_depth: BTreeMap<usize, Vec<(String, Instant)>> = BTreeMap::new();
+    for (p, t) in batch {
+        by_depth.entry(depth(p)).or_default().push((p.clone(), *t));
+    }
+    for (_, paths) in by_depth {
+        let results: Vec<Result<(), ApplyError>> = futures::stream::iter(paths)
+            .map(|(p, t)| async move {
+                let lag = match apply_path(src, dst, &opts.sync, me, &p).await? {
+                    Applied::Written { mtime_ms } => {
+                        Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64)
+                    }
+                    Applied::Deleted | Applied::Unchanged => t.elapsed(),
+                };
+                observer.applied(&p, lag);
+                Ok(())
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
+    }
+    // Sequential names come from the parent's cversion: keep it at least the source's.
+    let seq_parents: HashSet<&str> = batch
+        .keys()
+        .filter(|p| is_sequential_name(p.rsplit('/').next().unwrap_or_default()))
+        .filter_map(|p| path::parent(p))
+        .collect();
+    for parent in seq_parents {
+        raise_cversion(src, dst, &opts.sync, parent).await?;
+    }
+    Ok(())
+}
+
+enum Applied {
+    Written { mtime_ms: i64 },
+    Unchanged,
+    Deleted,
+}
+
+fn dst_path(o: &SyncOptions, src_path: &str) -> String {
+    // Relative to the source root: "" for the root itself, else starting with '/'.
+    let rel = if o.source_root == "/" {
+        if src_path == "/" {
+            ""
+        } else {
+            src_path
+        }
+    } else {
+        src_path
+            .strip_prefix(o.source_root.as_str())
+            .unwrap_or_default()
+    };
+    path::join(&o.destination_root, rel)
+}
+
+/// Absolute path of the child `name` of the absolute path `parent`.
+fn child_of(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        path::child(parent, name)
+    }
+}
+
+fn create_mode(kind: NodeKind) -> CreateMode {
+    match kind {
+        NodeKind::Container => CreateMode::Container,
+        _ => CreateMode::Persistent,
+    }
+}
+
+/// Makes the destination node of `p` equal to the source node as it is now.
+async fn apply_path(
+    src: &Client,
+    dst: &Client,
+    o: &SyncOptions,
+    me: &Identity,
+    p: &str,
+) -> Result<Applied, ApplyError> {
+    let dp = dst_path(o, p);
+    let source = match src.get_data(p).await {
+        Ok(v) => Some(v),
+        Err(ZkError::NoNode) => None,
+        Err(e) => return Err(ApplyError::on("source", "getData", p)(e)),
+    };
+    let Some((data, stat)) = source else {
+        if o.prune {
+            delete_subtree(dst, &dp).await?;
+        }
+        return Ok(Applied::Deleted);
+    };
+    let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
+    let Some(kind) = desired_kind(kind_for(&o.type_rules, p, reported), o.ephemerals) else {
+        return Ok(Applied::Unchanged);
+    };
+    let acl: Option<Vec<AclEntry>> = if o.copy_acl {
+        let (acl, _) = src
+            .get_acl(p)
+            .await
+            .map_err(ApplyError::on("source", "getACL", p))?;
+        let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
+        if acl.iter().any(verifier::reader::is_redacted) {
+            // Needs ADMIN on the source; the full pass reports it with the fix.
+            return Err(ApplyError::on("source", "getACL", p)(ZkError::NoAuth));
+        }
+        Some(canonical_acl(acl))
+    } else {
+        None
+    };
+    let existing = match dst.get_data(&dp).await {
+        Ok(v) => Some(v),
+        Err(ZkError::NoNode) => None,
+        Err(e) => return Err(ApplyError::on("destination", "getData", &dp)(e)),
+    };
+    match existing {
+        None => {
+            let target = acl.clone().unwrap_or_else(|| vec![AclEntry::open()]);
+            // A node whose ACL would lock the copier out is created open to it, then locked.
+            let locked = !me.grants(
+                &target,
+                verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
+            );
+            let create_acl = if locked {
+                me.staging_acl()
+            } else {
+                target.clone()
+            };
+            let zk_acl: Vec<Acl> = create_acl.iter().map(AclEntry::to_zk).collect();
+            let mut options = create_mode(kind).with_acls(Acls::new(&zk_acl));
+            if let NodeKind::Ttl { ttl_ms } = kind {
+                options = options.with_ttl(Duration::from_millis(ttl_ms.max(1) as u64));
+            }
+            match dst.create(&dp, &data, &options).await {
+                Ok(_) | Err(ZkError::NodeExists) => {}
+                Err(ZkError::NoNode) => {
+                    // The parent is missing on the destination: bring it first, then retry.
+                    if let Some(parent) =
+                        path::parent(p).filter(|pp| pp.len() >= o.source_root.len())
+                    {
+                        Box::pin(apply_path(src, dst, o, me, parent)).await?;
+                    }
+                    match dst.create(&dp, &data, &options).await {
+                        Ok(_) | Err(ZkError::NodeExists) => {}
+                        Err(e) => return Err(ApplyError::on("destination", "create", &dp)(e)),
+                    }
+                }
+                Err(e) => return Err(ApplyError::on("destination", "create", &dp)(e)),
+            }
+            if locked {
+                let zk: Vec<Acl> = target.iter().map(AclEntry::to_zk).collect();
+                dst.set_acl(&dp, &zk, None).await.map_err(ApplyError::on(
+                    "destination",
+                    "setACL",
+                    &dp,
+                ))?;
+            }
+            Ok(Applied::Written {
+                mtime_ms: stat.mtime,
+            })
+        }
+        Some((current, dstat)) => {
+            let current_kind = NodeKind::from_ephemeral_owner(dstat.ephemeral_owner);
+            if super::observable(current_kind) != super::observable(kind) {
+                // A kind change needs the subtree recreated: the full pass does that.
+                return Err(ApplyError::on("destination", "kind", &dp)(
+                    ZkError::BadArguments(&"node kind differs"),
+                ));
+            }
+            let mut wrote = false;
+            if current != data {
+                dst.set_data(&dp, &data, None)
+                    .await
+                    .map_err(ApplyError::on("destination", "setData", &dp))?;
+                wrote = true;
+            }
+            if let Some(acl) = &acl {
+                let (cur, _) =
+                    dst.get_acl(&dp)
+                        .await
+                        .map_err(ApplyError::on("destination", "getACL", &dp))?;
+                let cur = canonical_acl(cur.iter().map(AclEntry::from_zk).collect());
+                if &cur != acl {
+                    let zk: Vec<Acl> = acl.iter().map(AclEntry::to_zk).collect();
+                    dst.set_acl(&dp, &zk, None).await.map_err(ApplyError::on(
+                        "destination",
+                        "setACL",
+                        &dp,
+                    ))?;
+                    wrote = true;
+                }
+            }
+            Ok(if wrote {
+                Applied::Written {
+                    mtime_ms: stat.mtime,
+                }
+            } else {
+                Applied::Unchanged
+            })
+        }
+    }
+}
+
+/// Deletes `top` and everything under it on the destination, children first.
+async fn delete_subtree(dst: &Client, top: &str) -> Result<(), ApplyError> {
+    let mut order = vec![top.to_string()];
+    let mut i = 0;
+    while i < order.len() {
+        match dst.get_children(&order[i]).await {
+            Ok((children, _)) => {
+                let parent = order[i].clone();
+                order.extend(children.iter().map(|c| child_of(&parent, c)));
+            }
+            Err(ZkError::NoNode) => {}
+            Err(e) => return Err(ApplyError::on("destination", "getChildren", &order[i])(e)),
+        }
+        i += 1;
+    }
+    for p in order.iter().rev() {
+        match dst.delete(p, None).await {
+            Ok(()) | Err(ZkError::NoNode) => {}
+            Err(e) => return Err(ApplyError::on("destination", "delete", p)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Raises the destination parent's cversion to the source's, so sequential numbering goes on
+/// from the same point after a failover.
+async fn raise_cversion(
+    src: &Client,
+    dst: &Client,
+    o: &SyncOptions,
+    parent: &str,
+) -> Result<(), ApplyError> {
+    let Some(s) = src
+        .check_stat(parent)
+        .await
+        .map_err(ApplyError::on("source", "exists", parent))?
+    else {
+        return Ok(());
+    };
+    let dp = dst_path(o, parent);
+    let Some(d) =
+        dst.check_stat(&dp)
+            .await
+            .map_err(ApplyError::on("destination", "exists", &dp))?
+    else {
+        return Ok(());
+    };
+    let pairs = cversion_bump_pairs(s.cversion, i64::from(d.cversion));
+    let bump = child_of(&dp, CVERSION_BUMP_CHILD);
+    for _ in 0..pairs {
+        let mut multi = dst.new_multi_writer();
+        let open = [AclEntry::open().to_zk()];
+        let added = multi
+            .add_create(
+                &bump,
+                &[],
+                &CreateMode::Persistent.with_acls(Acls::new(&open)),
+            )
+            .and_then(|_| multi.add_delete(&bump, None));
+        if let Err(e) = added {
+            return Err(ApplyError::on("destination", "create", &bump)(e));
+        }
+        multi
+            .commit()
+            .await
+            .map_err(|e| ApplyError::on("destination", "multi", &bump)(ZkError::from(e)))?;
+    }
+    Ok(())
+}
+
+/// An observer that keeps counts and lag samples for a reader to take: the CLI's status lines,
+/// benchmarks and tests.
+#[derive(Default)]
+pub struct Stats {
+    inner: std::sync::Mutex<StatsInner>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct StatsInner {
+    pub state: Option<LiveState>,
+    pub why: String,
+    pub applied_total: u64,
+    pub full_syncs: u64,
+    pub caught_up: bool,
+    /// Lags since the last [`Stats::take_lags`].
+    pub lags: Vec<Duration>,
+}
+
+impl Stats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatsInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the counters (lags included).
+    pub fn snapshot(&self) -> StatsInner {
+        self.lock().clone()
+    }
+
+    /// The lag samples gathered since the last call.
+    pub fn take_lags(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.lock().lags)
+    }
+}
+
+impl Observer for Stats {
+    fn state(&self, state: LiveState, why: &str) {
+        let mut s = self.lock();
+        s.state = Some(state);
+        s.why = why.to_string();
+    }
+    fn full_sync(&self, _summary: &SyncSummary) {
+        self.lock().full_syncs += 1;
+    }
+    fn applied(&self, _path: &str, lag: Duration) {
+        let mut s = self.lock();
+        s.applied_total += 1;
+        // Bounded: a reader that never takes samples does not make memory grow.
+        if s.lags.len() < 1_000_000 {
+            s.lags.push(lag);
+        }
+    }
+    fn caught_up(&self, caught_up: bool) {
+        self.lock().caught_up = caught_up;
+    }
+}
+
+/// The `q` quantile (0..=1) of `samples`, sorted in place.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Option<Duration> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let i = ((samples.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    samples.get(i).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_paths_follow_the_root_mapping() {
+        let mut o = SyncOptions::new(
+            ConnectOptions::new("a:1"),
+            "/kafka",
+            ConnectOptions::new("b:1"),
+            "/dr/kafka",
+        );
+        assert_eq!(dst_path(&o, "/kafka"), "/dr/kafka");
+        assert_eq!(
+            dst_path(&o, "/kafka/brokers/ids/1"),
+            "/dr/kafka/brokers/ids/1"
+        );
+        o.source_root = "/".into();
+        o.destination_root = "/".into();
+        assert_eq!(dst_path(&o, "/a/b"), "/a/b");
+        assert_eq!(dst_path(&o, "/"), "/");
+        o.destination_root = "/dr".into();
+        assert_eq!(dst_path(&o, "/a/b"), "/dr/a/b");
+        assert_eq!(child_of("/", "x"), "/x");
+        assert_eq!(child_of("/a", "x"), "/a/x");
+    }
+
+    #[test]
+    fn quantiles_of_lag_samples() {
+        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(quantile(&mut v, 0.5), Some(Duration::from_millis(51)));
+        assert_eq!(quantile(&mut v, 0.99), Some(Duration::from_millis(99)));
+        assert_eq!(quantile(&mut [], 0.5), None);
+    }
+
+    #[test]
+    fn events_mark_paths_and_a_reconnect_ends_the_epoch() {
+        let mut dirty = BTreeMap::new();
+        let (mut over, mut disc) = (false, false);
+        let node = |p: &str| {
+            (
+                EventType::NodeDataChanged,
+                SessionState::SyncConnected,
+                p.to_string(),
+            )
+        };
+        assert!(on_event(node("/a"), &mut dirty, &mut over, 2, &mut disc).is_none());
+        assert!(on_event(node("/a"), &mut dirty, &mut over, 2, &mut disc).is_none());
+        assert!(on_event(node("/b"), &mut dirty, &mut over, 2, &mut disc).is_none());
+        assert_eq!(dirty.len(), 2);
+        assert!(!over);
+        // Over the bound: a full sync instead of an ever-growing set.
+        assert!(on_event(node("/c"), &mut dirty, &mut over, 2, &mut disc).is_none());
+        assert!(over);
+        let session = |s| (EventType::Session, s, String::new());
+        assert!(on_event(
+            session(SessionState::Disconnected),
+            &mut dirty,
+            &mut over,
+            2,
+            &mut disc
+        )
+        .is_none());
+        assert!(matches!(
+            on_event(
+                session(SessionState::SyncConnected),
+                &mut dirty,
+                &mut over,
+                2,
+                &mut disc
+            ),
+            Some(Epoch::Restart(_))
+        ));
+        assert!(matches!(
+            on_event(
+                session(SessionState::Expired),
+                &mut dirty,
+                &mut over,
+                2,
+                &mut disc
+            ),
+            Some(Epoch::Restart(_))
+        ));
+    }
+}

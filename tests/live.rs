@@ -1,0 +1,264 @@
+//! Continuous replication against real ZooKeeper servers: every kind of change streamed, and
+//! faults injected for real (server restarts, an expired session, the replicator killed), each
+//! ending with the verifier finding equal trees.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use resiliency_operator::engine::live::{self, LiveOptions, LiveState, Stats};
+use resiliency_operator::engine::SyncOptions;
+use support::*;
+use tokio::sync::watch;
+use zookeeper_client::{Acl, Acls, AuthId, CreateMode, Permission};
+
+struct Running {
+    stats: Arc<Stats>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), resiliency_operator::engine::SyncError>>,
+}
+
+fn start(opts: LiveOptions) -> Running {
+    let stats = Arc::new(Stats::default());
+    let (stop, rx) = watch::channel(false);
+    let observer: Arc<dyn live::Observer> = stats.clone();
+    let task = tokio::spawn(async move { live::run(&opts, observer, rx).await });
+    Running { stats, stop, task }
+}
+
+impl Running {
+    async fn streaming(&self) {
+        wait_for("the first full sync", Duration::from_secs(60), || async {
+            let s = self.stats.snapshot();
+            s.full_syncs >= 1 && s.state == Some(LiveState::Streaming)
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the stream did not stop")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Waits until the verifier finds the trees equal (the stream converges within seconds once
+/// the source stops changing).
+async fn converges(o: &SyncOptions) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = verify(o).await;
+        if r.equal {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never converged: {}",
+            r.render()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_change_is_streamed() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("live-kinds");
+    let dst_root = format!("{root}-dr");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 50, 10, 8).await;
+    let o = sync_opts(src, &root, dst, &dst_root);
+    let mut lo = LiveOptions::new(o.clone());
+    lo.resync_interval = None;
+    let run = start(lo);
+    run.streaming().await;
+    assert_equal(&o).await;
+    let full_syncs = run.stats.snapshot().full_syncs;
+
+    // Creates (deep, with a parent made in the same burst), updates, deletes of a subtree,
+    // binary and empty data, sequential children.
+    mk(&zs, &format!("{root}/new"), b"n").await;
+    mk(&zs, &format!("{root}/new/deeper"), b"").await;
+    mk(&zs, &format!("{root}/new/deeper/leaf"), &[0, 159, 146, 150]).await;
+    for i in 0..20 {
+        zs.set_data(&format!("{root}/new"), format!("v{i}").as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    let victim = zs.list_children(&root).await.unwrap()[0].clone();
+    zs.set_data(&format!("{root}/{victim}"), b"about to go", None)
+        .await
+        .unwrap();
+    let victim_path = format!("{root}/{victim}");
+    for c in zs.list_children(&victim_path).await.unwrap() {
+        zs.delete(&format!("{victim_path}/{c}"), None)
+            .await
+            .unwrap();
+    }
+    zs.delete(&victim_path, None).await.unwrap();
+    mk(&zs, &format!("{root}/queue"), b"").await;
+    for _ in 0..5 {
+        zs.create(
+            &format!("{root}/queue/item-"),
+            b"x",
+            &CreateMode::PersistentSequential.with_acls(Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    }
+    converges(&o).await;
+    let s = run.stats.snapshot();
+    assert_eq!(s.full_syncs, full_syncs, "streamed, not re-synced: {s:?}");
+    assert!(s.applied_total >= 8, "{s:?}");
+
+    // The next sequential number on the destination does not go back below the source's.
+    let (_, seq) = zs
+        .create(
+            &format!("{root}/queue/item-"),
+            b"x",
+            &CreateMode::PersistentSequential.with_acls(Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    converges(&o).await;
+    let zd = client(dst).await;
+    let (_, dseq) = zd
+        .create(
+            &format!("{dst_root}/queue/item-"),
+            b"x",
+            &CreateMode::PersistentSequential.with_acls(Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        dseq.into_i64() > seq.into_i64(),
+        "destination {dseq} after source {seq}"
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_restart_and_a_destination_restart_lose_nothing() {
+    let mut src = ZkServer::start_default();
+    let mut dst = ZkServer::start_default();
+    let root = "/live-restarts";
+    let zs = client(&src).await;
+    build_tree(&zs, root, 200, 20, 16).await;
+    let o = sync_opts(&src, root, &dst, root);
+    let run = start(LiveOptions::new(o.clone()));
+    run.streaming().await;
+
+    // Source restarted: events during the gap may be lost, so the stream re-walks the tree.
+    src.restart();
+    let zs = client(&src).await;
+    for i in 0..50 {
+        mk(&zs, &format!("{root}/after-source-restart-{i}"), b"a").await;
+    }
+    converges(&o).await;
+    assert!(
+        run.stats.snapshot().full_syncs >= 2,
+        "no anti-entropy pass after the gap"
+    );
+
+    // Destination stopped while the source changes: the changes wait, then land.
+    dst.stop();
+    for i in 0..50 {
+        mk(&zs, &format!("{root}/while-destination-down-{i}"), b"b").await;
+    }
+    zs.delete(&format!("{root}/after-source-restart-0"), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    dst.start_again();
+    converges(&o).await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_source_session_is_replaced_and_the_tree_re_walked() {
+    let mut src = ZkServer::start_default();
+    let dst = ZkServer::start_default();
+    let root = "/live-expiry";
+    let zs = client(&src).await;
+    build_tree(&zs, root, 100, 10, 16).await;
+    let mut o = sync_opts(&src, root, &dst, root);
+    o.source.session_timeout = Duration::from_secs(4);
+    let run = start(LiveOptions::new(o.clone()));
+    run.streaming().await;
+    // Down for longer than the session timeout: the session expires.
+    src.stop();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    src.start_again();
+    let zs = client(&src).await;
+    for i in 0..30 {
+        mk(&zs, &format!("{root}/after-expiry-{i}"), b"e").await;
+    }
+    converges(&o).await;
+    // And it keeps streaming on the new session.
+    mk(&zs, &format!("{root}/streamed-after-expiry"), b"s").await;
+    converges(&o).await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicator_killed_mid_stream_converges_when_started_again() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("live-killed");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 100, 10, 16).await;
+    let o = sync_opts(src, &root, dst, &root);
+    let run = start(LiveOptions::new(o.clone()));
+    run.streaming().await;
+    // Killed while a burst is being written.
+    let writer = {
+        let zs = client(src).await;
+        let root = root.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                mk(&zs, &format!("{root}/burst-{i}"), b"k").await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    run.task.abort();
+    writer.await.unwrap();
+    zs.delete(&format!("{root}/burst-1"), None).await.unwrap();
+    assert!(
+        !verify(&o).await.equal,
+        "nothing should have copied the changes yet"
+    );
+    let again = start(LiveOptions::new(o.clone()));
+    again.streaming().await;
+    converges(&o).await;
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_change_fires_no_event_and_is_copied_by_the_periodic_re_walk() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("live-acl");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 10, 10, 8).await;
+    let o = sync_opts(src, &root, dst, &root);
+    let mut lo = LiveOptions::new(o.clone());
+    lo.resync_interval = Some(Duration::from_secs(2));
+    let run = start(lo);
+    run.streaming().await;
+    let before = run.stats.snapshot().full_syncs;
+    let child = zs.list_children(&root).await.unwrap()[0].clone();
+    let read_write = [Acl::new(
+        Permission::READ | Permission::WRITE,
+        AuthId::anyone(),
+    )];
+    zs.set_acl(&format!("{root}/{child}"), &read_write, None)
+        .await
+        .unwrap();
+    converges(&o).await;
+    assert!(run.stats.snapshot().full_syncs > before);
+    run.stop().await;
+}
