@@ -274,6 +274,19 @@ pub struct SyncArgs {
     /// Seconds between progress lines on stderr (0: none).
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub progress: f64,
+    /// Keep the destination in step: a full sync, then every source change streamed through a
+    /// persistent recursive watch, until SIGINT or SIGTERM.
+    #[arg(long)]
+    pub continuous: bool,
+    /// With --continuous: run a full anti-entropy sync this often (0: only after a gap). ACL
+    /// changes fire no ZooKeeper watch event, so this is what copies them.
+    #[arg(
+        long,
+        default_value_t = 600.0,
+        value_name = "SECONDS",
+        requires = "continuous"
+    )]
+    pub resync_interval: f64,
 }
 
 #[derive(Args, Debug)]
@@ -465,6 +478,9 @@ pub async fn run_sync(a: SyncArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(json, &e),
     };
+    if a.continuous {
+        return run_continuous(&a, opts).await;
+    }
     let summary = match engine::sync(&opts).await {
         Ok(s) => s,
         Err(e) => return fail(json, &e),
@@ -526,5 +542,88 @@ pub async fn run_verify(a: VerifyArgs) -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// `sync --continuous`: streams until SIGINT or SIGTERM, printing state changes and, every
+/// `--progress` seconds, the changes applied and their lag.
+async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
+    use crate::engine::live::{self, LiveOptions, Stats};
+    use std::sync::Arc;
+    // The full syncs inside the stream print no progress of their own.
+    opts.progress_every = None;
+    let mut lo = LiveOptions::new(opts);
+    lo.resync_interval =
+        (a.resync_interval > 0.0).then(|| Duration::from_secs_f64(a.resync_interval));
+    let stats = Arc::new(Stats::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let every = Duration::from_secs_f64(if a.progress > 0.0 { a.progress } else { 2.0 });
+    let reporter = {
+        let stats = stats.clone();
+        let quiet = a.progress <= 0.0;
+        tokio::spawn(async move {
+            let mut last_state = None;
+            let mut last_total = 0;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut next_line = tokio::time::Instant::now() + every;
+            loop {
+                tick.tick().await;
+                let s = stats.snapshot();
+                if s.state != last_state {
+                    if let Some(st) = s.state {
+                        eprintln!("continuous: {st:?}: {}", s.why);
+                    }
+                    last_state = s.state;
+                }
+                if quiet || tokio::time::Instant::now() < next_line {
+                    continue;
+                }
+                next_line += every;
+                let mut lags = stats.take_lags();
+                let ms = |d: Option<Duration>| {
+                    d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
+                        .unwrap_or_else(|| "-".into())
+                };
+                let p50 = live::quantile(&mut lags, 0.5);
+                let p99 = live::quantile(&mut lags, 0.99);
+                eprintln!(
+                    "continuous: applied {} (+{}), lag p50 {} p99 {}, full syncs {}, {}",
+                    s.applied_total,
+                    s.applied_total - last_total,
+                    ms(p50),
+                    ms(p99),
+                    s.full_syncs,
+                    if s.caught_up {
+                        "caught up"
+                    } else {
+                        "catching up"
+                    }
+                );
+                last_total = s.applied_total;
+            }
+        })
+    };
+    let observer: Arc<dyn live::Observer> = stats.clone();
+    let result = live::run(&lo, observer, stop_rx).await;
+    reporter.abort();
+    match result {
+        Ok(()) => {
+            let s = stats.snapshot();
+            eprintln!(
+                "continuous: stopped after {} changes applied and {} full syncs",
+                s.applied_total, s.full_syncs
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(a.endpoints.json, &e),
     }
 }

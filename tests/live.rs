@@ -262,3 +262,51 @@ async fn an_acl_change_fires_no_event_and_is_copied_by_the_periodic_re_walk() {
     assert!(run.stats.snapshot().full_syncs > before);
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_streams_until_sigterm() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("live-cli");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 20, 10, 8).await;
+    let o = sync_opts(src, &root, dst, &root);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args([
+            "sync",
+            "--continuous",
+            "--progress",
+            "0.3",
+            "--root-path",
+            &root,
+        ])
+        .args([
+            "--source",
+            &src.connect_string(),
+            "--destination",
+            &dst.connect_string(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    converges(&o).await;
+    for i in 0..10 {
+        mk(&zs, &format!("{root}/cli-{i}"), b"c").await;
+    }
+    converges(&o).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("continuous: Streaming"), "{stderr}");
+    assert!(stderr.contains("lag p50"), "{stderr}");
+    assert!(stderr.contains("continuous: stopped after"), "{stderr}");
+}

@@ -112,6 +112,16 @@ impl ApplyError {
     }
 }
 
+/// A dirty path: when its first pending event arrived and which kinds of event it had.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    since: Instant,
+    kinds: u8,
+}
+
+const DATA_CHANGED: u8 = 1;
+const CREATED_OR_DELETED: u8 = 2;
+
 /// How a stream epoch ended.
 enum Epoch {
     Stopped,
@@ -214,12 +224,14 @@ async fn epoch(
             path: o.source_root.clone(),
             source: e,
         })?;
-    let mut dirty: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut dirty: BTreeMap<String, Pending> = BTreeMap::new();
     let mut overflowed = false;
 
     let me = Identity::new(o.destination.auth.as_ref());
     let mut disconnected = false;
-    let mut retry_at: Option<tokio::time::Instant> = None;
+    // When the pending changes are applied next (None: nothing pending).
+    let mut due: Option<tokio::time::Instant> = None;
+    let mut retrying = false;
     let mut dst = dst;
     let mut why = "full sync";
     'rounds: loop {
@@ -258,15 +270,12 @@ async fn epoch(
                     opts.max_pending
                 )));
             }
-            let ready =
-                !dirty.is_empty() && retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
-            let wait = if ready {
-                opts.batch_window
-            } else if let Some(t) = retry_at.filter(|_| !dirty.is_empty()) {
-                t.saturating_duration_since(tokio::time::Instant::now())
-            } else {
-                Duration::from_secs(3600)
-            };
+            // A batch is due a window after its first event (or after a retry delay), however
+            // busy the watch is: without the deadline a steady stream would starve it.
+            if due.is_none() && !dirty.is_empty() {
+                due = Some(tokio::time::Instant::now() + opts.batch_window);
+            }
+            let batch_at = due.unwrap_or_else(tokio::time::Instant::now);
             let resync_wait =
                 resync_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
             tokio::select! {
@@ -276,41 +285,43 @@ async fn epoch(
                     why = "periodic anti-entropy full sync";
                     continue 'rounds;
                 }
+                _ = tokio::time::sleep_until(batch_at), if due.is_some() => {
+                    due = None;
+                    let batch = std::mem::take(&mut dirty);
+                    if let Err(e) = apply_batch(&src, &dst, opts, &me, &batch, observer).await {
+                        // Keep every path of the batch (newer events keep their own time).
+                        for (p, t) in batch {
+                            let e = dirty.entry(p).or_insert(t);
+                            e.since = e.since.min(t.since);
+                            e.kinds |= t.kinds;
+                        }
+                        overflowed |= dirty.len() > opts.max_pending;
+                        if !e.is_transient() {
+                            // NoAuth and friends need the full pass (ACL staging, kind changes).
+                            return Ok(Epoch::Restart(format!("{}: {} {}: {}", e.side, e.op, e.path, e.source)));
+                        }
+                        if e.side == "source" {
+                            return Ok(Epoch::Restart(format!("source: {}", e.source)));
+                        }
+                        observer.state(LiveState::Retrying, &format!("destination: {} {}: {}", e.op, e.path, e.source));
+                        if matches!(e.source, ZkError::SessionExpired | ZkError::ClientClosed) {
+                            // A new destination session; the dirty set is still complete.
+                            if let Ok(c) = verifier::connect("destination", &o.destination).await {
+                                dst = c;
+                            }
+                        }
+                        due = Some(tokio::time::Instant::now() + Duration::from_millis(200));
+                        retrying = true;
+                    } else {
+                        if std::mem::take(&mut retrying) {
+                            observer.state(LiveState::Streaming, "destination back: streaming changes");
+                        }
+                        observer.caught_up(dirty.is_empty());
+                    }
+                }
                 ev = watcher.changed() => {
                     if let Some(end) = on_event((ev.event_type, ev.session_state, ev.path), &mut dirty, &mut overflowed, opts.max_pending, &mut disconnected) {
                         return Ok(end);
-                    }
-                }
-                _ = tokio::time::sleep(wait), if !dirty.is_empty() => {
-                    let batch = std::mem::take(&mut dirty);
-                    match apply_batch(&src, &dst, opts, &me, &batch, observer).await {
-                        Ok(()) => {
-                            retry_at = None;
-                            observer.caught_up(dirty.is_empty());
-                        }
-                        Err(e) => {
-                            // Keep every path of the batch (newer events keep their own time).
-                            for (p, t) in batch {
-                                dirty.entry(p).or_insert(t);
-                            }
-                            overflowed |= dirty.len() > opts.max_pending;
-                            if e.is_transient() {
-                                if e.side == "source" {
-                                    return Ok(Epoch::Restart(format!("source: {}", e.source)));
-                                }
-                                observer.state(LiveState::Retrying, &format!("destination: {} {}: {}", e.op, e.path, e.source));
-                                if matches!(e.source, ZkError::SessionExpired | ZkError::ClientClosed) {
-                                    // A new destination session; the dirty set is still complete.
-                                    if let Ok(c) = verifier::connect("destination", &o.destination).await {
-                                        dst = c;
-                                    }
-                                }
-                                retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(200));
-                            } else {
-                                // NoAuth and friends need the full pass (ACL staging, kind changes).
-                                return Ok(Epoch::Restart(format!("{}: {} {}: {}", e.side, e.op, e.path, e.source)));
-                            }
-                        }
                     }
                 }
             }
@@ -332,7 +343,7 @@ fn transient(e: SyncError) -> SyncError {
 /// Records one watch event. Returns how the epoch ends when the session says so.
 fn on_event(
     ev: (EventType, SessionState, String),
-    dirty: &mut BTreeMap<String, Instant>,
+    dirty: &mut BTreeMap<String, Pending>,
     overflowed: &mut bool,
     max_pending: usize,
     disconnected: &mut bool,
@@ -357,7 +368,18 @@ fn on_event(
             if dirty.len() >= max_pending && !dirty.contains_key(&path) {
                 *overflowed = true;
             } else {
-                dirty.entry(path).or_insert_with(Instant::now);
+                let bit = if event_type == EventType::NodeDataChanged {
+                    DATA_CHANGED
+                } else {
+                    CREATED_OR_DELETED
+                };
+                dirty
+                    .entry(path)
+                    .or_insert_with(|| Pending {
+                        since: Instant::now(),
+                        kinds: 0,
+                    })
+                    .kinds |= bit;
             }
             None
         }
@@ -375,22 +397,27 @@ async fn apply_batch(
     dst: &Client,
     opts: &LiveOptions,
     me: &Identity,
-    batch: &BTreeMap<String, Instant>,
+    batch: &BTreeMap<String, Pending>,
     observer: &Arc<dyn Observer>,
 ) -> Result<(), ApplyError> {
     // Owned, so the futures below are Send without higher-ranked lifetimes.
-    let mut by_depth: BTreeMap<usize, Vec<(String, Instant)>> = BTreeMap::new();
+    let mut by_depth: BTreeMap<usize, Vec<(String, Pending)>> = BTreeMap::new();
     for (p, t) in batch {
         by_depth.entry(depth(p)).or_default().push((p.clone(), *t));
     }
     for (_, paths) in by_depth {
         let results: Vec<Result<(), ApplyError>> = futures::stream::iter(paths)
             .map(|(p, t)| async move {
-                let lag = match apply_path(src, dst, &opts.sync, me, &p).await? {
+                let applied = if t.kinds == DATA_CHANGED {
+                    apply_data(src, dst, &opts.sync, me, &p).await?
+                } else {
+                    apply_path(src, dst, &opts.sync, me, &p).await?
+                };
+                let lag = match applied {
                     Applied::Written { mtime_ms } => {
                         Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64)
                     }
-                    Applied::Deleted | Applied::Unchanged => t.elapsed(),
+                    Applied::Deleted | Applied::Unchanged => t.since.elapsed(),
                 };
                 observer.applied(&p, lag);
                 Ok(())
@@ -447,6 +474,35 @@ fn create_mode(kind: NodeKind) -> CreateMode {
     match kind {
         NodeKind::Container => CreateMode::Container,
         _ => CreateMode::Persistent,
+    }
+}
+
+/// Only the data of `p` changed (no create or delete event): copy it with one read and one
+/// write. ACLs fire no event and kinds cannot change without a delete, so neither is compared
+/// here; anything unexpected falls back to [`apply_path`].
+async fn apply_data(
+    src: &Client,
+    dst: &Client,
+    o: &SyncOptions,
+    me: &Identity,
+    p: &str,
+) -> Result<Applied, ApplyError> {
+    let (data, stat) = match src.get_data(p).await {
+        Ok(v) => v,
+        Err(ZkError::NoNode) => return apply_path(src, dst, o, me, p).await,
+        Err(e) => return Err(ApplyError::on("source", "getData", p)(e)),
+    };
+    let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
+    if desired_kind(kind_for(&o.type_rules, p, reported), o.ephemerals).is_none() {
+        return Ok(Applied::Unchanged);
+    }
+    let dp = dst_path(o, p);
+    match dst.set_data(&dp, &data, None).await {
+        Ok(_) => Ok(Applied::Written {
+            mtime_ms: stat.mtime,
+        }),
+        Err(ZkError::NoNode) => apply_path(src, dst, o, me, p).await,
+        Err(e) => Err(ApplyError::on("destination", "setData", &dp)(e)),
     }
 }
 
