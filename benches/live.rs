@@ -99,13 +99,17 @@ fn main() {
         while stats.snapshot().state != Some(live::LiveState::Streaming) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Warm the JVMs up (JIT) before measuring.
+        write_at(&writers, root, 2_000, 3.0).await;
+        catch_up(&stats).await;
         println!("continuous replication, {KEYS} keys, setData of 8 bytes, both servers and the replicator on this machine");
         println!(
             "{:>12} {:>12} {:>9} {:>9} {:>9} {:>10} {:>9}",
             "target w/s", "achieved w/s", "p50 ms", "p99 ms", "max ms", "catch-up", "kept up"
         );
         let mut best = 0u64;
-        for rate in [1_000u64, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000] {
+        let mut writer_limited = false;
+        for rate in [1_000u64, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 50_000] {
             stats.take_lags();
             let phase = if rate == 1_000 { secs } else { secs / 2.0 };
             let achieved = write_at(&writers, root, rate, phase).await;
@@ -116,8 +120,7 @@ fn main() {
             let max = lags.iter().max().copied();
             // Kept up: the writer reached its rate, the lag stayed under a second and the
             // backlog drained at once when writes stopped (lag was not growing).
-            let kept = achieved >= rate as f64 * 0.9
-                && p99.is_some_and(|p| p < Duration::from_secs(1))
+            let kept = p99.is_some_and(|p| p < Duration::from_secs(1))
                 && caught < Duration::from_millis(500);
             if kept {
                 best = best.max(achieved as u64);
@@ -135,11 +138,34 @@ fn main() {
             if !kept && rate > 1_000 {
                 break;
             }
+            if achieved < rate as f64 * 0.9 {
+                writer_limited = true;
+                break;
+            }
         }
-        println!("highest write rate sustained without growing lag: {best} writes/s");
+        println!(
+            "highest write rate sustained without growing lag: {best} writes/s{}",
+            if writer_limited {
+                " (the writers could not go faster: the source server is the limit here)"
+            } else {
+                ""
+            }
+        );
+        // Converged once the writes stop: the verifier finds equal trees within seconds.
+        let t = Instant::now();
+        loop {
+            let r = verify(&o).await;
+            if r.equal {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "never converged:\n{}", r.render());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "destination verified equal to the source {:.0} ms after the last write",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
         let _ = stop.send(true);
         task.await.unwrap().unwrap();
-        assert_equal(&o).await;
-        println!("destination verified equal to the source after the run");
     });
 }

@@ -274,6 +274,7 @@ async fn epoch(
             // busy the watch is: without the deadline a steady stream would starve it.
             if due.is_none() && !dirty.is_empty() {
                 due = Some(tokio::time::Instant::now() + opts.batch_window);
+                observer.caught_up(false);
             }
             let batch_at = due.unwrap_or_else(tokio::time::Instant::now);
             let resync_wait =
@@ -400,26 +401,22 @@ async fn apply_batch(
     batch: &BTreeMap<String, Pending>,
     observer: &Arc<dyn Observer>,
 ) -> Result<(), ApplyError> {
-    // Owned, so the futures below are Send without higher-ranked lifetimes.
+    // Creates and deletes first, parents before children; owned, so the futures below are
+    // Send without higher-ranked lifetimes.
     let mut by_depth: BTreeMap<usize, Vec<(String, Pending)>> = BTreeMap::new();
+    let mut data_only: Vec<(String, Pending)> = Vec::new();
     for (p, t) in batch {
-        by_depth.entry(depth(p)).or_default().push((p.clone(), *t));
+        if t.kinds == DATA_CHANGED {
+            data_only.push((p.clone(), *t));
+        } else {
+            by_depth.entry(depth(p)).or_default().push((p.clone(), *t));
+        }
     }
     for (_, paths) in by_depth {
         let results: Vec<Result<(), ApplyError>> = futures::stream::iter(paths)
             .map(|(p, t)| async move {
-                let applied = if t.kinds == DATA_CHANGED {
-                    apply_data(src, dst, &opts.sync, me, &p).await?
-                } else {
-                    apply_path(src, dst, &opts.sync, me, &p).await?
-                };
-                let lag = match applied {
-                    Applied::Written { mtime_ms } => {
-                        Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64)
-                    }
-                    Applied::Deleted | Applied::Unchanged => t.since.elapsed(),
-                };
-                observer.applied(&p, lag);
+                let applied = apply_path(src, dst, &opts.sync, me, &p).await?;
+                observer.applied(&p, lag_of(&applied, &t));
                 Ok(())
             })
             .buffer_unordered(opts.concurrency.max(1))
@@ -427,6 +424,15 @@ async fn apply_batch(
             .await;
         results.into_iter().collect::<Result<(), _>>()?;
     }
+    // Then data changes, many per request: one multi-read, one multi-write per chunk.
+    let chunks: Vec<Vec<(String, Pending)>> =
+        data_only.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
+    let results: Vec<Result<(), ApplyError>> = futures::stream::iter(chunks)
+        .map(|chunk| async move { apply_data_chunk(src, dst, opts, me, &chunk, observer).await })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<(), _>>()?;
     // Sequential names come from the parent's cversion: keep it at least the source's.
     let seq_parents: HashSet<&str> = batch
         .keys()
@@ -435,6 +441,102 @@ async fn apply_batch(
         .collect();
     for parent in seq_parents {
         raise_cversion(src, dst, &opts.sync, parent).await?;
+    }
+    Ok(())
+}
+
+/// A data write of the fast path: the dirty entry, the data read, the source mtime.
+type Write<'a> = (&'a (String, Pending), Vec<u8>, i64);
+
+/// Data-only changes read and written per request.
+const DATA_CHUNK: usize = 256;
+
+fn lag_of(applied: &Applied, t: &Pending) -> Duration {
+    match applied {
+        Applied::Written { mtime_ms } => {
+            Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64)
+        }
+        Applied::Deleted | Applied::Unchanged => t.since.elapsed(),
+    }
+}
+
+/// Copies the data of paths that only had data changes: one multi-read on the source, then
+/// multi-writes of setData on the destination (split to stay under the batch byte limit).
+/// Anything unusual (a node gone on either side, an ephemeral) goes through [`apply_data`].
+async fn apply_data_chunk(
+    src: &Client,
+    dst: &Client,
+    opts: &LiveOptions,
+    me: &Identity,
+    chunk: &[(String, Pending)],
+    observer: &Arc<dyn Observer>,
+) -> Result<(), ApplyError> {
+    let o = &opts.sync;
+    let mut reader = src.new_multi_reader();
+    for (p, _) in chunk {
+        reader
+            .add_get_data(p)
+            .map_err(ApplyError::on("source", "getData", p))?;
+    }
+    let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
+    let results = reader
+        .commit()
+        .await
+        .map_err(ApplyError::on("source", "multi-read", first))?;
+    let mut slow: Vec<&(String, Pending)> = Vec::new();
+    // (path, pending, mtime) of each write, in groups that fit one transaction.
+    let mut groups: Vec<Vec<Write<'_>>> = vec![Vec::new()];
+    let mut bytes = 0usize;
+    for (entry, r) in chunk.iter().zip(results) {
+        match r {
+            zookeeper_client::MultiReadResult::Data { data, stat } if stat.ephemeral_owner == 0 => {
+                let size = data.len() + entry.0.len() + 64;
+                if bytes + size > o.writer.max_batch_bytes {
+                    groups.push(Vec::new());
+                    bytes = 0;
+                }
+                bytes += size;
+                if let Some(g) = groups.last_mut() {
+                    g.push((entry, data, stat.mtime));
+                }
+            }
+            _ => slow.push(entry),
+        }
+    }
+    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let mut writer = dst.new_multi_writer();
+        for ((p, _), data, _) in &group {
+            let dp = dst_path(o, p);
+            writer
+                .add_set_data(&dp, data, None)
+                .map_err(ApplyError::on("destination", "setData", &dp))?;
+        }
+        match writer.commit().await {
+            Ok(_) => {
+                for ((p, t), _, mtime_ms) in &group {
+                    observer.applied(
+                        p,
+                        lag_of(
+                            &Applied::Written {
+                                mtime_ms: *mtime_ms,
+                            },
+                            t,
+                        ),
+                    );
+                }
+            }
+            // One node missing on the destination fails the whole transaction: go one by one.
+            Err(zookeeper_client::MultiWriteError::OperationFailed { .. }) => {
+                slow.extend(group.iter().map(|(e, _, _)| *e));
+            }
+            Err(zookeeper_client::MultiWriteError::RequestFailed { source }) => {
+                return Err(ApplyError::on("destination", "multi", first)(source));
+            }
+        }
+    }
+    for (p, t) in slow {
+        let applied = apply_data(src, dst, o, me, p).await?;
+        observer.applied(p, lag_of(&applied, t));
     }
     Ok(())
 }
