@@ -19,6 +19,18 @@ const KEYS: usize = 2_000;
 
 /// Writes `rate` setData/s spread over the keys for `secs`; returns the rate achieved.
 async fn write_at(clients: &[zookeeper_client::Client], root: &str, rate: u64, secs: f64) -> f64 {
+    write_ops(clients, root, rate, secs, false).await
+}
+
+/// Like [`write_at`], with creates of new nodes instead when `create` is set.
+async fn write_ops(
+    clients: &[zookeeper_client::Client],
+    root: &str,
+    rate: u64,
+    secs: f64,
+    create: bool,
+) -> f64 {
+    static CREATED: AtomicU64 = AtomicU64::new(0);
     let ticks_per_s = 100u64;
     let per_tick = (rate / ticks_per_s).max(1) as usize;
     let done = Arc::new(AtomicU64::new(0));
@@ -35,8 +47,20 @@ async fn write_at(clients: &[zookeeper_client::Client], root: &str, rate: u64, s
             let path = format!("{root}/k{}", n % KEYS);
             let value = n.to_le_bytes();
             let done = done.clone();
+            let new_path = format!("{root}/new-{}", CREATED.fetch_add(1, Ordering::Relaxed));
             pending.push(async move {
-                c.set_data(&path, &value, None).await.unwrap();
+                if create {
+                    c.create(
+                        &new_path,
+                        &value,
+                        &zookeeper_client::CreateMode::Persistent
+                            .with_acls(zookeeper_client::Acls::anyone_all()),
+                    )
+                    .await
+                    .unwrap();
+                } else {
+                    c.set_data(&path, &value, None).await.unwrap();
+                }
                 done.fetch_add(1, Ordering::Relaxed);
             });
             n += 1;
@@ -151,19 +175,47 @@ fn main() {
                 ""
             }
         );
+        // Creates take the structural path (read the node and its ACL, create it).
+        println!("creates of new nodes:");
+        for rate in [1_000u64, 5_000, 10_000] {
+            stats.take_lags();
+            let achieved = write_ops(&writers, root, rate, secs / 2.0, true).await;
+            let caught = catch_up(&stats).await;
+            let mut lags = stats.take_lags();
+            let p50 = live::quantile(&mut lags, 0.5);
+            let p99 = live::quantile(&mut lags, 0.99);
+            let max = lags.iter().max().copied();
+            let kept = p99.is_some_and(|p| p < Duration::from_secs(1))
+                && caught < Duration::from_millis(500);
+            println!(
+                "{:>12} {:>12.0} {:>9} {:>9} {:>9} {:>9.0}ms {:>9}",
+                rate,
+                achieved,
+                ms(p50),
+                ms(p99),
+                ms(max),
+                caught.as_secs_f64() * 1000.0,
+                if kept { "yes" } else { "no" }
+            );
+            if !kept {
+                break;
+            }
+        }
         // Converged once the writes stop: the verifier finds equal trees within seconds.
         let t = Instant::now();
-        loop {
+        let report = loop {
             let r = verify(&o).await;
             if r.equal {
-                break;
+                break r;
             }
             assert!(t.elapsed() < Duration::from_secs(60), "never converged:\n{}", r.render());
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
         println!(
-            "destination verified equal to the source {:.0} ms after the last write",
-            t.elapsed().as_secs_f64() * 1000.0
+            "destination verified equal to the source ({} nodes, verify took {:.1} s) {:.1} s after the last write",
+            report.source_nodes,
+            report.duration_seconds,
+            t.elapsed().as_secs_f64()
         );
         let _ = stop.send(true);
         task.await.unwrap().unwrap();

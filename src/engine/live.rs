@@ -413,15 +413,16 @@ async fn apply_batch(
         }
     }
     for (_, paths) in by_depth {
-        let results: Vec<Result<(), ApplyError>> = futures::stream::iter(paths)
-            .map(|(p, t)| async move {
-                let applied = apply_path(src, dst, &opts.sync, me, &p).await?;
-                observer.applied(&p, lag_of(&applied, &t));
-                Ok(())
-            })
-            .buffer_unordered(opts.concurrency.max(1))
-            .collect()
-            .await;
+        let chunks: Vec<Vec<(String, Pending)>> =
+            paths.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
+        let results: Vec<Result<(), ApplyError>> =
+            futures::stream::iter(chunks)
+                .map(|chunk| async move {
+                    apply_created_chunk(src, dst, opts, me, &chunk, observer).await
+                })
+                .buffer_unordered(8)
+                .collect()
+                .await;
         results.into_iter().collect::<Result<(), _>>()?;
     }
     // Then data changes, many per request: one multi-read, one multi-write per chunk.
@@ -444,6 +445,9 @@ async fn apply_batch(
     }
     Ok(())
 }
+
+/// A create of the fast path: the dirty entry, the data read, the source mtime, the kind.
+type Create<'a> = (&'a (String, Pending), Vec<u8>, i64, NodeKind);
 
 /// A data write of the fast path: the dirty entry, the data read, the source mtime.
 type Write<'a> = (&'a (String, Pending), Vec<u8>, i64);
@@ -536,6 +540,122 @@ async fn apply_data_chunk(
     }
     for (p, t) in slow {
         let applied = apply_data(src, dst, o, me, p).await?;
+        observer.applied(p, lag_of(&applied, t));
+    }
+    Ok(())
+}
+
+/// Paths of one depth that had creates or deletes. The common case, nodes new on the source,
+/// takes one multi-read, the ACL reads pipelined, and one multi-write of creates. Anything
+/// else (a delete, a node already on the destination, an ACL that would lock the copier out)
+/// goes through [`apply_path`] one by one.
+async fn apply_created_chunk(
+    src: &Client,
+    dst: &Client,
+    opts: &LiveOptions,
+    me: &Identity,
+    chunk: &[(String, Pending)],
+    observer: &Arc<dyn Observer>,
+) -> Result<(), ApplyError> {
+    let o = &opts.sync;
+    let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
+    let mut reader = src.new_multi_reader();
+    for (p, _) in chunk {
+        reader
+            .add_get_data(p)
+            .map_err(ApplyError::on("source", "getData", p))?;
+    }
+    let results = reader
+        .commit()
+        .await
+        .map_err(ApplyError::on("source", "multi-read", first))?;
+    let mut slow: Vec<&(String, Pending)> = Vec::new();
+    let mut fast: Vec<Create<'_>> = Vec::new();
+    for (entry, r) in chunk.iter().zip(results) {
+        match r {
+            zookeeper_client::MultiReadResult::Data { data, stat } => {
+                let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
+                match desired_kind(kind_for(&o.type_rules, &entry.0, reported), o.ephemerals) {
+                    Some(kind) => fast.push((entry, data, stat.mtime, kind)),
+                    None => slow.push(entry),
+                }
+            }
+            _ => slow.push(entry),
+        }
+    }
+    // ACLs have no multi form: read them pipelined on the one session.
+    let acls: Vec<Option<Vec<AclEntry>>> = if o.copy_acl {
+        let reads = fast.iter().map(|(e, ..)| src.get_acl(&e.0));
+        let mut out = Vec::with_capacity(fast.len());
+        for (r, (e, ..)) in futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .zip(&fast)
+        {
+            match r {
+                Ok((acl, _)) => {
+                    let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
+                    let usable = !acl.iter().any(verifier::reader::is_redacted)
+                        && me.grants(
+                            &acl,
+                            verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
+                        );
+                    out.push(usable.then(|| canonical_acl(acl)));
+                }
+                Err(ZkError::NoNode) => out.push(None),
+                Err(err) => return Err(ApplyError::on("source", "getACL", &e.0)(err)),
+            }
+        }
+        out
+    } else {
+        fast.iter().map(|_| Some(vec![AclEntry::open()])).collect()
+    };
+    let mut writer = dst.new_multi_writer();
+    let mut written: Vec<(&(String, Pending), i64)> = Vec::new();
+    let mut bytes = 0usize;
+    for ((entry, data, mtime, kind), acl) in fast.iter().zip(acls) {
+        let Some(acl) = acl.filter(|_| bytes + data.len() < o.writer.max_batch_bytes) else {
+            slow.push(entry);
+            continue;
+        };
+        bytes += data.len() + entry.0.len() + 64;
+        let zk_acl: Vec<Acl> = acl.iter().map(AclEntry::to_zk).collect();
+        let mut options = create_mode(*kind).with_acls(Acls::new(&zk_acl));
+        if let NodeKind::Ttl { ttl_ms } = kind {
+            options = options.with_ttl(Duration::from_millis((*ttl_ms).max(1) as u64));
+        }
+        let dp = dst_path(o, &entry.0);
+        writer
+            .add_create(&dp, data, &options)
+            .map_err(ApplyError::on("destination", "create", &dp))?;
+        written.push((entry, *mtime));
+    }
+    if !written.is_empty() {
+        match writer.commit().await {
+            Ok(_) => {
+                for ((p, t), mtime_ms) in &written {
+                    observer.applied(
+                        p,
+                        lag_of(
+                            &Applied::Written {
+                                mtime_ms: *mtime_ms,
+                            },
+                            t,
+                        ),
+                    );
+                }
+            }
+            // Some node exists already (or its parent is missing): one by one.
+            Err(zookeeper_client::MultiWriteError::OperationFailed { .. }) => {
+                slow.extend(written.iter().map(|(e, _)| *e));
+            }
+            Err(zookeeper_client::MultiWriteError::RequestFailed { source }) => {
+                return Err(ApplyError::on("destination", "multi", first)(source));
+            }
+        }
+    }
+    for (p, t) in slow {
+        let applied = apply_path(src, dst, o, me, p).await?;
         observer.applied(p, lag_of(&applied, t));
     }
     Ok(())
