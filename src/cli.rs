@@ -287,6 +287,18 @@ pub struct SyncArgs {
         requires = "continuous"
     )]
     pub resync_interval: f64,
+    /// With --continuous: verify this often (0: never). Lag-aware: a difference counts only
+    /// when it is still there twice after the stream caught up, with the source unchanged.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "SECONDS",
+        requires = "continuous"
+    )]
+    pub verify_interval: f64,
+    /// With --verify-interval: re-sync the paths the verifier confirmed divergent.
+    #[arg(long, requires = "verify_interval")]
+    pub repair: bool,
 }
 
 #[derive(Args, Debug)]
@@ -612,9 +624,17 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
             }
         })
     };
+    let verifier_task = (a.verify_interval > 0.0).then(|| {
+        let (stats, o, repair) = (stats.clone(), lo.sync.clone(), a.repair);
+        let every = Duration::from_secs_f64(a.verify_interval);
+        tokio::spawn(async move { verify_loop(o, stats, every, repair).await })
+    });
     let observer: Arc<dyn live::Observer> = stats.clone();
     let result = live::run(&lo, observer, stop_rx).await;
     reporter.abort();
+    if let Some(t) = verifier_task {
+        t.abort();
+    }
     match result {
         Ok(()) => {
             let s = stats.snapshot();
@@ -625,5 +645,70 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(a.endpoints.json, &e),
+    }
+}
+
+/// `--verify-interval`: lag-aware verifications while the stream runs, one line each.
+async fn verify_loop(
+    o: SyncOptions,
+    stats: std::sync::Arc<crate::engine::live::Stats>,
+    every: Duration,
+    repair: bool,
+) {
+    use crate::engine::judge;
+    loop {
+        tokio::time::sleep(every).await;
+        let pools = tokio::try_join!(
+            verifier::connect_pool("source", &o.source, 2),
+            verifier::connect_pool("destination", &o.destination, 2)
+        );
+        let (src, dst) = match pools {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("verify: cannot connect: {e}");
+                continue;
+            }
+        };
+        let s = stats.clone();
+        let verdict = judge::judge(
+            &src,
+            &dst,
+            &o,
+            1000,
+            Duration::from_millis(100),
+            move || s.snapshot().caught_up,
+        )
+        .await;
+        match verdict {
+            Err(e) => eprintln!("verify: failed: {}", crate::runs::cause_chain(&e)),
+            Ok(v) if v.in_sync() => eprintln!(
+                "verify: IN SYNC ({} nodes, root hash {}, {} suspected and cleared as lag)",
+                v.report.source_nodes,
+                &v.report.source_root_hash[..v.report.source_root_hash.len().min(16)],
+                v.report.divergent_nodes
+            ),
+            Ok(v) => {
+                eprintln!(
+                    "verify: DIVERGED: {} confirmed, {} undecided{}{}",
+                    v.confirmed.len(),
+                    v.undecided,
+                    if v.confirmed.is_empty() { "" } else { ": " },
+                    v.confirmed
+                        .iter()
+                        .take(10)
+                        .map(|p| if p.is_empty() { "/" } else { p.as_str() })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                if repair && !v.confirmed.is_empty() {
+                    match judge::repair(&o, &v.confirmed).await {
+                        Ok(n) => eprintln!("verify: repaired {n} divergent subtrees"),
+                        Err(e) => {
+                            eprintln!("verify: repair failed: {}", crate::runs::cause_chain(&e))
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -279,6 +279,7 @@ async fn the_cli_streams_until_sigterm() {
             "--root-path",
             &root,
         ])
+        .args(["--verify-interval", "0.5", "--repair"])
         .args([
             "--source",
             &src.connect_string(),
@@ -294,7 +295,11 @@ async fn the_cli_streams_until_sigterm() {
         mk(&zs, &format!("{root}/cli-{i}"), b"c").await;
     }
     converges(&o).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Written on the destination behind the stream's back: the verifier confirms it and the
+    // repair removes it.
+    mk(&client(dst).await, &format!("{root}/intruder"), b"x").await;
+    converges(&o).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -309,4 +314,117 @@ async fn the_cli_streams_until_sigterm() {
     assert!(stderr.contains("continuous: Streaming"), "{stderr}");
     assert!(stderr.contains("lag p50"), "{stderr}");
     assert!(stderr.contains("continuous: stopped after"), "{stderr}");
+    assert!(
+        stderr.contains("verify: DIVERGED: 1 confirmed, 0 undecided: /intruder"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("verify: repaired 1 divergent subtrees"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("verify: IN SYNC"), "{stderr}");
+}
+
+async fn pools(o: &SyncOptions) -> (Vec<zookeeper_client::Client>, Vec<zookeeper_client::Client>) {
+    (
+        verifier::connect_pool("source", &o.source, 2)
+            .await
+            .unwrap(),
+        verifier::connect_pool("destination", &o.destination, 2)
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_aware_verifier_blames_nothing_under_heavy_writes() {
+    use resiliency_operator::engine::judge;
+    let (src, dst) = shared_pair();
+    let root = unique_root("live-judge-busy");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 300, 30, 8).await;
+    let o = sync_opts(src, &root, dst, &root);
+    let run = start(LiveOptions::new(o.clone()));
+    run.streaming().await;
+    let keys: Vec<String> = zs.list_children(&root).await.unwrap();
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let zs = client(src).await;
+        let (root, writing) = (root.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let futs = (0..20).map(|j| {
+                    let p = format!("{root}/{}", keys[(i + j) % keys.len()]);
+                    let zs = &zs;
+                    async move { zs.set_data(&p, &i.to_le_bytes(), None).await.unwrap() }
+                });
+                futures::future::join_all(futs).await;
+                mk(&zs, &format!("{root}/busy-{i}"), b"b").await;
+                i += 20;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let (sp, dp) = pools(&o).await;
+    let mut suspected = 0;
+    for _ in 0..3 {
+        let stats = run.stats.clone();
+        let v = judge::judge(&sp, &dp, &o, 1000, Duration::from_millis(50), move || {
+            stats.snapshot().caught_up
+        })
+        .await
+        .unwrap();
+        suspected += v.report.divergent_nodes;
+        assert!(
+            v.confirmed.is_empty(),
+            "lag blamed as divergence: {:?}",
+            v.confirmed
+        );
+    }
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    // The full verifications did see the lag (otherwise this test proves nothing).
+    assert!(suspected > 0, "the writes never showed as lag");
+    converges(&o).await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_aware_verifier_confirms_a_tampered_destination() {
+    use resiliency_operator::engine::judge;
+    let (src, dst) = shared_pair();
+    let root = unique_root("live-judge-tamper");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 50, 10, 8).await;
+    let o = sync_opts(src, &root, dst, &root);
+    let mut lo = LiveOptions::new(o.clone());
+    lo.resync_interval = None;
+    let run = start(lo);
+    run.streaming().await;
+    // Written on the destination behind the stream's back: no source event will fix it.
+    let zd = client(dst).await;
+    let victim = zs.list_children(&root).await.unwrap()[0].clone();
+    zd.set_data(&format!("{root}/{victim}"), b"tampered", None)
+        .await
+        .unwrap();
+    mk(&zd, &format!("{root}/intruder"), b"x").await;
+    let (sp, dp) = pools(&o).await;
+    let stats = run.stats.clone();
+    let v = judge::judge(&sp, &dp, &o, 1000, Duration::from_millis(50), move || {
+        stats.snapshot().caught_up
+    })
+    .await
+    .unwrap();
+    let mut confirmed = v.confirmed.clone();
+    confirmed.sort();
+    assert_eq!(
+        confirmed,
+        vec!["/intruder".to_string(), format!("/{victim}")]
+    );
+    assert!(!v.in_sync());
+    // Repair re-syncs exactly those: the intruder goes, the data comes back.
+    assert_eq!(judge::repair(&o, &v.confirmed).await.unwrap(), 2);
+    assert_equal(&o).await;
+    run.stop().await;
 }

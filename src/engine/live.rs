@@ -253,6 +253,7 @@ async fn epoch(
                 }
             };
             observer.full_sync(&summary);
+            observer.caught_up(dirty.is_empty());
         }
         observer.state(LiveState::Streaming, "streaming changes");
         // ACL changes fire no watch event: only a re-walk sees them.
@@ -857,6 +858,17 @@ async fn apply_path(
             })
         }
     }
+}
+
+/// Deletes `top` and everything under it on the destination (for the judge's repair).
+pub async fn delete_destination_subtree(dst: &Client, top: &str) -> Result<(), SyncError> {
+    delete_subtree(dst, top)
+        .await
+        .map_err(|e| SyncError::Write {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        })
 }
 
 /// Deletes `top` and everything under it on the destination, children first.

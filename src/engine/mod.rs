@@ -5,6 +5,7 @@
 
 mod copy;
 pub mod error;
+pub mod judge;
 pub mod live;
 pub mod plan;
 pub mod progress;

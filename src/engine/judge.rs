@@ -1,0 +1,229 @@
+//! The lag-aware verifier of a continuous sync: tells real divergence from replication lag.
+//!
+//! A full verification of a tree that is being written finds differences that are only lag.
+//! So every divergent path it lists is first *suspected*. Once the stream has caught up, each
+//! suspect is compared again node by node, twice, a settle interval apart. A path is
+//! *confirmed* divergent only when both comparisons still find a difference and its source
+//! node did not change between them (same mzxid): a node still being written is never blamed.
+
+use std::time::{Duration, Instant};
+
+use verifier::model::{canonical_acl, AclEntry, NodeKind};
+use verifier::{path, Report, VerifyError, VerifyOptions};
+use zookeeper_client::{Client, Error as ZkError};
+
+use super::{kind_for, observable, SyncOptions};
+
+/// The outcome of one lag-aware verification.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// The full verification (its divergences are the suspects).
+    pub report: Report,
+    /// Paths (relative to the roots, "" is the root) still different after the stream caught
+    /// up, twice, with their source unchanged. Real divergence.
+    pub confirmed: Vec<String>,
+    /// Suspects that could not be judged: the stream did not catch up in time, the source
+    /// node kept changing, or more were divergent than the report lists.
+    pub undecided: u64,
+}
+
+impl Verdict {
+    /// The trees are known equal (no suspect at all, or every suspect was lag).
+    pub fn in_sync(&self) -> bool {
+        self.confirmed.is_empty() && self.undecided == 0
+    }
+}
+
+/// What one side holds at a path, for a node-by-node comparison.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NodeState {
+    data: Vec<u8>,
+    acl: Option<Vec<AclEntry>>,
+    kind: NodeKind,
+    mzxid: i64,
+}
+
+async fn read_node(
+    c: &Client,
+    p: &str,
+    acl: bool,
+    o: &SyncOptions,
+    source_path: Option<&str>,
+) -> Result<Option<NodeState>, ZkError> {
+    let (data, stat) = match c.get_data(p).await {
+        Ok(v) => v,
+        Err(ZkError::NoNode) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
+    let kind = match source_path {
+        // The source's kind as the copy would create it (rules, ephemeral policy).
+        Some(sp) => {
+            match super::plan::desired_kind(kind_for(&o.type_rules, sp, reported), o.ephemerals) {
+                Some(k) => observable(k),
+                // Skipped ephemerals count as absent, as in the verifier.
+                None => return Ok(None),
+            }
+        }
+        None => observable(reported),
+    };
+    let acl = if acl {
+        match c.get_acl(p).await {
+            Ok((a, _)) => Some(canonical_acl(a.iter().map(AclEntry::from_zk).collect())),
+            Err(ZkError::NoNode) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    Ok(Some(NodeState {
+        data,
+        acl,
+        kind,
+        mzxid: stat.mzxid,
+    }))
+}
+
+/// Compares one relative path on both sides: None when equal, else the source's mzxid (0 when
+/// the source has no such node).
+async fn differs(
+    src: &Client,
+    dst: &Client,
+    o: &SyncOptions,
+    rel: &str,
+) -> Result<Option<i64>, ZkError> {
+    let sp = path::join(&o.source_root, rel);
+    let dp = path::join(&o.destination_root, rel);
+    let s = read_node(src, &sp, o.copy_acl, o, Some(&sp)).await?;
+    let d = read_node(dst, &dp, o.copy_acl, o, None).await?;
+    let same = match (&s, &d) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.data == b.data && a.acl == b.acl && a.kind == b.kind,
+        _ => false,
+    };
+    Ok((!same).then(|| s.map(|n| n.mzxid).unwrap_or(0)))
+}
+
+/// Runs a full verification, then judges its suspects once `caught_up` says the stream has
+/// nothing pending. `settle` separates the two rechecks (a few batch windows).
+pub async fn judge(
+    src: &[Client],
+    dst: &[Client],
+    o: &SyncOptions,
+    max_paths: usize,
+    settle: Duration,
+    caught_up: impl Fn() -> bool,
+) -> Result<Verdict, VerifyError> {
+    let mut v = VerifyOptions::default();
+    v.walk.hash.acl = o.copy_acl;
+    v.walk.ephemerals = o.ephemerals;
+    v.max_paths = max_paths;
+    let report = verifier::verify(src, &o.source_root, dst, &o.destination_root, v).await?;
+    let mut verdict = Verdict {
+        undecided: report
+            .divergent_nodes
+            .saturating_sub(report.divergences.len() as u64),
+        confirmed: Vec::new(),
+        report,
+    };
+    if verdict.report.equal {
+        return Ok(verdict);
+    }
+    let mut suspects: Vec<String> = verdict
+        .report
+        .divergences
+        .iter()
+        .map(|d| d.path.clone())
+        .collect();
+    suspects.dedup();
+    let (s, d) = (&src[0], &dst[0]);
+    let read_err = |rel: &str, e: ZkError| {
+        VerifyError::Read(verifier::reader::ReadError {
+            side: "recheck",
+            op: "getData",
+            path: rel.to_string(),
+            source: e,
+        })
+    };
+    // Two rechecks, each after the stream has caught up; the source must hold still between.
+    let mut first: Vec<(String, i64)> = Vec::new();
+    if !wait_caught_up(&caught_up, settle).await {
+        verdict.undecided += suspects.len() as u64;
+        return Ok(verdict);
+    }
+    for rel in suspects {
+        if let Some(z) = differs(s, d, o, &rel)
+            .await
+            .map_err(|e| read_err(&rel, e))?
+        {
+            first.push((rel, z));
+        }
+    }
+    if first.is_empty() {
+        return Ok(verdict);
+    }
+    tokio::time::sleep(settle).await;
+    if !wait_caught_up(&caught_up, settle).await {
+        verdict.undecided += first.len() as u64;
+        return Ok(verdict);
+    }
+    for (rel, zxid) in first {
+        match differs(s, d, o, &rel)
+            .await
+            .map_err(|e| read_err(&rel, e))?
+        {
+            Some(z) if z == zxid => verdict.confirmed.push(rel),
+            // Changed on the source meanwhile: still in flight, judged next time.
+            Some(_) => verdict.undecided += 1,
+            None => {}
+        }
+    }
+    Ok(verdict)
+}
+
+/// Waits (up to 30 s) until the stream has nothing pending, then one more settle interval.
+async fn wait_caught_up(caught_up: &impl Fn() -> bool, settle: Duration) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !caught_up() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(settle).await;
+    true
+}
+
+/// Re-syncs each confirmed divergent path (relative to the roots): the subtree is copied again
+/// when the source has it, and deleted from the destination when it does not (and `prune` is
+/// on). Returns how many paths were repaired.
+pub async fn repair(o: &SyncOptions, confirmed: &[String]) -> Result<usize, super::SyncError> {
+    let src = verifier::connect("source", &o.source).await?;
+    let dst = verifier::connect("destination", &o.destination).await?;
+    let mut done = 0;
+    for rel in confirmed {
+        let sp = path::join(&o.source_root, rel);
+        let dp = path::join(&o.destination_root, rel);
+        let exists = src
+            .check_stat(&sp)
+            .await
+            .map_err(|e| super::SyncError::Write {
+                op: "exists",
+                path: sp.clone(),
+                source: e,
+            })?
+            .is_some();
+        if exists {
+            let mut sub = o.clone();
+            sub.source_root = sp;
+            sub.destination_root = dp;
+            super::sync(&sub).await?;
+        } else if o.prune {
+            super::live::delete_destination_subtree(&dst, &dp).await?;
+        } else {
+            continue;
+        }
+        done += 1;
+    }
+    Ok(done)
+}
