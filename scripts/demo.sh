@@ -289,7 +289,47 @@ spec:
 YAML
 run "$BIN" run -f "$WORK/manifests" || die "the manifests did not run to equal trees"
 
-section "6. Final check: verify --json"
+section "6. Live sync: stream every change, verify while it runs"
+# A full sync, then each source change streamed through a persistent recursive watch. Every 2 s
+# the lag-aware verifier compares the trees; --repair re-syncs what it confirms divergent.
+show "$BIN" sync "${COMMON[@]}" --continuous --verify-interval 2 --repair --progress 1 "&"
+"$BIN" sync "${COMMON[@]}" --continuous --verify-interval 2 --repair --progress 1 \
+    2>"$WORK/live.log" &
+LIVE_PID=$!
+for _ in $(seq 1 100); do
+    grep -q "continuous: Streaming" "$WORK/live.log" && break
+    kill -0 "$LIVE_PID" 2>/dev/null || { cat "$WORK/live.log" >&2; die "the live sync stopped"; }
+    sleep 0.2
+done
+grep -q "continuous: Streaming" "$WORK/live.log" || die "the live sync never started streaming"
+cat >"$WORK/change3.zk" <<CHG
+set /demo/config/log.level WARN
+create /demo/config/new.flag on
+create -s /demo/queue/job- payload-e
+delete /demo/brokers/topics/orders
+create /demo/brokers/topics/payments {"partitions":{"0":[1,4]}}
+CHG
+sed 's/^/  zk> /' "$WORK/change3.zk"
+zkcli "$SRC" "$WORK/change3.zk"
+check_zkcli "$WORK/change3.zk"
+echo "Someone writes to the DESTINATION behind the stream's back:"
+cat >"$WORK/tamper.zk" <<CHG
+create /demo/config/rogue.key "not on the source"
+CHG
+sed 's/^/  zk> /' "$WORK/tamper.zk"
+zkcli "$DST" "$WORK/tamper.zk"
+check_zkcli "$WORK/tamper.zk"
+# Wait for the verifier to confirm the rogue node, repair it and find the trees in sync.
+for _ in $(seq 1 150); do
+    grep -q "verify: repaired" "$WORK/live.log" && grep -A100 "verify: repaired" "$WORK/live.log" | grep -q "verify: IN SYNC" && break
+    sleep 0.2
+done
+kill -TERM "$LIVE_PID"
+wait "$LIVE_PID" || die "the live sync did not stop cleanly"
+sed 's/^/  /' "$WORK/live.log"
+grep -q "verify: repaired" "$WORK/live.log" || die "the verifier never repaired the rogue node"
+
+section "7. Final check: verify --json"
 show "$BIN" verify "${COMMON[@]}" --json "| python3 -m json.tool"
 if command -v python3 >/dev/null 2>&1; then
     set +e
