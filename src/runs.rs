@@ -131,20 +131,7 @@ impl Runs {
     }
 }
 
-/// The error and its sources on one line, each cause once.
-pub fn cause_chain(err: &dyn std::error::Error) -> String {
-    let mut msg = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let c_msg = c.to_string();
-        if !msg.contains(&c_msg) {
-            msg.push_str(": ");
-            msg.push_str(&c_msg);
-        }
-        cause = c.source();
-    }
-    msg
-}
+pub use crate::engine::error::cause_chain;
 
 /// The reason and side of a copy error, for conditions and metrics.
 pub fn classify(err: &SyncError) -> (Reason, Option<bool>) {

@@ -36,22 +36,6 @@ struct ApiServer {
     objects: std::collections::HashMap<String, Value>,
 }
 
-/// JSON merge patch (RFC 7386), which is also what an apply of a subset amounts to here.
-fn merge(base: &mut Value, patch: &Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    b.remove(k);
-                } else {
-                    merge(b.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (b, p) => *b = p.clone(),
-    }
-}
-
 struct Call {
     method: String,
     /// Path and query.

@@ -129,21 +129,6 @@ enum Epoch {
     Restart(String),
 }
 
-/// The error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cause = c.source();
-    }
-    s
-}
-
 fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -175,7 +160,7 @@ pub async fn run(
             Err(e) if e.is_transient() || !first => {
                 failures = failures.saturating_add(1);
                 let wait = Duration::from_millis(250u64 << failures.min(5));
-                let why = chain(&e);
+                let why = super::error::cause_chain(&e);
                 tracing::warn!(error = %why, retry_in = ?wait, "continuous sync interrupted");
                 observer.state(LiveState::Retrying, &why);
                 tokio::select! {
@@ -453,6 +438,24 @@ type Create<'a> = (&'a (String, Pending), Vec<u8>, i64, NodeKind);
 /// A data write of the fast path: the dirty entry, the data read, the source mtime.
 type Write<'a> = (&'a (String, Pending), Vec<u8>, i64);
 
+/// Data and stat of every path of `chunk` in one multi-read (errors such as NoNode per path).
+async fn read_chunk(
+    src: &Client,
+    chunk: &[(String, Pending)],
+) -> Result<Vec<zookeeper_client::MultiReadResult>, ApplyError> {
+    let mut reader = src.new_multi_reader();
+    for (p, _) in chunk {
+        reader
+            .add_get_data(p)
+            .map_err(ApplyError::on("source", "getData", p))?;
+    }
+    let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
+    reader
+        .commit()
+        .await
+        .map_err(ApplyError::on("source", "multi-read", first))
+}
+
 /// Data-only changes read and written per request.
 const DATA_CHUNK: usize = 256;
 
@@ -477,17 +480,8 @@ async fn apply_data_chunk(
     observer: &Arc<dyn Observer>,
 ) -> Result<(), ApplyError> {
     let o = &opts.sync;
-    let mut reader = src.new_multi_reader();
-    for (p, _) in chunk {
-        reader
-            .add_get_data(p)
-            .map_err(ApplyError::on("source", "getData", p))?;
-    }
     let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
-    let results = reader
-        .commit()
-        .await
-        .map_err(ApplyError::on("source", "multi-read", first))?;
+    let results = read_chunk(src, chunk).await?;
     let mut slow: Vec<&(String, Pending)> = Vec::new();
     // (path, pending, mtime) of each write, in groups that fit one transaction.
     let mut groups: Vec<Vec<Write<'_>>> = vec![Vec::new()];
@@ -560,16 +554,7 @@ async fn apply_created_chunk(
 ) -> Result<(), ApplyError> {
     let o = &opts.sync;
     let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
-    let mut reader = src.new_multi_reader();
-    for (p, _) in chunk {
-        reader
-            .add_get_data(p)
-            .map_err(ApplyError::on("source", "getData", p))?;
-    }
-    let results = reader
-        .commit()
-        .await
-        .map_err(ApplyError::on("source", "multi-read", first))?;
+    let results = read_chunk(src, chunk).await?;
     let mut slow: Vec<&(String, Pending)> = Vec::new();
     let mut fast: Vec<Create<'_>> = Vec::new();
     for (entry, r) in chunk.iter().zip(results) {

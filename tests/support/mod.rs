@@ -227,3 +227,21 @@ pub fn logged(log: &str, op: &str, path: &str) -> bool {
         })
     })
 }
+
+/// JSON merge patch (RFC 7386): what the fake API servers of the operator tests apply for a
+/// PATCH (a server-side apply of a subset amounts to the same there).
+pub fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    b.remove(k);
+                } else {
+                    merge(b.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
