@@ -428,3 +428,30 @@ async fn the_lag_aware_verifier_confirms_a_tampered_destination() {
     assert_equal(&o).await;
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_source_root_stops_the_stream_and_keeps_the_destination_root() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("live-root-gone");
+    let zs = client(src).await;
+    mk(&zs, &root, b"root").await;
+    let o = sync_opts(src, &root, dst, &root);
+    let run = start(LiveOptions::new(o.clone()));
+    run.streaming().await;
+    zs.delete(&root, None).await.unwrap();
+    wait_for(
+        "the stream to stop on the missing root",
+        Duration::from_secs(30),
+        || async {
+            let s = run.stats.snapshot();
+            s.state == Some(LiveState::Retrying) && s.why.contains("does not exist")
+        },
+    )
+    .await;
+    let (data, _) = client(dst).await.get_data(&root).await.unwrap();
+    assert_eq!(data, b"root", "the destination copy was kept");
+    // Once the root is back, the stream resumes.
+    mk(&zs, &root, b"back").await;
+    converges(&o).await;
+    run.stop().await;
+}

@@ -729,6 +729,11 @@ async fn apply_path(
         Err(e) => return Err(ApplyError::on("source", "getData", p)(e)),
     };
     let Some((data, stat)) = source else {
+        if p == o.source_root {
+            // The whole source root is gone: stop here, as a one-shot sync would, rather than
+            // wipe the destination copy (it may be the only one left).
+            return Err(ApplyError::on("source", "getData", p)(ZkError::NoNode));
+        }
         if o.prune {
             delete_subtree(dst, &dp).await?;
         }
