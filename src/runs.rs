@@ -48,9 +48,6 @@ struct Entry {
     task: Option<tokio::task::AbortHandle>,
 }
 
-/// Called with the key of a run when it finishes, e.g. to wake the reconciler.
-pub type OnDone = Arc<dyn Fn(&str) + Send + Sync>;
-
 #[derive(Clone, Default)]
 pub struct Runs {
     inner: Arc<Mutex<HashMap<String, Entry>>>,
@@ -71,7 +68,7 @@ impl Runs {
     }
 
     /// Starts a copy (then, when `verify`, the verifier) unless one runs under `key` already.
-    pub fn start(&self, key: &str, opts: SyncOptions, verify: bool, on_done: Option<OnDone>) {
+    pub fn start(&self, key: &str, opts: SyncOptions, verify: bool) {
         let mut map = self.lock();
         if matches!(
             map.get(key),
@@ -88,19 +85,14 @@ impl Runs {
         let task = tokio::spawn(async move {
             let result = run(&opts, verify).await;
             let finished = Timestamp::now();
-            {
-                let mut map = inner.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(e) = map.get_mut(&owned_key) {
-                    e.state = RunState::Finished {
-                        started,
-                        finished,
-                        result,
-                    };
-                    e.task = None;
-                }
-            }
-            if let Some(f) = on_done {
-                f(&owned_key);
+            let mut map = inner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = map.get_mut(&owned_key) {
+                e.state = RunState::Finished {
+                    started,
+                    finished,
+                    result,
+                };
+                e.task = None;
             }
         });
         map.insert(

@@ -274,7 +274,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
             let old_phase = s.status.as_ref().map(|st| st.phase);
             say_notes("synchronization", &key.0, &key.1, &d.notes);
             match d.action {
-                Action::Start(opts, verify) => runs.start(&uid, *opts, verify, None),
+                Action::Start(opts, verify) => runs.start(&uid, *opts, verify),
                 Action::Forget => runs.stop(&uid),
                 Action::Nothing => {}
             }

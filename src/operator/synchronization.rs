@@ -157,7 +157,7 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
         record_outcome(&ns, &name, &d.status);
     }
     match d.action {
-        decide::Action::Start(opts, verify) => ctx.runs.start(&uid, *opts, verify, None),
+        decide::Action::Start(opts, verify) => ctx.runs.start(&uid, *opts, verify),
         // The outcome is forgotten only once the cache shows it stored (the watch event of
         // the status just written brings us back here). Forgetting earlier would let a
         // reconcile on a stale object see "Running, no run" and start the copy again.
