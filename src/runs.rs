@@ -113,6 +113,16 @@ impl Runs {
         }
     }
 
+    /// Aborts every run and forgets every outcome (when this replica stops being the leader:
+    /// the next leader owns them now).
+    pub fn clear(&self) {
+        for (_, e) in self.lock().drain() {
+            if let Some(t) = e.task {
+                t.abort();
+            }
+        }
+    }
+
     /// Keys of the runs still going.
     pub fn running(&self) -> Vec<String> {
         self.lock()
@@ -193,4 +203,28 @@ pub async fn verify_copy(opts: &SyncOptions) -> Result<Report, RunFailure> {
     verifier::verify(&src, &opts.source_root, &dst, &opts.destination_root, v)
         .await
         .map_err(|e| fail(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use verifier::ConnectOptions;
+
+    #[tokio::test]
+    async fn clear_aborts_every_run_and_forgets_every_outcome() {
+        let runs = Runs::new();
+        // Nothing listens there: the copy waits on its connect timeout, so it is still running.
+        let opts = SyncOptions::new(
+            ConnectOptions::new("127.0.0.1:9"),
+            "/a",
+            ConnectOptions::new("127.0.0.1:9"),
+            "/b",
+        );
+        runs.start("one", opts.clone(), true);
+        runs.start("two", opts, false);
+        assert_eq!(runs.running().len(), 2);
+        runs.clear();
+        assert!(runs.running().is_empty());
+        assert!(runs.state("one").is_none() && runs.state("two").is_none());
+    }
 }

@@ -282,21 +282,20 @@ async fn when_set(mut rx: watch::Receiver<bool>) {
 }
 
 /// Runs one controller until it is told to stop. Used with and without leader election.
+/// `runs` is owned by the caller so it can abort them even when it aborts this future.
 async fn run_one(
     which: Which,
     client: Client,
     instance: Option<String>,
     stop: watch::Receiver<bool>,
+    runs: Runs,
 ) {
     let shared = Shared::new(client, which, instance);
     let stop = when_set(stop);
     match which {
         Which::Database => database::run(Arc::new(database::Ctx::new(shared)), stop).await,
         Which::Synchronization => {
-            let ctx = synchronization::Ctx {
-                shared,
-                runs: Runs::new(),
-            };
+            let ctx = synchronization::Ctx { shared, runs };
             synchronization::run(Arc::new(ctx), stop).await
         }
         Which::Synchronizationplan => {
@@ -317,7 +316,7 @@ async fn supervise(
     let instance = Some(settings.identity.clone());
     let Some(ns) = settings.lease_namespace.clone() else {
         metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
-        run_one(which, client, instance, shutdown).await;
+        run_one(which, client, instance, shutdown, Runs::new()).await;
         return;
     };
     let cfg = leader::LeaseConfig::new(&which.component(), &ns, &settings.identity);
@@ -330,8 +329,15 @@ async fn supervise(
         }
         metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut controller =
-            tokio::spawn(run_one(which, client.clone(), instance.clone(), stop_rx));
+        // Owned here: losing the Lease aborts the controller, and its runs must go with it.
+        let runs = Runs::new();
+        let mut controller = tokio::spawn(run_one(
+            which,
+            client.clone(),
+            instance.clone(),
+            stop_rx,
+            runs.clone(),
+        ));
         let ended = tokio::select! {
             ended = elector.hold(&mut shutdown) => ended,
             _ = &mut controller => leader::Ended::Lost,
@@ -341,6 +347,7 @@ async fn supervise(
                 // Stop acting at once: the next leader may start within the lease duration.
                 controller.abort();
                 let _ = controller.await;
+                runs.clear();
                 tracing::warn!(controller = name, "lost the Lease; standing by");
             }
             leader::Ended::Shutdown => {
@@ -351,6 +358,7 @@ async fn supervise(
                 {
                     controller.abort();
                 }
+                runs.clear();
                 elector.release().await;
                 metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(0.0);
                 return;

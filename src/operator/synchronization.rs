@@ -271,10 +271,8 @@ pub async fn run(
         )
         .for_each(|r| async move { super::log_result(NAME, r) })
         .await;
-    // Not leading any more (or shutting down): the next leader restarts unfinished runs.
-    for uid in ctx.runs.running() {
-        ctx.runs.stop(&uid);
-    }
+    // Shutting down: the next leader restarts unfinished runs.
+    ctx.runs.clear();
 }
 
 #[cfg(test)]
