@@ -112,7 +112,7 @@ where
     .await
     .map_err(Error::api(
         "patching the status of",
-        leak_kind::<K>(),
+        static_kind::<K>(),
         &namespace,
         &name,
     ))?;
@@ -120,7 +120,7 @@ where
 }
 
 /// `K::kind` as a static str for error context (our kinds are few and fixed).
-fn leak_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
     match K::kind(&()).as_ref() {
         "Database" => "Database",
         "Synchronization" => "Synchronization",
