@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on Debian 12 (bookworm), idempotently:
 #   - a JRE and Apache ZooKeeper 3.8 (Debian's `zookeeper` package: /usr/share/java/zookeeper.jar)
+#   - promtool (Debian's `prometheus` package), which lints the tests' /metrics scrapes
 #   - checks that a Rust toolchain (cargo) is present; it is NOT installed from here.
 # Nothing else is needed: the scripts talk to ZooKeeper through bash's /dev/tcp (no nc).
 set -euo pipefail
@@ -31,6 +32,24 @@ else
     command -v java >/dev/null 2>&1 || die "java is still missing after apt-get install"
     [ -f "$ZOOKEEPER_JAR_PATH" ] || die "$ZOOKEEPER_JAR_PATH is still missing after apt-get install"
     say "installed java and ZooKeeper"
+fi
+
+# --- promtool (Prometheus' linter; the tests check every /metrics scrape with it) -------------
+if command -v promtool >/dev/null 2>&1; then
+    say "promtool already installed"
+else
+    say "promtool missing; installing Debian's prometheus package (it ships promtool)"
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install promtool yourself"
+    SUDO=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "run as root (or install sudo) to install packages"
+        SUDO=(sudo)
+    fi
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends prometheus
+    command -v promtool >/dev/null 2>&1 || die "promtool is still missing after apt-get install"
+    say "installed promtool"
 fi
 
 # --- Rust toolchain (checked, not installed) ---------------------------------------------------

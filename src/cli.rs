@@ -299,6 +299,12 @@ pub struct SyncArgs {
     /// With --verify-interval: re-sync the paths the verifier confirmed divergent.
     #[arg(long, requires = "verify_interval")]
     pub repair: bool,
+    /// With --continuous: serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, value_name = "ADDR", requires = "continuous")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// With --listen: the `name` label of the metrics (the namespace label is `cli`).
+    #[arg(long, default_value = "continuous", requires = "listen")]
+    pub name: String,
 }
 
 #[derive(Args, Debug)]
@@ -624,12 +630,40 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
             }
         })
     };
+    let live_metrics = Arc::new(crate::metrics::LiveMetrics::new("cli", &a.name));
+    if let Some(addr) = a.listen {
+        let handle = match crate::metrics::install() {
+            Ok(h) => h,
+            Err(e) => return fail(a.endpoints.json, &e),
+        };
+        let listener = match crate::operator::http::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => return fail(a.endpoints.json, &e),
+        };
+        let health = Arc::new(crate::operator::http::Health::default());
+        health.set_ready();
+        let upkeep = handle.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
+        let router = crate::operator::http::router(health, Some(handle));
+        tokio::spawn(crate::operator::http::serve(
+            listener,
+            router,
+            std::future::pending(),
+        ));
+    }
     let verifier_task = (a.verify_interval > 0.0).then(|| {
         let (stats, o, repair) = (stats.clone(), lo.sync.clone(), a.repair);
         let every = Duration::from_secs_f64(a.verify_interval);
-        tokio::spawn(async move { verify_loop(o, stats, every, repair).await })
+        let m = live_metrics.clone();
+        tokio::spawn(async move { verify_loop(o, stats, m, every, repair).await })
     });
-    let observer: Arc<dyn live::Observer> = stats.clone();
+    let observer: Arc<dyn live::Observer> =
+        Arc::new(live::Tee(vec![stats.clone(), live_metrics.clone()]));
     let result = live::run(&lo, observer, stop_rx).await;
     reporter.abort();
     if let Some(t) = verifier_task {
@@ -652,6 +686,7 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
 async fn verify_loop(
     o: SyncOptions,
     stats: std::sync::Arc<crate::engine::live::Stats>,
+    m: std::sync::Arc<crate::metrics::LiveMetrics>,
     every: Duration,
     repair: bool,
 ) {
@@ -679,6 +714,7 @@ async fn verify_loop(
             move || s.snapshot().caught_up,
         )
         .await;
+        m.verdict(verdict.as_ref().ok());
         match verdict {
             Err(e) => eprintln!("verify: failed: {}", crate::runs::cause_chain(&e)),
             Ok(v) if v.in_sync() => eprintln!(

@@ -32,6 +32,23 @@ pub const SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
 pub const VERIFY_DIVERGENT_NODES: &str = "resiliency_verify_divergent_nodes";
 /// Verification wall time.
 pub const VERIFY_DURATION_SECONDS: &str = "resiliency_verify_duration_seconds";
+/// Lag of each change a continuous sync applied: apply time minus the source node's mtime.
+pub const SYNC_LAG_SECONDS: &str = "resiliency_sync_lag_seconds";
+/// Lag of a continuous sync now: 0 when caught up, else the lag of the last change applied.
+pub const SYNC_CURRENT_LAG_SECONDS: &str = "resiliency_sync_current_lag_seconds";
+/// Changes a continuous sync applied, by `namespace` and `name`.
+pub const SYNC_CHANGES_APPLIED_TOTAL: &str = "resiliency_sync_changes_applied_total";
+/// Full (anti-entropy) syncs a continuous sync ran, by `namespace` and `name`.
+pub const SYNC_FULL_SYNCS_TOTAL: &str = "resiliency_sync_full_syncs_total";
+/// 1 while a continuous sync streams changes (not connecting, re-walking or retrying).
+pub const SYNC_STREAMING: &str = "resiliency_sync_streaming";
+/// 1 while a continuous sync has nothing pending.
+pub const SYNC_CAUGHT_UP: &str = "resiliency_sync_caught_up";
+/// Lag-aware verifications, by `result` (in_sync, diverged, undecided, error).
+pub const VERIFY_RUNS_TOTAL: &str = "resiliency_verify_runs_total";
+/// When a verification last found the trees equal (the last good sync).
+pub const SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS: &str =
+    "resiliency_sync_last_good_sync_timestamp_seconds";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "resiliency_build_info";
 
@@ -49,7 +66,20 @@ pub const ALL: &[&str] = &[
     SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS,
     VERIFY_DIVERGENT_NODES,
     VERIFY_DURATION_SECONDS,
+    SYNC_LAG_SECONDS,
+    SYNC_CURRENT_LAG_SECONDS,
+    SYNC_CHANGES_APPLIED_TOTAL,
+    SYNC_FULL_SYNCS_TOTAL,
+    SYNC_STREAMING,
+    SYNC_CAUGHT_UP,
+    VERIFY_RUNS_TOTAL,
+    SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS,
     BUILD_INFO,
+];
+
+/// Lag buckets: a millisecond to a minute.
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Buckets for reconciles (milliseconds to a minute) and runs (a second to hours).
@@ -68,7 +98,8 @@ pub fn builder() -> Result<PrometheusBuilder, BuildError> {
             RECONCILE_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Full(SYNC_DURATION_SECONDS.into()), RUN_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(VERIFY_DURATION_SECONDS.into()), RUN_BUCKETS)
+        .set_buckets_for_metric(Matcher::Full(VERIFY_DURATION_SECONDS.into()), RUN_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(SYNC_LAG_SECONDS.into()), LAG_BUCKETS)
 }
 
 /// Installs the global recorder and describes every metric. Call once, inside the runtime.
@@ -127,8 +158,106 @@ pub fn describe() {
         Unit::Seconds,
         "Verification wall time"
     );
+    describe_histogram!(
+        SYNC_LAG_SECONDS,
+        Unit::Seconds,
+        "Lag of each applied change: apply time minus the source node's mtime"
+    );
+    describe_gauge!(
+        SYNC_CURRENT_LAG_SECONDS,
+        Unit::Seconds,
+        "Current lag: 0 when caught up, else the lag of the last applied change"
+    );
+    describe_counter!(
+        SYNC_CHANGES_APPLIED_TOTAL,
+        "Changes a continuous sync applied"
+    );
+    describe_counter!(
+        SYNC_FULL_SYNCS_TOTAL,
+        "Full anti-entropy syncs a continuous sync ran"
+    );
+    describe_gauge!(
+        SYNC_STREAMING,
+        "1 while the continuous sync streams changes"
+    );
+    describe_gauge!(
+        SYNC_CAUGHT_UP,
+        "1 while the continuous sync has nothing pending"
+    );
+    describe_counter!(VERIFY_RUNS_TOTAL, "Lag-aware verifications, by result");
+    describe_gauge!(
+        SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the last verification that found the trees equal"
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Records what a continuous sync does, labelled with its namespace and name.
+pub struct LiveMetrics {
+    labels: [(&'static str, String); 2],
+    caught_up: std::sync::atomic::AtomicBool,
+}
+
+impl LiveMetrics {
+    pub fn new(namespace: &str, name: &str) -> LiveMetrics {
+        LiveMetrics {
+            labels: [
+                ("namespace", namespace.to_string()),
+                ("name", name.to_string()),
+            ],
+            caught_up: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Records the outcome of one lag-aware verification.
+    pub fn verdict(&self, verdict: Option<&crate::engine::judge::Verdict>) {
+        let result = match verdict {
+            None => "error",
+            Some(v) if v.in_sync() => "in_sync",
+            Some(v) if !v.confirmed.is_empty() => "diverged",
+            Some(_) => "undecided",
+        };
+        metrics::counter!(VERIFY_RUNS_TOTAL, "result" => result).increment(1);
+        if let Some(v) = verdict {
+            metrics::gauge!(VERIFY_DIVERGENT_NODES, &self.labels).set(v.confirmed.len() as f64);
+            metrics::histogram!(VERIFY_DURATION_SECONDS).record(v.report.duration_seconds);
+            if v.in_sync() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                metrics::gauge!(SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS, &self.labels).set(now);
+            }
+        }
+    }
+}
+
+impl crate::engine::live::Observer for LiveMetrics {
+    fn state(&self, state: crate::engine::live::LiveState, _why: &str) {
+        let streaming = state == crate::engine::live::LiveState::Streaming;
+        metrics::gauge!(SYNC_STREAMING, &self.labels).set(if streaming { 1.0 } else { 0.0 });
+    }
+    fn full_sync(&self, _summary: &crate::engine::SyncSummary) {
+        metrics::counter!(SYNC_FULL_SYNCS_TOTAL, &self.labels).increment(1);
+    }
+    fn applied(&self, _path: &str, lag: std::time::Duration) {
+        metrics::counter!(SYNC_CHANGES_APPLIED_TOTAL, &self.labels).increment(1);
+        metrics::histogram!(SYNC_LAG_SECONDS, &self.labels).record(lag.as_secs_f64());
+        if !self.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
+            metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &self.labels).set(lag.as_secs_f64());
+        }
+    }
+    fn caught_up(&self, caught_up: bool) {
+        self.caught_up
+            .store(caught_up, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!(SYNC_CAUGHT_UP, &self.labels).set(if caught_up { 1.0 } else { 0.0 });
+        if caught_up {
+            // Lag does not grow while the source is idle.
+            metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &self.labels).set(0.0);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +276,9 @@ mod tests {
                 SYNC_RUNS_TOTAL,
                 SYNC_NODES_WRITTEN_TOTAL,
                 SYNC_BYTES_COPIED_TOTAL,
+                SYNC_CHANGES_APPLIED_TOTAL,
+                SYNC_FULL_SYNCS_TOTAL,
+                VERIFY_RUNS_TOTAL,
             ]
             .contains(name);
             assert_eq!(counter, is_counter, "{name}: only counters end in _total");

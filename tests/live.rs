@@ -270,6 +270,10 @@ async fn the_cli_streams_until_sigterm() {
     let zs = client(src).await;
     build_tree(&zs, &root, 20, 10, 8).await;
     let o = sync_opts(src, &root, dst, &root);
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
         .args([
             "sync",
@@ -280,6 +284,7 @@ async fn the_cli_streams_until_sigterm() {
             &root,
         ])
         .args(["--verify-interval", "0.5", "--repair"])
+        .args(["--listen", &metrics_addr, "--name", "cli-test"])
         .args([
             "--source",
             &src.connect_string(),
@@ -300,6 +305,20 @@ async fn the_cli_streams_until_sigterm() {
     mk(&client(dst).await, &format!("{root}/intruder"), b"x").await;
     converges(&o).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
+    let scrape = scrape_metrics(&metrics_addr).await;
+    for needle in [
+        "resiliency_sync_changes_applied_total{namespace=\"cli\",name=\"cli-test\"}",
+        "resiliency_sync_lag_seconds_bucket{namespace=\"cli\",name=\"cli-test\",le=\"0.001\"}",
+        "resiliency_sync_caught_up{namespace=\"cli\",name=\"cli-test\"} 1",
+        "resiliency_sync_current_lag_seconds{namespace=\"cli\",name=\"cli-test\"} 0",
+        "resiliency_sync_streaming{namespace=\"cli\",name=\"cli-test\"} 1",
+        "resiliency_verify_runs_total{result=\"diverged\"} 1",
+        "resiliency_verify_runs_total{result=\"in_sync\"}",
+        "resiliency_sync_last_good_sync_timestamp_seconds{namespace=\"cli\",name=\"cli-test\"}",
+    ] {
+        assert!(scrape.contains(needle), "{needle} missing from\n{scrape}");
+    }
+    promtool_check_metrics(&scrape);
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -454,4 +473,18 @@ async fn a_deleted_source_root_stops_the_stream_and_keeps_the_destination_root()
     mk(&zs, &root, b"back").await;
     converges(&o).await;
     run.stop().await;
+}
+
+async fn scrape_metrics(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }

@@ -546,6 +546,13 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
     assert!(
         metrics.contains("resiliency_reconcile_duration_seconds_bucket{controller=\"database\"")
     );
+    // The body of the response, linted by Prometheus' own promtool.
+    promtool_check_metrics(
+        metrics
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default(),
+    );
 
     // SIGTERM: a clean exit, and the Leases handed back for a standby to take at once.
     let pid = operator.id().unwrap();

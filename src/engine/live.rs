@@ -78,9 +78,24 @@ pub trait Observer: Send + Sync {
     fn caught_up(&self, _caught_up: bool) {}
 }
 
-/// An observer that ignores everything.
-pub struct Quiet;
-impl Observer for Quiet {}
+/// Hands every observation to each of several observers (e.g. stats for a status line and
+/// metrics for Prometheus).
+pub struct Tee(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Tee {
+    fn state(&self, state: LiveState, why: &str) {
+        self.0.iter().for_each(|o| o.state(state, why));
+    }
+    fn full_sync(&self, summary: &SyncSummary) {
+        self.0.iter().for_each(|o| o.full_sync(summary));
+    }
+    fn applied(&self, path: &str, lag: Duration) {
+        self.0.iter().for_each(|o| o.applied(path, lag));
+    }
+    fn caught_up(&self, caught_up: bool) {
+        self.0.iter().for_each(|o| o.caught_up(caught_up));
+    }
+}
 
 /// Why one path could not be applied.
 #[derive(Debug)]

@@ -245,3 +245,29 @@ pub fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
         (b, p) => *b = p.clone(),
     }
 }
+
+/// Prometheus' own linter on a real scrape (promtool comes with Debian's `prometheus`, which
+/// scripts/install-deps.sh installs).
+pub fn promtool_check_metrics(scrape: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool not found: run scripts/install-deps.sh (Debian package prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
