@@ -305,6 +305,15 @@ pub struct SyncArgs {
     /// With --listen: the `name` label of the metrics (the namespace label is `cli`).
     #[arg(long, default_value = "continuous", requires = "listen")]
     pub name: String,
+    /// With --continuous: the lag objective (RPO) in seconds, exported as
+    /// resiliency_sync_max_lag_seconds for the alert rules.
+    #[arg(
+        long,
+        default_value_t = 60.0,
+        value_name = "SECONDS",
+        requires = "continuous"
+    )]
+    pub max_lag: f64,
 }
 
 #[derive(Args, Debug)]
@@ -630,7 +639,6 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
             }
         })
     };
-    let live_metrics = Arc::new(crate::metrics::LiveMetrics::new("cli", &a.name));
     if let Some(addr) = a.listen {
         let handle = match crate::metrics::install() {
             Ok(h) => h,
@@ -656,6 +664,12 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
             std::future::pending(),
         ));
     }
+    // Created after the recorder is installed, so the objective gauge lands in it.
+    let live_metrics = Arc::new(crate::metrics::LiveMetrics::new(
+        "cli",
+        &a.name,
+        Duration::from_secs_f64(a.max_lag.max(0.0)),
+    ));
     let verifier_task = (a.verify_interval > 0.0).then(|| {
         let (stats, o, repair) = (stats.clone(), lo.sync.clone(), a.repair);
         let every = Duration::from_secs_f64(a.verify_interval);

@@ -44,6 +44,8 @@ pub const SYNC_FULL_SYNCS_TOTAL: &str = "resiliency_sync_full_syncs_total";
 pub const SYNC_STREAMING: &str = "resiliency_sync_streaming";
 /// 1 while a continuous sync has nothing pending.
 pub const SYNC_CAUGHT_UP: &str = "resiliency_sync_caught_up";
+/// The lag objective (RPO) of a continuous sync: alerts fire when the current lag exceeds it.
+pub const SYNC_MAX_LAG_SECONDS: &str = "resiliency_sync_max_lag_seconds";
 /// Lag-aware verifications, by `result` (in_sync, diverged, undecided, error).
 pub const VERIFY_RUNS_TOTAL: &str = "resiliency_verify_runs_total";
 /// When a verification last found the trees equal (the last good sync).
@@ -72,6 +74,7 @@ pub const ALL: &[&str] = &[
     SYNC_FULL_SYNCS_TOTAL,
     SYNC_STREAMING,
     SYNC_CAUGHT_UP,
+    SYNC_MAX_LAG_SECONDS,
     VERIFY_RUNS_TOTAL,
     SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS,
     BUILD_INFO,
@@ -184,6 +187,11 @@ pub fn describe() {
         SYNC_CAUGHT_UP,
         "1 while the continuous sync has nothing pending"
     );
+    describe_gauge!(
+        SYNC_MAX_LAG_SECONDS,
+        Unit::Seconds,
+        "The lag objective (RPO) of the continuous sync"
+    );
     describe_counter!(VERIFY_RUNS_TOTAL, "Lag-aware verifications, by result");
     describe_gauge!(
         SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS,
@@ -201,12 +209,15 @@ pub struct LiveMetrics {
 }
 
 impl LiveMetrics {
-    pub fn new(namespace: &str, name: &str) -> LiveMetrics {
+    /// `max_lag` is the lag objective, exported so alerts compare against it.
+    pub fn new(namespace: &str, name: &str, max_lag: std::time::Duration) -> LiveMetrics {
+        let labels = [
+            ("namespace", namespace.to_string()),
+            ("name", name.to_string()),
+        ];
+        metrics::gauge!(SYNC_MAX_LAG_SECONDS, &labels).set(max_lag.as_secs_f64());
         LiveMetrics {
-            labels: [
-                ("namespace", namespace.to_string()),
-                ("name", name.to_string()),
-            ],
+            labels,
             caught_up: std::sync::atomic::AtomicBool::new(false),
         }
     }
