@@ -1,5 +1,5 @@
 //! Synchronization: one copy, run like a Job. Pure decisions here ([`desired`]); the kube glue
-//! lives in [`crate::controllers::glue`] and the standalone driver in [`crate::standalone`].
+//! lives in [`crate::operator::synchronization`] and the standalone driver in [`crate::standalone`].
 
 use std::time::Duration;
 
