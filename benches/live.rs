@@ -94,6 +94,36 @@ async fn catch_up(stats: &Stats) -> Duration {
     t.elapsed()
 }
 
+/// Runs one phase of writes, prints its table row, and returns the rate achieved and whether
+/// the stream kept up: the lag stayed under a second and the backlog drained at once when the
+/// writes stopped (lag was not growing).
+async fn phase(
+    stats: &Stats,
+    rate: u64,
+    writes: impl std::future::Future<Output = f64>,
+) -> (f64, bool) {
+    stats.take_lags();
+    let achieved = writes.await;
+    let caught = catch_up(stats).await;
+    let mut lags = stats.take_lags();
+    let p50 = live::quantile(&mut lags, 0.5);
+    let p99 = live::quantile(&mut lags, 0.99);
+    let max = lags.iter().max().copied();
+    let kept =
+        p99.is_some_and(|p| p < Duration::from_secs(1)) && caught < Duration::from_millis(500);
+    println!(
+        "{:>12} {:>12.0} {:>9} {:>9} {:>9} {:>9.0}ms {:>9}",
+        rate,
+        achieved,
+        ms(p50),
+        ms(p99),
+        ms(max),
+        caught.as_secs_f64() * 1000.0,
+        if kept { "yes" } else { "no" }
+    );
+    (achieved, kept)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: f64 = args
@@ -134,31 +164,11 @@ fn main() {
         let mut best = 0u64;
         let mut writer_limited = false;
         for rate in [1_000u64, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 50_000] {
-            stats.take_lags();
-            let phase = if rate == 1_000 { secs } else { secs / 2.0 };
-            let achieved = write_at(&writers, root, rate, phase).await;
-            let caught = catch_up(&stats).await;
-            let mut lags = stats.take_lags();
-            let p50 = live::quantile(&mut lags, 0.5);
-            let p99 = live::quantile(&mut lags, 0.99);
-            let max = lags.iter().max().copied();
-            // Kept up: the writer reached its rate, the lag stayed under a second and the
-            // backlog drained at once when writes stopped (lag was not growing).
-            let kept = p99.is_some_and(|p| p < Duration::from_secs(1))
-                && caught < Duration::from_millis(500);
+            let length = if rate == 1_000 { secs } else { secs / 2.0 };
+            let (achieved, kept) = phase(&stats, rate, write_at(&writers, root, rate, length)).await;
             if kept {
                 best = best.max(achieved as u64);
             }
-            println!(
-                "{:>12} {:>12.0} {:>9} {:>9} {:>9} {:>9.0}ms {:>9}",
-                rate,
-                achieved,
-                ms(p50),
-                ms(p99),
-                ms(max),
-                caught.as_secs_f64() * 1000.0,
-                if kept { "yes" } else { "no" }
-            );
             if !kept && rate > 1_000 {
                 break;
             }
@@ -178,25 +188,8 @@ fn main() {
         // Creates take the structural path (read the node and its ACL, create it).
         println!("creates of new nodes:");
         for rate in [1_000u64, 5_000, 10_000] {
-            stats.take_lags();
-            let achieved = write_ops(&writers, root, rate, secs / 2.0, true).await;
-            let caught = catch_up(&stats).await;
-            let mut lags = stats.take_lags();
-            let p50 = live::quantile(&mut lags, 0.5);
-            let p99 = live::quantile(&mut lags, 0.99);
-            let max = lags.iter().max().copied();
-            let kept = p99.is_some_and(|p| p < Duration::from_secs(1))
-                && caught < Duration::from_millis(500);
-            println!(
-                "{:>12} {:>12.0} {:>9} {:>9} {:>9} {:>9.0}ms {:>9}",
-                rate,
-                achieved,
-                ms(p50),
-                ms(p99),
-                ms(max),
-                caught.as_secs_f64() * 1000.0,
-                if kept { "yes" } else { "no" }
-            );
+            let writes = write_ops(&writers, root, rate, secs / 2.0, true);
+            let (_, kept) = phase(&stats, rate, writes).await;
             if !kept {
                 break;
             }

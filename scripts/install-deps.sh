@@ -10,6 +10,13 @@ ZOOKEEPER_JAR_PATH=${ZOOKEEPER_JAR:-/usr/share/java/zookeeper.jar}
 
 say() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: ERROR: %s\n' "$*" >&2; exit 1; }
+# Root installs directly; anyone else through sudo.
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
+need_sudo() {
+    [ "${#SUDO[@]}" -eq 0 ] || command -v sudo >/dev/null 2>&1 \
+        || die "run as root (or install sudo) to install packages"
+}
 
 # --- Java + ZooKeeper -------------------------------------------------------------------------
 if command -v java >/dev/null 2>&1 && [ -f "$ZOOKEEPER_JAR_PATH" ]; then
@@ -21,11 +28,7 @@ else
     say "missing: ${missing[*]}; installing zookeeper and default-jre-headless with apt-get"
     command -v apt-get >/dev/null 2>&1 \
         || die "apt-get not found: install a JRE and ZooKeeper 3.8 yourself (or set ZOOKEEPER_JAR)"
-    SUDO=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "run as root (or install sudo) to install packages"
-        SUDO=(sudo)
-    fi
+    need_sudo
     "${SUDO[@]}" apt-get update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends zookeeper default-jre-headless
@@ -40,11 +43,7 @@ if command -v promtool >/dev/null 2>&1; then
 else
     say "promtool missing; installing Debian's prometheus package (it ships promtool)"
     command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install promtool yourself"
-    SUDO=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "run as root (or install sudo) to install packages"
-        SUDO=(sudo)
-    fi
+    need_sudo
     "${SUDO[@]}" apt-get update
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y --no-install-recommends prometheus

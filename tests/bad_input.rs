@@ -20,14 +20,6 @@ fn cli(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn each_bad_input_is_refused_without_writing() {
     let (s, d) = shared_pair();

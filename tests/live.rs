@@ -270,10 +270,7 @@ async fn the_cli_streams_until_sigterm() {
     let zs = client(src).await;
     build_tree(&zs, &root, 20, 10, 8).await;
     let o = sync_opts(src, &root, dst, &root);
-    let metrics_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
         .args([
             "sync",

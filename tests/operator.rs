@@ -313,10 +313,7 @@ async fn database_without_its_secret_says_which_and_warns() {
 
 #[tokio::test]
 async fn database_unreachable_is_a_condition_not_an_error() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let (client, mut api) = mock_client();
     let ctx = Arc::new(database::Ctx::new(shared(client, Which::Database)));
     let db = database("zk-down", &[format!("127.0.0.1:{port}")]);
@@ -944,15 +941,7 @@ async fn the_operator_refuses_to_start_without_its_crds() {
     });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("config");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), port);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
         .args([
             "operator",

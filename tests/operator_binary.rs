@@ -402,19 +402,8 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
         .with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("config");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{api_port}\n\
-             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
-        ),
-    )
-    .unwrap();
-    let metrics_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let kubeconfig = write_kubeconfig(dir.path(), api_port);
+    let metrics_port = free_port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
         .args(["operator", "--listen", &metrics_addr])

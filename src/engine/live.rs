@@ -261,10 +261,6 @@ async fn epoch(
             .resync_interval
             .map(|d| tokio::time::Instant::now() + d);
         loop {
-            if resync_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
-                why = "periodic anti-entropy full sync";
-                continue 'rounds;
-            }
             if overflowed {
                 return Ok(Epoch::Restart(format!(
                     "more than {} changes pending: running a full sync instead",
@@ -525,27 +521,10 @@ async fn apply_data_chunk(
                 .add_set_data(&dp, data, None)
                 .map_err(ApplyError::on("destination", "setData", &dp))?;
         }
-        match writer.commit().await {
-            Ok(_) => {
-                for ((p, t), _, mtime_ms) in &group {
-                    observer.applied(
-                        p,
-                        lag_of(
-                            &Applied::Written {
-                                mtime_ms: *mtime_ms,
-                            },
-                            t,
-                        ),
-                    );
-                }
-            }
-            // One node missing on the destination fails the whole transaction: go one by one.
-            Err(zookeeper_client::MultiWriteError::OperationFailed { .. }) => {
-                slow.extend(group.iter().map(|(e, _, _)| *e));
-            }
-            Err(zookeeper_client::MultiWriteError::RequestFailed { source }) => {
-                return Err(ApplyError::on("destination", "multi", first)(source));
-            }
+        let written: Vec<_> = group.iter().map(|(e, _, mtime)| (*e, *mtime)).collect();
+        // One node missing on the destination fails the whole transaction: go one by one.
+        if !commit_fast(writer, &written, first, observer).await? {
+            slow.extend(written.iter().map(|(e, _)| *e));
         }
     }
     for (p, t) in slow {
@@ -553,6 +532,32 @@ async fn apply_data_chunk(
         observer.applied(p, lag_of(&applied, t));
     }
     Ok(())
+}
+
+/// Commits one multi-write of the batched paths (entry and source mtime of each) and reports
+/// them applied. `Ok(false)`: one operation failed, so nothing was written and the caller
+/// applies the paths one by one.
+async fn commit_fast(
+    mut writer: zookeeper_client::MultiWriter<'_>,
+    written: &[(&(String, Pending), i64)],
+    first: &str,
+    observer: &Arc<dyn Observer>,
+) -> Result<bool, ApplyError> {
+    match writer.commit().await {
+        Ok(_) => {
+            for ((p, t), mtime_ms) in written {
+                let applied = Applied::Written {
+                    mtime_ms: *mtime_ms,
+                };
+                observer.applied(p, lag_of(&applied, t));
+            }
+            Ok(true)
+        }
+        Err(zookeeper_client::MultiWriteError::OperationFailed { .. }) => Ok(false),
+        Err(zookeeper_client::MultiWriteError::RequestFailed { source }) => {
+            Err(ApplyError::on("destination", "multi", first)(source))
+        }
+    }
 }
 
 /// Paths of one depth that had creates or deletes. The common case, nodes new on the source,
@@ -631,29 +636,9 @@ async fn apply_created_chunk(
             .map_err(ApplyError::on("destination", "create", &dp))?;
         written.push((entry, *mtime));
     }
-    if !written.is_empty() {
-        match writer.commit().await {
-            Ok(_) => {
-                for ((p, t), mtime_ms) in &written {
-                    observer.applied(
-                        p,
-                        lag_of(
-                            &Applied::Written {
-                                mtime_ms: *mtime_ms,
-                            },
-                            t,
-                        ),
-                    );
-                }
-            }
-            // Some node exists already (or its parent is missing): one by one.
-            Err(zookeeper_client::MultiWriteError::OperationFailed { .. }) => {
-                slow.extend(written.iter().map(|(e, _)| *e));
-            }
-            Err(zookeeper_client::MultiWriteError::RequestFailed { source }) => {
-                return Err(ApplyError::on("destination", "multi", first)(source));
-            }
-        }
+    // Some node exists already (or its parent is missing): one by one.
+    if !written.is_empty() && !commit_fast(writer, &written, first, observer).await? {
+        slow.extend(written.iter().map(|(e, _)| *e));
     }
     for (p, t) in slow {
         let applied = apply_path(src, dst, o, me, p).await?;
