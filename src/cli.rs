@@ -25,12 +25,15 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Make the destination subtree equal to the source subtree, once.
-    Sync(SyncArgs),
+    /// Make the destination subtree equal to the source subtree, once (or continuously with
+    /// --continuous).
+    Sync(Box<SyncArgs>),
     /// Compare two subtrees: exit 0 when equal, 1 when they diverge, 2 on error.
     Verify(VerifyArgs),
-    /// Run the manifests in files (Secrets, Databases, Synchronizations, SynchronizationPlans)
-    /// without Kubernetes: exit 0 when every Synchronization succeeded with equal trees.
+    /// Run the manifests in files (Secrets, Databases, Synchronizations, SynchronizationPlans,
+    /// LiveSynchronizations) without Kubernetes: exit 0 when every Synchronization succeeded
+    /// with equal trees and no LiveSynchronization failed or diverged. Plans and
+    /// LiveSynchronizations run until SIGINT or SIGTERM.
     Run(RunArgs),
     /// Print the CustomResourceDefinitions, or write them to a directory (one file each plus
     /// crds.yaml).
@@ -314,6 +317,17 @@ pub struct SyncArgs {
         requires = "continuous"
     )]
     pub max_lag: f64,
+    /// With --continuous: rewrite this source znode (under the root) with the time every
+    /// --heartbeat-interval seconds, so lag is measured end to end even when idle.
+    #[arg(long, value_name = "PATH", requires = "continuous")]
+    pub heartbeat: Option<String>,
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "SECONDS",
+        requires = "heartbeat"
+    )]
+    pub heartbeat_interval: f64,
 }
 
 #[derive(Args, Debug)]
@@ -330,6 +344,8 @@ pub struct VerifyArgs {
 pub enum CliError {
     #[error("{flag}: {message}")]
     InvalidFlag { flag: &'static str, message: String },
+    #[error("{0}")]
+    Stream(String),
     #[error("{flag}: cannot read {path}: {source}")]
     AuthFile {
         flag: &'static str,
@@ -572,9 +588,10 @@ pub async fn run_verify(a: VerifyArgs) -> ExitCode {
     }
 }
 
-/// `sync --continuous`: streams until SIGINT or SIGTERM, printing state changes and, every
-/// `--progress` seconds, the changes applied and their lag.
+/// `sync --continuous`: streams until SIGINT or SIGTERM, printing state changes, every
+/// `--progress` seconds the changes applied and their lag, and each verification's verdict.
 async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
+    use crate::continuous::{Continuous, ContinuousOptions, HeartbeatOptions};
     use crate::engine::live::{self, LiveOptions, Stats};
     use std::sync::Arc;
     // The full syncs inside the stream print no progress of their own.
@@ -582,8 +599,31 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
     let mut lo = LiveOptions::new(opts);
     lo.resync_interval =
         (a.resync_interval > 0.0).then(|| Duration::from_secs_f64(a.resync_interval));
-    let stats = Arc::new(Stats::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut co = ContinuousOptions::new(lo);
+    co.verify_interval =
+        (a.verify_interval > 0.0).then(|| Duration::from_secs_f64(a.verify_interval));
+    co.repair = a.repair;
+    co.max_lag = Duration::from_secs_f64(a.max_lag.max(0.0));
+    if let Some(path) = &a.heartbeat {
+        if let Err(e) = verifier::path::validate_root("--heartbeat", path) {
+            return fail(a.endpoints.json, &e);
+        }
+        if !verifier::path::is_within(&co.live.sync.source_root, path) {
+            let e = CliError::InvalidFlag {
+                flag: "--heartbeat",
+                message: format!(
+                    "{path} is not under the source root {}: it would not be replicated",
+                    co.live.sync.source_root
+                ),
+            };
+            return fail(a.endpoints.json, &e);
+        }
+        co.heartbeat = Some(HeartbeatOptions {
+            path: path.clone(),
+            interval: Duration::from_secs_f64(a.heartbeat_interval.max(0.1)),
+        });
+    }
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -593,52 +633,6 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
         }
         let _ = stop_tx.send(true);
     });
-    let every = Duration::from_secs_f64(if a.progress > 0.0 { a.progress } else { 2.0 });
-    let reporter = {
-        let stats = stats.clone();
-        let quiet = a.progress <= 0.0;
-        tokio::spawn(async move {
-            let mut last_state = None;
-            let mut last_total = 0;
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            let mut next_line = tokio::time::Instant::now() + every;
-            loop {
-                tick.tick().await;
-                let s = stats.snapshot();
-                if s.state != last_state {
-                    if let Some(st) = s.state {
-                        eprintln!("continuous: {st:?}: {}", s.why);
-                    }
-                    last_state = s.state;
-                }
-                if quiet || tokio::time::Instant::now() < next_line {
-                    continue;
-                }
-                next_line += every;
-                let mut lags = stats.take_lags();
-                let ms = |d: Option<Duration>| {
-                    d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
-                        .unwrap_or_else(|| "-".into())
-                };
-                let p50 = live::quantile(&mut lags, 0.5);
-                let p99 = live::quantile(&mut lags, 0.99);
-                eprintln!(
-                    "continuous: applied {} (+{}), lag p50 {} p99 {}, full syncs {}, {}",
-                    s.applied_total,
-                    s.applied_total - last_total,
-                    ms(p50),
-                    ms(p99),
-                    s.full_syncs,
-                    if s.caught_up {
-                        "caught up"
-                    } else {
-                        "catching up"
-                    }
-                );
-                last_total = s.applied_total;
-            }
-        })
-    };
     if let Some(addr) = a.listen {
         let handle = match crate::metrics::install() {
             Ok(h) => h,
@@ -665,26 +659,79 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
         ));
     }
     // Created after the recorder is installed, so the objective gauge lands in it.
-    let live_metrics = Arc::new(crate::metrics::LiveMetrics::new(
-        "cli",
-        &a.name,
-        Duration::from_secs_f64(a.max_lag.max(0.0)),
-    ));
-    let verifier_task = (a.verify_interval > 0.0).then(|| {
-        let (stats, o, repair) = (stats.clone(), lo.sync.clone(), a.repair);
-        let every = Duration::from_secs_f64(a.verify_interval);
-        let m = live_metrics.clone();
-        tokio::spawn(async move { verify_loop(o, stats, m, every, repair).await })
-    });
-    let observer: Arc<dyn live::Observer> =
-        Arc::new(live::Tee(vec![stats.clone(), live_metrics.clone()]));
-    let result = live::run(&lo, observer, stop_rx).await;
-    reporter.abort();
-    if let Some(t) = verifier_task {
-        t.abort();
+    let live_metrics = Arc::new(crate::metrics::LiveMetrics::new("cli", &a.name, co.max_lag));
+    let stats = Arc::new(Stats::default());
+    let run = Continuous::start(co, vec![stats.clone()], Some(live_metrics));
+    let every = Duration::from_secs_f64(if a.progress > 0.0 { a.progress } else { 2.0 });
+    let quiet = a.progress <= 0.0;
+    let mut last_state = None;
+    let mut last_total = 0;
+    let mut last_verify = None;
+    let mut last_repaired = 0;
+    let mut failed = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut next_line = tokio::time::Instant::now() + every;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop_rx.changed() => break,
+        }
+        let snap = run.snapshot();
+        if snap.state != last_state {
+            if let Some(st) = snap.state {
+                eprintln!("continuous: {st:?}: {}", snap.why);
+            }
+            last_state = snap.state;
+        }
+        if snap.last_verify != last_verify {
+            if let Some(v) = &snap.last_verify {
+                eprintln!("{}", verify_line(v));
+            }
+            last_verify = snap.last_verify.clone();
+        }
+        if snap.repaired_total != last_repaired {
+            eprintln!(
+                "verify: repaired {} divergent subtrees",
+                snap.repaired_total - last_repaired
+            );
+            last_repaired = snap.repaired_total;
+        }
+        if let Some((_, why)) = &snap.failed {
+            failed = Some(why.clone());
+            break;
+        }
+        if quiet || tokio::time::Instant::now() < next_line {
+            continue;
+        }
+        next_line += every;
+        let mut lags = stats.take_lags();
+        let ms = |d: Option<Duration>| {
+            d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        let p50 = live::quantile(&mut lags, 0.5);
+        let p99 = live::quantile(&mut lags, 0.99);
+        eprintln!(
+            "continuous: applied {} (+{}), lag p50 {} p99 {}, now {}, full syncs {}, {}",
+            snap.applied_total,
+            snap.applied_total - last_total,
+            ms(p50),
+            ms(p99),
+            ms(Some(snap.lag(k8s_openapi::jiff::Timestamp::now()))),
+            snap.full_syncs,
+            if snap.caught_up {
+                "caught up"
+            } else {
+                "catching up"
+            }
+        );
+        last_total = snap.applied_total;
     }
-    match result {
-        Ok(()) => {
+    let result = run.stop().await;
+    match (result, failed) {
+        (Err(e), _) => fail(a.endpoints.json, &e),
+        (Ok(()), Some(why)) => fail(a.endpoints.json, &CliError::Stream(why)),
+        (Ok(()), None) => {
             let s = stats.snapshot();
             eprintln!(
                 "continuous: stopped after {} changes applied and {} full syncs",
@@ -692,73 +739,29 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(a.endpoints.json, &e),
     }
 }
 
-/// `--verify-interval`: lag-aware verifications while the stream runs, one line each.
-async fn verify_loop(
-    o: SyncOptions,
-    stats: std::sync::Arc<crate::engine::live::Stats>,
-    m: std::sync::Arc<crate::metrics::LiveMetrics>,
-    every: Duration,
-    repair: bool,
-) {
-    use crate::engine::judge;
-    loop {
-        tokio::time::sleep(every).await;
-        let pools = tokio::try_join!(
-            verifier::connect_pool("source", &o.source, 2),
-            verifier::connect_pool("destination", &o.destination, 2)
-        );
-        let (src, dst) = match pools {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("verify: cannot connect: {e}");
-                continue;
-            }
-        };
-        let s = stats.clone();
-        let verdict = judge::judge(
-            &src,
-            &dst,
-            &o,
-            1000,
-            Duration::from_millis(100),
-            move || s.snapshot().caught_up,
-        )
-        .await;
-        m.verdict(verdict.as_ref().ok());
-        match verdict {
-            Err(e) => eprintln!("verify: failed: {}", crate::runs::cause_chain(&e)),
-            Ok(v) if v.in_sync() => eprintln!(
-                "verify: IN SYNC ({} nodes, root hash {}, {} suspected and cleared as lag)",
-                v.report.source_nodes,
-                &v.report.source_root_hash[..v.report.source_root_hash.len().min(16)],
-                v.report.divergent_nodes
-            ),
-            Ok(v) => {
-                eprintln!(
-                    "verify: DIVERGED: {} confirmed, {} undecided{}{}",
-                    v.confirmed.len(),
-                    v.undecided,
-                    if v.confirmed.is_empty() { "" } else { ": " },
-                    v.confirmed
-                        .iter()
-                        .take(10)
-                        .map(|p| if p.is_empty() { "/" } else { p.as_str() })
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-                if repair && !v.confirmed.is_empty() {
-                    match judge::repair(&o, &v.confirmed).await {
-                        Ok(n) => eprintln!("verify: repaired {n} divergent subtrees"),
-                        Err(e) => {
-                            eprintln!("verify: repair failed: {}", crate::runs::cause_chain(&e))
-                        }
-                    }
-                }
-            }
-        }
+/// One line per lag-aware verification.
+fn verify_line(v: &crate::continuous::VerifyOutcome) -> String {
+    match &v.result {
+        Err(e) => format!("verify: failed: {e}"),
+        Ok(v) if v.in_sync => format!(
+            "verify: IN SYNC ({} nodes, root hash {}, {} suspected and cleared as lag)",
+            v.source_nodes,
+            &v.source_root_hash[..v.source_root_hash.len().min(16)],
+            v.suspected
+        ),
+        Ok(v) => format!(
+            "verify: DIVERGED: {} confirmed, {} undecided{}{}",
+            v.confirmed_count,
+            v.undecided,
+            if v.confirmed.is_empty() { "" } else { ": " },
+            v.confirmed
+                .iter()
+                .map(|p| if p.is_empty() { "/" } else { p.as_str() })
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
     }
 }

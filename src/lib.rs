@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod continuous;
 pub mod controllers;
 pub mod engine;
 pub mod metrics;

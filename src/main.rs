@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Sync(a) => cli::run_sync(a).await,
+            Command::Sync(a) => cli::run_sync(*a).await,
             Command::Verify(a) => cli::run_verify(a).await,
             Command::Run(a) => cli::run_standalone(a).await,
             Command::Crd(a) => cli::run_crd(a),

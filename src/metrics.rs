@@ -3,6 +3,8 @@
 //! `_timestamp_seconds` gauges. Labels come from bounded sets only (controller, reason,
 //! namespace, name, result), never a znode path or an error text.
 
+pub mod compat;
+
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -52,6 +54,17 @@ pub const VERIFY_RUNS_TOTAL: &str = "resiliency_verify_runs_total";
 pub const SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS: &str =
     "resiliency_sync_last_good_sync_timestamp_seconds";
 /// Always 1, with the `version` label.
+/// Watch events received by a continuous sync.
+pub const SYNC_WATCH_EVENTS_TOTAL: &str = "resiliency_sync_watch_events_total";
+/// ZooKeeper sessions a continuous sync opened again after a gap, by side.
+pub const SYNC_SESSION_RECONNECTS_TOTAL: &str = "resiliency_sync_session_reconnects_total";
+/// 1 while the continuous sync's session to a side is connected, by side.
+pub const SYNC_SESSION_CONNECTED: &str = "resiliency_sync_session_connected";
+/// Subtrees re-synced by repair.
+pub const SYNC_REPAIRED_PATHS_TOTAL: &str = "resiliency_sync_repaired_paths_total";
+/// Unix time the last heartbeat reached the destination.
+pub const SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS: &str =
+    "resiliency_sync_last_heartbeat_timestamp_seconds";
 pub const BUILD_INFO: &str = "resiliency_build_info";
 
 /// Every name above, for tests that check dashboards and rules only use exported metrics.
@@ -77,6 +90,11 @@ pub const ALL: &[&str] = &[
     SYNC_MAX_LAG_SECONDS,
     VERIFY_RUNS_TOTAL,
     SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS,
+    SYNC_WATCH_EVENTS_TOTAL,
+    SYNC_SESSION_RECONNECTS_TOTAL,
+    SYNC_SESSION_CONNECTED,
+    SYNC_REPAIRED_PATHS_TOTAL,
+    SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS,
     BUILD_INFO,
 ];
 
@@ -198,14 +216,42 @@ pub fn describe() {
         Unit::Seconds,
         "Unix time of the last verification that found the trees equal"
     );
+    describe_counter!(
+        SYNC_WATCH_EVENTS_TOTAL,
+        "Watch events a continuous sync received"
+    );
+    describe_counter!(
+        SYNC_SESSION_RECONNECTS_TOTAL,
+        "ZooKeeper sessions a continuous sync opened again after a gap, by side"
+    );
+    describe_gauge!(
+        SYNC_SESSION_CONNECTED,
+        "1 while the continuous sync's session to a side is connected, by side"
+    );
+    describe_counter!(
+        SYNC_REPAIRED_PATHS_TOTAL,
+        "Divergent subtrees re-synced by repair"
+    );
+    describe_gauge!(
+        SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time the last heartbeat znode reached the destination"
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
-/// Records what a continuous sync does, labelled with its namespace and name.
+/// Records what a continuous sync does, labelled with its namespace and name. The per-change
+/// handles are registered once: the stream calls them tens of thousands of times a second.
 pub struct LiveMetrics {
     labels: [(&'static str, String); 2],
-    caught_up: std::sync::atomic::AtomicBool,
+    applied: metrics::Counter,
+    lag: metrics::Histogram,
+    events: metrics::Counter,
+}
+
+fn unix_seconds(t: k8s_openapi::jiff::Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
 }
 
 impl LiveMetrics {
@@ -216,10 +262,29 @@ impl LiveMetrics {
             ("name", name.to_string()),
         ];
         metrics::gauge!(SYNC_MAX_LAG_SECONDS, &labels).set(max_lag.as_secs_f64());
+        metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &labels).set(0.0);
         LiveMetrics {
+            applied: metrics::counter!(SYNC_CHANGES_APPLIED_TOTAL, &labels),
+            lag: metrics::histogram!(SYNC_LAG_SECONDS, &labels),
+            events: metrics::counter!(SYNC_WATCH_EVENTS_TOTAL, &labels),
             labels,
-            caught_up: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The current lag (see [`crate::continuous::Snapshot::lag`]).
+    pub fn current_lag(&self, lag: std::time::Duration) {
+        metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &self.labels).set(lag.as_secs_f64());
+    }
+
+    pub fn heartbeat(&self, seen: Option<k8s_openapi::jiff::Timestamp>) {
+        if let Some(t) = seen {
+            metrics::gauge!(SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS, &self.labels)
+                .set(unix_seconds(t));
+        }
+    }
+
+    pub fn repaired(&self, n: u64) {
+        metrics::counter!(SYNC_REPAIRED_PATHS_TOTAL, &self.labels).increment(n);
     }
 
     /// Records the outcome of one lag-aware verification.
@@ -230,18 +295,22 @@ impl LiveMetrics {
             Some(v) if !v.confirmed.is_empty() => "diverged",
             Some(_) => "undecided",
         };
-        metrics::counter!(VERIFY_RUNS_TOTAL, "result" => result).increment(1);
+        let [(_, ns), (_, name)] = &self.labels;
+        metrics::counter!(VERIFY_RUNS_TOTAL, "namespace" => ns.clone(), "name" => name.clone(), "result" => result)
+            .increment(1);
         if let Some(v) = verdict {
             metrics::gauge!(VERIFY_DIVERGENT_NODES, &self.labels).set(v.confirmed.len() as f64);
             metrics::histogram!(VERIFY_DURATION_SECONDS).record(v.report.duration_seconds);
             if v.in_sync() {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0);
-                metrics::gauge!(SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS, &self.labels).set(now);
+                metrics::gauge!(SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS, &self.labels)
+                    .set(unix_seconds(k8s_openapi::jiff::Timestamp::now()));
             }
         }
+    }
+
+    fn side(&self, side: &'static str) -> [(&'static str, String); 3] {
+        let [a, b] = self.labels.clone();
+        [a, b, ("side", side.to_string())]
     }
 }
 
@@ -254,20 +323,24 @@ impl crate::engine::live::Observer for LiveMetrics {
         metrics::counter!(SYNC_FULL_SYNCS_TOTAL, &self.labels).increment(1);
     }
     fn applied(&self, _path: &str, lag: std::time::Duration) {
-        metrics::counter!(SYNC_CHANGES_APPLIED_TOTAL, &self.labels).increment(1);
-        metrics::histogram!(SYNC_LAG_SECONDS, &self.labels).record(lag.as_secs_f64());
-        if !self.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
-            metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &self.labels).set(lag.as_secs_f64());
-        }
+        self.applied.increment(1);
+        self.lag.record(lag.as_secs_f64());
     }
     fn caught_up(&self, caught_up: bool) {
-        self.caught_up
-            .store(caught_up, std::sync::atomic::Ordering::Relaxed);
         metrics::gauge!(SYNC_CAUGHT_UP, &self.labels).set(if caught_up { 1.0 } else { 0.0 });
-        if caught_up {
-            // Lag does not grow while the source is idle.
-            metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &self.labels).set(0.0);
-        }
+    }
+    fn reachable(&self, side: &'static str, reachable: bool, _why: &str) {
+        metrics::gauge!(SYNC_SESSION_CONNECTED, &self.side(side)).set(if reachable {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    fn watch_event(&self) {
+        self.events.increment(1);
+    }
+    fn reconnected(&self, side: &'static str) {
+        metrics::counter!(SYNC_SESSION_RECONNECTS_TOTAL, &self.side(side)).increment(1);
     }
 }
 
@@ -290,6 +363,9 @@ mod tests {
                 SYNC_CHANGES_APPLIED_TOTAL,
                 SYNC_FULL_SYNCS_TOTAL,
                 VERIFY_RUNS_TOTAL,
+                SYNC_WATCH_EVENTS_TOTAL,
+                SYNC_SESSION_RECONNECTS_TOTAL,
+                SYNC_REPAIRED_PATHS_TOTAL,
             ]
             .contains(name);
             assert_eq!(counter, is_counter, "{name}: only counters end in _total");

@@ -205,15 +205,87 @@ pub fn resolve_sync(
     lookup: impl Fn(&str) -> (Option<Database>, Option<SecretData>),
 ) -> Result<SyncOptions, ResolveError> {
     let namespace = sync.metadata.namespace.clone().unwrap_or_default();
+    resolve_config(&namespace, &sync.spec.config, lookup)
+}
+
+/// Engine settings of a LiveSynchronization: the copy settings as for a Synchronization, plus
+/// its intervals, lag objective and heartbeat, each error naming its field.
+pub fn resolve_live(
+    ls: &crate::api::automation::LiveSynchronization,
+    lookup: impl Fn(&str) -> (Option<Database>, Option<SecretData>),
+) -> Result<crate::continuous::ContinuousOptions, ResolveError> {
+    use crate::api::automation::parse_duration;
+    use crate::continuous::{ContinuousOptions, HeartbeatOptions};
+    let spec = &ls.spec;
+    let namespace = ls.metadata.namespace.clone().unwrap_or_default();
+    if spec.config.dry_run {
+        return Err(invalid(
+            "spec.config.dryRun",
+            "a LiveSynchronization cannot be a dry run: use a Synchronization with dryRun",
+        ));
+    }
+    let duration = |field: &str, v: &str| {
+        parse_duration(field, v).map_err(|m| ResolveError::InvalidSpec {
+            field: field.to_string(),
+            message: m
+                .strip_prefix(&format!("{field}: "))
+                .unwrap_or(&m)
+                .to_string(),
+        })
+    };
+    let verify_interval = duration("spec.verifyInterval", &spec.verify_interval)?;
+    let max_lag = duration("spec.maxLag", &spec.max_lag)?;
+    let resync = duration("spec.resyncInterval", &spec.resync_interval)?;
+    let sync = resolve_config(&namespace, &spec.config, lookup)?;
+    let heartbeat = if spec.heartbeat.enabled {
+        let interval = duration("spec.heartbeat.interval", &spec.heartbeat.interval)?;
+        if interval < std::time::Duration::from_millis(100) {
+            return Err(invalid("spec.heartbeat.interval", "must be at least 100ms"));
+        }
+        let path =
+            spec.heartbeat.path.clone().unwrap_or_else(|| {
+                verifier::path::child(&sync.source_root, ".resiliency-heartbeat")
+            });
+        verifier::path::validate_root("spec.heartbeat.path", &path)
+            .map_err(|e| invalid("spec.heartbeat.path", e.to_string()))?;
+        if path == sync.source_root || !verifier::path::is_within(&sync.source_root, &path) {
+            return Err(invalid(
+                "spec.heartbeat.path",
+                format!(
+                    "{path} must be under spec.config.rootPath ({}) to be replicated",
+                    sync.source_root
+                ),
+            ));
+        }
+        Some(HeartbeatOptions { path, interval })
+    } else {
+        None
+    };
+    let mut live = crate::engine::live::LiveOptions::new(sync);
+    live.sync.progress_every = None;
+    live.resync_interval = (!resync.is_zero()).then_some(resync);
+    let mut o = ContinuousOptions::new(live);
+    o.verify_interval = (!verify_interval.is_zero()).then_some(verify_interval);
+    o.max_lag = max_lag;
+    o.repair = spec.repair;
+    o.heartbeat = heartbeat;
+    Ok(o)
+}
+
+/// Copy settings of a sync config in `namespace`, looking its Databases up by name.
+pub fn resolve_config(
+    namespace: &str,
+    c: &SyncConfig,
+    lookup: impl Fn(&str) -> (Option<Database>, Option<SecretData>),
+) -> Result<SyncOptions, ResolveError> {
     let endpoint = |name: &str| {
         let (db, secret) = lookup(name);
         let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
-            namespace: namespace.clone(),
+            namespace: namespace.to_string(),
             name: name.to_string(),
         })?;
         connect_options(&db, secret.as_ref())
     };
-    let c = &sync.spec.config;
     sync_options(c, endpoint(&c.source_name)?, endpoint(&c.destination_name)?)
 }
 
@@ -342,5 +414,90 @@ mod tests {
             e.to_string().starts_with("spec.config.containerPaths[0]"),
             "{e}"
         );
+    }
+
+    fn live(spec: serde_json::Value) -> crate::api::automation::LiveSynchronization {
+        let mut base = serde_json::json!({"plugin": "zookeeper-to-zookeeper-nodes",
+            "config": {"sourceName": "zk", "destinationName": "zk2", "rootPath": "/app"}});
+        for (k, v) in spec.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "automation.astronetes.io/v1alpha1", "kind": "LiveSynchronization",
+            "metadata": {"name": "l", "namespace": "ns"}, "spec": base
+        }))
+        .unwrap()
+    }
+
+    fn resolve(
+        l: &crate::api::automation::LiveSynchronization,
+    ) -> Result<crate::continuous::ContinuousOptions, ResolveError> {
+        resolve_live(l, |name| {
+            (
+                Some(db(&[if name == "zk" { "a:1" } else { "b:1" }])),
+                Some(secret(&[("user", "u"), ("password", "p")])),
+            )
+        })
+    }
+
+    #[test]
+    fn a_live_synchronization_resolves_with_its_intervals_and_heartbeat() {
+        let o = resolve(&live(
+            serde_json::json!({"verifyInterval": "1m30s", "maxLag": "250ms",
+            "resyncInterval": "0s", "repair": true, "heartbeat": {"enabled": true}}),
+        ))
+        .unwrap();
+        assert_eq!(o.verify_interval, Some(std::time::Duration::from_secs(90)));
+        assert_eq!(o.max_lag, std::time::Duration::from_millis(250));
+        assert_eq!(o.live.resync_interval, None);
+        assert!(o.repair);
+        let h = o.heartbeat.unwrap();
+        assert_eq!(h.path, "/app/.resiliency-heartbeat");
+        assert_eq!(h.interval, std::time::Duration::from_secs(10));
+        // Defaults: verify every 5 minutes, 30 s objective, a re-walk every 10 minutes.
+        let o = resolve(&live(serde_json::json!({}))).unwrap();
+        assert_eq!(o.verify_interval, Some(std::time::Duration::from_secs(300)));
+        assert_eq!(o.max_lag, std::time::Duration::from_secs(30));
+        assert_eq!(
+            o.live.resync_interval,
+            Some(std::time::Duration::from_secs(600))
+        );
+        assert!(o.heartbeat.is_none());
+    }
+
+    #[test]
+    fn bad_live_settings_are_refused_naming_the_field() {
+        for (spec, field) in [
+            (serde_json::json!({"maxLag": "soon"}), "spec.maxLag"),
+            (
+                serde_json::json!({"verifyInterval": "5"}),
+                "spec.verifyInterval",
+            ),
+            (
+                serde_json::json!({"resyncInterval": "1d"}),
+                "spec.resyncInterval",
+            ),
+            (
+                serde_json::json!({"heartbeat": {"enabled": true, "path": "/elsewhere/hb"}}),
+                "spec.heartbeat.path",
+            ),
+            (
+                serde_json::json!({"heartbeat": {"enabled": true, "path": "/app"}}),
+                "spec.heartbeat.path",
+            ),
+            (
+                serde_json::json!({"heartbeat": {"enabled": true, "interval": "1ms"}}),
+                "spec.heartbeat.interval",
+            ),
+            (
+                serde_json::json!({"config": {"sourceName": "zk", "destinationName": "zk2",
+                    "rootPath": "/app", "dryRun": true}}),
+                "spec.config.dryRun",
+            ),
+        ] {
+            let e = resolve(&live(spec.clone())).unwrap_err();
+            assert!(e.to_string().starts_with(field), "{spec}: {e}");
+            assert!(e.is_permanent());
+        }
     }
 }

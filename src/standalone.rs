@@ -14,7 +14,10 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::api::assets::Database;
-use crate::api::automation::{Phase, Synchronization, SynchronizationPlan};
+use crate::api::automation::{
+    LivePhase, LiveSynchronization, LiveSynchronizationStatus, Phase, Synchronization,
+    SynchronizationPlan,
+};
 use crate::api::conditions::{find, types};
 use crate::controllers::synchronization::{self as sync_ctl, Action};
 use crate::controllers::synchronization_plan::{self as plan_ctl, Child, PLAN_LABEL};
@@ -42,6 +45,7 @@ pub struct Manifests {
     pub databases: BTreeMap<(String, String), Database>,
     pub syncs: BTreeMap<(String, String), Synchronization>,
     pub plans: BTreeMap<(String, String), SynchronizationPlan>,
+    pub live: BTreeMap<(String, String), LiveSynchronization>,
 }
 
 fn yaml_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -129,6 +133,15 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, StandaloneError> {
                     m.syncs
                         .insert((ns, s.metadata.name.clone().unwrap_or_default()), s);
                 }
+                "LiveSynchronization" => {
+                    let mut l: LiveSynchronization =
+                        serde_json::from_value(doc).map_err(parse_err)?;
+                    let name = l.metadata.name.clone().unwrap_or_default();
+                    l.metadata.namespace = Some(ns.clone());
+                    l.metadata.uid = Some(format!("{ns}/{name}"));
+                    l.metadata.generation = Some(1);
+                    m.live.insert((ns, name), l);
+                }
                 "SynchronizationPlan" => {
                     let mut p: SynchronizationPlan =
                         serde_json::from_value(doc).map_err(parse_err)?;
@@ -193,8 +206,9 @@ fn say_notes(kind: &str, ns: &str, name: &str, notes: &[Note]) {
     }
 }
 
-/// Runs until every Synchronization has finished (forever while plans exist). Returns true
-/// when every Synchronization succeeded and none diverged.
+/// Runs until every Synchronization has finished (while plans or LiveSynchronizations exist,
+/// until SIGINT or SIGTERM). Returns true when every Synchronization succeeded and none
+/// diverged, and no LiveSynchronization failed or was confirmed divergent.
 pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
     let runs = Runs::new();
     // Databases first: an unreachable ensemble shows before any copy starts.
@@ -219,8 +233,17 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
             );
         }
     }
+    let live = crate::continuous::Registry::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if !m.live.is_empty() || !m.plans.is_empty() {
+        tokio::spawn(async move {
+            crate::operator::termination().await;
+            let _ = stop_tx.send(true);
+        });
+    }
     loop {
         let now = Timestamp::now();
+        drive_live(&mut m, &live, now)?;
         // Plans create children first, so a due slot starts in this same pass.
         let plan_keys: Vec<(String, String)> = m.plans.keys().cloned().collect();
         for key in &plan_keys {
@@ -300,14 +323,109 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
             .syncs
             .values()
             .all(|s| s.status.as_ref().is_some_and(|st| st.phase.is_finished()));
-        if m.plans.is_empty() && all_done {
+        if (m.plans.is_empty() && m.live.is_empty() && all_done) || *stop_rx.borrow() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(m.syncs.values().all(|s| {
-        s.status.as_ref().is_some_and(|st| {
-            st.phase == Phase::Succeeded && st.verification.as_ref().is_none_or(|v| v.equal)
-        })
-    }))
+    if !live.is_empty() {
+        live.clear();
+        for (ns, name) in m.live.keys() {
+            say(
+                "livesynchronization",
+                ns,
+                name,
+                "stopped; destination data is left as it is",
+            );
+        }
+    }
+    let live_ok = m.live.values().all(|l| {
+        l.status
+            .as_ref()
+            .is_some_and(|st| st.phase != LivePhase::Failed && st.divergent_nodes.unwrap_or(0) == 0)
+    });
+    Ok(live_ok
+        && m.syncs.values().all(|s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.phase == Phase::Succeeded && st.verification.as_ref().is_none_or(|v| v.equal)
+            })
+        }))
+}
+
+/// One pass over the LiveSynchronizations: start their streams, then print what changed.
+fn drive_live(
+    m: &mut Manifests,
+    live: &crate::continuous::Registry,
+    now: Timestamp,
+) -> Result<(), StandaloneError> {
+    use crate::controllers::live_synchronization::{self as live_ctl, LiveAction};
+    let keys: Vec<(String, String)> = m.live.keys().cloned().collect();
+    for key in keys {
+        let Some(l) = m.live.get(&key).cloned() else {
+            continue;
+        };
+        let uid = l.metadata.uid.clone().unwrap_or_default();
+        let run = live.get(&uid);
+        let resolve = || {
+            resolve::resolve_live(&l, |name| {
+                let k = (key.0.clone(), name.to_string());
+                (m.databases.get(&k).cloned(), m.secrets.get(&k).cloned())
+            })
+        };
+        if run.is_none() {
+            // Files do not change under us: what is missing now stays missing.
+            if let Err(e) = resolve() {
+                return Err(StandaloneError::Resolve {
+                    kind: "livesynchronization",
+                    name: key.1.clone(),
+                    source: e,
+                });
+            }
+        }
+        let d = live_ctl::desired(&l, resolve, run.as_ref().map(|(g, s)| (*g, s)), now);
+        say_notes("livesynchronization", &key.0, &key.1, &d.notes);
+        match d.action {
+            LiveAction::Start(opts) => live.start(&uid, l.metadata.generation, *opts, None),
+            LiveAction::Stop => live.stop(&uid),
+            LiveAction::Nothing => {}
+        }
+        let old = l.status.clone().unwrap_or_default();
+        for line in live_changes(&old, &d.status) {
+            say("livesynchronization", &key.0, &key.1, &line);
+        }
+        if let Some(x) = m.live.get_mut(&key) {
+            x.status = Some(d.status);
+        }
+    }
+    Ok(())
+}
+
+/// Lines for what changed between two statuses: phase, condition flips, a new verification.
+fn live_changes(old: &LiveSynchronizationStatus, new: &LiveSynchronizationStatus) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.phase != new.phase {
+        out.push(format!("phase {:?}", new.phase));
+    }
+    for c in &new.conditions {
+        let before = find(&old.conditions, &c.type_);
+        if before.map(|b| (&b.status, &b.reason)) != Some((&c.status, &c.reason)) {
+            out.push(format!(
+                "{}={} {}: {}",
+                c.type_, c.status, c.reason, c.message
+            ));
+        }
+    }
+    if new.last_verified_time.is_some() && new.last_verified_time != old.last_verified_time {
+        out.push(format!(
+            "verified: {} divergent, {} undecided, source root hash {}, lag {}",
+            new.divergent_nodes.unwrap_or(0),
+            new.undecided_nodes.unwrap_or(0),
+            new.source_root_hash
+                .as_deref()
+                .map(|h| &h[..h.len().min(16)])
+                .unwrap_or("-"),
+            new.lag.as_deref().unwrap_or("-")
+        ));
+    }
+    out
 }

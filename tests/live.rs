@@ -8,6 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use resiliency_operator::continuous::{Continuous, ContinuousOptions, HeartbeatOptions};
 use resiliency_operator::engine::live::{self, LiveOptions, LiveState, Stats};
 use resiliency_operator::engine::SyncOptions;
 use support::*;
@@ -309,9 +310,13 @@ async fn the_cli_streams_until_sigterm() {
         "resiliency_sync_caught_up{namespace=\"cli\",name=\"cli-test\"} 1",
         "resiliency_sync_current_lag_seconds{namespace=\"cli\",name=\"cli-test\"} 0",
         "resiliency_sync_streaming{namespace=\"cli\",name=\"cli-test\"} 1",
-        "resiliency_verify_runs_total{result=\"diverged\"} 1",
-        "resiliency_verify_runs_total{result=\"in_sync\"}",
+        "resiliency_verify_runs_total{namespace=\"cli\",name=\"cli-test\",result=\"diverged\"} 1",
+        "resiliency_verify_runs_total{namespace=\"cli\",name=\"cli-test\",result=\"in_sync\"}",
         "resiliency_sync_last_good_sync_timestamp_seconds{namespace=\"cli\",name=\"cli-test\"}",
+        "resiliency_sync_repaired_paths_total{namespace=\"cli\",name=\"cli-test\"} 1",
+        "resiliency_sync_session_connected{namespace=\"cli\",name=\"cli-test\",side=\"source\"} 1",
+        "resiliency_sync_session_connected{namespace=\"cli\",name=\"cli-test\",side=\"destination\"} 1",
+        "resiliency_sync_watch_events_total{namespace=\"cli\",name=\"cli-test\"}",
     ] {
         assert!(scrape.contains(needle), "{needle} missing from\n{scrape}");
     }
@@ -484,4 +489,108 @@ async fn scrape_metrics(addr: &str) -> String {
     out.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_is_noticed_and_the_tree_re_walked() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("live-cut");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 100, 10, 8).await;
+    let proxy = Proxy::start(src.port()).await;
+    let mut o = sync_opts(src, &root, dst, &root);
+    o.source = verifier::ConnectOptions::new(proxy.connect_string());
+    let run = Continuous::start(
+        ContinuousOptions::new(LiveOptions::new(o.clone())),
+        vec![],
+        None,
+    );
+    wait_for("streaming", Duration::from_secs(60), || async {
+        run.snapshot().streaming()
+    })
+    .await;
+    assert_eq!(run.snapshot().full_syncs, 1);
+
+    // The network between the replicator and the source goes away; the source keeps changing.
+    proxy.cut();
+    for i in 0..30 {
+        mk(&zs, &format!("{root}/during-cut-{i}"), b"c").await;
+    }
+    zs.set_data(&root, b"changed during the cut", None)
+        .await
+        .unwrap();
+    wait_for("the cut noticed", Duration::from_secs(30), || async {
+        run.snapshot().source.ok == Some(false)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snap = run.snapshot();
+    assert!(!snap.streaming(), "{snap:?}");
+    let lag = snap.lag(k8s_openapi::jiff::Timestamp::now());
+    assert!(
+        lag >= Duration::from_secs(2),
+        "the lag must grow while cut off: {lag:?}"
+    );
+
+    proxy.heal();
+    let mut verified = o.clone();
+    verified.source = verifier::ConnectOptions::new(src.connect_string());
+    converges(&verified).await;
+    wait_for("streaming again", Duration::from_secs(60), || async {
+        run.snapshot().streaming()
+    })
+    .await;
+    let snap = run.snapshot();
+    assert!(
+        snap.full_syncs >= 2,
+        "no anti-entropy pass after the cut: {snap:?}"
+    );
+    assert_eq!(snap.source.ok, Some(true));
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_measures_lag_while_idle_and_the_verifier_stays_in_sync() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("live-heartbeat");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 50, 10, 8).await;
+    let o = sync_opts(src, &root, dst, &root);
+    let mut co = ContinuousOptions::new(LiveOptions::new(o.clone()));
+    let hb = format!("{root}/.resiliency-heartbeat");
+    co.heartbeat = Some(HeartbeatOptions {
+        path: hb.clone(),
+        interval: Duration::from_millis(200),
+    });
+    co.verify_interval = Some(Duration::from_millis(500));
+    let run = Continuous::start(co, vec![], None);
+    wait_for("three verifications", Duration::from_secs(60), || async {
+        let s = run.snapshot();
+        s.last_good_sync.is_some() && s.heartbeat_seen.is_some() && s.applied_total >= 10
+    })
+    .await;
+    // Idle apart from the heartbeat: the lag stays small and nothing is late.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let snap = run.snapshot();
+    assert!(snap.streaming(), "{snap:?}");
+    assert!(snap.heartbeat_error.is_none(), "{snap:?}");
+    assert!(!snap.heartbeat_late(now), "{snap:?}");
+    assert!(
+        snap.lag(now) < Duration::from_secs(1),
+        "{:?}",
+        snap.lag(now)
+    );
+    let seen = now.duration_since(snap.heartbeat_seen.unwrap());
+    assert!(seen.as_secs_f64() < 1.0, "last heartbeat {seen:?} ago");
+    // The heartbeat is replicated like any node: the destination holds a recent time.
+    let (data, _) = client(dst).await.get_data(&hb).await.unwrap();
+    let written: i64 = String::from_utf8(data).unwrap().parse().unwrap();
+    assert!((now.as_millisecond() - written).abs() < 5_000, "{written}");
+    // A node written every 200 ms is never blamed.
+    match &snap.last_verify.as_ref().unwrap().result {
+        Ok(v) => assert_eq!(v.confirmed_count, 0, "{v:?}"),
+        Err(e) => panic!("verification failed: {e}"),
+    }
+    run.stop().await.unwrap();
 }

@@ -68,7 +68,7 @@ fn documents(path: &Path) -> Vec<Value> {
 /// Parses `obj` into the Rust type of its kind; false for kinds that are not ours.
 fn parse_typed(kind: &str, obj: &Value) -> Result<bool, serde_json::Error> {
     use api::assets::{Bucket, Database, KubernetesCluster};
-    use api::automation::{Synchronization, SynchronizationPlan};
+    use api::automation::{LiveSynchronization, Synchronization, SynchronizationPlan};
     let v = obj.clone();
     match kind {
         "Database" => serde_json::from_value::<Database>(v).map(|_| true),
@@ -76,6 +76,7 @@ fn parse_typed(kind: &str, obj: &Value) -> Result<bool, serde_json::Error> {
         "KubernetesCluster" => serde_json::from_value::<KubernetesCluster>(v).map(|_| true),
         "Synchronization" => serde_json::from_value::<Synchronization>(v).map(|_| true),
         "SynchronizationPlan" => serde_json::from_value::<SynchronizationPlan>(v).map(|_| true),
+        "LiveSynchronization" => serde_json::from_value::<LiveSynchronization>(v).map(|_| true),
         "Secret" => serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(v).map(|_| false),
         _ => Ok(false),
     }
@@ -221,4 +222,55 @@ fn bad_databases_are_refused() {
             "{bad}: {err}"
         );
     }
+}
+
+fn live(extra: Value) -> Value {
+    let mut spec = serde_json::json!({"plugin": "zookeeper-to-zookeeper-nodes",
+        "config": {"sourceName": "a", "destinationName": "b", "rootPath": "/app"}});
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::json!({
+        "apiVersion": "automation.astronetes.io/v1alpha1",
+        "kind": "LiveSynchronization",
+        "metadata": {"name": "l"},
+        "spec": spec
+    })
+}
+
+#[test]
+fn live_synchronizations_take_kubernetes_durations_and_refuse_others_naming_the_field() {
+    validate("LiveSynchronization", &live(serde_json::json!({}))).unwrap();
+    validate(
+        "LiveSynchronization",
+        &live(
+            serde_json::json!({"verifyInterval": "1h30m", "maxLag": "250ms",
+            "resyncInterval": "0s", "repair": true,
+            "heartbeat": {"enabled": true, "path": "/app/hb", "interval": "5s"}}),
+        ),
+    )
+    .unwrap();
+    for (extra, needle) in [
+        (serde_json::json!({"maxLag": "30"}), "30s"),
+        (serde_json::json!({"verifyInterval": "five minutes"}), "5m"),
+        (
+            serde_json::json!({"heartbeat": {"enabled": true, "path": "hb"}}),
+            "absolute",
+        ),
+        (serde_json::json!({"repair": "yes"}), "repair"),
+    ] {
+        let err =
+            validate("LiveSynchronization", &live(extra.clone())).expect_err(&extra.to_string());
+        assert!(
+            err.contains(needle),
+            "{extra}: {err} does not mention {needle}"
+        );
+    }
+    // The same config rules as a Synchronization.
+    let mut same = live(serde_json::json!({}));
+    same["spec"]["config"]["destinationName"] = "a".into();
+    same["spec"]["config"]["sourceName"] = "a".into();
+    assert!(validate("LiveSynchronization", &same)
+        .unwrap_err()
+        .contains("same Database"));
 }

@@ -1,4 +1,4 @@
-//! `automation.astronetes.io/v1alpha1`: what to copy, once or on a schedule.
+//! `automation.astronetes.io/v1alpha1`: what to copy, once, on a schedule or continuously.
 // Several printcolumn(...) entries repeat `type_ = ...`; clippy reads them as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
@@ -225,6 +225,239 @@ pub struct SynchronizationStatus {
     pub counters: Option<SyncCounters>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+}
+
+fn default_verify_interval() -> String {
+    "5m".into()
+}
+
+fn default_max_lag() -> String {
+    "30s".into()
+}
+
+fn default_resync_interval() -> String {
+    "10m".into()
+}
+
+fn default_heartbeat_interval() -> String {
+    "10s".into()
+}
+
+/// A duration as Kubernetes writes them (`30s`, `5m`, `1h30m`, `250ms`): a number followed by a
+/// unit, repeated. Checked at admission by this rule, parsed by [`parse_duration`].
+const DURATION_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')";
+
+/// Parses a Kubernetes-style duration such as `30s`, `5m`, `1h30m` or `250ms`. `0s` is zero.
+pub fn parse_duration(field: &str, s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{field}: {s:?} is not a duration such as 30s, 5m, 1h30m or 250ms");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
+        rest = &rest[n..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else {
+            return Err(bad());
+        };
+        total += value * unit;
+        rest = &rest[len..];
+    }
+    if !total.is_finite() || total > 10.0 * 365.0 * 86400.0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+/// The opt-in heartbeat: a znode on the source that the operator rewrites every interval, so
+/// lag is measured end to end even while the source is idle, and a stalled stream shows.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// Write the heartbeat znode.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Source path of the heartbeat znode; must be under spec.config.rootPath (default:
+    /// `<rootPath>/.resiliency-heartbeat`). It is replicated like any other node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must be an absolute path"))]
+    #[schemars(length(max = 4096))]
+    pub path: Option<String>,
+    /// How often the heartbeat is written, e.g. 10s.
+    #[serde(default = "default_heartbeat_interval")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("must be a duration such as 10s"))]
+    #[schemars(length(max = 64))]
+    pub interval: String,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            enabled: false,
+            path: None,
+            interval: default_heartbeat_interval(),
+        }
+    }
+}
+
+/// Continuous replication: a full copy, then every change streamed from the source, with a
+/// lag-aware verifier proving the copy right.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "automation.astronetes.io",
+    version = "v1alpha1",
+    kind = "LiveSynchronization",
+    namespaced,
+    status = "LiveSynchronizationStatus",
+    shortname = "livesync",
+    category = "astronetes",
+    doc = "LiveSynchronization streams every change of an asset to another one continuously",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Source",
+        type_ = "string",
+        json_path = ".spec.config.sourceName",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Destination",
+        type_ = "string",
+        json_path = ".spec.config.destinationName",
+        priority = 1
+    ),
+    printcolumn(name = "Lag", type_ = "string", json_path = ".status.lag"),
+    printcolumn(
+        name = "Divergent",
+        type_ = "integer",
+        json_path = ".status.divergentNodes"
+    ),
+    printcolumn(
+        name = "Last Good Sync",
+        type_ = "date",
+        json_path = ".status.lastGoodSyncTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveSynchronizationSpec {
+    /// Replication plugin.
+    pub plugin: Plugin,
+    /// Plugin configuration, as on a Synchronization (`verify` and `dryRun` do not apply).
+    pub config: SyncConfig,
+    /// How often the lag-aware verifier compares both trees, e.g. 5m; 0s turns it off.
+    #[serde(default = "default_verify_interval")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("must be a duration such as 5m"))]
+    #[schemars(length(max = 64))]
+    pub verify_interval: String,
+    /// The lag objective (RPO), e.g. 30s: Ready turns False while the lag is above it.
+    #[serde(default = "default_max_lag")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("must be a duration such as 30s"))]
+    #[schemars(length(max = 64))]
+    pub max_lag: String,
+    /// The opt-in heartbeat znode (off by default).
+    #[serde(default)]
+    pub heartbeat: Heartbeat,
+    /// Re-sync subtrees the verifier confirms divergent (off by default: report only).
+    #[serde(default)]
+    pub repair: bool,
+    /// A full anti-entropy re-walk this often, e.g. 10m; 0s: only after a gap. ZooKeeper fires
+    /// no watch event for an ACL change, so this is also the RPO of ACL changes.
+    #[serde(default = "default_resync_interval")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("must be a duration such as 10m"))]
+    #[schemars(length(max = 64))]
+    pub resync_interval: String,
+}
+
+/// Where a LiveSynchronization is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LivePhase {
+    /// Not started yet (waiting for its Databases).
+    #[default]
+    Pending,
+    /// Running a full sync: the first one, or anti-entropy after a gap.
+    Syncing,
+    /// Streaming changes.
+    Streaming,
+    /// Waiting to retry after an error.
+    Retrying,
+    /// Stopped on an error a retry cannot fix (see the Ready condition).
+    Failed,
+}
+
+/// Observed state of a LiveSynchronization.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveSynchronizationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: LivePhase,
+    /// Ready, Streaming, CaughtUp, InSync, SourceReachable, DestinationReachable.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// Current replication lag, e.g. 12ms (0s when caught up, or the heartbeat's lag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+    /// Changes applied since the stream started in this operator process.
+    #[serde(default)]
+    pub changes_applied: u64,
+    /// Full syncs run (the first one and every anti-entropy re-walk).
+    #[serde(default)]
+    pub full_syncs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_full_sync_time: Option<Time>,
+    /// Nodes the last verification confirmed divergent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergent_nodes: Option<u64>,
+    /// Up to 10 confirmed divergent paths (relative to the roots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub divergent_paths: Vec<String>,
+    /// Suspects of the last verification that could not be judged (still changing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undecided_nodes: Option<u64>,
+    /// Source nodes counted by the last verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_nodes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_root_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_root_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<Time>,
+    /// The last verification that found both trees equal: the last known good copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_sync_time: Option<Time>,
+    /// Subtrees re-synced by `repair`.
+    #[serde(default)]
+    pub repaired_paths: u64,
+    /// When the last heartbeat reached the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<Time>,
 }
 
 /// What to do when a slot comes while the previous run is still active.

@@ -15,6 +15,12 @@ pub mod types {
     /// A Synchronization finished (as on a Job).
     pub const COMPLETE: &str = "Complete";
     pub const FAILED: &str = "Failed";
+    /// A LiveSynchronization is applying watch events (not re-walking, not retrying).
+    pub const STREAMING: &str = "Streaming";
+    /// Nothing is pending and the lag is within the objective.
+    pub const CAUGHT_UP: &str = "CaughtUp";
+    /// The last lag-aware verification found both trees equal.
+    pub const IN_SYNC: &str = "InSync";
 }
 
 /// Why a condition has its status. PascalCase, stable: users alert on them.
@@ -43,11 +49,19 @@ pub enum Reason {
     ConcurrencyForbidden,
     DeadlineMissed,
     Active,
+    Streaming,
+    Syncing,
+    CaughtUp,
+    Behind,
+    LagAboveObjective,
+    HeartbeatLate,
+    NotVerified,
+    Undecided,
 }
 
 impl Reason {
     /// Every reason, for parsing a condition's reason back.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 31] = [
         Reason::Connected,
         Reason::Unreachable,
         Reason::AuthFailed,
@@ -71,6 +85,14 @@ impl Reason {
         Reason::ConcurrencyForbidden,
         Reason::DeadlineMissed,
         Reason::Active,
+        Reason::Streaming,
+        Reason::Syncing,
+        Reason::CaughtUp,
+        Reason::Behind,
+        Reason::LagAboveObjective,
+        Reason::HeartbeatLate,
+        Reason::NotVerified,
+        Reason::Undecided,
     ];
 
     pub fn parse(s: &str) -> Option<Reason> {
@@ -102,6 +124,14 @@ impl Reason {
             Reason::ConcurrencyForbidden => "ConcurrencyForbidden",
             Reason::DeadlineMissed => "DeadlineMissed",
             Reason::Active => "Active",
+            Reason::Streaming => "Streaming",
+            Reason::Syncing => "Syncing",
+            Reason::CaughtUp => "CaughtUp",
+            Reason::Behind => "Behind",
+            Reason::LagAboveObjective => "LagAboveObjective",
+            Reason::HeartbeatLate => "HeartbeatLate",
+            Reason::NotVerified => "NotVerified",
+            Reason::Undecided => "Undecided",
         }
     }
 }
@@ -118,6 +148,8 @@ impl std::fmt::Display for Reason {
 pub struct Desired {
     pub type_: &'static str,
     pub status: bool,
+    /// Status "Unknown" (not judged yet); `status` is then ignored.
+    pub unknown: bool,
     pub reason: Reason,
     pub message: String,
 }
@@ -132,8 +164,17 @@ impl Desired {
         Desired {
             type_,
             status,
+            unknown: false,
             reason,
             message: message.into(),
+        }
+    }
+
+    /// A condition not judged yet, e.g. InSync before the first verification.
+    pub fn unknown(type_: &'static str, reason: Reason, message: impl Into<String>) -> Self {
+        Desired {
+            unknown: true,
+            ..Desired::new(type_, false, reason, message)
         }
     }
 }
@@ -146,7 +187,12 @@ pub fn set_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if want.status { "True" } else { "False" }.to_string();
+    let status = match (want.unknown, want.status) {
+        (true, _) => "Unknown",
+        (false, true) => "True",
+        (false, false) => "False",
+    }
+    .to_string();
     // The API server limits messages to 32 KiB; ours are short, but a cause chain may not be.
     let mut message = want.message;
     if message.len() > 1024 {

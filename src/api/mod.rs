@@ -19,6 +19,7 @@ pub fn all_crds(
         assets::KubernetesCluster::crd(),
         automation::Synchronization::crd(),
         automation::SynchronizationPlan::crd(),
+        automation::LiveSynchronization::crd(),
     ]
 }
 

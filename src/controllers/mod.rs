@@ -3,5 +3,6 @@
 //! the result.
 
 pub mod database;
+pub mod live_synchronization;
 pub mod synchronization;
 pub mod synchronization_plan;

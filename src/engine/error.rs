@@ -72,6 +72,31 @@ impl SyncError {
         }
     }
 
+    /// Which ensemble the error is about: "source", "destination", or None (bad options).
+    pub fn side(&self) -> Option<&'static str> {
+        match self {
+            SyncError::InvalidPath(_) | SyncError::Overlap { .. } => None,
+            SyncError::Connect(ConnectError::Unreachable { role, .. })
+            | SyncError::Connect(ConnectError::Refused { role, .. })
+            | SyncError::Connect(ConnectError::InvalidServers { role, .. }) => {
+                Some(if *role == "source" {
+                    "source"
+                } else {
+                    "destination"
+                })
+            }
+            SyncError::SourceRootMissing { .. } => Some("source"),
+            SyncError::NotAuthorized { side, .. } => Some(side),
+            SyncError::Read(e) => Some(if e.side == "source" {
+                "source"
+            } else {
+                "destination"
+            }),
+            SyncError::RetriesExhausted { last, .. } => last.side(),
+            _ => Some("destination"),
+        }
+    }
+
     /// Maps a failed read to the error a user can act on.
     pub fn from_read(e: ReadError, who: &str) -> SyncError {
         if e.source == ZkError::NoAuth {

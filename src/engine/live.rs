@@ -76,6 +76,13 @@ pub trait Observer: Send + Sync {
     fn applied(&self, _path: &str, _lag: Duration) {}
     /// Nothing pending after a batch (true) or changes waiting (false).
     fn caught_up(&self, _caught_up: bool) {}
+    /// A side ("source" or "destination") answered (true) or was lost (false), and why.
+    fn reachable(&self, _side: &'static str, _reachable: bool, _why: &str) {}
+    /// A watch event for a node arrived.
+    fn watch_event(&self) {}
+    /// A session to `side` was opened again after a gap (a new epoch, or a replaced
+    /// destination session).
+    fn reconnected(&self, _side: &'static str) {}
 }
 
 /// Hands every observation to each of several observers (e.g. stats for a status line and
@@ -94,6 +101,17 @@ impl Observer for Tee {
     }
     fn caught_up(&self, caught_up: bool) {
         self.0.iter().for_each(|o| o.caught_up(caught_up));
+    }
+    fn reachable(&self, side: &'static str, reachable: bool, why: &str) {
+        self.0
+            .iter()
+            .for_each(|o| o.reachable(side, reachable, why));
+    }
+    fn watch_event(&self) {
+        self.0.iter().for_each(|o| o.watch_event());
+    }
+    fn reconnected(&self, side: &'static str) {
+        self.0.iter().for_each(|o| o.reconnected(side));
     }
 }
 
@@ -176,6 +194,9 @@ pub async fn run(
                 failures = failures.saturating_add(1);
                 let wait = Duration::from_millis(250u64 << failures.min(5));
                 let why = super::error::cause_chain(&e);
+                if let Some(side) = e.side() {
+                    observer.reachable(side, false, &why);
+                }
                 tracing::warn!(error = %why, retry_in = ?wait, "continuous sync interrupted");
                 observer.state(LiveState::Retrying, &why);
                 tokio::select! {
@@ -183,7 +204,12 @@ pub async fn run(
                     _ = stop.changed() => return Ok(()),
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if let Some(side) = e.side() {
+                    observer.reachable(side, false, &super::error::cause_chain(&e));
+                }
+                return Err(e);
+            }
         }
         first = false;
     }
@@ -210,6 +236,20 @@ async fn epoch(
         connect("source", &o.source),
         connect("destination", &o.destination)
     );
+    for (side, r) in [
+        ("source", src.as_ref().err()),
+        ("destination", dst.as_ref().err()),
+    ] {
+        match r {
+            None => {
+                observer.reachable(side, true, "connected");
+                if !first {
+                    observer.reconnected(side);
+                }
+            }
+            Some(e) => observer.reachable(side, false, &super::error::cause_chain(e)),
+        }
+    }
     let (src, dst) = match (src, dst) {
         (Ok(s), Ok(d)) => (s, d),
         (Err(e), _) | (_, Err(e)) if !first => return Err(transient(e)),
@@ -245,7 +285,7 @@ async fn epoch(
                 tokio::select! {
                     r = &mut full => break r?,
                     ev = watcher.changed() => {
-                        if let Some(end) = on_event((ev.event_type, ev.session_state, ev.path), &mut dirty, &mut overflowed, opts.max_pending, &mut disconnected) {
+                        if let Some(end) = on_watch_event(ev, &mut dirty, &mut overflowed, opts.max_pending, &mut disconnected, observer) {
                             return Ok(end);
                         }
                     }
@@ -301,24 +341,28 @@ async fn epoch(
                         if e.side == "source" {
                             return Ok(Epoch::Restart(format!("source: {}", e.source)));
                         }
-                        observer.state(LiveState::Retrying, &format!("destination: {} {}: {}", e.op, e.path, e.source));
+                        let why = format!("destination: {} {}: {}", e.op, e.path, e.source);
+                        observer.state(LiveState::Retrying, &why);
+                        observer.reachable("destination", false, &why);
                         if matches!(e.source, ZkError::SessionExpired | ZkError::ClientClosed) {
                             // A new destination session; the dirty set is still complete.
                             if let Ok(c) = verifier::connect("destination", &o.destination).await {
                                 dst = c;
+                                observer.reconnected("destination");
                             }
                         }
                         due = Some(tokio::time::Instant::now() + Duration::from_millis(200));
                         retrying = true;
                     } else {
                         if std::mem::take(&mut retrying) {
+                            observer.reachable("destination", true, "connected");
                             observer.state(LiveState::Streaming, "destination back: streaming changes");
                         }
                         observer.caught_up(dirty.is_empty());
                     }
                 }
                 ev = watcher.changed() => {
-                    if let Some(end) = on_event((ev.event_type, ev.session_state, ev.path), &mut dirty, &mut overflowed, opts.max_pending, &mut disconnected) {
+                    if let Some(end) = on_watch_event(ev, &mut dirty, &mut overflowed, opts.max_pending, &mut disconnected, observer) {
                         return Ok(end);
                     }
                 }
@@ -336,6 +380,36 @@ fn transient(e: SyncError) -> SyncError {
         },
         other => other,
     }
+}
+
+/// [`on_event`], telling the observer about node events and a lost source connection.
+fn on_watch_event(
+    ev: zookeeper_client::WatchedEvent,
+    dirty: &mut BTreeMap<String, Pending>,
+    overflowed: &mut bool,
+    max_pending: usize,
+    disconnected: &mut bool,
+    observer: &Arc<dyn Observer>,
+) -> Option<Epoch> {
+    let was_disconnected = *disconnected;
+    let is_node = ev.event_type != EventType::Session;
+    let end = on_event(
+        (ev.event_type, ev.session_state, ev.path),
+        dirty,
+        overflowed,
+        max_pending,
+        disconnected,
+    );
+    if is_node {
+        observer.watch_event();
+    } else if *disconnected && !was_disconnected {
+        // Changes made meanwhile are unseen: not caught up until a re-walk after reconnecting.
+        let why = "source connection lost; reconnecting";
+        observer.reachable("source", false, why);
+        observer.caught_up(false);
+        observer.state(LiveState::Retrying, why);
+    }
+    end
 }
 
 /// Records one watch event. Returns how the epoch ends when the session says so.

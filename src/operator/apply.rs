@@ -120,11 +120,12 @@ where
 }
 
 /// `K::kind` as a static str for error context (our kinds are few and fixed).
-fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+pub fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
     match K::kind(&()).as_ref() {
         "Database" => "Database",
         "Synchronization" => "Synchronization",
         "SynchronizationPlan" => "SynchronizationPlan",
+        "LiveSynchronization" => "LiveSynchronization",
         _ => "object",
     }
 }

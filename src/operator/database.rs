@@ -127,24 +127,27 @@ pub async fn run(
     let client = ctx.shared.client.clone();
     // Metadata only: the controller never caches credentials.
     let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
-    Controller::new(
+    let controller = Controller::new(
         Api::<Database>::all(client),
         watcher::Config::default().any_semantic(),
-    )
-    .watches(secrets, watcher::Config::default(), |s| {
-        Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
-    })
-    .graceful_shutdown_on(stop)
-    .run(
-        |db, ctx: Arc<Ctx>| {
-            let shared = ctx.shared.clone();
-            shared.instrument(db, ctx, reconcile)
-        },
-        |db, err, ctx| ctx.shared.error_policy(&*db, err),
-        ctx,
-    )
-    .for_each(|r| async move { super::log_result(NAME, r) })
-    .await;
+    );
+    crate::metrics::compat::register_databases(controller.store());
+    controller
+        .watches(secrets, watcher::Config::default(), |s| {
+            Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
+        })
+        .graceful_shutdown_on(stop)
+        .run(
+            |db, ctx: Arc<Ctx>| {
+                let shared = ctx.shared.clone();
+                shared.instrument(db, ctx, reconcile)
+            },
+            |db, err, ctx| ctx.shared.error_policy(&*db, err),
+            ctx,
+        )
+        .for_each(|r| async move { super::log_result(NAME, r) })
+        .await;
+    crate::metrics::compat::unregister(NAME);
 }
 
 #[cfg(test)]

@@ -54,7 +54,9 @@ pub fn router(health: Arc<Health>, metrics: Option<PrometheusHandle>) -> Router 
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
-    let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let mut body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    // The Astronetes names, computed from the caches of the controllers this replica leads.
+    body.push_str(&crate::metrics::compat::render());
     (
         [(
             header::CONTENT_TYPE,

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod database;
 pub mod http;
 pub mod leader;
+pub mod live_synchronization;
 pub mod synchronization;
 pub mod synchronization_plan;
 
@@ -26,7 +27,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::api::assets::Database;
-use crate::api::automation::{Synchronization, SynchronizationPlan};
+use crate::api::automation::{LiveSynchronization, Synchronization, SynchronizationPlan};
 use crate::controllers::synchronization::Note;
 use crate::runs::{cause_chain, Runs};
 pub use apply::Error;
@@ -207,7 +208,11 @@ async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), Operato
     for w in controllers {
         match w {
             Which::Database => crds.push(Crd::Database),
-            Which::Synchronization => crds.extend([Crd::Synchronization, Crd::Database]),
+            Which::Synchronization => crds.extend([
+                Crd::Synchronization,
+                Crd::LiveSynchronization,
+                Crd::Database,
+            ]),
             Which::Synchronizationplan => {
                 crds.extend([Crd::SynchronizationPlan, Crd::Synchronization])
             }
@@ -236,6 +241,13 @@ async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), Operato
                     .await
                     .map(|_| ()),
             ),
+            Crd::LiveSynchronization => (
+                "livesynchronizations.automation.astronetes.io",
+                Api::<LiveSynchronization>::all(c)
+                    .list_metadata(&lp)
+                    .await
+                    .map(|_| ()),
+            ),
         };
         match result {
             Ok(()) => {}
@@ -258,10 +270,11 @@ enum Crd {
     Database,
     Synchronization,
     SynchronizationPlan,
+    LiveSynchronization,
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn termination() {
+pub(crate) async fn termination() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -281,25 +294,49 @@ async fn when_set(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
+/// The copies and streams a controller started: owned by the supervisor, so losing the Lease
+/// stops them even when it aborts the controller future.
+#[derive(Clone, Default)]
+struct Workers {
+    runs: Runs,
+    live: crate::continuous::Registry,
+}
+
+impl Workers {
+    fn clear(&self) {
+        self.runs.clear();
+        self.live.clear();
+    }
+}
+
 /// Runs one controller until it is told to stop. Used with and without leader election.
-/// `runs` is owned by the caller so it can abort them even when it aborts this future.
+/// The synchronization controller also drives LiveSynchronizations, under the same Lease.
 async fn run_one(
     which: Which,
     client: Client,
     instance: Option<String>,
     stop: watch::Receiver<bool>,
-    runs: Runs,
+    workers: Workers,
 ) {
     let shared = Shared::new(client, which, instance);
-    let stop = when_set(stop);
     match which {
-        Which::Database => database::run(Arc::new(database::Ctx::new(shared)), stop).await,
+        Which::Database => {
+            database::run(Arc::new(database::Ctx::new(shared)), when_set(stop)).await
+        }
         Which::Synchronization => {
-            let ctx = synchronization::Ctx { shared, runs };
-            synchronization::run(Arc::new(ctx), stop).await
+            let live = live_synchronization::Ctx::new(shared.clone(), workers.live);
+            let ctx = synchronization::Ctx {
+                shared,
+                runs: workers.runs,
+            };
+            tokio::join!(
+                synchronization::run(Arc::new(ctx), when_set(stop.clone())),
+                live_synchronization::run(Arc::new(live), when_set(stop))
+            );
         }
         Which::Synchronizationplan => {
-            synchronization_plan::run(Arc::new(synchronization_plan::Ctx { shared }), stop).await
+            let ctx = synchronization_plan::Ctx { shared };
+            synchronization_plan::run(Arc::new(ctx), when_set(stop)).await
         }
     }
 }
@@ -316,7 +353,7 @@ async fn supervise(
     let instance = Some(settings.identity.clone());
     let Some(ns) = settings.lease_namespace.clone() else {
         metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
-        run_one(which, client, instance, shutdown, Runs::new()).await;
+        run_one(which, client, instance, shutdown, Workers::default()).await;
         return;
     };
     let cfg = leader::LeaseConfig::new(&which.component(), &ns, &settings.identity);
@@ -330,13 +367,13 @@ async fn supervise(
         metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
         let (stop_tx, stop_rx) = watch::channel(false);
         // Owned here: losing the Lease aborts the controller, and its runs must go with it.
-        let runs = Runs::new();
+        let workers = Workers::default();
         let mut controller = tokio::spawn(run_one(
             which,
             client.clone(),
             instance.clone(),
             stop_rx,
-            runs.clone(),
+            workers.clone(),
         ));
         let ended = tokio::select! {
             ended = elector.hold(&mut shutdown) => ended,
@@ -347,7 +384,7 @@ async fn supervise(
                 // Stop acting at once: the next leader may start within the lease duration.
                 controller.abort();
                 let _ = controller.await;
-                runs.clear();
+                workers.clear();
                 tracing::warn!(controller = name, "lost the Lease; standing by");
             }
             leader::Ended::Shutdown => {
@@ -358,7 +395,7 @@ async fn supervise(
                 {
                     controller.abort();
                 }
-                runs.clear();
+                workers.clear();
                 elector.release().await;
                 metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(0.0);
                 return;

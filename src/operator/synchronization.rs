@@ -22,7 +22,7 @@ use kube::{Api, ResourceExt};
 use super::apply::{self, Error};
 use super::Shared;
 use crate::api::assets::Database;
-use crate::api::automation::{Phase, Synchronization, SynchronizationStatus};
+use crate::api::automation::{Phase, SyncConfig, Synchronization, SynchronizationStatus};
 use crate::api::conditions::Reason;
 use crate::controllers::synchronization::{self as decide, Note};
 use crate::resolve::{self, SecretData};
@@ -41,20 +41,20 @@ pub struct Ctx {
     pub runs: Runs,
 }
 
-/// Reads both Databases of `sync` and their Secrets. A missing object is `None`; any other API
+/// Both Databases of a sync config and their Secrets, by Database name.
+pub(super) type Endpoints = BTreeMap<String, (Option<Database>, Option<SecretData>)>;
+
+/// Reads both Databases of a sync config and their Secrets. A missing object is `None`; any other API
 /// error fails the reconcile (and is retried), so an API outage never looks like a deletion.
-async fn read_endpoints(
+pub(super) async fn read_endpoints(
     client: &kube::Client,
     ns: &str,
-    sync: &Synchronization,
-) -> Result<BTreeMap<String, (Option<Database>, Option<SecretData>)>, Error> {
+    config: &SyncConfig,
+) -> Result<Endpoints, Error> {
     let dbs = Api::<Database>::namespaced(client.clone(), ns);
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     let mut out = BTreeMap::new();
-    for name in [
-        &sync.spec.config.source_name,
-        &sync.spec.config.destination_name,
-    ] {
+    for name in [&config.source_name, &config.destination_name] {
         if out.contains_key(name) {
             continue;
         }
@@ -77,12 +77,12 @@ async fn read_endpoints(
 
 /// Adds (`add`) or removes our finalizer. The patch carries the resourceVersion read, so a
 /// concurrent change by someone else makes it fail (409) and retry instead of clobbering.
-async fn set_finalizer(
-    api: &Api<Synchronization>,
-    s: &Synchronization,
-    add: bool,
-) -> Result<(), Error> {
-    let (ns, name) = apply::key(s, "Synchronization")?;
+pub(super) async fn set_finalizer<K>(api: &Api<K>, s: &K, add: bool) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind = apply::static_kind::<K>();
+    let (ns, name) = apply::key(s, kind)?;
     let mut wanted: Vec<String> = s
         .finalizers()
         .iter()
@@ -93,16 +93,11 @@ async fn set_finalizer(
         wanted.push(FINALIZER.to_string());
     }
     let patch = serde_json::json!({
-        "metadata": {"finalizers": wanted, "resourceVersion": s.metadata.resource_version}
+        "metadata": {"finalizers": wanted, "resourceVersion": s.meta().resource_version}
     });
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(Error::api(
-            "updating the finalizers of",
-            "Synchronization",
-            &ns,
-            &name,
-        ))?;
+        .map_err(Error::api("updating the finalizers of", kind, &ns, &name))?;
     Ok(())
 }
 
@@ -138,7 +133,7 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
 
     let run = ctx.runs.state(&uid);
     let endpoints = if decide::needs_endpoints(&s, run.as_ref()) {
-        read_endpoints(&ctx.shared.client, &ns, &s).await?
+        read_endpoints(&ctx.shared.client, &ns, &s.spec.config).await?
     } else {
         BTreeMap::new()
     };
@@ -225,9 +220,14 @@ pub fn users_of(
         .iter()
         .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
         .filter(|s| !s.status.as_ref().is_some_and(|st| st.phase.is_finished()))
-        .filter(|s| s.spec.config.source_name == db || s.spec.config.destination_name == db)
+        .filter(|s| uses(&s.spec.config, db))
         .map(|s| ObjectRef::from_obj(&**s))
         .collect()
+}
+
+/// Whether a sync config reads or writes the Database `db`.
+pub fn uses(config: &SyncConfig, db: &str) -> bool {
+    config.source_name == db || config.destination_name == db
 }
 
 /// The controller, until `stop` resolves; every run it started is stopped when it ends.
@@ -241,6 +241,7 @@ pub async fn run(
         watcher::Config::default().any_semantic(),
     );
     let store = controller.store();
+    crate::metrics::compat::register_synchronizations(store.clone());
     let by_db = store.clone();
     let by_secret = store;
     // Metadata only: the controller never caches credentials.
@@ -271,6 +272,7 @@ pub async fn run(
         )
         .for_each(|r| async move { super::log_result(NAME, r) })
         .await;
+    crate::metrics::compat::unregister(NAME);
     // Shutting down: the next leader restarts unfinished runs.
     ctx.runs.clear();
 }

@@ -124,25 +124,28 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.shared.client.clone();
-    Controller::new(
+    let controller = Controller::new(
         Api::<SynchronizationPlan>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(
-        Api::<Synchronization>::all(client),
-        watcher::Config::default().labels(PLAN_LABEL),
-    )
-    .graceful_shutdown_on(stop)
-    .run(
-        |p, ctx: Arc<Ctx>| {
-            let shared = ctx.shared.clone();
-            shared.instrument(p, ctx, reconcile)
-        },
-        |p, err, ctx| ctx.shared.error_policy(&*p, err),
-        ctx,
-    )
-    .for_each(|r| async move { super::log_result(NAME, r) })
-    .await;
+    );
+    crate::metrics::compat::register_plans(controller.store());
+    controller
+        .owns(
+            Api::<Synchronization>::all(client),
+            watcher::Config::default().labels(PLAN_LABEL),
+        )
+        .graceful_shutdown_on(stop)
+        .run(
+            |p, ctx: Arc<Ctx>| {
+                let shared = ctx.shared.clone();
+                shared.instrument(p, ctx, reconcile)
+            },
+            |p, err, ctx| ctx.shared.error_policy(&*p, err),
+            ctx,
+        )
+        .for_each(|r| async move { super::log_result(NAME, r) })
+        .await;
+    crate::metrics::compat::unregister(NAME);
 }
 
 #[cfg(test)]

@@ -116,6 +116,13 @@ pub fn parent(path: &str) -> Option<&str> {
     }
 }
 
+/// Whether `path` is `root` or under it.
+pub fn is_within(root: &str, path: &str) -> bool {
+    root == "/" && path.starts_with('/')
+        || path == root
+        || path.strip_prefix(root).is_some_and(|r| r.starts_with('/'))
+}
+
 /// Whether one root contains the other (the same server must not copy into itself).
 pub fn overlaps(a: &str, b: &str) -> bool {
     let within = |inner: &str, outer: &str| {

@@ -1,0 +1,575 @@
+//! A continuous sync as one service: the stream ([`engine::live`]), the lag-aware verifier loop
+//! ([`engine::judge`]) and the opt-in heartbeat znode, behind a handle whose [`Snapshot`] the
+//! drivers (the CLI, standalone mode, the LiveSynchronization controller) turn into output,
+//! status and metrics. Nothing here knows Kubernetes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::watch;
+use zookeeper_client::{Acls, CreateMode, Error as ZkError};
+
+use crate::engine::error::cause_chain;
+use crate::engine::judge;
+use crate::engine::live::{self, LiveOptions, LiveState, Observer};
+use crate::engine::{SyncError, SyncSummary};
+use crate::metrics::LiveMetrics;
+
+/// Settings of a continuous sync and its verifier.
+#[derive(Clone, Debug)]
+pub struct ContinuousOptions {
+    pub live: LiveOptions,
+    /// Lag-aware verification this often (None: never).
+    pub verify_interval: Option<Duration>,
+    /// Re-sync subtrees a verification confirms divergent.
+    pub repair: bool,
+    /// The lag objective (RPO).
+    pub max_lag: Duration,
+    pub heartbeat: Option<HeartbeatOptions>,
+}
+
+impl ContinuousOptions {
+    pub fn new(live: LiveOptions) -> ContinuousOptions {
+        ContinuousOptions {
+            live,
+            verify_interval: None,
+            repair: false,
+            max_lag: Duration::from_secs(30),
+            heartbeat: None,
+        }
+    }
+}
+
+/// The heartbeat znode: a source path rewritten every interval with the wall time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeartbeatOptions {
+    pub path: String,
+    pub interval: Duration,
+}
+
+/// Whether a side answers: unknown until the first connection attempt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub ok: Option<bool>,
+    pub why: String,
+}
+
+/// What one lag-aware verification concluded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifySummary {
+    pub in_sync: bool,
+    /// Confirmed divergent paths (relative to the roots), at most [`MAX_LISTED`].
+    pub confirmed: Vec<String>,
+    pub confirmed_count: u64,
+    pub undecided: u64,
+    /// Differences the full verification saw, including those cleared as lag.
+    pub suspected: u64,
+    pub source_nodes: u64,
+    pub destination_nodes: u64,
+    pub source_root_hash: String,
+    pub destination_root_hash: String,
+    pub duration_seconds: f64,
+}
+
+/// Paths listed in a status.
+pub const MAX_LISTED: usize = 10;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyOutcome {
+    pub at: Timestamp,
+    pub result: Result<VerifySummary, String>,
+}
+
+/// Everything a driver needs to report, at one instant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub started: Timestamp,
+    pub state: Option<LiveState>,
+    pub why: String,
+    /// Nothing pending after the last batch.
+    pub caught_up: bool,
+    /// The last instant the stream was known caught up.
+    pub caught_up_at: Option<Timestamp>,
+    /// Lag of the last applied change.
+    pub last_applied_lag: Option<Duration>,
+    pub applied_total: u64,
+    pub full_syncs: u64,
+    pub last_full_sync: Option<Timestamp>,
+    pub source: Reach,
+    pub destination: Reach,
+    pub last_verify: Option<VerifyOutcome>,
+    /// The last verification that found both trees equal.
+    pub last_good_sync: Option<Timestamp>,
+    pub repaired_total: u64,
+    pub last_repair_error: Option<String>,
+    pub heartbeat_interval: Option<Duration>,
+    /// When the last heartbeat reached the destination.
+    pub heartbeat_seen: Option<Timestamp>,
+    /// Why the heartbeat cannot be written, while it cannot.
+    pub heartbeat_error: Option<String>,
+    /// An error no retry can fix: the stream stopped.
+    pub failed: Option<(Timestamp, String)>,
+}
+
+impl Snapshot {
+    fn new(started: Timestamp, heartbeat_interval: Option<Duration>) -> Snapshot {
+        Snapshot {
+            started,
+            state: None,
+            why: String::new(),
+            caught_up: false,
+            caught_up_at: None,
+            last_applied_lag: None,
+            applied_total: 0,
+            full_syncs: 0,
+            last_full_sync: None,
+            source: Reach::default(),
+            destination: Reach::default(),
+            last_verify: None,
+            last_good_sync: None,
+            repaired_total: 0,
+            last_repair_error: None,
+            heartbeat_interval,
+            heartbeat_seen: None,
+            heartbeat_error: None,
+            failed: None,
+        }
+    }
+
+    /// The replication lag now. Streaming and caught up: zero, so the lag does not grow while
+    /// the source is idle. Streaming with changes pending: the lag of the last applied change.
+    /// Not streaming (a re-walk, a retry, an unreachable side): the time since the stream was
+    /// last known caught up, a safe upper bound that grows until it is again. With the
+    /// heartbeat on, also the time the next heartbeat is overdue, which shows a stalled stream
+    /// that no event would reveal.
+    pub fn lag(&self, now: Timestamp) -> Duration {
+        let since = |t: Timestamp| -> Duration {
+            now.duration_since(t).try_into().unwrap_or(Duration::ZERO)
+        };
+        let cut_off = self.source.ok == Some(false) || self.destination.ok == Some(false);
+        let stream = match self.state {
+            _ if self.failed.is_some() || cut_off => {
+                since(self.caught_up_at.unwrap_or(self.started))
+            }
+            Some(LiveState::Streaming) if self.caught_up => Duration::ZERO,
+            Some(LiveState::Streaming) => self.last_applied_lag.unwrap_or_default(),
+            _ => since(self.caught_up_at.unwrap_or(self.started)),
+        };
+        let heartbeat = match self.heartbeat_interval {
+            Some(every) => {
+                let seen = self.heartbeat_seen.unwrap_or(self.started);
+                since(seen).saturating_sub(every)
+            }
+            None => Duration::ZERO,
+        };
+        stream.max(heartbeat)
+    }
+
+    /// The heartbeat is on and has not reached the destination for three intervals.
+    pub fn heartbeat_late(&self, now: Timestamp) -> bool {
+        self.heartbeat_interval.is_some_and(|every| {
+            let seen = self.heartbeat_seen.unwrap_or(self.started);
+            now.duration_since(seen)
+                .try_into()
+                .unwrap_or(Duration::ZERO)
+                > every * 3
+        })
+    }
+
+    pub fn streaming(&self) -> bool {
+        self.failed.is_none() && self.state == Some(LiveState::Streaming)
+    }
+}
+
+/// Keeps the snapshot up to date from the stream's observations.
+struct Board {
+    snap: Mutex<Snapshot>,
+    heartbeat_path: Option<String>,
+}
+
+impl Board {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.snap.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Observer for Board {
+    fn state(&self, state: LiveState, why: &str) {
+        let mut s = self.lock();
+        s.state = Some(state);
+        s.why = why.to_string();
+    }
+    fn full_sync(&self, _summary: &SyncSummary) {
+        let mut s = self.lock();
+        s.full_syncs += 1;
+        s.last_full_sync = Some(Timestamp::now());
+    }
+    fn applied(&self, path: &str, lag: Duration) {
+        let mut s = self.lock();
+        s.applied_total += 1;
+        s.last_applied_lag = Some(lag);
+        if self.heartbeat_path.as_deref() == Some(path) {
+            s.heartbeat_seen = Some(Timestamp::now());
+        }
+    }
+    fn caught_up(&self, caught_up: bool) {
+        let mut s = self.lock();
+        s.caught_up = caught_up;
+        if caught_up {
+            s.caught_up_at = Some(Timestamp::now());
+        }
+    }
+    fn reachable(&self, side: &'static str, reachable: bool, why: &str) {
+        let mut s = self.lock();
+        let r = if side == "source" {
+            &mut s.source
+        } else {
+            &mut s.destination
+        };
+        r.ok = Some(reachable);
+        r.why = why.to_string();
+    }
+}
+
+/// A running continuous sync. Dropping it stops everything it started; destination data is
+/// left as it is.
+pub struct Continuous {
+    board: Arc<Board>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::AbortHandle>,
+    main: Option<tokio::task::JoinHandle<Result<(), SyncError>>>,
+}
+
+impl Continuous {
+    /// Starts the stream, the verifier loop and the heartbeat. `extra` observers see every
+    /// observation too (the CLI's line printer); `metrics` exports them to Prometheus.
+    pub fn start(
+        opts: ContinuousOptions,
+        extra: Vec<Arc<dyn Observer>>,
+        metrics: Option<Arc<LiveMetrics>>,
+    ) -> Continuous {
+        let board = Arc::new(Board {
+            snap: Mutex::new(Snapshot::new(
+                Timestamp::now(),
+                opts.heartbeat.as_ref().map(|h| h.interval),
+            )),
+            heartbeat_path: opts.heartbeat.as_ref().map(|h| h.path.clone()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut observers: Vec<Arc<dyn Observer>> = vec![board.clone()];
+        observers.extend(extra);
+        if let Some(m) = &metrics {
+            observers.push(m.clone());
+        }
+        let observer: Arc<dyn Observer> = Arc::new(live::Tee(observers));
+        let mut tasks = Vec::new();
+        if let Some(every) = opts.verify_interval {
+            let (o, b, m) = (opts.clone(), board.clone(), metrics.clone());
+            tasks.push(tokio::spawn(verify_loop(o, b, m, every)).abort_handle());
+        }
+        if let Some(h) = opts.heartbeat.clone() {
+            let (c, b) = (opts.live.sync.source.clone(), board.clone());
+            tasks.push(tokio::spawn(heartbeat_loop(c, h, b)).abort_handle());
+        }
+        if let Some(m) = metrics {
+            // The current lag is a function of time (it grows while the stream is stuck), so
+            // the gauge is refreshed on a clock, not only when something happens.
+            let b = board.clone();
+            tasks.push(
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        tick.tick().await;
+                        let snap = b.lock().clone();
+                        m.current_lag(snap.lag(Timestamp::now()));
+                        m.heartbeat(snap.heartbeat_seen);
+                    }
+                })
+                .abort_handle(),
+            );
+        }
+        let main = {
+            let board = board.clone();
+            tokio::spawn(async move {
+                let r = live::run(&opts.live, observer, stop_rx).await;
+                if let Err(e) = &r {
+                    board.lock().failed = Some((Timestamp::now(), cause_chain(e)));
+                }
+                r
+            })
+        };
+        Continuous {
+            board,
+            stop,
+            tasks,
+            main: Some(main),
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.board.lock().clone()
+    }
+
+    /// Stops the stream after its current batch and waits for it; the verifier and heartbeat
+    /// are aborted.
+    pub async fn stop(mut self) -> Result<(), SyncError> {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        match self.main.take() {
+            Some(m) => m.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Continuous {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(m) = &self.main {
+            m.abort();
+        }
+    }
+}
+
+fn summarize(v: &judge::Verdict) -> VerifySummary {
+    let r = &v.report;
+    VerifySummary {
+        in_sync: v.in_sync(),
+        confirmed: v.confirmed.iter().take(MAX_LISTED).cloned().collect(),
+        confirmed_count: v.confirmed.len() as u64,
+        undecided: v.undecided,
+        suspected: r.divergent_nodes,
+        source_nodes: r.source_nodes,
+        destination_nodes: r.destination_nodes,
+        source_root_hash: r.source_root_hash.clone(),
+        destination_root_hash: r.destination_root_hash.clone(),
+        duration_seconds: r.duration_seconds,
+    }
+}
+
+/// Suspects judged per verification; beyond, the rest count as undecided.
+const MAX_SUSPECTS: usize = 1000;
+
+/// Verifies every `every`, lag-aware; repairs confirmed divergence when asked.
+async fn verify_loop(
+    o: ContinuousOptions,
+    board: Arc<Board>,
+    metrics: Option<Arc<LiveMetrics>>,
+    every: Duration,
+) {
+    let sync = &o.live.sync;
+    loop {
+        tokio::time::sleep(every).await;
+        let pools = tokio::try_join!(
+            verifier::connect_pool("source", &sync.source, 2),
+            verifier::connect_pool("destination", &sync.destination, 2)
+        );
+        let verdict = match pools {
+            Err(e) => Err(cause_chain(&e)),
+            Ok((src, dst)) => {
+                let b = board.clone();
+                judge::judge(
+                    &src,
+                    &dst,
+                    sync,
+                    MAX_SUSPECTS,
+                    Duration::from_millis(100),
+                    move || b.lock().caught_up,
+                )
+                .await
+                .map_err(|e| cause_chain(&e))
+            }
+        };
+        if let Some(m) = &metrics {
+            m.verdict(verdict.as_ref().ok());
+        }
+        let now = Timestamp::now();
+        let confirmed = verdict
+            .as_ref()
+            .map(|v| v.confirmed.clone())
+            .unwrap_or_default();
+        {
+            let mut s = board.lock();
+            if let Ok(v) = &verdict {
+                if v.in_sync() {
+                    s.last_good_sync = Some(now);
+                }
+            }
+            s.last_verify = Some(VerifyOutcome {
+                at: now,
+                result: verdict.as_ref().map(summarize).map_err(Clone::clone),
+            });
+        }
+        if o.repair && !confirmed.is_empty() {
+            let r = judge::repair(sync, &confirmed).await;
+            let mut s = board.lock();
+            match r {
+                Ok(n) => {
+                    s.repaired_total += n as u64;
+                    s.last_repair_error = None;
+                    if let Some(m) = &metrics {
+                        m.repaired(n as u64);
+                    }
+                }
+                Err(e) => s.last_repair_error = Some(cause_chain(&e)),
+            }
+        }
+    }
+}
+
+/// Writes the wall time (milliseconds, as text) to the heartbeat znode every interval,
+/// creating it when missing. Failures are reported, never fatal: the stream goes on.
+async fn heartbeat_loop(c: verifier::ConnectOptions, h: HeartbeatOptions, board: Arc<Board>) {
+    let mut client = None;
+    let mut tick = tokio::time::interval(h.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if client.is_none() {
+            match verifier::connect("source", &c).await {
+                Ok(cl) => client = Some(cl),
+                Err(e) => {
+                    board.lock().heartbeat_error = Some(cause_chain(&e));
+                    continue;
+                }
+            }
+        }
+        let Some(cl) = client.as_ref() else { continue };
+        let r = beat(cl, &h.path, c.auth.is_some()).await;
+        let mut s = board.lock();
+        match r {
+            Ok(()) => s.heartbeat_error = None,
+            Err(e) => {
+                s.heartbeat_error = Some(format!("writing the heartbeat {}: {e}", h.path));
+                if matches!(e, ZkError::SessionExpired | ZkError::ClientClosed) {
+                    client = None;
+                }
+            }
+        }
+    }
+}
+
+async fn beat(c: &zookeeper_client::Client, path: &str, authed: bool) -> Result<(), ZkError> {
+    let now = Timestamp::now().as_millisecond().to_string();
+    match c.set_data(path, now.as_bytes(), None).await {
+        Err(ZkError::NoNode) => {
+            let acl = if authed {
+                Acls::creator_all()
+            } else {
+                Acls::anyone_all()
+            };
+            match c
+                .create(path, now.as_bytes(), &CreateMode::Persistent.with_acls(acl))
+                .await
+            {
+                Ok(_) | Err(ZkError::NodeExists) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        r => r.map(|_| ()),
+    }
+}
+
+/// The continuous syncs this process runs, keyed (by the operator, the resource's UID) with
+/// the generation of the spec each was started from.
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<Runs>>,
+}
+
+/// Each run with the generation it was started from.
+type Runs = HashMap<String, (Option<i64>, Continuous)>;
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Runs> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The generation the run under `key` was started from and its snapshot.
+    pub fn get(&self, key: &str) -> Option<(Option<i64>, Snapshot)> {
+        self.lock().get(key).map(|(g, c)| (*g, c.snapshot()))
+    }
+
+    /// Starts a run under `key`, stopping the one there (a changed spec).
+    pub fn start(
+        &self,
+        key: &str,
+        generation: Option<i64>,
+        opts: ContinuousOptions,
+        metrics: Option<Arc<LiveMetrics>>,
+    ) {
+        let run = Continuous::start(opts, Vec::new(), metrics);
+        // The old one is dropped (stopped) outside the lock.
+        let old = self.lock().insert(key.to_string(), (generation, run));
+        drop(old);
+    }
+
+    /// Stops the run under `key`, if any.
+    pub fn stop(&self, key: &str) {
+        let old = self.lock().remove(key);
+        drop(old);
+    }
+
+    /// Stops every run (this replica is no longer the leader, or is shutting down).
+    pub fn clear(&self) {
+        let old: Vec<_> = self.lock().drain().collect();
+        drop(old);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn lag_is_zero_when_caught_up_and_grows_while_the_stream_is_stuck() {
+        let mut s = Snapshot::new(at(1000), None);
+        // Never caught up yet: counted from the start.
+        s.state = Some(LiveState::FullSync);
+        assert_eq!(s.lag(at(1004)), Duration::from_secs(4));
+        s.state = Some(LiveState::Streaming);
+        s.caught_up = true;
+        s.caught_up_at = Some(at(1005));
+        // Idle source: no growth however long.
+        assert_eq!(s.lag(at(9999)), Duration::ZERO);
+        s.caught_up = false;
+        s.last_applied_lag = Some(Duration::from_millis(12));
+        assert_eq!(s.lag(at(1006)), Duration::from_millis(12));
+        // The destination went away: grows from the last caught-up instant.
+        s.state = Some(LiveState::Retrying);
+        assert_eq!(s.lag(at(1065)), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_missing_heartbeat_shows_a_stalled_stream() {
+        let mut s = Snapshot::new(at(1000), Some(Duration::from_secs(10)));
+        s.state = Some(LiveState::Streaming);
+        s.caught_up = true;
+        s.heartbeat_seen = Some(at(1000));
+        assert_eq!(s.lag(at(1008)), Duration::ZERO);
+        assert!(!s.heartbeat_late(at(1008)));
+        // "Caught up", but no heartbeat for 45 s: the watch is stuck somewhere.
+        assert_eq!(s.lag(at(1045)), Duration::from_secs(35));
+        assert!(s.heartbeat_late(at(1045)));
+    }
+}

@@ -1,0 +1,435 @@
+//! The Astronetes metric names users already alert on, computed at scrape time from the
+//! controllers' caches (as kube-state-metrics does), so a deleted object's series go with it:
+//!
+//! - `astronetes_asset_status{kind,namespace,name,status}`: 1 for the asset's status, 0 for the
+//!   other values (Ready, Progressing, Terminating, Unknown, Failed). Kinds: Database (Bucket
+//!   and KubernetesCluster once they have controllers).
+//! - `astronetes_synchronization_status{kind,namespace,name,status}`: the same for
+//!   Synchronization, SynchronizationPlan and LiveSynchronization.
+//! - `astronetes_total_synchronized_objects{kind,namespace,name,status}`: znodes by verification
+//!   status: Sync (verified equal), OutOfSync (confirmed divergent), Unknown (not judged yet,
+//!   or a copy run without verification).
+//!
+//! A controller exports the kinds it leads, so a standby replica exports none of them.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use kube::runtime::reflector::Store;
+use kube::ResourceExt;
+
+use crate::api::assets::Database;
+use crate::api::automation::{
+    LivePhase, LiveSynchronization, Phase, Synchronization, SynchronizationPlan,
+};
+use crate::api::conditions::{find, types, Reason};
+
+pub const ASSET_STATUS: &str = "astronetes_asset_status";
+pub const SYNCHRONIZATION_STATUS: &str = "astronetes_synchronization_status";
+pub const TOTAL_SYNCHRONIZED_OBJECTS: &str = "astronetes_total_synchronized_objects";
+
+/// Every compatibility name, for the tests that check rules and dashboards.
+pub const ALL: &[&str] = &[
+    ASSET_STATUS,
+    SYNCHRONIZATION_STATUS,
+    TOTAL_SYNCHRONIZED_OBJECTS,
+];
+
+/// The status values of the two `_status` metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ready,
+    Progressing,
+    Terminating,
+    Unknown,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Ready,
+        Status::Progressing,
+        Status::Terminating,
+        Status::Unknown,
+        Status::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "Ready",
+            Status::Progressing => "Progressing",
+            Status::Terminating => "Terminating",
+            Status::Unknown => "Unknown",
+            Status::Failed => "Failed",
+        }
+    }
+}
+
+/// Znodes by verification status: (Sync, OutOfSync, Unknown).
+pub type Objects = (u64, u64, u64);
+
+/// Reasons that need someone to act (as opposed to waiting).
+fn is_failure(reason: &str) -> bool {
+    [
+        Reason::Unreachable,
+        Reason::AuthFailed,
+        Reason::SecretNotFound,
+        Reason::SecretInvalid,
+        Reason::InvalidSpec,
+        Reason::DatabaseNotFound,
+        Reason::CopyFailed,
+    ]
+    .iter()
+    .any(|r| r.as_str() == reason)
+}
+
+/// From the Ready condition: True is Ready, False for a failure reason is Failed, False for
+/// anything else (being checked, starting) is Progressing; no condition yet is Unknown.
+fn from_ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Status {
+    match find(conditions, types::READY) {
+        None => Status::Unknown,
+        Some(c) if c.status == "True" => Status::Ready,
+        Some(c) if c.status == "False" && is_failure(&c.reason) => Status::Failed,
+        Some(c) if c.status == "False" => Status::Progressing,
+        Some(_) => Status::Unknown,
+    }
+}
+
+pub fn database_status(db: &Database) -> Status {
+    if db.metadata.deletion_timestamp.is_some() {
+        return Status::Terminating;
+    }
+    db.status
+        .as_ref()
+        .map(|s| from_ready(&s.conditions))
+        .unwrap_or(Status::Unknown)
+}
+
+pub fn synchronization_status(s: &Synchronization) -> Status {
+    if s.metadata.deletion_timestamp.is_some() {
+        return Status::Terminating;
+    }
+    match s.status.as_ref().map(|st| st.phase) {
+        None => Status::Unknown,
+        Some(Phase::Pending) | Some(Phase::Running) => Status::Progressing,
+        Some(Phase::Succeeded) => Status::Ready,
+        Some(Phase::Failed) => Status::Failed,
+    }
+}
+
+pub fn plan_status(p: &SynchronizationPlan) -> Status {
+    if p.metadata.deletion_timestamp.is_some() {
+        return Status::Terminating;
+    }
+    p.status
+        .as_ref()
+        .map(|s| from_ready(&s.conditions))
+        .unwrap_or(Status::Unknown)
+}
+
+pub fn live_status(l: &LiveSynchronization) -> Status {
+    if l.metadata.deletion_timestamp.is_some() {
+        return Status::Terminating;
+    }
+    match &l.status {
+        None => Status::Unknown,
+        Some(s) if s.phase == LivePhase::Failed => Status::Failed,
+        Some(s) => from_ready(&s.conditions),
+    }
+}
+
+/// A one-shot copy: verified nodes are Sync or OutOfSync; without a verification every copied
+/// node is Unknown.
+pub fn synchronization_objects(s: &Synchronization) -> Objects {
+    let Some(st) = &s.status else {
+        return (0, 0, 0);
+    };
+    match (&st.verification, &st.counters) {
+        (Some(v), _) => (
+            v.source_nodes.saturating_sub(v.divergent_nodes),
+            v.divergent_nodes,
+            0,
+        ),
+        (None, Some(c)) => (0, 0, c.source_nodes),
+        (None, None) => (0, 0, 0),
+    }
+}
+
+/// A continuous sync: from its last verification (undecided nodes are Unknown).
+pub fn live_objects(l: &LiveSynchronization) -> Objects {
+    let Some(st) = &l.status else {
+        return (0, 0, 0);
+    };
+    let divergent = st.divergent_nodes.unwrap_or(0);
+    let undecided = st.undecided_nodes.unwrap_or(0);
+    match st.source_nodes {
+        Some(n) => (
+            n.saturating_sub(divergent).saturating_sub(undecided),
+            divergent,
+            undecided,
+        ),
+        None => (0, 0, 0),
+    }
+}
+
+/// One object's samples.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub status: Status,
+    /// Only for synchronizations.
+    pub objects: Option<Objects>,
+}
+
+impl Sample {
+    fn is_asset(&self) -> bool {
+        matches!(self.kind, "Database" | "Bucket" | "KubernetesCluster")
+    }
+}
+
+type Source = Box<dyn Fn() -> Vec<Sample> + Send + Sync>;
+
+/// What each running controller exports, by controller name.
+static SOURCES: Mutex<Vec<(&'static str, Source)>> = Mutex::new(Vec::new());
+
+fn sources() -> std::sync::MutexGuard<'static, Vec<(&'static str, Source)>> {
+    SOURCES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Exports `f`'s samples under `key` until [`unregister`].
+pub fn register(key: &'static str, f: Source) {
+    let mut s = sources();
+    s.retain(|(k, _)| *k != key);
+    s.push((key, f));
+}
+
+pub fn unregister(key: &'static str) {
+    sources().retain(|(k, _)| *k != key);
+}
+
+fn from_store<K, F>(store: Store<K>, f: F) -> Source
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    F: Fn(&K) -> Sample + Send + Sync + 'static,
+{
+    Box::new(move || store.state().iter().map(|o| f(o)).collect())
+}
+
+pub fn register_databases(store: Store<Database>) {
+    register(
+        "database",
+        from_store(store, |d: &Database| Sample {
+            kind: "Database",
+            namespace: d.namespace().unwrap_or_default(),
+            name: d.name_any(),
+            status: database_status(d),
+            objects: None,
+        }),
+    );
+}
+
+pub fn register_synchronizations(store: Store<Synchronization>) {
+    register(
+        "synchronization",
+        from_store(store, |s: &Synchronization| Sample {
+            kind: "Synchronization",
+            namespace: s.namespace().unwrap_or_default(),
+            name: s.name_any(),
+            status: synchronization_status(s),
+            objects: Some(synchronization_objects(s)),
+        }),
+    );
+}
+
+pub fn register_plans(store: Store<SynchronizationPlan>) {
+    register(
+        "synchronizationplan",
+        from_store(store, |p: &SynchronizationPlan| Sample {
+            kind: "SynchronizationPlan",
+            namespace: p.namespace().unwrap_or_default(),
+            name: p.name_any(),
+            status: plan_status(p),
+            objects: None,
+        }),
+    );
+}
+
+pub fn register_live(store: Store<LiveSynchronization>) {
+    register("livesynchronization", from_store(store, live_sample));
+}
+
+pub fn unregister_live() {
+    unregister("livesynchronization");
+}
+
+pub fn live_sample(l: &LiveSynchronization) -> Sample {
+    Sample {
+        kind: "LiveSynchronization",
+        namespace: l.namespace().unwrap_or_default(),
+        name: l.name_any(),
+        status: live_status(l),
+        objects: Some(live_objects(l)),
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Prometheus text for `samples`.
+pub fn render_samples(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    let families: [(&str, &str, bool); 2] = [
+        (
+            ASSET_STATUS,
+            "Status of each asset (1 for its status, 0 for the others)",
+            true,
+        ),
+        (
+            SYNCHRONIZATION_STATUS,
+            "Status of each synchronization (1 for its status, 0 for the others)",
+            false,
+        ),
+    ];
+    for (metric, help, assets) in families {
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.is_asset() == assets).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for s in mine {
+            for v in Status::ALL {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{kind=\"{}\",namespace=\"{}\",name=\"{}\",status=\"{}\"}} {}",
+                    s.kind,
+                    escape(&s.namespace),
+                    escape(&s.name),
+                    v.as_str(),
+                    u8::from(s.status == v)
+                );
+            }
+        }
+    }
+    let with_objects: Vec<(&Sample, Objects)> = samples
+        .iter()
+        .filter_map(|s| s.objects.map(|o| (s, o)))
+        .collect();
+    if !with_objects.is_empty() {
+        let metric = TOTAL_SYNCHRONIZED_OBJECTS;
+        let _ = writeln!(
+            out,
+            "# HELP {metric} Znodes by verification status: Sync (verified equal), OutOfSync (confirmed divergent), Unknown (not judged)\n# TYPE {metric} gauge"
+        );
+        for (s, (sync, out_of_sync, unknown)) in with_objects {
+            for (status, n) in [
+                ("Sync", sync),
+                ("OutOfSync", out_of_sync),
+                ("Unknown", unknown),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{kind=\"{}\",namespace=\"{}\",name=\"{}\",status=\"{status}\"}} {n}",
+                    s.kind,
+                    escape(&s.namespace),
+                    escape(&s.name),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Prometheus text for everything registered now.
+pub fn render() -> String {
+    let samples: Vec<Sample> = sources().iter().flat_map(|(_, f)| f()).collect();
+    render_samples(&samples)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn live(status: serde_json::Value) -> LiveSynchronization {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "automation.astronetes.io/v1alpha1", "kind": "LiveSynchronization",
+            "metadata": {"name": "kafka", "namespace": "prod"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                     "config": {"sourceName": "a", "destinationName": "b", "rootPath": "/x"}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn ready(status: &str, reason: &str) -> serde_json::Value {
+        serde_json::json!([{"type": "Ready", "status": status, "reason": reason, "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+    }
+
+    #[test]
+    fn statuses_follow_ready_and_failures_need_someone_to_act() {
+        let l = live(
+            serde_json::json!({"phase": "Streaming", "conditions": ready("True", "Streaming")}),
+        );
+        assert_eq!(live_status(&l), Status::Ready);
+        let l = live(
+            serde_json::json!({"phase": "Retrying", "conditions": ready("False", "Unreachable")}),
+        );
+        assert_eq!(live_status(&l), Status::Failed);
+        let l =
+            live(serde_json::json!({"phase": "Syncing", "conditions": ready("False", "Syncing")}));
+        assert_eq!(live_status(&l), Status::Progressing);
+        let mut l = live(serde_json::json!({"phase": "Failed"}));
+        assert_eq!(live_status(&l), Status::Failed);
+        l.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert_eq!(live_status(&l), Status::Terminating);
+        l.status = None;
+        l.metadata.deletion_timestamp = None;
+        assert_eq!(live_status(&l), Status::Unknown);
+    }
+
+    #[test]
+    fn objects_split_by_verification() {
+        let l =
+            live(serde_json::json!({"sourceNodes": 100, "divergentNodes": 2, "undecidedNodes": 3}));
+        assert_eq!(live_objects(&l), (95, 2, 3));
+        let s: Synchronization = serde_json::from_value(serde_json::json!({
+            "apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+            "metadata": {"name": "once", "namespace": "prod"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                     "config": {"sourceName": "a", "destinationName": "b", "rootPath": "/x"}},
+            "status": {"phase": "Succeeded", "counters": {"sourceNodes": 7, "created": 7, "updated": 0,
+                "deleted": 0, "skipped": 0, "bytesWritten": 0, "writeOps": 7, "attempts": 1}}
+        }))
+        .unwrap();
+        assert_eq!(synchronization_objects(&s), (0, 0, 7));
+        assert_eq!(synchronization_status(&s), Status::Ready);
+    }
+
+    #[test]
+    fn renders_a_state_set_per_object() {
+        let l = live(
+            serde_json::json!({"phase": "Streaming", "conditions": ready("True", "Streaming"),
+            "sourceNodes": 10, "divergentNodes": 0, "undecidedNodes": 0}),
+        );
+        let text = render_samples(&[live_sample(&l)]);
+        assert!(text.contains("# TYPE astronetes_synchronization_status gauge"));
+        assert!(text.contains(
+            "astronetes_synchronization_status{kind=\"LiveSynchronization\",namespace=\"prod\",name=\"kafka\",status=\"Ready\"} 1"
+        ));
+        assert!(text.contains(
+            "astronetes_synchronization_status{kind=\"LiveSynchronization\",namespace=\"prod\",name=\"kafka\",status=\"Failed\"} 0"
+        ));
+        assert!(text.contains(
+            "astronetes_total_synchronized_objects{kind=\"LiveSynchronization\",namespace=\"prod\",name=\"kafka\",status=\"Sync\"} 10"
+        ));
+        assert!(!text.contains("astronetes_asset_status"));
+    }
+}

@@ -1,0 +1,190 @@
+//! LiveSynchronization controller glue: read the Databases and Secrets when a stream must
+//! start, decide, start or stop the stream, and write what it reports to the status.
+//!
+//! It runs in the synchronization controller's process, under its Lease: one leader streams.
+//! A finalizer is held while the resource exists, because a stream always runs for it;
+//! deleting stops the stream and leaves the destination data as it is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+
+use super::apply::{self, Error};
+use super::synchronization::{read_endpoints, set_finalizer, uses, FINALIZER, RUN_POLL};
+use super::Shared;
+use crate::api::assets::Database;
+use crate::api::automation::{parse_duration, LiveSynchronization};
+use crate::api::conditions::Reason;
+use crate::continuous::Registry;
+use crate::controllers::live_synchronization::{self as decide, LiveAction};
+use crate::controllers::synchronization::Note;
+use crate::metrics::LiveMetrics;
+use crate::resolve;
+
+pub const NAME: &str = "livesynchronization";
+
+pub struct Ctx {
+    pub shared: Shared,
+    pub live: Registry,
+    /// When each object's status was last written, for [`decide::status_due`].
+    written: Mutex<HashMap<String, Instant>>,
+}
+
+impl Ctx {
+    pub fn new(shared: Shared, live: Registry) -> Ctx {
+        Ctx {
+            shared,
+            live,
+            written: Mutex::default(),
+        }
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub async fn reconcile(ls: Arc<LiveSynchronization>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let (ns, name) = apply::key(&*ls, "LiveSynchronization")?;
+    let uid = ls.metadata.uid.clone().unwrap_or_default();
+    let api = Api::<LiveSynchronization>::namespaced(ctx.shared.client.clone(), &ns);
+    let has_finalizer = ls.finalizers().iter().any(|f| f == FINALIZER);
+
+    if ls.metadata.deletion_timestamp.is_some() {
+        if has_finalizer {
+            let was_running = ctx.live.get(&uid).is_some();
+            ctx.live.stop(&uid);
+            ctx.written().remove(&uid);
+            if was_running {
+                let note = Note {
+                    warning: false,
+                    reason: Reason::Interrupted,
+                    message: "deleted: the stream was stopped; destination data is left as it is"
+                        .into(),
+                };
+                ctx.shared.events.publish(&*ls, "Delete", &note).await;
+            }
+            set_finalizer(&api, &*ls, false).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if !has_finalizer {
+        set_finalizer(&api, &*ls, true).await?;
+        return Ok(Action::await_change());
+    }
+
+    let run = ctx.live.get(&uid);
+    let must_resolve = match &run {
+        None => true,
+        Some((g, snap)) => *g != ls.metadata.generation || snap.failed.is_some(),
+    };
+    let endpoints = if must_resolve {
+        read_endpoints(&ctx.shared.client, &ns, &ls.spec.config).await?
+    } else {
+        Default::default()
+    };
+    let now = Timestamp::now();
+    let d = decide::desired(
+        &ls,
+        || resolve::resolve_live(&ls, |n| endpoints.get(n).cloned().unwrap_or((None, None))),
+        run.as_ref().map(|(g, s)| (*g, s)),
+        now,
+    );
+
+    let since = ctx.written().get(&uid).map(|t| t.elapsed());
+    if decide::status_due(ls.status.as_ref(), &d.status, since)
+        && apply::status(&api, &*ls, ls.status.as_ref(), &d.status).await?
+    {
+        ctx.written().insert(uid.clone(), Instant::now());
+    }
+    ctx.shared
+        .events
+        .publish_all(&*ls, "Stream", &d.notes)
+        .await;
+    match d.action {
+        LiveAction::Start(opts) => {
+            let max_lag =
+                parse_duration("spec.maxLag", &ls.spec.max_lag).unwrap_or(Duration::from_secs(30));
+            let m = Arc::new(LiveMetrics::new(&ns, &name, max_lag));
+            ctx.live.start(&uid, ls.metadata.generation, *opts, Some(m));
+        }
+        LiveAction::Stop => ctx.live.stop(&uid),
+        LiveAction::Nothing => {}
+    }
+    Ok(match d.requeue {
+        Some(after) if ctx.live.get(&uid).is_none() => Action::requeue(after),
+        // The stream reports nothing to the API server: look at it on a clock.
+        _ if ctx.live.get(&uid).is_some() => Action::requeue(RUN_POLL),
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// The LiveSynchronizations in `ns` that use the Database `db`.
+pub fn users_of(
+    store: &Store<LiveSynchronization>,
+    ns: &str,
+    db: &str,
+) -> Vec<ObjectRef<LiveSynchronization>> {
+    store
+        .state()
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+        .filter(|s| uses(&s.spec.config, db))
+        .map(|s| ObjectRef::from_obj(&**s))
+        .collect()
+}
+
+/// The controller, until `stop` resolves; every stream it started is stopped when it ends.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.shared.client.clone();
+    let controller = Controller::new(
+        Api::<LiveSynchronization>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    crate::metrics::compat::register_live(store.clone());
+    let by_db = store.clone();
+    let by_secret = store;
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    controller
+        .watches(
+            Api::<Database>::all(client),
+            watcher::Config::default(),
+            move |db: Database| {
+                users_of(&by_db, &db.namespace().unwrap_or_default(), &db.name_any())
+            },
+        )
+        .watches(secrets, watcher::Config::default(), move |s| {
+            users_of(
+                &by_secret,
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            )
+        })
+        .graceful_shutdown_on(stop)
+        .run(
+            |s, ctx: Arc<Ctx>| {
+                let shared = ctx.shared.clone();
+                shared.instrument(s, ctx, reconcile)
+            },
+            |s, err, ctx| ctx.shared.error_policy(&*s, err),
+            ctx.clone(),
+        )
+        .for_each(|r| async move { super::log_result(NAME, r) })
+        .await;
+    crate::metrics::compat::unregister_live();
+    ctx.live.clear();
+}
