@@ -323,13 +323,19 @@ async fn handle(
 }
 
 async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path).await
+}
+
+async fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
         return (0, String::new());
     };
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out).await;
     let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -392,6 +398,22 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
                 "plugin": "zookeeper-to-zookeeper-nodes",
                 "config": {"sourceName": "zookeeper-source", "destinationName": "zookeeper-destination",
                            "rootPath": root}}}}}),
+        "ADDED",
+    );
+
+    // A LiveSynchronization of another tree, verified every second, with the heartbeat on.
+    let live_root = unique_root("operator-binary-live");
+    build_tree(&zs, &live_root, 50, 10, 8).await;
+    fake.write(
+        "livesynchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "LiveSynchronization",
+            "metadata": {"name": "zookeeper-live"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                "config": {"sourceName": "zookeeper-source", "destinationName": "zookeeper-destination",
+                           "rootPath": live_root},
+                "verifyInterval": "1s", "maxLag": "5s",
+                "heartbeat": {"enabled": true, "interval": "500ms"}}}),
         "ADDED",
     );
 
@@ -521,11 +543,80 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
     // (It may have run alongside the first Synchronization, so its counters vary.)
     assert_eq!(child["status"]["verification"]["equal"], true, "{child}");
 
+    // The LiveSynchronization streams, is verified equal and says so in its status.
+    let live_status = || {
+        fake.get("livesynchronizations", ns, "zookeeper-live")
+            .map(|s| s["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let condition = |st: &Value, t: &str| {
+        st["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == t))
+            .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    mk(&zs, &format!("{live_root}/streamed"), b"live").await;
+    wait_for(
+        "the LiveSynchronization to be Ready and InSync",
+        Duration::from_secs(60),
+        || async {
+            let st = live_status();
+            st["phase"] == "Streaming"
+                && condition(&st, "Ready") == "True"
+                && condition(&st, "InSync") == "True"
+        },
+    )
+    .await;
+    let st = live_status();
+    for t in [
+        "Streaming",
+        "CaughtUp",
+        "SourceReachable",
+        "DestinationReachable",
+    ] {
+        assert_eq!(condition(&st, t), "True", "{t}: {st}");
+    }
+    assert_eq!(st["divergentNodes"], 0, "{st}");
+    assert_eq!(st["sourceRootHash"], st["destinationRootHash"], "{st}");
+    assert!(st["lastGoodSyncTime"].is_string(), "{st}");
+    assert!(st["lastVerifiedTime"].is_string(), "{st}");
+    assert!(st["lag"].is_string(), "{st}");
+    assert!(st["lastHeartbeatTime"].is_string(), "{st}");
+    assert!(st["fullSyncs"].as_u64().unwrap() >= 1, "{st}");
+    wait_for(
+        "the streamed node on the destination",
+        Duration::from_secs(30),
+        || async {
+            client(dst)
+                .await
+                .get_data(&format!("{live_root}/streamed"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let live_obj = fake
+        .get("livesynchronizations", ns, "zookeeper-live")
+        .unwrap();
+    assert_eq!(
+        live_obj["metadata"]["finalizers"],
+        json!(["automation.astronetes.io/stop-run"])
+    );
+
     let (code, _) = http_get(&metrics_addr, "/readyz").await;
     assert_eq!(code, 200);
     let (code, metrics) = http_get(&metrics_addr, "/metrics").await;
     assert_eq!(code, 200);
     for line in [
+        "astronetes_asset_status{kind=\"Database\",namespace=\"resiliency-operator\",name=\"zookeeper-source\",status=\"Ready\"} 1",
+        "astronetes_synchronization_status{kind=\"Synchronization\",namespace=\"resiliency-operator\",name=\"synchronize-zookeeper-nodes-abcde\",status=\"Ready\"} 1",
+        "astronetes_synchronization_status{kind=\"SynchronizationPlan\",namespace=\"resiliency-operator\",name=\"synchronize-zookeeper-nodes\",status=\"Ready\"} 1",
+        "astronetes_synchronization_status{kind=\"LiveSynchronization\",namespace=\"resiliency-operator\",name=\"zookeeper-live\",status=\"Ready\"} 1",
+        "astronetes_total_synchronized_objects{kind=\"Synchronization\",namespace=\"resiliency-operator\",name=\"synchronize-zookeeper-nodes-abcde\",status=\"Sync\"} 201",
+        "astronetes_total_synchronized_objects{kind=\"LiveSynchronization\",namespace=\"resiliency-operator\",name=\"zookeeper-live\",status=\"OutOfSync\"} 0",
+        "resiliency_sync_streaming{namespace=\"resiliency-operator\",name=\"zookeeper-live\"} 1",
+        "resiliency_sync_session_connected{namespace=\"resiliency-operator\",name=\"zookeeper-live\",side=\"source\"} 1",
         "resiliency_sync_runs_total{mode=\"once\",result=\"succeeded\"} 2",
         "resiliency_controller_leader{controller=\"synchronization\"} 1",
         "resiliency_database_ready{namespace=\"resiliency-operator\",name=\"zookeeper-source\"} 1",
@@ -541,6 +632,39 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
             .split_once("\r\n\r\n")
             .map(|(_, b)| b)
             .unwrap_or_default(),
+    );
+
+    // Deleting the LiveSynchronization stops its stream and keeps the destination data.
+    let (code, body) = http(
+        &format!("127.0.0.1:{api_port}"),
+        "DELETE",
+        &format!("/apis/automation.astronetes.io/v1alpha1/namespaces/{ns}/livesynchronizations/zookeeper-live"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    wait_for(
+        "the LiveSynchronization to be gone",
+        Duration::from_secs(30),
+        || async {
+            fake.get("livesynchronizations", ns, "zookeeper-live")
+                .is_none()
+        },
+    )
+    .await;
+    mk(&zs, &format!("{live_root}/after-delete"), b"x").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let zd = client(dst).await;
+    assert!(zd.get_data(&format!("{live_root}/streamed")).await.is_ok());
+    assert!(
+        zd.get_data(&format!("{live_root}/after-delete"))
+            .await
+            .is_err(),
+        "the stream outlived its LiveSynchronization"
+    );
+    let (_, metrics) = http_get(&metrics_addr, "/metrics").await;
+    assert!(
+        !metrics.contains("name=\"zookeeper-live\",status=\"Ready\""),
+        "a deleted object's Astronetes series must go with it"
     );
 
     // SIGTERM: a clean exit, and the Leases handed back for a standby to take at once.

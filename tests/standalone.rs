@@ -172,3 +172,106 @@ spec:
         "the destination was written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_synchronization_streams_from_files_until_sigterm() {
+    let (s, d) = shared_pair();
+    let root = unique_root("standalone-live");
+    let c = client(s).await;
+    build_tree(&c, &root, 40, 10, 8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let live = format!(
+        r#"---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: LiveSynchronization
+metadata:
+  name: live-from-files
+spec:
+  plugin: zookeeper-to-zookeeper-nodes
+  config:
+    sourceName: zookeeper-source
+    destinationName: zookeeper-destination
+    rootPath: {root}
+  verifyInterval: 1s
+  maxLag: 10s
+"#
+    );
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        manifests(&s.connect_string(), &d.connect_string(), &live),
+    )
+    .unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(["run", "-f"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let o = sync_opts(s, &root, d, &root);
+    wait_for(
+        "the first copy",
+        std::time::Duration::from_secs(60),
+        || async { verify(&o).await.equal },
+    )
+    .await;
+    mk(&c, &format!("{root}/streamed"), b"v").await;
+    let zd = client(d).await;
+    wait_for(
+        "the change streamed",
+        std::time::Duration::from_secs(30),
+        || async { zd.get_data(&format!("{root}/streamed")).await.is_ok() },
+    )
+    .await;
+    // Long enough for a verification after the change.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for needle in [
+        "livesynchronization/default/live-from-files: phase Streaming",
+        "Ready=True Streaming",
+        "InSync=True Equal",
+        "verified: 0 divergent",
+        "stopped; destination data is left as it is",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+    assert!(!stdout.contains("s3cr3t-value") && !stderr.contains("s3cr3t-value"));
+}
+
+#[test]
+fn a_live_synchronization_with_a_bad_duration_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        manifests(
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+            r#"---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: LiveSynchronization
+metadata:
+  name: bad
+spec:
+  plugin: zookeeper-to-zookeeper-nodes
+  config:
+    sourceName: zookeeper-source
+    destinationName: zookeeper-destination
+    rootPath: /x
+  maxLag: soon
+"#,
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(dir.path());
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("spec.maxLag"), "{stderr}");
+}
