@@ -114,7 +114,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(started: Timestamp, heartbeat_interval: Option<Duration>) -> Snapshot {
+    /// Nothing happened yet.
+    pub fn new(started: Timestamp, heartbeat_interval: Option<Duration>) -> Snapshot {
         Snapshot {
             started,
             state: None,

@@ -459,7 +459,7 @@ pub fn status_due(
 mod tests {
     use super::*;
     use crate::api::conditions::is_true;
-    use crate::continuous::{Reach, VerifyOutcome, VerifySummary};
+    use crate::continuous::{VerifyOutcome, VerifySummary};
     use crate::engine::live::LiveOptions;
     use crate::engine::SyncOptions;
     use verifier::ConnectOptions;
@@ -491,27 +491,15 @@ mod tests {
     }
 
     fn streaming(now: i64) -> Snapshot {
-        let mut s = Snapshot {
-            started: at(now - 100),
-            state: Some(LiveState::Streaming),
-            why: "streaming changes".into(),
-            caught_up: true,
-            caught_up_at: Some(at(now)),
-            last_applied_lag: Some(Duration::from_millis(7)),
-            applied_total: 42,
-            full_syncs: 1,
-            last_full_sync: Some(at(now - 90)),
-            source: Reach::default(),
-            destination: Reach::default(),
-            last_verify: None,
-            last_good_sync: None,
-            repaired_total: 0,
-            last_repair_error: None,
-            heartbeat_interval: None,
-            heartbeat_seen: None,
-            heartbeat_error: None,
-            failed: None,
-        };
+        let mut s = Snapshot::new(at(now - 100), None);
+        s.state = Some(LiveState::Streaming);
+        s.why = "streaming changes".into();
+        s.caught_up = true;
+        s.caught_up_at = Some(at(now));
+        s.last_applied_lag = Some(Duration::from_millis(7));
+        s.applied_total = 42;
+        s.full_syncs = 1;
+        s.last_full_sync = Some(at(now - 90));
         for r in [&mut s.source, &mut s.destination] {
             r.ok = Some(true);
             r.why = "connected".into();

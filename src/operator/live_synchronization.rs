@@ -10,18 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 
 use super::apply::{self, Error};
-use super::synchronization::{read_endpoints, set_finalizer, uses, FINALIZER, RUN_POLL};
+use super::synchronization::{
+    read_endpoints, set_finalizer, uses, wake_users_on_endpoint_changes, FINALIZER, RUN_POLL,
+};
 use super::Shared;
-use crate::api::assets::Database;
 use crate::api::automation::{parse_duration, LiveSynchronization};
 use crate::api::conditions::Reason;
 use crate::continuous::Registry;
@@ -154,26 +153,8 @@ pub async fn run(
         Api::<LiveSynchronization>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    let store = controller.store();
-    crate::metrics::compat::register_live(store.clone());
-    let by_db = store.clone();
-    let by_secret = store;
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
-    controller
-        .watches(
-            Api::<Database>::all(client),
-            watcher::Config::default(),
-            move |db: Database| {
-                users_of(&by_db, &db.namespace().unwrap_or_default(), &db.name_any())
-            },
-        )
-        .watches(secrets, watcher::Config::default(), move |s| {
-            users_of(
-                &by_secret,
-                s.metadata.namespace.as_deref().unwrap_or_default(),
-                s.metadata.name.as_deref().unwrap_or_default(),
-            )
-        })
+    crate::metrics::compat::register_live(controller.store());
+    wake_users_on_endpoint_changes(controller, client, users_of)
         .graceful_shutdown_on(stop)
         .run(
             |s, ctx: Arc<Ctx>| {

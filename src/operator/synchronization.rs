@@ -230,6 +230,40 @@ pub fn uses(config: &SyncConfig, db: &str) -> bool {
     config.source_name == db || config.destination_name == db
 }
 
+/// Wakes the objects that use a Database (per `users`) when it or its Secret changes. Secrets
+/// are watched metadata-only: no controller caches credentials.
+pub(super) fn wake_users_on_endpoint_changes<K>(
+    controller: Controller<K>,
+    client: kube::Client,
+    users: fn(&Store<K>, &str, &str) -> Vec<ObjectRef<K>>,
+) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let by_db = controller.store();
+    let by_secret = controller.store();
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    controller
+        .watches(
+            Api::<Database>::all(client),
+            watcher::Config::default(),
+            move |db: Database| users(&by_db, &db.namespace().unwrap_or_default(), &db.name_any()),
+        )
+        .watches(secrets, watcher::Config::default(), move |s| {
+            users(
+                &by_secret,
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            )
+        })
+}
+
 /// The controller, until `stop` resolves; every run it started is stopped when it ends.
 pub async fn run(
     ctx: Arc<Ctx>,
@@ -240,27 +274,8 @@ pub async fn run(
         Api::<Synchronization>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    let store = controller.store();
-    crate::metrics::compat::register_synchronizations(store.clone());
-    let by_db = store.clone();
-    let by_secret = store;
-    // Metadata only: the controller never caches credentials.
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
-    controller
-        .watches(
-            Api::<Database>::all(client),
-            watcher::Config::default(),
-            move |db: Database| {
-                users_of(&by_db, &db.namespace().unwrap_or_default(), &db.name_any())
-            },
-        )
-        .watches(secrets, watcher::Config::default(), move |s| {
-            users_of(
-                &by_secret,
-                s.metadata.namespace.as_deref().unwrap_or_default(),
-                s.metadata.name.as_deref().unwrap_or_default(),
-            )
-        })
+    crate::metrics::compat::register_synchronizations(controller.store());
+    wake_users_on_endpoint_changes(controller, client, users_of)
         .graceful_shutdown_on(stop)
         .run(
             |s, ctx: Arc<Ctx>| {
