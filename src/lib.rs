@@ -1,6 +1,7 @@
 //! resiliency-operator: replicates Apache ZooKeeper trees and proves the copy is right.
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod continuous;
 pub mod controllers;

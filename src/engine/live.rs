@@ -982,27 +982,36 @@ async fn raise_cversion(
     else {
         return Ok(());
     };
-    let pairs = cversion_bump_pairs(s.cversion, i64::from(d.cversion));
-    let bump = child_of(&dp, CVERSION_BUMP_CHILD);
+    raise_cversion_to(dst, &dp, s.cversion, d.cversion)
+        .await
+        .map_err(|e| ApplyError::on("destination", "multi", &dp)(e))?;
+    Ok(())
+}
+
+/// Raises the cversion of `path` (now `current`) to at least `target` with create+delete
+/// pairs of a throw-away child, so sequential names never go below the source's. Returns the
+/// pairs written.
+pub async fn raise_cversion_to(
+    dst: &Client,
+    path: &str,
+    target: i32,
+    current: i32,
+) -> Result<u64, ZkError> {
+    let pairs = cversion_bump_pairs(target, i64::from(current));
+    let bump = child_of(path, CVERSION_BUMP_CHILD);
+    let open = [AclEntry::open().to_zk()];
     for _ in 0..pairs {
         let mut multi = dst.new_multi_writer();
-        let open = [AclEntry::open().to_zk()];
-        let added = multi
+        multi
             .add_create(
                 &bump,
                 &[],
                 &CreateMode::Persistent.with_acls(Acls::new(&open)),
             )
-            .and_then(|_| multi.add_delete(&bump, None));
-        if let Err(e) = added {
-            return Err(ApplyError::on("destination", "create", &bump)(e));
-        }
-        multi
-            .commit()
-            .await
-            .map_err(|e| ApplyError::on("destination", "multi", &bump)(ZkError::from(e)))?;
+            .and_then(|_| multi.add_delete(&bump, None))?;
+        multi.commit().await.map_err(ZkError::from)?;
     }
-    Ok(())
+    Ok(pairs)
 }
 
 /// An observer that keeps counts and lag samples for a reader to take: the CLI's status lines,

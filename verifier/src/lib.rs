@@ -17,8 +17,8 @@ pub use hash::{
 };
 pub use model::{AclEntry, Node, NodeKind, NodeStat};
 pub use reader::{
-    fetch_many, fetch_node, walk, EphemeralPolicy, Fetched, ReadError, WalkEvent, WalkOptions,
-    WalkTotals,
+    fetch_many, fetch_node, walk, walk_nodes, EphemeralPolicy, Fetched, NodeWalkEvent, ReadError,
+    WalkEvent, WalkOptions, WalkTotals, WalkedNode,
 };
 pub use report::{verify, Report, VerifyError, VerifyOptions};
 pub use zk::{connect, connect_pool, ConnectError, ConnectOptions, DigestAuth};

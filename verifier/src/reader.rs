@@ -232,9 +232,68 @@ const CHUNK: usize = 256;
 /// so this bounds the walk's memory whatever the tree's size.
 pub const LOOKAHEAD_WINDOWS: usize = 8;
 
-/// A read node, reduced to what the walk keeps until its turn in tree order. `None`: nothing to
-/// emit (vanished during the walk, or a skipped ephemeral).
-type Read = Option<(Digest, u64)>;
+/// A read node, reduced to what the walk keeps until its turn in tree order (the node itself
+/// only for [`walk_nodes`]). `None`: nothing to emit (vanished, or a skipped ephemeral).
+type Read = Option<(Digest, u64, Option<Node>)>;
+
+/// One node of a [`walk_nodes`] walk: its relative path, digest and content.
+#[derive(Clone, Debug)]
+pub struct WalkedNode {
+    pub rel: String,
+    pub digest: Digest,
+    pub node: Node,
+}
+
+/// What [`walk_nodes`] sends: nodes in tree order, a chunk at a time, then its totals.
+#[derive(Debug)]
+pub enum NodeWalkEvent {
+    Nodes(Vec<WalkedNode>),
+    Done(WalkTotals),
+}
+
+/// Where a walk's chunks go: digests only, or whole nodes.
+trait Sink {
+    /// Whether whole nodes are kept until their turn.
+    const KEEP_NODES: bool;
+    /// False when the receiver is gone.
+    fn chunk(
+        &self,
+        nodes: Vec<(String, Digest, Option<Node>)>,
+    ) -> impl Future<Output = bool> + Send;
+    fn done(&self, totals: WalkTotals) -> impl Future<Output = ()> + Send;
+    fn fail(&self, e: ReadError) -> impl Future<Output = ()> + Send;
+}
+
+impl Sink for mpsc::Sender<Result<WalkEvent, ReadError>> {
+    const KEEP_NODES: bool = false;
+    async fn chunk(&self, nodes: Vec<(String, Digest, Option<Node>)>) -> bool {
+        let nodes = nodes.into_iter().map(|(r, d, _)| (r, d)).collect();
+        self.send(Ok(WalkEvent::Nodes(nodes))).await.is_ok()
+    }
+    async fn done(&self, totals: WalkTotals) {
+        let _ = self.send(Ok(WalkEvent::Done(totals))).await;
+    }
+    async fn fail(&self, e: ReadError) {
+        let _ = self.send(Err(e)).await;
+    }
+}
+
+impl Sink for mpsc::Sender<Result<NodeWalkEvent, ReadError>> {
+    const KEEP_NODES: bool = true;
+    async fn chunk(&self, nodes: Vec<(String, Digest, Option<Node>)>) -> bool {
+        let nodes = nodes
+            .into_iter()
+            .filter_map(|(rel, digest, node)| node.map(|node| WalkedNode { rel, digest, node }))
+            .collect();
+        self.send(Ok(NodeWalkEvent::Nodes(nodes))).await.is_ok()
+    }
+    async fn done(&self, totals: WalkTotals) {
+        let _ = self.send(Ok(NodeWalkEvent::Done(totals))).await;
+    }
+    async fn fail(&self, e: ReadError) {
+        let _ = self.send(Err(e)).await;
+    }
+}
 
 type BatchFuture =
     Pin<Box<dyn Future<Output = (Vec<TreeKey>, Result<Vec<Option<Fetched>>, ReadError>)> + Send>>;
@@ -255,22 +314,45 @@ pub fn walk(
     opts: WalkOptions,
 ) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
     let (tx, rx) = mpsc::channel(8);
+    spawn_walk(pool, side, root, opts, tx);
+    rx
+}
+
+/// [`walk`], sending whole nodes (data, ACL, kind, stat) with their digests: what a backup
+/// needs. The read-ahead holds whole nodes, so use a smaller `window` for trees of big nodes.
+pub fn walk_nodes(
+    pool: Vec<Client>,
+    side: &'static str,
+    root: String,
+    opts: WalkOptions,
+) -> mpsc::Receiver<Result<NodeWalkEvent, ReadError>> {
+    let (tx, rx) = mpsc::channel(8);
+    spawn_walk(pool, side, root, opts, tx);
+    rx
+}
+
+fn spawn_walk<S: Sink + Send + Sync + 'static>(
+    pool: Vec<Client>,
+    side: &'static str,
+    root: String,
+    opts: WalkOptions,
+    tx: S,
+) {
     let pool: Arc<[Client]> = pool.into();
     tokio::spawn(async move {
         if let Err(e) = walk_into(pool, side, &root, opts, &tx).await {
             // The receiver may be gone; then nobody needs the error.
-            let _ = tx.send(Err(e)).await;
+            tx.fail(e).await;
         }
     });
-    rx
 }
 
-async fn walk_into(
+async fn walk_into<S: Sink>(
     pool: Arc<[Client]>,
     side: &'static str,
     root: &str,
     opts: WalkOptions,
-    tx: &mpsc::Sender<Result<WalkEvent, ReadError>>,
+    tx: &S,
 ) -> Result<(), ReadError> {
     let window = opts.window.max(1);
     let max_batches = window.div_ceil(BATCH).max(1);
@@ -288,7 +370,7 @@ async fn walk_into(
                 break;
             }
             let (TreeKey(rel), read) = entry.remove_entry();
-            let Some(Some((digest, bytes))) = read else {
+            let Some(Some((digest, bytes, node))) = read else {
                 continue;
             };
             if rel.is_empty() {
@@ -297,7 +379,7 @@ async fn walk_into(
             totals.nodes += 1;
             totals.bytes += bytes;
             totals.max_mzxid = totals.max_mzxid.max(digest.mzxid);
-            chunk.push((rel, digest));
+            chunk.push((rel, digest, node));
             if chunk.len() == CHUNK && !send(tx, &mut chunk).await {
                 return Ok(());
             }
@@ -356,7 +438,8 @@ async fn walk_into(
                     }
                     keep.then(|| {
                         let digest = digest_node(&key.0, &f.node, opts.hash);
-                        (digest, f.node.data.len() as u64)
+                        let bytes = f.node.data.len() as u64;
+                        (digest, bytes, S::KEEP_NODES.then_some(f.node))
                     })
                 }
             };
@@ -366,15 +449,12 @@ async fn walk_into(
     if !chunk.is_empty() && !send(tx, &mut chunk).await {
         return Ok(());
     }
-    let _ = tx.send(Ok(WalkEvent::Done(totals))).await;
+    tx.done(totals).await;
     Ok(())
 }
 
 /// Sends the chunk; false when the receiver is gone (the comparison ended early).
-async fn send(
-    tx: &mpsc::Sender<Result<WalkEvent, ReadError>>,
-    chunk: &mut Vec<(String, Digest)>,
-) -> bool {
+async fn send<S: Sink>(tx: &S, chunk: &mut Vec<(String, Digest, Option<Node>)>) -> bool {
     let nodes = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
-    tx.send(Ok(WalkEvent::Nodes(nodes))).await.is_ok()
+    tx.chunk(nodes).await
 }

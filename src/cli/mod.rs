@@ -1,6 +1,8 @@
 //! Command line: `sync` and `verify` against live ensembles, `run -f` (standalone), `crd`, and
 //! `operator` (the Kubernetes controllers).
 
+pub mod backup;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,6 +42,14 @@ pub enum Command {
     Crd(CrdArgs),
     /// Run the Kubernetes controllers (client config from KUBECONFIG or in-cluster).
     Operator(OperatorArgs),
+    /// Snapshot a subtree to a directory, S3 or GCS (compressed, with a manifest holding its
+    /// verifier root hash).
+    Backup(backup::BackupArgs),
+    /// Restore a snapshot into an absent or empty path, checked before anything is written
+    /// and verified against the manifest after.
+    Restore(backup::RestoreArgs),
+    /// List the snapshots at a location.
+    Snapshots(backup::SnapshotsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -355,7 +365,7 @@ pub enum CliError {
     },
 }
 
-fn auth(
+pub(crate) fn auth(
     flag: &'static str,
     file_flag: &'static str,
     inline: &Option<String>,
@@ -376,7 +386,7 @@ fn auth(
         .map_err(|message| CliError::InvalidFlag { flag, message })
 }
 
-fn seconds(flag: &'static str, v: f64) -> Result<Duration, CliError> {
+pub(crate) fn seconds(flag: &'static str, v: f64) -> Result<Duration, CliError> {
     if v.is_finite() && v > 0.0 {
         Ok(Duration::from_secs_f64(v))
     } else {
@@ -506,7 +516,7 @@ pub fn sync_options(a: &SyncArgs) -> Result<SyncOptions, CliError> {
     Ok(o)
 }
 
-fn fail(json: bool, err: &dyn std::error::Error) -> ExitCode {
+pub(crate) fn fail(json: bool, err: &dyn std::error::Error) -> ExitCode {
     let msg = crate::runs::cause_chain(err);
     if json {
         println!("{}", serde_json::json!({ "ok": false, "error": msg }));

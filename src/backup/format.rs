@@ -1,0 +1,403 @@
+//! The snapshot format: a zstd stream of node records in tree order (each parent right before
+//! its subtree), closed by a trailer with the record count and a blake3 checksum of everything
+//! before it, next to a JSON manifest written last.
+//!
+//! ```text
+//! stream  := MAGIC record* trailer
+//! record  := 0x01 path:str32 kind:u8 ttl_ms:i64 data:bytes32 acl_count:u32 acl*
+//!            czxid:i64 mzxid:i64 mtime:i64 version:i32 cversion:i32 aversion:i32 children:i32
+//! acl     := perms:i32 scheme:str16 id:str32
+//! trailer := 0x00 count:u64 blake3:[u8; 32]
+//! ```
+//!
+//! Integers are little-endian; `str32`/`bytes32` carry a u32 length, `str16` a u16 length. Every
+//! length is bounded, so a corrupted stream fails with an error instead of a huge allocation.
+
+use serde::{Deserialize, Serialize};
+use verifier::model::{AclEntry, Node, NodeKind, NodeStat};
+
+pub const MAGIC: &[u8; 8] = b"ZKSNAP\x00\x01";
+pub const FORMAT: &str = "resiliency-operator/zookeeper-snapshot/v1";
+pub const MANIFEST: &str = "manifest.json";
+pub const NODES: &str = "nodes.zst";
+
+const RECORD: u8 = 1;
+const TRAILER: u8 = 0;
+/// ZooKeeper's jute.maxbuffer is 1 MiB by default; a server may raise it, not this far.
+const MAX_DATA: usize = 256 << 20;
+const MAX_PATH: usize = 1 << 20;
+const MAX_ACL: usize = 1 << 16;
+
+/// What a snapshot holds, written after its data: a snapshot without one is incomplete and
+/// never listed or restored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format: String,
+    pub name: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// The source's servers (never its credentials) and root.
+    pub source_servers: String,
+    pub root_path: String,
+    pub nodes: u64,
+    pub data_bytes: u64,
+    pub kinds: KindCounts,
+    /// The verifier's blake3 Merkle root of the captured tree; a restore is checked against it.
+    pub root_hash: String,
+    /// Whether ACLs are part of `root_hash` (they are always stored).
+    pub acl_in_hash: bool,
+    /// Highest mzxid captured: the snapshot reflects the source at least up to this zxid.
+    pub max_mzxid: i64,
+    pub object: String,
+    pub object_bytes: u64,
+    /// blake3 of the compressed object, checked before anything is decompressed.
+    pub object_blake3: String,
+    pub duration_seconds: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KindCounts {
+    pub persistent: u64,
+    pub ephemeral_as_persistent: u64,
+    pub container: u64,
+    pub ttl: u64,
+}
+
+impl KindCounts {
+    pub fn add(&mut self, kind: NodeKind) {
+        match kind {
+            NodeKind::Persistent => self.persistent += 1,
+            NodeKind::Ephemeral => self.ephemeral_as_persistent += 1,
+            NodeKind::Container => self.container += 1,
+            NodeKind::Ttl { .. } => self.ttl += 1,
+        }
+    }
+}
+
+/// Appends one record.
+pub fn encode_record(out: &mut Vec<u8>, rel: &str, node: &Node) {
+    out.push(RECORD);
+    put_bytes32(out, rel.as_bytes());
+    let ttl = match node.kind {
+        NodeKind::Ttl { ttl_ms } => ttl_ms,
+        _ => 0,
+    };
+    out.push(node.kind.tag());
+    out.extend_from_slice(&ttl.to_le_bytes());
+    put_bytes32(out, &node.data);
+    out.extend_from_slice(&(node.acl.len() as u32).to_le_bytes());
+    for e in &node.acl {
+        out.extend_from_slice(&e.perms.to_le_bytes());
+        out.extend_from_slice(&(e.scheme.len() as u16).to_le_bytes());
+        out.extend_from_slice(e.scheme.as_bytes());
+        put_bytes32(out, e.id.as_bytes());
+    }
+    let s = &node.stat;
+    for v in [s.czxid, s.mzxid, s.mtime] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [s.version, s.cversion, s.aversion, s.num_children] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Appends the trailer: `count` records, `checksum` of every byte before the trailer.
+pub fn encode_trailer(out: &mut Vec<u8>, count: u64, checksum: &[u8; 32]) {
+    out.push(TRAILER);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(checksum);
+}
+
+fn put_bytes32(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// What a decoder found next.
+#[derive(Debug, PartialEq)]
+pub enum Item {
+    Node(String, Node),
+    /// `stored` is the trailer's checksum, `computed` the one of the bytes actually read.
+    Trailer {
+        count: u64,
+        stored: [u8; 32],
+        computed: [u8; 32],
+    },
+}
+
+/// Why a stream does not decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("snapshot stream is corrupt at byte {offset}: {what}")]
+pub struct Corrupt {
+    pub offset: u64,
+    pub what: String,
+}
+
+/// Reads records from any `Read`, keeping a running checksum of what it consumed.
+pub struct Decoder<R> {
+    inner: R,
+    offset: u64,
+    hasher: blake3::Hasher,
+}
+
+impl<R: std::io::Read> Decoder<R> {
+    /// Checks the magic bytes.
+    pub fn new(mut inner: R) -> Result<Decoder<R>, Corrupt> {
+        let mut magic = [0u8; 8];
+        inner.read_exact(&mut magic).map_err(|e| Corrupt {
+            offset: 0,
+            what: format!("cannot read the header: {e}"),
+        })?;
+        if &magic != MAGIC {
+            return Err(Corrupt {
+                offset: 0,
+                what: "not a snapshot stream (wrong magic bytes)".into(),
+            });
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&magic);
+        Ok(Decoder {
+            inner,
+            offset: 8,
+            hasher,
+        })
+    }
+
+    fn fill(&mut self, buf: &mut [u8], what: &str, hash: bool) -> Result<(), Corrupt> {
+        self.inner.read_exact(buf).map_err(|e| Corrupt {
+            offset: self.offset,
+            what: format!("reading {what}: {e}"),
+        })?;
+        if hash {
+            self.hasher.update(buf);
+        }
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], Corrupt> {
+        let mut b = [0u8; N];
+        self.fill(&mut b, what, true)?;
+        Ok(b)
+    }
+
+    fn vec(&mut self, len: usize, max: usize, what: &str) -> Result<Vec<u8>, Corrupt> {
+        if len > max {
+            return Err(Corrupt {
+                offset: self.offset,
+                what: format!("{what} of {len} bytes is over the limit of {max}"),
+            });
+        }
+        let mut v = vec![0u8; len];
+        self.fill(&mut v, what, true)?;
+        Ok(v)
+    }
+
+    fn string(&mut self, len: usize, max: usize, what: &str) -> Result<String, Corrupt> {
+        let offset = self.offset;
+        String::from_utf8(self.vec(len, max, what)?).map_err(|_| Corrupt {
+            offset,
+            what: format!("{what} is not UTF-8"),
+        })
+    }
+
+    /// The next record or the trailer. After the trailer, call [`Decoder::finish`].
+    pub fn next_item(&mut self) -> Result<Item, Corrupt> {
+        let mut tag = [0u8; 1];
+        self.fill(&mut tag, "a record tag", false)?;
+        match tag[0] {
+            RECORD => {
+                self.hasher.update(&tag);
+            }
+            TRAILER => {
+                // The checksum covers every byte before the trailer.
+                let computed = *self.hasher.finalize().as_bytes();
+                let mut count = [0u8; 8];
+                self.fill(&mut count, "the trailer", false)?;
+                let mut stored = [0u8; 32];
+                self.fill(&mut stored, "the trailer checksum", false)?;
+                return Ok(Item::Trailer {
+                    count: u64::from_le_bytes(count),
+                    stored,
+                    computed,
+                });
+            }
+            t => {
+                return Err(Corrupt {
+                    offset: self.offset - 1,
+                    what: format!("unknown record tag {t}"),
+                })
+            }
+        }
+        let len = u32::from_le_bytes(self.array("a path length")?) as usize;
+        let rel = self.string(len, MAX_PATH, "a path")?;
+        let [kind] = self.array::<1>("a node kind")?;
+        let ttl_ms = i64::from_le_bytes(self.array("a TTL")?);
+        let kind = match kind {
+            0 => NodeKind::Persistent,
+            1 => NodeKind::Ephemeral,
+            2 => NodeKind::Container,
+            3 => NodeKind::Ttl { ttl_ms },
+            k => {
+                return Err(Corrupt {
+                    offset: self.offset,
+                    what: format!("unknown node kind {k} at {rel:?}"),
+                })
+            }
+        };
+        let len = u32::from_le_bytes(self.array("a data length")?) as usize;
+        let data = self.vec(len, MAX_DATA, "node data")?;
+        let n = u32::from_le_bytes(self.array("an ACL count")?) as usize;
+        if n > MAX_ACL {
+            return Err(Corrupt {
+                offset: self.offset,
+                what: format!("{n} ACL entries at {rel:?}"),
+            });
+        }
+        let mut acl = Vec::with_capacity(n);
+        for _ in 0..n {
+            let perms = i32::from_le_bytes(self.array("ACL permissions")?);
+            let len = u16::from_le_bytes(self.array("an ACL scheme length")?) as usize;
+            let scheme = self.string(len, 1 << 16, "an ACL scheme")?;
+            let len = u32::from_le_bytes(self.array("an ACL id length")?) as usize;
+            let id = self.string(len, MAX_PATH, "an ACL id")?;
+            acl.push(AclEntry::new(perms, &scheme, &id));
+        }
+        let czxid = i64::from_le_bytes(self.array("a stat")?);
+        let mzxid = i64::from_le_bytes(self.array("a stat")?);
+        let mtime = i64::from_le_bytes(self.array("a stat")?);
+        let version = i32::from_le_bytes(self.array("a stat")?);
+        let cversion = i32::from_le_bytes(self.array("a stat")?);
+        let aversion = i32::from_le_bytes(self.array("a stat")?);
+        let num_children = i32::from_le_bytes(self.array("a stat")?);
+        let stat = NodeStat {
+            czxid,
+            mzxid,
+            mtime,
+            version,
+            cversion,
+            aversion,
+            ephemeral_owner: 0,
+            data_length: data.len() as i32,
+            num_children,
+        };
+        Ok(Item::Node(
+            rel,
+            Node {
+                data,
+                acl,
+                kind,
+                stat,
+            },
+        ))
+    }
+
+    /// Fails when anything follows the trailer.
+    pub fn finish(mut self) -> Result<(), Corrupt> {
+        let mut b = [0u8; 1];
+        match self.inner.read(&mut b) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(Corrupt {
+                offset: self.offset,
+                what: "data after the trailer".into(),
+            }),
+            Err(e) => Err(Corrupt {
+                offset: self.offset,
+                what: format!("reading past the trailer: {e}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<(String, Node)> {
+        let mut n = Node::persistent(b"hello".to_vec()).with_acl(vec![
+            AclEntry::new(31, "digest", "admin:x"),
+            AclEntry::open(),
+        ]);
+        n.stat.cversion = 7;
+        n.stat.num_children = 2;
+        vec![
+            ("".into(), Node::persistent(Vec::new())),
+            ("/a".into(), n),
+            (
+                "/a/ttl".into(),
+                Node::persistent(vec![0, 255, 1]).with_kind(NodeKind::Ttl { ttl_ms: 5000 }),
+            ),
+            (
+                "/a/ä".into(),
+                Node::persistent(Vec::new()).with_kind(NodeKind::Container),
+            ),
+        ]
+    }
+
+    fn stream(nodes: &[(String, Node)]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for (rel, n) in nodes {
+            encode_record(&mut out, rel, n);
+        }
+        let sum = *blake3::hash(&out).as_bytes();
+        encode_trailer(&mut out, nodes.len() as u64, &sum);
+        out
+    }
+
+    #[test]
+    fn records_round_trip_with_kinds_acls_and_stats() {
+        let nodes = sample();
+        let bytes = stream(&nodes);
+        let mut d = Decoder::new(&bytes[..]).unwrap();
+        for (rel, n) in &nodes {
+            match d.next_item().unwrap() {
+                Item::Node(r, got) => {
+                    assert_eq!(&r, rel);
+                    assert_eq!(got.data, n.data);
+                    assert_eq!(got.acl, n.acl);
+                    assert_eq!(got.kind, n.kind);
+                    assert_eq!(got.stat.cversion, n.stat.cversion);
+                    assert_eq!(got.stat.num_children, n.stat.num_children);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match d.next_item().unwrap() {
+            Item::Trailer {
+                count,
+                stored,
+                computed,
+            } => {
+                assert_eq!(count, 4);
+                assert_eq!(stored, computed);
+            }
+            other => panic!("{other:?}"),
+        }
+        d.finish().unwrap();
+    }
+
+    #[test]
+    fn corruption_is_an_error_never_a_huge_allocation() {
+        let bytes = stream(&sample());
+        assert!(Decoder::new(&b"NOTASNAP"[..]).is_err());
+        // A path length of 4 GiB.
+        let mut bad = bytes.clone();
+        bad[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut d = Decoder::new(&bad[..]).unwrap();
+        let e = d.next_item().unwrap_err();
+        assert!(e.what.contains("over the limit"), "{e}");
+        // Truncated.
+        let mut d = Decoder::new(&bytes[..bytes.len() / 2]).unwrap();
+        let mut failed = false;
+        for _ in 0..10 {
+            if d.next_item().is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed);
+    }
+}

@@ -1,0 +1,408 @@
+//! Backups and restores against real ZooKeeper servers, to a local directory and to a real
+//! S3-protocol server on loopback: snapshot, wipe, restore, verify; corrupt snapshots refused
+//! with nothing written.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use resiliency_operator::backup::{
+    self, format, Backend, BackupError, BackupOptions, Location, RestoreOptions, Selector,
+};
+use support::*;
+use verifier::ConnectOptions;
+use zookeeper_client::{Acl, Acls, AuthId, CreateMode, Permission};
+
+/// Every kind of node: binary data, a read-only ACL over children, a container, a TTL node,
+/// sequential children, an ephemeral (skipped) and a deep chain.
+async fn varied_tree(c: &zookeeper_client::Client, root: &str) {
+    build_tree(c, root, 300, 10, 24).await;
+    mk(c, &format!("{root}/binary"), &[0, 159, 255, 10, 0]).await;
+    let ro = [Acl::new(Permission::READ, AuthId::anyone())];
+    mk(c, &format!("{root}/locked"), b"l").await;
+    mk(c, &format!("{root}/locked/child"), b"c").await;
+    c.set_acl(&format!("{root}/locked"), &ro, None)
+        .await
+        .unwrap();
+    let open = [Acl::new(Permission::ALL, AuthId::anyone())];
+    mk_with(c, &format!("{root}/box"), b"", CreateMode::Container, &open).await;
+    mk(c, &format!("{root}/box/in"), b"x").await;
+    c.create(
+        &format!("{root}/short-lived"),
+        b"t",
+        &CreateMode::Persistent
+            .with_acls(Acls::anyone_all())
+            .with_ttl(Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    mk(c, &format!("{root}/queue"), b"").await;
+    for _ in 0..5 {
+        c.create(
+            &format!("{root}/queue/item-"),
+            b"q",
+            &CreateMode::PersistentSequential.with_acls(Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    }
+    c.create(
+        &format!("{root}/session"),
+        b"e",
+        &CreateMode::Ephemeral.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    let mut p = format!("{root}/deep");
+    for i in 0..20 {
+        mk(c, &p, format!("{i}").as_bytes()).await;
+        p.push_str("/d");
+    }
+}
+
+/// Clients see containers and TTL nodes as persistent: rules name them, as on a sync.
+fn type_rules(root: &str) -> Vec<resiliency_operator::engine::TypeRule> {
+    use resiliency_operator::engine::TypeRule;
+    use verifier::NodeKind;
+    vec![
+        TypeRule::new(&format!("{root}/box"), NodeKind::Container).unwrap(),
+        TypeRule::new(
+            &format!("{root}/short-lived"),
+            NodeKind::Ttl { ttl_ms: 3_600_000 },
+        )
+        .unwrap(),
+    ]
+}
+
+fn local(dir: &std::path::Path) -> Location {
+    Location::new(Backend::Local(dir.to_path_buf()), "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_in_a_directory_restores_to_a_verified_equal_tree() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("backup-local");
+    let zs = client(src).await;
+    varied_tree(&zs, &root).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = BackupOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        &root,
+        local(dir.path()),
+        "kafka",
+    );
+    o.type_rules = type_rules(&root);
+    let m = backup::backup(&o).await.unwrap();
+    // 301 + binary + locked/child (2) + box/in (2) + short-lived + queue + 5 + deep 20; no ephemeral.
+    assert_eq!(m.nodes, 301 + 1 + 2 + 2 + 1 + 1 + 5 + 20, "{m:?}");
+    assert_eq!(m.kinds.container, 1);
+    assert_eq!(m.kinds.ttl, 1);
+    assert_eq!(m.kinds.ephemeral_as_persistent, 0);
+    assert!(m.object_bytes > 0 && m.object_bytes < m.data_bytes + 64 * m.nodes);
+    assert!(m.name.starts_with("kafka-"));
+    assert_eq!(m.source_servers, src.connect_string());
+    // The manifest's root hash is the verifier's hash of the source tree.
+    let report = verify(&sync_opts(src, &root, src, &root)).await;
+    assert_eq!(m.root_hash, report.source_root_hash);
+    assert_eq!(backup::list(&o.location).await.unwrap(), vec![m.clone()]);
+
+    let target = format!("{root}-restored");
+    let r = RestoreOptions::new(
+        local(dir.path()),
+        Selector::Latest,
+        ConnectOptions::new(dst.connect_string()),
+        &target,
+    );
+    let s = backup::restore(&r).await.unwrap();
+    assert_eq!(s.nodes, m.nodes);
+    assert_eq!(s.root_hash, m.root_hash);
+    assert!(s.cversion_raised >= 1, "{s:?}");
+    // Equal to the source by the verifier too, kinds and ACLs included.
+    assert_equal(&sync_opts(src, &root, dst, &target)).await;
+    // Kinds clients cannot see were restored as such (the server's own transaction log).
+    let log = txn_log(dst);
+    assert!(logged(&log, "createContainer", &format!("{target}/box")));
+    assert!(logged(&log, "createTtl", &format!("{target}/short-lived")));
+    // Sequential numbering continues where the source's did.
+    let zd = client(dst).await;
+    let (_, s_stat) = zs.get_data(&format!("{root}/queue")).await.unwrap();
+    let (_, d_stat) = zd.get_data(&format!("{target}/queue")).await.unwrap();
+    assert!(d_stat.cversion >= s_stat.cversion, "{d_stat:?} {s_stat:?}");
+
+    // Restoring over a tree with data is refused; nothing is touched.
+    let e = backup::restore(&r).await.unwrap_err();
+    assert!(matches!(e, BackupError::DestinationNotEmpty { .. }), "{e}");
+    assert_equal(&sync_opts(src, &root, dst, &target)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_snapshot_is_refused_with_nothing_written() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("backup-corrupt");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 200, 10, 16).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = BackupOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        &root,
+        local(dir.path()),
+        "corrupt",
+    );
+    let m = backup::backup(&o).await.unwrap();
+    let data = dir.path().join(&m.name).join(format::NODES);
+    let manifest = dir.path().join(&m.name).join(format::MANIFEST);
+    let good_data = std::fs::read(&data).unwrap();
+    let good_manifest = std::fs::read_to_string(&manifest).unwrap();
+    let target = format!("{root}-never");
+    let restore = || async {
+        backup::restore(&RestoreOptions::new(
+            local(dir.path()),
+            Selector::Name(m.name.clone()),
+            ConnectOptions::new(dst.connect_string()),
+            &target,
+        ))
+        .await
+    };
+    let zd = client(dst).await;
+
+    // One flipped bit in the object.
+    let mut bad = good_data.clone();
+    let i = bad.len() / 2;
+    bad[i] ^= 0x10;
+    std::fs::write(&data, &bad).unwrap();
+    let e = restore().await.unwrap_err();
+    assert!(
+        matches!(&e, BackupError::Corrupt { what, .. } if what.contains("blake3")),
+        "{e}"
+    );
+    assert!(zd.check_stat(&target).await.unwrap().is_none());
+
+    // Truncated, with a manifest that matches the truncated bytes: the stream itself fails.
+    let cut = &good_data[..good_data.len() * 2 / 3];
+    std::fs::write(&data, cut).unwrap();
+    let forged = good_manifest
+        .replace(
+            &format!("\"objectBytes\": {}", m.object_bytes),
+            &format!("\"objectBytes\": {}", cut.len()),
+        )
+        .replace(&m.object_blake3, blake3::hash(cut).to_hex().as_ref());
+    std::fs::write(&manifest, forged).unwrap();
+    let e = restore().await.unwrap_err();
+    assert!(matches!(e, BackupError::Corrupt { .. }), "{e}");
+    assert!(zd.check_stat(&target).await.unwrap().is_none());
+
+    // Intact object, but a manifest whose root hash is not the records': refused.
+    std::fs::write(&data, &good_data).unwrap();
+    std::fs::write(
+        &manifest,
+        good_manifest.replace(&m.root_hash, &"0".repeat(64)),
+    )
+    .unwrap();
+    let e = restore().await.unwrap_err();
+    assert!(
+        matches!(&e, BackupError::Corrupt { what, .. } if what.contains("hash to")),
+        "{e}"
+    );
+    assert!(zd.check_stat(&target).await.unwrap().is_none());
+
+    // Put back, it restores.
+    std::fs::write(&manifest, &good_manifest).unwrap();
+    restore().await.unwrap();
+    assert_equal(&sync_opts(src, &root, dst, &target)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_chosen_by_name_latest_or_time_and_pruned_by_retention() {
+    let (src, _) = shared_pair();
+    let root = unique_root("backup-select");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 20, 5, 8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = BackupOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        &root,
+        local(dir.path()),
+        "sel",
+    );
+    let first = backup::backup(&o).await.unwrap();
+    // Names have a one-second resolution.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let between = k8s_openapi::jiff::Timestamp::now();
+    mk(&zs, &format!("{root}/later"), b"l").await;
+    let second = backup::backup(&o).await.unwrap();
+    assert_ne!(first.root_hash, second.root_hash);
+    let all = backup::list(&o.location).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        backup::select(&all, &Selector::Latest).unwrap().name,
+        second.name
+    );
+    assert_eq!(
+        backup::select(&all, &Selector::Before(between))
+            .unwrap()
+            .name,
+        first.name
+    );
+    assert_eq!(
+        backup::select(&all, &Selector::Name(first.name.clone()))
+            .unwrap()
+            .name,
+        first.name
+    );
+    assert!(backup::select(&all, &Selector::Name("nope".into())).is_none());
+    // Keep the newest one; an age limit never deletes the last snapshot.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    assert_eq!(
+        backup::to_prune(&all, Some(1), None, now),
+        vec![first.name.clone()]
+    );
+    assert_eq!(
+        backup::to_prune(&all, None, Some(Duration::ZERO), now),
+        vec![first.name.clone()]
+    );
+    backup::delete(&o.location, &backup::to_prune(&all, Some(1), None, now))
+        .await
+        .unwrap();
+    let left = backup::list(&o.location).await.unwrap();
+    assert_eq!(left, vec![second]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_snapshot_restores_to_an_equal_tree() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("backup-s3");
+    let zs = client(src).await;
+    varied_tree(&zs, &root).await;
+    let s3 = S3Server::start("zk-backups").await;
+    let location = Location::new(s3.backend(), "prod/zk");
+    let mut o = BackupOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        &root,
+        location.clone(),
+        "s3",
+    );
+    o.type_rules = type_rules(&root);
+    let m = backup::backup(&o).await.unwrap();
+    // Stored where the S3 server keeps the bucket's objects.
+    assert!(s3
+        .dir
+        .path()
+        .join("zk-backups/prod/zk")
+        .join(&m.name)
+        .join(format::MANIFEST)
+        .exists());
+    let target = format!("{root}-from-s3");
+    let s = backup::restore(&RestoreOptions::new(
+        location,
+        Selector::Latest,
+        ConnectOptions::new(dst.connect_string()),
+        &target,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(s.root_hash, m.root_hash);
+    assert_equal(&sync_opts(src, &root, dst, &target)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_backs_up_lists_and_restores() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("backup-cli");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 50, 10, 8).await;
+    let s3 = S3Server::start("cli-bucket").await;
+    let bin = env!("CARGO_BIN_EXE_resiliency-operator");
+    let run = |args: Vec<String>| {
+        let s3 = (s3.access_key.clone(), s3.secret_key.clone());
+        async move {
+            let out = tokio::process::Command::new(bin)
+                .args(&args)
+                .env("AWS_ACCESS_KEY_ID", &s3.0)
+                .env("AWS_SECRET_ACCESS_KEY", &s3.1)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let to = "s3://cli-bucket/nightly".to_string();
+    let (code, out, err) = run(vec![
+        "backup".into(),
+        "--source".into(),
+        src.connect_string(),
+        "--root-path".into(),
+        root.clone(),
+        "--to".into(),
+        to.clone(),
+        "--s3-endpoint".into(),
+        s3.endpoint.clone(),
+        "--keep-last".into(),
+        "3".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("backed up 51 nodes"), "{out}");
+    let (code, out, err) = run(vec![
+        "snapshots".into(),
+        "--from".into(),
+        to.clone(),
+        "--s3-endpoint".into(),
+        s3.endpoint.clone(),
+        "--json".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{out}");
+    let target = format!("{root}-cli");
+    let (code, out, err) = run(vec![
+        "restore".into(),
+        "--from".into(),
+        to.clone(),
+        "--s3-endpoint".into(),
+        s3.endpoint.clone(),
+        "--destination".into(),
+        dst.connect_string(),
+        "--root-path".into(),
+        target.clone(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("verified: root hash"), "{out}");
+    assert_equal(&sync_opts(src, &root, dst, &target)).await;
+    // Bad input names the flag; credentials never show.
+    let (code, _, err) = run(vec![
+        "restore".into(),
+        "--from".into(),
+        "backups".into(),
+        "--destination".into(),
+        dst.connect_string(),
+        "--root-path".into(),
+        "/x".into(),
+    ])
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--from"), "{err}");
+    let (code, _, err) = run(vec![
+        "restore".into(),
+        "--from".into(),
+        to,
+        "--s3-endpoint".into(),
+        s3.endpoint.clone(),
+        "--snapshot".into(),
+        "missing".into(),
+        "--destination".into(),
+        dst.connect_string(),
+        "--root-path".into(),
+        "/x".into(),
+    ])
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("no snapshot named missing"), "{err}");
+    assert!(!err.contains(&s3.secret_key));
+}
