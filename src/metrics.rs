@@ -65,6 +65,13 @@ pub const SYNC_REPAIRED_PATHS_TOTAL: &str = "resiliency_sync_repaired_paths_tota
 /// Unix time the last heartbeat reached the destination.
 pub const SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS: &str =
     "resiliency_sync_last_heartbeat_timestamp_seconds";
+/// Unix time of the last successful backup or restore, by operation.
+pub const BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "resiliency_backup_last_success_timestamp_seconds";
+/// Compressed size of the last snapshot written.
+pub const BACKUP_SIZE_BYTES: &str = "resiliency_backup_size_bytes";
+/// Wall time of backups and restores, by operation.
+pub const BACKUP_DURATION_SECONDS: &str = "resiliency_backup_duration_seconds";
 pub const BUILD_INFO: &str = "resiliency_build_info";
 
 /// Every name above, for tests that check dashboards and rules only use exported metrics.
@@ -95,6 +102,9 @@ pub const ALL: &[&str] = &[
     SYNC_SESSION_CONNECTED,
     SYNC_REPAIRED_PATHS_TOTAL,
     SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS,
+    BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS,
+    BACKUP_SIZE_BYTES,
+    BACKUP_DURATION_SECONDS,
     BUILD_INFO,
 ];
 
@@ -120,6 +130,7 @@ pub fn builder() -> Result<PrometheusBuilder, BuildError> {
         )?
         .set_buckets_for_metric(Matcher::Full(SYNC_DURATION_SECONDS.into()), RUN_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(VERIFY_DURATION_SECONDS.into()), RUN_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BACKUP_DURATION_SECONDS.into()), RUN_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(SYNC_LAG_SECONDS.into()), LAG_BUCKETS)
 }
 
@@ -236,6 +247,21 @@ pub fn describe() {
         SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS,
         Unit::Seconds,
         "Unix time the last heartbeat znode reached the destination"
+    );
+    describe_gauge!(
+        BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time of the last successful backup or restore, by operation"
+    );
+    describe_gauge!(
+        BACKUP_SIZE_BYTES,
+        Unit::Bytes,
+        "Compressed size of the last snapshot written"
+    );
+    describe_histogram!(
+        BACKUP_DURATION_SECONDS,
+        Unit::Seconds,
+        "Wall time of backups and restores, by operation"
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 use verifier::{ConnectOptions, DigestAuth, NodeKind};
 
-use crate::api::assets::Database;
+use crate::api::assets::{Bucket, Database};
 use crate::api::automation::{AclPolicy, EphemeralPolicy, SyncConfig};
 use crate::api::conditions::Reason;
+use crate::backup::{store, Backend, BackupOptions, Location, RestoreOptions, Selector};
 use crate::engine::{SyncOptions, TypeRule};
 
 /// Why a resource cannot be turned into engine settings yet.
@@ -23,6 +24,8 @@ pub enum ResolveError {
     SecretInvalid { name: String, message: String },
     #[error("{field}: {message}")]
     InvalidSpec { field: String, message: String },
+    #[error("Bucket {name} not found in namespace {namespace}")]
+    BucketNotFound { namespace: String, name: String },
 }
 
 impl ResolveError {
@@ -32,6 +35,7 @@ impl ResolveError {
             ResolveError::SecretNotFound { .. } => Reason::SecretNotFound,
             ResolveError::SecretInvalid { .. } => Reason::SecretInvalid,
             ResolveError::InvalidSpec { .. } => Reason::InvalidSpec,
+            ResolveError::BucketNotFound { .. } => Reason::BucketNotFound,
         }
     }
 
@@ -270,6 +274,205 @@ pub fn resolve_live(
     o.repair = spec.repair;
     o.heartbeat = heartbeat;
     Ok(o)
+}
+
+/// Looks a Bucket up by name, with the Secret its spec names.
+pub type BucketLookup<'a> = &'a dyn Fn(&str) -> (Option<Bucket>, Option<SecretData>);
+
+/// The Secret a Bucket names, if any (local directories need none).
+pub fn bucket_secret_name(b: &Bucket) -> Option<&str> {
+    match (&b.spec.aws_s3, &b.spec.gcp_cloud_storage) {
+        (Some(s3), _) => Some(s3.secret_name.as_str()),
+        (None, Some(g)) => Some(g.secret_name.as_str()),
+        (None, None) => None,
+    }
+}
+
+fn secret_value(data: &SecretData, keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .find_map(|k| data.get(*k))
+        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Where a Bucket keeps snapshots under `prefix`, with the credentials of its Secret.
+pub fn bucket_location(
+    bucket: &Bucket,
+    secret: Option<&SecretData>,
+    prefix: &str,
+) -> Result<Location, ResolveError> {
+    let name = bucket.metadata.name.clone().unwrap_or_default();
+    let namespace = bucket.metadata.namespace.clone().unwrap_or_default();
+    let need_secret = |secret_name: &str| {
+        secret.ok_or_else(|| ResolveError::SecretNotFound {
+            namespace: namespace.clone(),
+            name: secret_name.to_string(),
+        })
+    };
+    let backend = match (
+        &bucket.spec.aws_s3,
+        &bucket.spec.gcp_cloud_storage,
+        &bucket.spec.local,
+    ) {
+        (Some(s3), _, _) => {
+            let data = need_secret(&s3.secret_name)?;
+            let key = |keys: &[&str]| {
+                secret_value(data, keys).ok_or_else(|| ResolveError::SecretInvalid {
+                    name: s3.secret_name.clone(),
+                    message: format!("has no {} key", keys[0]),
+                })
+            };
+            Backend::S3(store::S3 {
+                bucket: s3.name.clone(),
+                region: s3.region.clone(),
+                endpoint: s3.endpoint.clone(),
+                access_key_id: key(&["AWS_ACCESS_KEY_ID", "accessKeyId"])?,
+                secret_access_key: key(&["AWS_SECRET_ACCESS_KEY", "secretAccessKey"])?,
+                session_token: secret_value(data, &["AWS_SESSION_TOKEN", "sessionToken"]),
+            })
+        }
+        (None, Some(g), _) => {
+            let data = need_secret(&g.secret_name)?;
+            let key = secret_value(data, &["credentials.json", "serviceAccountKey", "key.json"])
+                .ok_or_else(|| ResolveError::SecretInvalid {
+                    name: g.secret_name.clone(),
+                    message: "has no credentials.json key (the service account key)".into(),
+                })?;
+            Backend::Gcs(store::Gcs {
+                bucket: g.name.clone(),
+                service_account_key: key,
+                endpoint: g.endpoint.clone(),
+            })
+        }
+        (None, None, Some(l)) => {
+            if !l.path.starts_with('/') {
+                return Err(invalid("spec.local.path", "must be an absolute path"));
+            }
+            Backend::Local(l.path.clone().into())
+        }
+        (None, None, None) => {
+            return Err(ResolveError::InvalidSpec {
+                field: format!("Bucket {name}: spec"),
+                message: "names no storage: set awsS3, gcpCloudStorage or local".into(),
+            })
+        }
+    };
+    Ok(Location::new(backend, prefix))
+}
+
+/// What a Synchronization runs, by plugin: a copy, a backup or a restore.
+pub fn resolve_job(
+    sync: &crate::api::automation::Synchronization,
+    databases: impl Fn(&str) -> (Option<Database>, Option<SecretData>),
+    buckets: BucketLookup<'_>,
+) -> Result<crate::runs::Job, ResolveError> {
+    use crate::api::automation::Direction;
+    use crate::runs::Job;
+    let namespace = sync.metadata.namespace.clone().unwrap_or_default();
+    let c = &sync.spec.config;
+    let database = |name: &str| {
+        let (db, secret) = databases(name);
+        let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
+            namespace: namespace.clone(),
+            name: name.to_string(),
+        })?;
+        connect_options(&db, secret.as_ref())
+    };
+    let bucket = |name: &str, prefix: &str| {
+        let (b, secret) = buckets(name);
+        let b = b.ok_or_else(|| ResolveError::BucketNotFound {
+            namespace: namespace.clone(),
+            name: name.to_string(),
+        })?;
+        bucket_location(&b, secret.as_ref(), prefix)
+    };
+    let prefix = |default: Option<String>| {
+        c.bucket_path
+            .clone()
+            .or(default)
+            .map(|p| p.trim_matches('/').to_string())
+            .ok_or_else(|| {
+                invalid(
+                    "spec.config.bucketPath",
+                    "required to restore: the folder of the snapshots in the bucket",
+                )
+            })
+    };
+    let rules = || -> Result<Vec<TypeRule>, ResolveError> {
+        // The type rules are checked with a throw-away copy config.
+        let o = sync_options(c, ConnectOptions::new("x:1"), ConnectOptions::new("y:1"))?;
+        Ok(o.type_rules)
+    };
+    match sync.spec.plugin.direction() {
+        Direction::Copy => Ok(Job::Copy {
+            opts: Box::new(resolve_config(&namespace, c, databases)?),
+            verify: c.verify,
+        }),
+        Direction::Backup => {
+            verifier::path::validate_root("spec.config.rootPath", &c.root_path)
+                .map_err(|e| invalid("spec.config.rootPath", e.to_string()))?;
+            let source = database(&c.source_name)?;
+            let location = bucket(
+                &c.destination_name,
+                &prefix(Some(format!("{namespace}/{}", c.source_name)))?,
+            )?;
+            let mut o = BackupOptions::new(source, &c.root_path, location, &c.source_name);
+            o.acl_in_hash = c.acl_policy == AclPolicy::Copy;
+            o.ephemerals = match c.ephemeral_policy {
+                EphemeralPolicy::Skip => verifier::EphemeralPolicy::Skip,
+                EphemeralPolicy::Persistent => verifier::EphemeralPolicy::Persistent,
+            };
+            o.type_rules = rules()?;
+            let retention = match &c.retention {
+                None => (None, None),
+                Some(r) => (
+                    r.keep_last.map(|k| k as usize),
+                    r.max_age
+                        .as_deref()
+                        .map(|v| {
+                            crate::api::automation::parse_duration(
+                                "spec.config.retention.maxAge",
+                                v,
+                            )
+                            .map_err(|m| {
+                                invalid(
+                                    "spec.config.retention.maxAge",
+                                    m.split_once(": ").map(|x| x.1).unwrap_or(&m),
+                                )
+                            })
+                        })
+                        .transpose()?,
+                ),
+            };
+            Ok(Job::Backup {
+                opts: Box::new(o),
+                keep_last: retention.0,
+                max_age: retention.1,
+                verify: c.verify,
+            })
+        }
+        Direction::Restore => {
+            verifier::path::validate_root("spec.config.rootPath", &c.root_path)
+                .map_err(|e| invalid("spec.config.rootPath", e.to_string()))?;
+            let location = bucket(&c.source_name, &prefix(None)?)?;
+            let destination = database(&c.destination_name)?;
+            let select = match (&c.snapshot_before, c.snapshot.as_deref()) {
+                (Some(t), _) => Selector::Before(t.0),
+                (None, None | Some("latest")) => Selector::Latest,
+                (None, Some(n)) => Selector::Name(n.to_string()),
+            };
+            let root = c
+                .destination_root_path
+                .clone()
+                .unwrap_or_else(|| c.root_path.clone());
+            Ok(Job::Restore(Box::new(RestoreOptions::new(
+                location,
+                select,
+                destination,
+                &root,
+            ))))
+        }
+    }
 }
 
 /// Copy settings of a sync config in `namespace`, looking its Databases up by name.

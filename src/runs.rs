@@ -10,13 +10,64 @@ use k8s_openapi::jiff::Timestamp;
 use verifier::{Report, VerifyOptions};
 
 use crate::api::conditions::Reason;
+use crate::backup::{self, BackupError, BackupOptions, RestoreOptions};
 use crate::engine::{self, SyncError, SyncOptions, SyncSummary};
 
-/// A finished copy, with the verifier's report when one was asked for.
+/// What a Synchronization runs, by plugin.
+#[derive(Clone, Debug)]
+pub enum Job {
+    /// Ensemble to ensemble, then the verifier when `verify`.
+    Copy {
+        opts: Box<SyncOptions>,
+        verify: bool,
+    },
+    /// A snapshot into a bucket, then retention, then (`verify`) a read-back check.
+    Backup {
+        opts: Box<BackupOptions>,
+        keep_last: Option<usize>,
+        max_age: Option<std::time::Duration>,
+        verify: bool,
+    },
+    /// A snapshot restored (always checked before and verified after).
+    Restore(Box<RestoreOptions>),
+}
+
+impl Job {
+    /// What it does, for a condition message.
+    pub fn describe(&self) -> String {
+        match self {
+            Job::Copy { opts, .. } => {
+                format!("copying {} to {}", opts.source_root, opts.destination_root)
+            }
+            Job::Backup { opts, .. } => {
+                format!("backing up {} to {}", opts.root, opts.location.describe())
+            }
+            Job::Restore(o) => format!(
+                "restoring from {} into {}",
+                o.location.describe(),
+                o.destination_root
+            ),
+        }
+    }
+}
+
+/// A finished run: for a copy, its summary and the verifier's report when one was asked for;
+/// for a backup or restore, the snapshot.
 #[derive(Clone, Debug)]
 pub struct RunOutcome {
     pub summary: SyncSummary,
     pub report: Option<Report>,
+    pub snapshot: Option<SnapshotOutcome>,
+}
+
+/// What a backup wrote or a restore read.
+#[derive(Clone, Debug)]
+pub struct SnapshotOutcome {
+    pub restore: bool,
+    pub status: crate::api::automation::SnapshotStatus,
+    /// Backup: read back and checked. Restore: the restored tree hashes to the manifest's root.
+    pub verified: bool,
+    pub duration_seconds: f64,
 }
 
 /// A copy that did not finish.
@@ -67,8 +118,8 @@ impl Runs {
         self.lock().get(key).map(|e| e.state.clone())
     }
 
-    /// Starts a copy (then, when `verify`, the verifier) unless one runs under `key` already.
-    pub fn start(&self, key: &str, opts: SyncOptions, verify: bool) {
+    /// Starts a job unless one runs under `key` already.
+    pub fn start(&self, key: &str, job: Job) {
         let mut map = self.lock();
         if matches!(
             map.get(key),
@@ -83,7 +134,7 @@ impl Runs {
         let inner = self.inner.clone();
         let owned_key = key.to_string();
         let task = tokio::spawn(async move {
-            let result = run(&opts, verify).await;
+            let result = run(job).await;
             let finished = Timestamp::now();
             let mut map = inner.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = map.get_mut(&owned_key) {
@@ -163,7 +214,119 @@ pub fn classify(err: &SyncError) -> (Reason, Option<bool>) {
     }
 }
 
-async fn run(opts: &SyncOptions, verify: bool) -> Result<RunOutcome, RunFailure> {
+fn backup_failure(e: &BackupError) -> RunFailure {
+    let (reason, source_side) = match e {
+        BackupError::Sync(s) => classify(s),
+        BackupError::Store { .. } => (Reason::Unreachable, None),
+        BackupError::Invalid { .. } => (Reason::InvalidSpec, None),
+        BackupError::Corrupt { .. } | BackupError::Mismatch { .. } => (Reason::VerifyFailed, None),
+        _ => (Reason::CopyFailed, None),
+    };
+    RunFailure {
+        reason,
+        message: cause_chain(e),
+        source_side,
+    }
+}
+
+async fn run(job: Job) -> Result<RunOutcome, RunFailure> {
+    match job {
+        Job::Copy { opts, verify } => run_copy(&opts, verify).await,
+        Job::Backup {
+            opts,
+            keep_last,
+            max_age,
+            verify,
+        } => {
+            let m = backup::backup(&opts)
+                .await
+                .map_err(|e| backup_failure(&e))?;
+            let mut pruned = Vec::new();
+            if keep_last.is_some() || max_age.is_some() {
+                let all = backup::list(&opts.location)
+                    .await
+                    .map_err(|e| backup_failure(&e))?;
+                pruned = backup::to_prune(&all, keep_last, max_age, Timestamp::now());
+                backup::delete(&opts.location, &pruned)
+                    .await
+                    .map_err(|e| backup_failure(&e))?;
+            }
+            if verify {
+                backup::check(&opts.location, &m)
+                    .await
+                    .map_err(|e| backup_failure(&e))?;
+            }
+            Ok(snapshot_outcome(
+                false,
+                &m,
+                &opts.location,
+                pruned,
+                verify,
+                m.duration_seconds,
+            ))
+        }
+        Job::Restore(o) => {
+            let s = backup::restore(&o).await.map_err(|e| backup_failure(&e))?;
+            let m = backup::Manifest {
+                name: s.snapshot.clone(),
+                nodes: s.nodes,
+                data_bytes: s.data_bytes,
+                root_hash: s.root_hash.clone(),
+                object_bytes: 0,
+                ..backup::Manifest::empty()
+            };
+            Ok(snapshot_outcome(
+                true,
+                &m,
+                &o.location,
+                Vec::new(),
+                true,
+                s.duration_seconds,
+            ))
+        }
+    }
+}
+
+fn snapshot_outcome(
+    restore: bool,
+    m: &backup::Manifest,
+    location: &backup::Location,
+    pruned: Vec<String>,
+    verified: bool,
+    duration_seconds: f64,
+) -> RunOutcome {
+    let summary = SyncSummary {
+        source_nodes: m.nodes,
+        bytes_written: if restore {
+            m.data_bytes
+        } else {
+            m.object_bytes
+        },
+        attempts: 1,
+        duration_seconds,
+        ..SyncSummary::default()
+    };
+    RunOutcome {
+        summary,
+        report: None,
+        snapshot: Some(SnapshotOutcome {
+            restore,
+            status: crate::api::automation::SnapshotStatus {
+                name: m.name.clone(),
+                location: location.describe(),
+                nodes: m.nodes,
+                data_bytes: m.data_bytes,
+                size_bytes: m.object_bytes,
+                root_hash: m.root_hash.clone(),
+                pruned,
+            },
+            verified,
+            duration_seconds,
+        }),
+    }
+}
+
+async fn run_copy(opts: &SyncOptions, verify: bool) -> Result<RunOutcome, RunFailure> {
     let summary = engine::sync(opts).await.map_err(|e| {
         let (reason, source_side) = classify(&e);
         RunFailure {
@@ -177,7 +340,11 @@ async fn run(opts: &SyncOptions, verify: bool) -> Result<RunOutcome, RunFailure>
     } else {
         None
     };
-    Ok(RunOutcome { summary, report })
+    Ok(RunOutcome {
+        summary,
+        report,
+        snapshot: None,
+    })
 }
 
 /// Compares both trees with the policies the copy used.
@@ -220,8 +387,20 @@ mod tests {
             ConnectOptions::new("127.0.0.1:9"),
             "/b",
         );
-        runs.start("one", opts.clone(), true);
-        runs.start("two", opts, false);
+        runs.start(
+            "one",
+            Job::Copy {
+                opts: Box::new(opts.clone()),
+                verify: true,
+            },
+        );
+        runs.start(
+            "two",
+            Job::Copy {
+                opts: Box::new(opts),
+                verify: false,
+            },
+        );
         assert_eq!(runs.running().len(), 2);
         runs.clear();
         assert!(runs.running().is_empty());

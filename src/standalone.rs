@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::api::assets::Database;
+use crate::api::assets::{Bucket, Database};
 use crate::api::automation::{
     LivePhase, LiveSynchronization, LiveSynchronizationStatus, Phase, Synchronization,
     SynchronizationPlan,
@@ -46,6 +46,7 @@ pub struct Manifests {
     pub syncs: BTreeMap<(String, String), Synchronization>,
     pub plans: BTreeMap<(String, String), SynchronizationPlan>,
     pub live: BTreeMap<(String, String), LiveSynchronization>,
+    pub buckets: BTreeMap<(String, String), Bucket>,
 }
 
 fn yaml_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -133,6 +134,12 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, StandaloneError> {
                     m.syncs
                         .insert((ns, s.metadata.name.clone().unwrap_or_default()), s);
                 }
+                "Bucket" => {
+                    let mut b: Bucket = serde_json::from_value(doc).map_err(parse_err)?;
+                    b.metadata.namespace = Some(ns.clone());
+                    m.buckets
+                        .insert((ns, b.metadata.name.clone().unwrap_or_default()), b);
+                }
                 "LiveSynchronization" => {
                     let mut l: LiveSynchronization =
                         serde_json::from_value(doc).map_err(parse_err)?;
@@ -172,15 +179,23 @@ fn admit(s: &mut Synchronization, ns: &str) {
 }
 
 /// Engine settings of a sync from the loaded Databases and Secrets.
-pub fn resolve_sync(
-    m: &Manifests,
-    s: &Synchronization,
-) -> Result<crate::engine::SyncOptions, ResolveError> {
+pub fn resolve_sync(m: &Manifests, s: &Synchronization) -> Result<crate::runs::Job, ResolveError> {
     let ns = s.metadata.namespace.clone().unwrap_or_default();
-    resolve::resolve_sync(s, |name| {
-        let key = (ns.clone(), name.to_string());
-        (m.databases.get(&key).cloned(), m.secrets.get(&key).cloned())
-    })
+    resolve::resolve_job(
+        s,
+        |name| {
+            let key = (ns.clone(), name.to_string());
+            (m.databases.get(&key).cloned(), m.secrets.get(&key).cloned())
+        },
+        &|name| {
+            let bucket = m.buckets.get(&(ns.clone(), name.to_string())).cloned();
+            let secret = bucket
+                .as_ref()
+                .and_then(resolve::bucket_secret_name)
+                .and_then(|sn| m.secrets.get(&(ns.clone(), sn.to_string())).cloned());
+            (bucket, secret)
+        },
+    )
 }
 
 fn say(kind: &str, ns: &str, name: &str, text: &str) {
@@ -297,7 +312,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
             let old_phase = s.status.as_ref().map(|st| st.phase);
             say_notes("synchronization", &key.0, &key.1, &d.notes);
             match d.action {
-                Action::Start(opts, verify) => runs.start(&uid, *opts, verify),
+                Action::Start(job) => runs.start(&uid, *job),
                 Action::Forget => runs.stop(&uid),
                 Action::Nothing => {}
             }
@@ -311,6 +326,16 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
                         v.destination_nodes,
                         v.divergent_nodes,
                         &v.source_root_hash[..v.source_root_hash.len().min(16)]
+                    ));
+                }
+                if let Some(snap) = &d.status.snapshot {
+                    line.push_str(&format!(
+                        " | snapshot {} ({} nodes, {} bytes compressed, root hash {}) at {}",
+                        snap.name,
+                        snap.nodes,
+                        snap.size_bytes,
+                        &snap.root_hash[..snap.root_hash.len().min(16)],
+                        snap.location
                     ));
                 }
                 say("synchronization", &key.0, &key.1, &line);

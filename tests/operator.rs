@@ -564,8 +564,13 @@ async fn deleting_a_running_synchronization_stops_the_run_and_keeps_destination_
 
     let (client, mut api) = mock_client();
     let ctx = sync_ctx(client);
-    ctx.runs
-        .start("uid-s-del", sync_opts(src, &root, dst, &root), true);
+    ctx.runs.start(
+        "uid-s-del",
+        resiliency_operator::runs::Job::Copy {
+            opts: Box::new(sync_opts(src, &root, dst, &root)),
+            verify: true,
+        },
+    );
     let mut s = sync_object(
         "s-del",
         &root,

@@ -275,3 +275,94 @@ spec:
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(stderr.contains("spec.maxLag"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_and_a_restore_run_from_manifests_with_a_local_bucket() {
+    let (s, d) = shared_pair();
+    let root = unique_root("standalone-backup");
+    let c = client(s).await;
+    build_tree(&c, &root, 60, 10, 8).await;
+    let store = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = format!(
+        r#"---
+apiVersion: assets.astronetes.io/v1alpha1
+kind: Bucket
+metadata:
+  name: backups
+spec:
+  local:
+    path: {}
+"#,
+        store.path().display()
+    );
+    let backup = format!(
+        r#"{bucket}---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: Synchronization
+metadata:
+  name: nightly-backup
+spec:
+  plugin: zookeeper-to-bucket
+  config:
+    sourceName: zookeeper-source
+    destinationName: backups
+    rootPath: {root}
+    retention:
+      keepLast: 2
+"#
+    );
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        manifests(&s.connect_string(), &d.connect_string(), &backup),
+    )
+    .unwrap();
+    let (code, out, err) = run(dir.path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("phase Succeeded"), "{out}");
+    // Stored under <namespace>/<source Database>.
+    let folder = store.path().join("default/zookeeper-source");
+    let snapshots: Vec<_> = std::fs::read_dir(&folder).unwrap().collect();
+    assert_eq!(snapshots.len(), 1, "{folder:?}");
+
+    let target = format!("{root}-restored");
+    let restore = format!(
+        r#"{bucket}---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: Synchronization
+metadata:
+  name: restore
+spec:
+  plugin: bucket-to-zookeeper
+  config:
+    sourceName: backups
+    destinationName: zookeeper-destination
+    rootPath: {target}
+    bucketPath: default/zookeeper-source
+    snapshot: latest
+"#
+    );
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        manifests(&s.connect_string(), &d.connect_string(), &restore),
+    )
+    .unwrap();
+    let (code, out, err) = run(dir.path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("phase Succeeded"), "{out}");
+    assert_equal(&sync_opts(s, &root, d, &target)).await;
+
+    // A restore without bucketPath is refused naming the field; nothing is written.
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        manifests(
+            &s.connect_string(),
+            &d.connect_string(),
+            &restore.replace("    bucketPath: default/zookeeper-source\n", ""),
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("spec.config.bucketPath"), "{err}");
+}

@@ -144,6 +144,18 @@ pub struct BucketSpec {
     /// Reference a AWS Bucket service
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "awsS3")]
     pub aws_s3: Option<AwsS3>,
+    /// A directory on the operator's filesystem (standalone mode, or a mounted volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalDirectory>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalDirectory {
+    /// Absolute path of the directory.
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must be an absolute path"))]
+    #[schemars(length(max = 4096))]
+    pub path: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -153,7 +165,8 @@ pub struct AwsS3 {
     pub name: String,
     /// Bucket region.
     pub region: String,
-    /// Secret with the access key.
+    /// Secret with the access key (keys `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, and
+    /// optionally `AWS_SESSION_TOKEN`).
     pub secret_name: String,
     /// Endpoint of an S3-compatible store (default: AWS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,8 +178,11 @@ pub struct AwsS3 {
 pub struct GcpCloudStorage {
     /// Bucket name.
     pub name: String,
-    /// Secret with the service account key.
+    /// Secret with the service account key (key `credentials.json`).
     pub secret_name: String,
+    /// A GCS-compatible endpoint (default: Google).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// A Kubernetes cluster that ensembles may live in.

@@ -18,6 +18,48 @@ pub enum Plugin {
     /// Alias of `zookeeper-to-zookeeper-nodes`.
     #[serde(rename = "zookeeper-nodes-to-zookeeper")]
     ZookeeperNodesToZookeeper,
+    /// Snapshots a ZooKeeper tree (sourceName: a Database) into a Bucket (destinationName).
+    #[serde(rename = "zookeeper-to-bucket")]
+    ZookeeperToBucket,
+    /// Restores a snapshot from a Bucket (sourceName) into a Database (destinationName).
+    #[serde(rename = "bucket-to-zookeeper")]
+    BucketToZookeeper,
+}
+
+impl Plugin {
+    /// What the plugin moves.
+    pub fn direction(self) -> Direction {
+        match self {
+            Plugin::ZookeeperToZookeeperNodes | Plugin::ZookeeperNodesToZookeeper => {
+                Direction::Copy
+            }
+            Plugin::ZookeeperToBucket => Direction::Backup,
+            Plugin::BucketToZookeeper => Direction::Restore,
+        }
+    }
+}
+
+/// Ensemble to ensemble, ensemble to bucket, or bucket to ensemble.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Copy,
+    Backup,
+    Restore,
+}
+
+/// How many snapshots a backup keeps in its bucket folder; the newest is always kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Keep at most this many snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("must be at least 1"))]
+    pub keep_last: Option<u32>,
+    /// Delete snapshots older than this, e.g. 720h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("must be a duration such as 720h"))]
+    #[schemars(length(max = 64))]
+    pub max_age: Option<String>,
 }
 
 /// What happens to ACLs.
@@ -92,6 +134,21 @@ pub struct SyncConfig {
     /// Source paths to create as TTL nodes (the destination must enable extended types).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ttl_paths: Vec<TtlRule>,
+    /// Bucket plugins: the folder of the snapshots in the bucket (default for a backup:
+    /// `<namespace>/<sourceName>`; required for a restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub bucket_path: Option<String>,
+    /// bucket-to-zookeeper: the snapshot to restore, by name, or `latest` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub snapshot: Option<String>,
+    /// bucket-to-zookeeper: the last snapshot taken at or before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_before: Option<Time>,
+    /// zookeeper-to-bucket: snapshots to keep in the folder after a successful backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
 }
 
 /// Paths whose nodes are created as TTL nodes.
@@ -225,6 +282,27 @@ pub struct SynchronizationStatus {
     pub counters: Option<SyncCounters>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Bucket plugins: the snapshot written or restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotStatus>,
+}
+
+/// A snapshot a backup wrote or a restore read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStatus {
+    pub name: String,
+    /// Where, without credentials, e.g. s3://bucket/ns/db.
+    pub location: String,
+    pub nodes: u64,
+    pub data_bytes: u64,
+    /// Compressed size in the bucket.
+    pub size_bytes: u64,
+    /// The verifier's root hash of the captured tree.
+    pub root_hash: String,
+    /// Snapshots deleted by retention after this backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
 }
 
 fn default_verify_interval() -> String {

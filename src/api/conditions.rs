@@ -57,11 +57,12 @@ pub enum Reason {
     HeartbeatLate,
     NotVerified,
     Undecided,
+    BucketNotFound,
 }
 
 impl Reason {
     /// Every reason, for parsing a condition's reason back.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::Connected,
         Reason::Unreachable,
         Reason::AuthFailed,
@@ -93,6 +94,7 @@ impl Reason {
         Reason::HeartbeatLate,
         Reason::NotVerified,
         Reason::Undecided,
+        Reason::BucketNotFound,
     ];
 
     pub fn parse(s: &str) -> Option<Reason> {
@@ -132,6 +134,7 @@ impl Reason {
             Reason::HeartbeatLate => "HeartbeatLate",
             Reason::NotVerified => "NotVerified",
             Reason::Undecided => "Undecided",
+            Reason::BucketNotFound => "BucketNotFound",
         }
     }
 }

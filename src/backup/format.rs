@@ -56,6 +56,29 @@ pub struct Manifest {
     pub duration_seconds: f64,
 }
 
+impl Manifest {
+    /// A manifest with nothing in it, for building partial ones.
+    pub fn empty() -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            name: String::new(),
+            created_at: String::new(),
+            source_servers: String::new(),
+            root_path: String::new(),
+            nodes: 0,
+            data_bytes: 0,
+            kinds: KindCounts::default(),
+            root_hash: String::new(),
+            acl_in_hash: true,
+            max_mzxid: 0,
+            object: NODES.into(),
+            object_bytes: 0,
+            object_blake3: String::new(),
+            duration_seconds: 0.0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KindCounts {

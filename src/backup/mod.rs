@@ -39,7 +39,8 @@ use crate::engine::error::cause_chain;
 use crate::engine::plan::{plan_acl, Identity};
 use crate::engine::writer::{self, Op, Queued, WriterConfig};
 use crate::engine::{Progress, SyncError};
-use format::{encode_record, encode_trailer, Corrupt, Decoder, Item, KindCounts, Manifest};
+pub use format::Manifest;
+use format::{encode_record, encode_trailer, Corrupt, Decoder, Item, KindCounts};
 pub use store::{Backend, Location};
 
 #[derive(Debug, Error)]
@@ -535,6 +536,22 @@ fn decode_all(
         ));
     }
     Ok(())
+}
+
+/// Reads a stored snapshot back and checks it as a restore would (object checksum, trailer,
+/// tree order, Merkle root), writing nothing: proof that what is in the bucket restores.
+pub async fn check(location: &Location, m: &Manifest) -> Result<(), BackupError> {
+    let store = location.open(false)?;
+    let file = download(&store, location, m).await?;
+    let mc = m.clone();
+    let corrupt = |what: String| BackupError::Corrupt {
+        snapshot: m.name.clone(),
+        what,
+    };
+    tokio::task::spawn_blocking(move || decode_all(file, &mc, None))
+        .await
+        .map_err(|e| corrupt(e.to_string()))?
+        .map_err(corrupt)
 }
 
 /// Restores a snapshot; see the module documentation for the checks.

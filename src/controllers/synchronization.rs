@@ -10,16 +10,15 @@ use crate::api::automation::{
     Phase, SyncCounters, Synchronization, SynchronizationStatus, Verification,
 };
 use crate::api::conditions::{set_condition, types, Desired, Reason};
-use crate::engine::SyncOptions;
 use crate::resolve::ResolveError;
-use crate::runs::{RunOutcome, RunState};
+use crate::runs::{Job, RunOutcome, RunState};
 
 /// What the driver must do after a decision.
 #[derive(Debug)]
 pub enum Action {
     Nothing,
-    /// Start the copy (and the verifier when the flag is set) in the background.
-    Start(Box<SyncOptions>, bool),
+    /// Start the job (copy, backup or restore) in the background.
+    Start(Box<Job>),
     /// The outcome is in the status: the run's entry can go.
     Forget,
 }
@@ -50,7 +49,7 @@ pub const WAITING_RECHECK: Duration = Duration::from_secs(60);
 /// and `now`. `resolve` is called only when a run may start (see [`needs_endpoints`]).
 pub fn desired(
     sync: &Synchronization,
-    resolve: impl FnOnce() -> Result<SyncOptions, ResolveError>,
+    resolve: impl FnOnce() -> Result<Job, ResolveError>,
     run: Option<&RunState>,
     now: Timestamp,
 ) -> Decision {
@@ -200,7 +199,7 @@ pub fn desired(
                         st.runs
                     )
                 } else {
-                    format!("copying {} to {}", opts.source_root, opts.destination_root)
+                    opts.describe()
                 };
                 set(
                     &mut st,
@@ -219,16 +218,106 @@ pub fn desired(
                     },
                     message: msg,
                 });
-                let verify = sync.spec.config.verify;
                 Decision {
                     status: st,
-                    action: Action::Start(Box::new(opts), verify),
+                    action: Action::Start(Box::new(opts)),
                     requeue: None,
                     notes,
                 }
             }
         },
     }
+}
+
+/// A backup or restore finished: the snapshot in the status, Verified when it was read back
+/// (backup) or the restored tree hashed to the manifest's root (restore).
+fn snapshot_succeeded(
+    st: &mut SynchronizationStatus,
+    snap: &crate::runs::SnapshotOutcome,
+    set: &mut impl FnMut(&mut SynchronizationStatus, Desired),
+    notes: &mut Vec<Note>,
+) {
+    let s = &snap.status;
+    st.phase = Phase::Succeeded;
+    st.counters = Some(SyncCounters {
+        source_nodes: s.nodes,
+        created: if snap.restore { s.nodes } else { 0 },
+        bytes_written: if snap.restore {
+            s.data_bytes
+        } else {
+            s.size_bytes
+        },
+        attempts: 1,
+        ..SyncCounters::default()
+    });
+    st.snapshot = Some(s.clone());
+    let done = if snap.restore {
+        format!(
+            "restored {} nodes of snapshot {} from {}",
+            s.nodes, s.name, s.location
+        )
+    } else {
+        format!(
+            "snapshot {} of {} nodes ({} bytes compressed) written to {}{}",
+            s.name,
+            s.nodes,
+            s.size_bytes,
+            s.location,
+            if s.pruned.is_empty() {
+                String::new()
+            } else {
+                format!("; {} old snapshots deleted", s.pruned.len())
+            }
+        )
+    };
+    for (t, ok, r, m) in [
+        (types::COMPLETE, true, Reason::Succeeded, done.clone()),
+        (types::FAILED, false, Reason::Succeeded, String::new()),
+        (
+            types::SOURCE_REACHABLE,
+            true,
+            Reason::Connected,
+            String::new(),
+        ),
+        (
+            types::DESTINATION_REACHABLE,
+            true,
+            Reason::Connected,
+            String::new(),
+        ),
+        (types::READY, true, Reason::Succeeded, done.clone()),
+    ] {
+        set(st, Desired::new(t, ok, r, m));
+    }
+    let verified = if snap.restore {
+        format!(
+            "the restored tree's root hash equals the snapshot's ({})",
+            s.root_hash
+        )
+    } else {
+        format!(
+            "the stored snapshot was read back and hashes to {}",
+            s.root_hash
+        )
+    };
+    set(
+        st,
+        if snap.verified {
+            Desired::new(types::VERIFIED, true, Reason::Equal, verified)
+        } else {
+            Desired::new(
+                types::VERIFIED,
+                false,
+                Reason::VerifySkipped,
+                "verify is off",
+            )
+        },
+    );
+    notes.push(Note {
+        warning: false,
+        reason: Reason::Succeeded,
+        message: done,
+    });
 }
 
 /// Whether [`desired`] will need the Databases and Secrets: only when no run exists and the
@@ -247,6 +336,9 @@ fn succeeded(
     set: &mut impl FnMut(&mut SynchronizationStatus, Desired),
     notes: &mut Vec<Note>,
 ) {
+    if let Some(snap) = &outcome.snapshot {
+        return snapshot_succeeded(st, snap, set, notes);
+    }
     let s = &outcome.summary;
     st.phase = Phase::Succeeded;
     st.counters = Some(SyncCounters {
@@ -394,13 +486,16 @@ mod tests {
         s
     }
 
-    fn opts() -> Result<SyncOptions, ResolveError> {
-        Ok(SyncOptions::new(
-            ConnectOptions::new("a:1"),
-            "/test",
-            ConnectOptions::new("b:1"),
-            "/test",
-        ))
+    fn opts() -> Result<Job, ResolveError> {
+        Ok(Job::Copy {
+            opts: Box::new(crate::engine::SyncOptions::new(
+                ConnectOptions::new("a:1"),
+                "/test",
+                ConnectOptions::new("b:1"),
+                "/test",
+            )),
+            verify: true,
+        })
     }
 
     fn t(s: i64) -> Timestamp {
@@ -410,7 +505,10 @@ mod tests {
     #[test]
     fn a_new_sync_starts_once() {
         let d = desired(&sync(None), opts, None, t(100));
-        assert!(matches!(d.action, Action::Start(_, true)));
+        assert!(matches!(
+            d.action,
+            Action::Start(ref j) if matches!(**j, Job::Copy { verify: true, .. })
+        ));
         assert_eq!(d.status.phase, Phase::Running);
         assert_eq!(d.status.runs, 1);
         assert_eq!(d.status.start_time, Some(Time(t(100))));
@@ -514,6 +612,7 @@ mod tests {
         let ok = RunOutcome {
             summary: SyncSummary::default(),
             report: Some(report(true)),
+            snapshot: None,
         };
         let d = desired(&running, opts, Some(&finished(Ok(ok))), t(14));
         assert!(matches!(d.action, Action::Forget));
@@ -536,6 +635,7 @@ mod tests {
         let ok = RunOutcome {
             summary: SyncSummary::default(),
             report: Some(report(false)),
+            snapshot: None,
         };
         let d = desired(&running, opts, Some(&finished(Ok(ok))), t(14));
         assert_eq!(d.status.phase, Phase::Succeeded);

@@ -21,8 +21,11 @@ use kube::{Api, ResourceExt};
 
 use super::apply::{self, Error};
 use super::Shared;
+use crate::api::assets::Bucket;
 use crate::api::assets::Database;
-use crate::api::automation::{Phase, SyncConfig, Synchronization, SynchronizationStatus};
+use crate::api::automation::{
+    Direction, Phase, Plugin, SyncConfig, Synchronization, SynchronizationStatus,
+};
 use crate::api::conditions::Reason;
 use crate::controllers::synchronization::{self as decide, Note};
 use crate::resolve::{self, SecretData};
@@ -44,17 +47,62 @@ pub struct Ctx {
 /// Both Databases of a sync config and their Secrets, by Database name.
 pub(super) type Endpoints = BTreeMap<String, (Option<Database>, Option<SecretData>)>;
 
-/// Reads both Databases of a sync config and their Secrets. A missing object is `None`; any other API
-/// error fails the reconcile (and is retried), so an API outage never looks like a deletion.
+/// Buckets by name, with the Secret each names.
+pub(super) type Buckets = BTreeMap<String, (Option<Bucket>, Option<SecretData>)>;
+
+/// Reads the Databases (and Secrets) of a sync config: both sides of a copy, or the one side
+/// of a backup or restore, plus the Bucket of the other side and the Secret it names. A missing
+/// object is `None`; any other API error fails the reconcile (and is retried), so an API
+/// outage never looks like a deletion.
+pub(super) async fn read_sync_endpoints(
+    client: &kube::Client,
+    ns: &str,
+    plugin: Plugin,
+    config: &SyncConfig,
+) -> Result<(Endpoints, Buckets), Error> {
+    let (db_names, bucket): (Vec<&String>, Option<&String>) = match plugin.direction() {
+        Direction::Copy => (vec![&config.source_name, &config.destination_name], None),
+        Direction::Backup => (vec![&config.source_name], Some(&config.destination_name)),
+        Direction::Restore => (vec![&config.destination_name], Some(&config.source_name)),
+    };
+    let dbs = read_databases(client, ns, &db_names).await?;
+    let mut buckets = BTreeMap::new();
+    if let Some(name) = bucket {
+        let b = Api::<Bucket>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(Error::api("reading", "Bucket", ns, name))?;
+        let secret = match b.as_ref().and_then(resolve::bucket_secret_name) {
+            Some(secret) => Api::<Secret>::namespaced(client.clone(), ns)
+                .get_opt(secret)
+                .await
+                .map_err(Error::api("reading", "Secret", ns, secret))?
+                .map(|s| resolve::secret_data(&s)),
+            None => None,
+        };
+        buckets.insert(name.clone(), (b, secret));
+    }
+    Ok((dbs, buckets))
+}
+
+/// Reads both Databases of a sync config and their Secrets (see [`read_sync_endpoints`]).
 pub(super) async fn read_endpoints(
     client: &kube::Client,
     ns: &str,
     config: &SyncConfig,
 ) -> Result<Endpoints, Error> {
+    read_databases(client, ns, &[&config.source_name, &config.destination_name]).await
+}
+
+async fn read_databases(
+    client: &kube::Client,
+    ns: &str,
+    names: &[&String],
+) -> Result<Endpoints, Error> {
     let dbs = Api::<Database>::namespaced(client.clone(), ns);
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     let mut out = BTreeMap::new();
-    for name in [&config.source_name, &config.destination_name] {
+    for name in names.iter().copied() {
         if out.contains_key(name) {
             continue;
         }
@@ -132,14 +180,20 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
     }
 
     let run = ctx.runs.state(&uid);
-    let endpoints = if decide::needs_endpoints(&s, run.as_ref()) {
-        read_endpoints(&ctx.shared.client, &ns, &s.spec.config).await?
+    let (endpoints, buckets) = if decide::needs_endpoints(&s, run.as_ref()) {
+        read_sync_endpoints(&ctx.shared.client, &ns, s.spec.plugin, &s.spec.config).await?
     } else {
-        BTreeMap::new()
+        Default::default()
     };
     let d = decide::desired(
         &s,
-        || resolve::resolve_sync(&s, |n| endpoints.get(n).cloned().unwrap_or((None, None))),
+        || {
+            resolve::resolve_job(
+                &s,
+                |n| endpoints.get(n).cloned().unwrap_or((None, None)),
+                &|n| buckets.get(n).cloned().unwrap_or((None, None)),
+            )
+        },
         run.as_ref(),
         Timestamp::now(),
     );
@@ -149,10 +203,16 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
     apply::status(&api, &*s, s.status.as_ref(), &d.status).await?;
     ctx.shared.events.publish_all(&*s, "Sync", &d.notes).await;
     if !finished && d.status.phase.is_finished() {
-        record_outcome(&ns, &name, &d.status);
+        // A plan's runs are reported under the plan's name: one series per plan, not per run.
+        let series = s
+            .labels()
+            .get(crate::controllers::synchronization_plan::PLAN_LABEL)
+            .cloned()
+            .unwrap_or_else(|| name.clone());
+        record_outcome(&ns, &series, s.spec.plugin, &d.status);
     }
     match d.action {
-        decide::Action::Start(opts, verify) => ctx.runs.start(&uid, *opts, verify),
+        decide::Action::Start(job) => ctx.runs.start(&uid, *job),
         // The outcome is forgotten only once the cache shows it stored (the watch event of
         // the status just written brings us back here). Forgetting earlier would let a
         // reconcile on a stale object see "Running, no run" and start the copy again.
@@ -171,7 +231,7 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
     })
 }
 
-fn record_outcome(ns: &str, name: &str, st: &SynchronizationStatus) {
+fn record_outcome(ns: &str, name: &str, plugin: Plugin, st: &SynchronizationStatus) {
     use crate::metrics as m;
     let labels = [("namespace", ns.to_string()), ("name", name.to_string())];
     let diverged = st.verification.as_ref().is_some_and(|v| !v.equal);
@@ -204,6 +264,27 @@ fn record_outcome(ns: &str, name: &str, st: &SynchronizationStatus) {
         if let Some(t) = &st.completion_time {
             metrics::gauge!(m::SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS, &labels)
                 .set(t.0.as_millisecond() as f64 / 1000.0);
+        }
+        if let (Some(snap), Some(t)) = (&st.snapshot, &st.completion_time) {
+            let op = if plugin.direction() == Direction::Restore {
+                "restore"
+            } else {
+                "backup"
+            };
+            let with_op = [
+                ("namespace", ns.to_string()),
+                ("name", name.to_string()),
+                ("operation", op.to_string()),
+            ];
+            metrics::gauge!(m::BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS, &with_op)
+                .set(t.0.as_millisecond() as f64 / 1000.0);
+            if op == "backup" {
+                metrics::gauge!(m::BACKUP_SIZE_BYTES, &labels).set(snap.size_bytes as f64);
+            }
+            if let Some(a) = &st.start_time {
+                let secs = t.0.duration_since(a.0).as_secs_f64().max(0.0);
+                metrics::histogram!(m::BACKUP_DURATION_SECONDS, "operation" => op).record(secs);
+            }
         }
     }
 }
