@@ -401,6 +401,24 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
         "ADDED",
     );
 
+    // Two Buckets: a local directory, and S3 whose Secret is missing.
+    let bucket_dir = tempfile::tempdir().unwrap();
+    fake.write(
+        "buckets",
+        ns,
+        json!({"apiVersion": "assets.astronetes.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": "local-backups"},
+            "spec": {"local": {"path": bucket_dir.path()}}}),
+        "ADDED",
+    );
+    fake.write(
+        "buckets",
+        ns,
+        json!({"apiVersion": "assets.astronetes.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": "s3-backups"},
+            "spec": {"awsS3": {"name": "b", "region": "eu-west-1", "secretName": "no-such-secret"}}}),
+        "ADDED",
+    );
     // A LiveSynchronization of another tree, verified every second, with the heartbeat on.
     let live_root = unique_root("operator-binary-live");
     build_tree(&zs, &live_root, 50, 10, 8).await;
@@ -604,12 +622,42 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
         json!(["automation.astronetes.io/stop-run"])
     );
 
+    // Buckets: Ready from their credentials and reachability.
+    let bucket_ready = |name: &str| {
+        fake.get("buckets", ns, name)
+            .and_then(|b| {
+                b["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+            })
+            .map(|c| {
+                (
+                    c["status"].as_str().unwrap_or_default().to_string(),
+                    c["reason"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+    };
+    wait_for("both Buckets checked", Duration::from_secs(30), || async {
+        bucket_ready("local-backups").is_some() && bucket_ready("s3-backups").is_some()
+    })
+    .await;
+    assert_eq!(
+        bucket_ready("local-backups"),
+        Some(("True".to_string(), "Connected".to_string()))
+    );
+    assert_eq!(
+        bucket_ready("s3-backups"),
+        Some(("False".to_string(), "SecretNotFound".to_string()))
+    );
+
     let (code, _) = http_get(&metrics_addr, "/readyz").await;
     assert_eq!(code, 200);
     let (code, metrics) = http_get(&metrics_addr, "/metrics").await;
     assert_eq!(code, 200);
     for line in [
         "astronetes_asset_status{kind=\"Database\",namespace=\"resiliency-operator\",name=\"zookeeper-source\",status=\"Ready\"} 1",
+        "astronetes_asset_status{kind=\"Bucket\",namespace=\"resiliency-operator\",name=\"local-backups\",status=\"Ready\"} 1",
+        "astronetes_asset_status{kind=\"Bucket\",namespace=\"resiliency-operator\",name=\"s3-backups\",status=\"Failed\"} 1",
         "astronetes_synchronization_status{kind=\"Synchronization\",namespace=\"resiliency-operator\",name=\"synchronize-zookeeper-nodes-abcde\",status=\"Ready\"} 1",
         "astronetes_synchronization_status{kind=\"SynchronizationPlan\",namespace=\"resiliency-operator\",name=\"synchronize-zookeeper-nodes\",status=\"Ready\"} 1",
         "astronetes_synchronization_status{kind=\"LiveSynchronization\",namespace=\"resiliency-operator\",name=\"zookeeper-live\",status=\"Ready\"} 1",

@@ -538,6 +538,18 @@ fn decode_all(
     Ok(())
 }
 
+/// Whether the location answers with these credentials: lists at most one object under the
+/// prefix. What a Bucket's Ready condition reports.
+pub async fn probe(location: &Location) -> Result<(), BackupError> {
+    let store = location.open(false)?;
+    let prefix = (!location.prefix.is_empty()).then(|| location.path(&[]));
+    let mut objects = store.list(prefix.as_ref());
+    match objects.next().await {
+        None | Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(BackupError::store(location, "list")(e)),
+    }
+}
+
 /// Reads a stored snapshot back and checks it as a restore would (object checksum, trailer,
 /// tree order, Merkle root), writing nothing: proof that what is in the bucket restores.
 pub async fn check(location: &Location, m: &Manifest) -> Result<(), BackupError> {

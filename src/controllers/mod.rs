@@ -2,6 +2,7 @@
 //! inputs, `now` passed in); drivers (Kubernetes or standalone) read state, call it and apply
 //! the result.
 
+pub mod bucket;
 pub mod database;
 pub mod live_synchronization;
 pub mod synchronization;

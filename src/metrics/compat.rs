@@ -2,8 +2,8 @@
 //! controllers' caches (as kube-state-metrics does), so a deleted object's series go with it:
 //!
 //! - `astronetes_asset_status{kind,namespace,name,status}`: 1 for the asset's status, 0 for the
-//!   other values (Ready, Progressing, Terminating, Unknown, Failed). Kinds: Database (Bucket
-//!   and KubernetesCluster once they have controllers).
+//!   other values (Ready, Progressing, Terminating, Unknown, Failed). Kinds: Database and
+//!   Bucket (KubernetesCluster once it has a controller).
 //! - `astronetes_synchronization_status{kind,namespace,name,status}`: the same for
 //!   Synchronization, SynchronizationPlan and LiveSynchronization.
 //! - `astronetes_total_synchronized_objects{kind,namespace,name,status}`: znodes by verification
@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 
-use crate::api::assets::Database;
+use crate::api::assets::{Bucket, Database};
 use crate::api::automation::{
     LivePhase, LiveSynchronization, Phase, Synchronization, SynchronizationPlan,
 };
@@ -228,6 +228,29 @@ pub fn register_databases(store: Store<Database>) {
             objects: None,
         }),
     );
+}
+
+pub fn register_buckets(store: Store<Bucket>) {
+    register(
+        "bucket",
+        from_store(store, |b: &Bucket| Sample {
+            kind: "Bucket",
+            namespace: b.namespace().unwrap_or_default(),
+            name: b.name_any(),
+            status: bucket_status(b),
+            objects: None,
+        }),
+    );
+}
+
+pub fn bucket_status(b: &Bucket) -> Status {
+    if b.metadata.deletion_timestamp.is_some() {
+        return Status::Terminating;
+    }
+    b.status
+        .as_ref()
+        .map(|s| from_ready(&s.conditions))
+        .unwrap_or(Status::Unknown)
 }
 
 pub fn register_synchronizations(store: Store<Synchronization>) {

@@ -4,6 +4,7 @@
 //! `/healthz` and `/readyz`, and shuts down gracefully on SIGTERM, releasing its Leases.
 
 pub mod apply;
+pub mod bucket;
 pub mod database;
 pub mod http;
 pub mod leader;
@@ -207,7 +208,7 @@ async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), Operato
     let mut crds = Vec::new();
     for w in controllers {
         match w {
-            Which::Database => crds.push(Crd::Database),
+            Which::Database => crds.extend([Crd::Database, Crd::Bucket]),
             Which::Synchronization => crds.extend([
                 Crd::Synchronization,
                 Crd::LiveSynchronization,
@@ -237,6 +238,13 @@ async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), Operato
             Crd::SynchronizationPlan => (
                 "synchronizationplans.automation.astronetes.io",
                 Api::<SynchronizationPlan>::all(c)
+                    .list_metadata(&lp)
+                    .await
+                    .map(|_| ()),
+            ),
+            Crd::Bucket => (
+                "buckets.assets.astronetes.io",
+                Api::<crate::api::assets::Bucket>::all(c)
                     .list_metadata(&lp)
                     .await
                     .map(|_| ()),
@@ -271,6 +279,7 @@ enum Crd {
     Synchronization,
     SynchronizationPlan,
     LiveSynchronization,
+    Bucket,
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -321,7 +330,12 @@ async fn run_one(
     let shared = Shared::new(client, which, instance);
     match which {
         Which::Database => {
-            database::run(Arc::new(database::Ctx::new(shared)), when_set(stop)).await
+            // Buckets are assets too: checked in the same process, under the same Lease.
+            let buckets = bucket::Ctx::new(shared.clone());
+            tokio::join!(
+                database::run(Arc::new(database::Ctx::new(shared)), when_set(stop.clone())),
+                bucket::run(Arc::new(buckets), when_set(stop))
+            );
         }
         Which::Synchronization => {
             let live = live_synchronization::Ctx::new(shared.clone(), workers.live);
