@@ -11,11 +11,12 @@ use crate::resolve::ResolveError;
 /// The reason a failed probe gets: refused credentials apart from an unreachable store.
 pub fn probe_reason(e: &BackupError) -> Reason {
     match e {
-        BackupError::Store { source, .. } => match source {
-            object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => Reason::AuthFailed,
-            _ => Reason::Unreachable,
-        },
+        BackupError::Store {
+            source:
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. },
+            ..
+        } => Reason::AuthFailed,
         BackupError::Invalid { .. } => Reason::InvalidSpec,
         _ => Reason::Unreachable,
     }
