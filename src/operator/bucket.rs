@@ -18,10 +18,8 @@ use super::apply::{self, Error};
 use super::database::{check_due, Inputs};
 use super::Shared;
 use crate::api::assets::Bucket;
-use crate::api::conditions::{find, types, Reason};
 use crate::controllers::bucket as decide;
 use crate::controllers::database::RECHECK;
-use crate::controllers::synchronization::Note;
 use crate::resolve;
 
 pub const NAME: &str = "bucket";
@@ -73,19 +71,9 @@ pub async fn reconcile(b: Arc<Bucket>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let status = decide::desired(&b, outcome, Timestamp::now());
     let api = Api::<Bucket>::namespaced(ctx.shared.client.clone(), &ns);
     apply::status(&api, &*b, b.status.as_ref(), &status).await?;
-    let old = b
-        .status
-        .as_ref()
-        .and_then(|s| find(&s.conditions, types::READY));
-    if let Some(new) = find(&status.conditions, types::READY) {
-        if old.is_none_or(|o| o.status != new.status || o.reason != new.reason) {
-            let note = Note {
-                warning: new.status != "True",
-                reason: Reason::parse(&new.reason).unwrap_or(Reason::Unreachable),
-                message: new.message.clone(),
-            };
-            ctx.shared.events.publish(&*b, "Check", &note).await;
-        }
+    let old = b.status.as_ref().map(|s| s.conditions.as_slice());
+    if let Some(note) = apply::ready_transition(old, &status.conditions) {
+        ctx.shared.events.publish(&*b, "Check", &note).await;
     }
     ctx.checked
         .lock()

@@ -17,9 +17,8 @@ use tokio::time::Instant;
 use super::apply::{self, Error};
 use super::Shared;
 use crate::api::assets::Database;
-use crate::api::conditions::{find, types, Reason};
+use crate::api::conditions::{find, types};
 use crate::controllers::database::{self as decide, RECHECK};
-use crate::controllers::synchronization::Note;
 use crate::resolve;
 
 pub const NAME: &str = "database";
@@ -93,23 +92,15 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
     let api = Api::<Database>::namespaced(ctx.shared.client.clone(), &ns);
     apply::status(&api, &*db, db.status.as_ref(), &status).await?;
 
-    let old = db
-        .status
-        .as_ref()
-        .and_then(|s| find(&s.conditions, types::READY));
     if let Some(new) = find(&status.conditions, types::READY) {
         let ready = new.status == "True";
         metrics::gauge!(crate::metrics::DATABASE_READY, "namespace" => ns.clone(), "name" => name.clone())
             .set(if ready { 1.0 } else { 0.0 });
-        // One Event per transition, not one per periodic check.
-        if old.is_none_or(|o| o.status != new.status || o.reason != new.reason) {
-            let note = Note {
-                warning: !ready,
-                reason: Reason::parse(&new.reason).unwrap_or(Reason::Unreachable),
-                message: new.message.clone(),
-            };
-            ctx.shared.events.publish(&*db, "Check", &note).await;
-        }
+    }
+    // One Event per transition, not one per periodic check.
+    let old = db.status.as_ref().map(|s| s.conditions.as_slice());
+    if let Some(note) = apply::ready_transition(old, &status.conditions) {
+        ctx.shared.events.publish(&*db, "Check", &note).await;
     }
     ctx.checked
         .lock()
