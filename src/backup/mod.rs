@@ -481,20 +481,31 @@ fn decode_all(
     let mut merkle = MerkleBuilder::default();
     let mut count = 0u64;
     let mut last: Option<String> = None;
+    // The ancestors of the current record.
+    let mut open: Vec<String> = Vec::new();
     let opts = HashOptions { acl: m.acl_in_hash };
     loop {
         match d.next_item().map_err(|e| e.to_string())? {
             Item::Node(rel, node) => {
-                let ordered = match (&last, rel.as_str()) {
-                    (None, r) => r.is_empty(),
-                    (Some(prev), r) => {
-                        path::tree_order(prev, r) == std::cmp::Ordering::Less
-                            && r.rfind('/').is_some_and(|i| i == 0 || !r[..i].is_empty())
-                    }
+                // Strict tree order, and every node's parent right among the records before it:
+                // a restore creates them in this order, so an orphan would fail mid-write.
+                let ordered = match &last {
+                    None => rel.is_empty(),
+                    Some(prev) => path::tree_order(prev, &rel) == std::cmp::Ordering::Less,
                 };
-                if !ordered {
-                    return Err(format!("record {count} ({rel:?}) is out of tree order"));
+                while open.last().is_some_and(|a: &String| !is_under(a, &rel)) {
+                    open.pop();
                 }
+                let parent_ok = match rel.rfind('/') {
+                    None => open.is_empty(),
+                    Some(i) => open.last().is_some_and(|p| p.as_str() == &rel[..i]),
+                };
+                if !ordered || !parent_ok {
+                    return Err(format!(
+                        "record {count} ({rel:?}) is out of tree order or has no parent before it"
+                    ));
+                }
+                open.push(rel.clone());
                 let kind = node.kind;
                 let mut node = node;
                 node.kind = crate::engine::observable(kind);
@@ -830,4 +841,74 @@ fn is_under(ancestor: &str, rel: &str) -> bool {
     rel.len() > ancestor.len()
         && rel.starts_with(ancestor)
         && rel.as_bytes()[ancestor.len()] == b'/'
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A compressed stream of `rels` and a manifest that matches it (hash included), as a
+    /// forger who controls both would write them.
+    fn forged(rels: &[&str]) -> (std::fs::File, Manifest) {
+        let mut raw = format::MAGIC.to_vec();
+        let mut merkle = MerkleBuilder::default();
+        for rel in rels {
+            let node = Node::persistent(b"x".to_vec());
+            encode_record(&mut raw, rel, &node);
+            let d = verifier::hash::digest_node(rel, &node, HashOptions { acl: true });
+            merkle.push(rel, &d.node);
+        }
+        let sum = *blake3::hash(&raw).as_bytes();
+        encode_trailer(&mut raw, rels.len() as u64, &sum);
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&zstd::encode_all(&raw[..], 3).unwrap())
+            .unwrap();
+        f.rewind().unwrap();
+        let m = Manifest {
+            nodes: rels.len() as u64,
+            root_hash: hex(&merkle.finish()),
+            ..Manifest::empty()
+        };
+        (f, m)
+    }
+
+    #[test]
+    fn a_stream_in_tree_order_decodes_and_an_orphan_is_refused() {
+        let (f, m) = forged(&["", "/a", "/a/b", "/c"]);
+        decode_all(f, &m, None).unwrap();
+        // /a/b without /a: the hash is consistent, but a restore would fail half-way.
+        let (f, m) = forged(&["", "/a/b", "/c"]);
+        let e = decode_all(f, &m, None).unwrap_err();
+        assert!(e.contains("no parent"), "{e}");
+        let (f, m) = forged(&["", "/c", "/a"]);
+        let e = decode_all(f, &m, None).unwrap_err();
+        assert!(e.contains("tree order"), "{e}");
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_the_limits() {
+        let m = |name: &str, at: &str| Manifest {
+            name: name.into(),
+            created_at: at.into(),
+            ..Manifest::empty()
+        };
+        let all = [
+            m("a", "2026-11-01T00:00:00Z"),
+            m("b", "2026-11-10T00:00:00Z"),
+            m("c", "2026-11-20T00:00:00Z"),
+        ];
+        let now: Timestamp = "2026-11-21T00:00:00Z".parse().unwrap();
+        assert_eq!(to_prune(&all, Some(2), None, now), vec!["a"]);
+        let week = Duration::from_secs(7 * 86400);
+        assert_eq!(to_prune(&all, None, Some(week), now), vec!["a", "b"]);
+        // Everything too old: the newest stays anyway.
+        assert_eq!(
+            to_prune(&all, None, Some(Duration::from_secs(1)), now),
+            vec!["a", "b"]
+        );
+        assert!(to_prune(&all, None, None, now).is_empty());
+        let before: Timestamp = "2026-11-15T00:00:00Z".parse().unwrap();
+        assert_eq!(select(&all, &Selector::Before(before)).unwrap().name, "b");
+    }
 }
