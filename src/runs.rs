@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::jiff::Timestamp;
 use verifier::{Report, VerifyOptions};
 
+use crate::api::automation::SnapshotStatus;
 use crate::api::conditions::Reason;
 use crate::backup::{self, BackupError, BackupOptions, RestoreOptions};
 use crate::engine::{self, SyncError, SyncOptions, SyncSummary};
@@ -64,7 +65,7 @@ pub struct RunOutcome {
 #[derive(Clone, Debug)]
 pub struct SnapshotOutcome {
     pub restore: bool,
-    pub status: crate::api::automation::SnapshotStatus,
+    pub status: SnapshotStatus,
     /// Backup: read back and checked. Restore: the restored tree hashes to the manifest's root.
     pub verified: bool,
     pub duration_seconds: f64,
@@ -256,51 +257,45 @@ async fn run(job: Job) -> Result<RunOutcome, RunFailure> {
                     .await
                     .map_err(|e| backup_failure(&e))?;
             }
-            Ok(snapshot_outcome(
-                false,
-                &m,
-                &opts.location,
+            let status = SnapshotStatus {
+                name: m.name.clone(),
+                location: opts.location.describe(),
+                nodes: m.nodes,
+                data_bytes: m.data_bytes,
+                size_bytes: m.object_bytes,
+                root_hash: m.root_hash.clone(),
                 pruned,
-                verify,
-                m.duration_seconds,
-            ))
+            };
+            Ok(snapshot_outcome(false, status, verify, m.duration_seconds))
         }
         Job::Restore(o) => {
             let s = backup::restore(&o).await.map_err(|e| backup_failure(&e))?;
-            let m = backup::Manifest {
+            let status = SnapshotStatus {
                 name: s.snapshot.clone(),
+                location: o.location.describe(),
                 nodes: s.nodes,
                 data_bytes: s.data_bytes,
+                size_bytes: 0,
                 root_hash: s.root_hash.clone(),
-                object_bytes: 0,
-                ..backup::Manifest::empty()
+                pruned: Vec::new(),
             };
-            Ok(snapshot_outcome(
-                true,
-                &m,
-                &o.location,
-                Vec::new(),
-                true,
-                s.duration_seconds,
-            ))
+            Ok(snapshot_outcome(true, status, true, s.duration_seconds))
         }
     }
 }
 
 fn snapshot_outcome(
     restore: bool,
-    m: &backup::Manifest,
-    location: &backup::Location,
-    pruned: Vec<String>,
+    status: SnapshotStatus,
     verified: bool,
     duration_seconds: f64,
 ) -> RunOutcome {
     let summary = SyncSummary {
-        source_nodes: m.nodes,
+        source_nodes: status.nodes,
         bytes_written: if restore {
-            m.data_bytes
+            status.data_bytes
         } else {
-            m.object_bytes
+            status.size_bytes
         },
         attempts: 1,
         duration_seconds,
@@ -311,15 +306,7 @@ fn snapshot_outcome(
         report: None,
         snapshot: Some(SnapshotOutcome {
             restore,
-            status: crate::api::automation::SnapshotStatus {
-                name: m.name.clone(),
-                location: location.describe(),
-                nodes: m.nodes,
-                data_bytes: m.data_bytes,
-                size_bytes: m.object_bytes,
-                root_hash: m.root_hash.clone(),
-                pruned,
-            },
+            status,
             verified,
             duration_seconds,
         }),

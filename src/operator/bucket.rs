@@ -1,8 +1,7 @@
 //! Bucket controller glue: read the Secret the Bucket names, list its store, write Ready. It
 //! runs in the database controller's process, under its Lease: both check assets.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -12,10 +11,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
-use tokio::time::Instant;
 
 use super::apply::{self, Error};
-use super::database::{check_due, Inputs};
+use super::database::{Checks, Inputs};
 use super::Shared;
 use crate::api::assets::Bucket;
 use crate::controllers::bucket as decide;
@@ -26,14 +24,14 @@ pub const NAME: &str = "bucket";
 
 pub struct Ctx {
     pub shared: Shared,
-    checked: Mutex<HashMap<String, (Inputs, Instant)>>,
+    checks: Checks,
 }
 
 impl Ctx {
     pub fn new(shared: Shared) -> Ctx {
         Ctx {
             shared,
-            checked: Mutex::default(),
+            checks: Checks::default(),
         }
     }
 }
@@ -48,17 +46,9 @@ pub async fn reconcile(b: Arc<Bucket>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             .map_err(Error::api("reading", "Secret", &ns, name))?,
         None => None,
     };
-    let inputs = Inputs {
-        generation: b.metadata.generation,
-        secret_version: secret
-            .as_ref()
-            .and_then(|s| s.metadata.resource_version.clone()),
-    };
-    {
-        let checked = ctx.checked.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(wait) = check_due(checked.get(&uid), &inputs, Instant::now()) {
-            return Ok(Action::requeue(wait));
-        }
+    let inputs = Inputs::of(b.metadata.generation, secret.as_ref());
+    if let Some(wait) = ctx.checks.due(&uid, &inputs) {
+        return Ok(Action::requeue(wait));
     }
     let data = secret.as_ref().map(resolve::secret_data);
     let outcome = match resolve::bucket_location(&b, data.as_ref(), "") {
@@ -75,10 +65,7 @@ pub async fn reconcile(b: Arc<Bucket>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if let Some(note) = apply::ready_transition(old, &status.conditions) {
         ctx.shared.events.publish(&*b, "Check", &note).await;
     }
-    ctx.checked
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(uid, (inputs, Instant::now()));
+    ctx.checks.done(uid, inputs);
     Ok(Action::requeue(RECHECK))
 }
 

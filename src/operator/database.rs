@@ -25,15 +25,14 @@ pub const NAME: &str = "database";
 
 pub struct Ctx {
     pub shared: Shared,
-    /// What each Database (by UID) was last checked with, and when.
-    checked: Mutex<HashMap<String, (Inputs, Instant)>>,
+    checks: Checks,
 }
 
 impl Ctx {
     pub fn new(shared: Shared) -> Ctx {
         Ctx {
             shared,
-            checked: Mutex::default(),
+            checks: Checks::default(),
         }
     }
 }
@@ -43,6 +42,36 @@ impl Ctx {
 pub struct Inputs {
     pub generation: Option<i64>,
     pub secret_version: Option<String>,
+}
+
+impl Inputs {
+    /// The object's generation and the version of the Secret it uses (if it exists).
+    pub fn of(generation: Option<i64>, secret: Option<&Secret>) -> Inputs {
+        Inputs {
+            generation,
+            secret_version: secret.and_then(|s| s.metadata.resource_version.clone()),
+        }
+    }
+}
+
+/// What each periodically checked asset (by UID) was last checked with, and when.
+#[derive(Default)]
+pub struct Checks(Mutex<HashMap<String, (Inputs, Instant)>>);
+
+impl Checks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Inputs, Instant)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long until the next check of `uid` is due (None: now); see [`check_due`].
+    pub fn due(&self, uid: &str, inputs: &Inputs) -> Option<Duration> {
+        check_due(self.lock().get(uid), inputs, Instant::now())
+    }
+
+    /// Records a check of `uid` with `inputs`, now.
+    pub fn done(&self, uid: String, inputs: Inputs) {
+        self.lock().insert(uid, (inputs, Instant::now()));
+    }
 }
 
 /// How long until the next check is due (None: now). A check is due when its inputs changed
@@ -68,17 +97,9 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
         .get_opt(&name)
         .await
         .map_err(Error::api("reading", "Secret", &ns, &name))?;
-    let inputs = Inputs {
-        generation: db.metadata.generation,
-        secret_version: secret
-            .as_ref()
-            .and_then(|s| s.metadata.resource_version.clone()),
-    };
-    {
-        let checked = ctx.checked.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(wait) = check_due(checked.get(&uid), &inputs, Instant::now()) {
-            return Ok(Action::requeue(wait));
-        }
+    let inputs = Inputs::of(db.metadata.generation, secret.as_ref());
+    if let Some(wait) = ctx.checks.due(&uid, &inputs) {
+        return Ok(Action::requeue(wait));
     }
     let data = secret.as_ref().map(resolve::secret_data);
     let outcome = match resolve::connect_options(&db, data.as_ref()) {
@@ -102,10 +123,7 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
     if let Some(note) = apply::ready_transition(old, &status.conditions) {
         ctx.shared.events.publish(&*db, "Check", &note).await;
     }
-    ctx.checked
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(uid, (inputs, Instant::now()));
+    ctx.checks.done(uid, inputs);
     Ok(Action::requeue(RECHECK))
 }
 
