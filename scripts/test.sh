@@ -11,6 +11,11 @@ case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) [ -d "$HOME/.cargo/bin" ] && PAT
 
 section() { printf '\n==== %s ====\n' "$*"; }
 
+# Incremental caches double the size of target/ and buy nothing on a one-off build; a CI disk
+# once ran full. Set CARGO_INCREMENTAL=1 to keep them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+disk() { df -Ph "${CARGO_TARGET_DIR:-.}" 2>/dev/null | awk 'NR==2 {print "disk: " $4 " free on " $6}' || true; }
+
 section "Dependencies (java, ZooKeeper, cargo)"
 bash scripts/install-deps.sh
 
@@ -24,10 +29,13 @@ done
 section "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+disk
 section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+disk
 section "cargo test --workspace $*"
 cargo test --workspace "$@"
 
+disk
 section "All checks passed"
