@@ -219,7 +219,7 @@ fn backup_failure(e: &BackupError) -> RunFailure {
     let (reason, source_side) = match e {
         BackupError::Sync(s) => classify(s),
         BackupError::Store { .. } => (Reason::Unreachable, None),
-        BackupError::Invalid { .. } => (Reason::InvalidSpec, None),
+        BackupError::Invalid { .. } | BackupError::Path(_) => (Reason::InvalidSpec, None),
         BackupError::Corrupt { .. } | BackupError::Mismatch { .. } => (Reason::VerifyFailed, None),
         _ => (Reason::CopyFailed, None),
     };

@@ -47,6 +47,9 @@ pub use store::{Backend, Location};
 pub enum BackupError {
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// A bad root path; the message names the field.
+    #[error(transparent)]
+    Path(#[from] path::PathError),
     #[error("{location}: {op}: {source}")]
     Store {
         location: String,
@@ -138,10 +141,7 @@ pub fn snapshot_name(name: &str, at: Timestamp) -> String {
 
 /// Backs the tree up; returns its manifest.
 pub async fn backup(o: &BackupOptions) -> Result<Manifest, BackupError> {
-    path::validate_root("root path", &o.root).map_err(|e| BackupError::Invalid {
-        field: "root path".into(),
-        message: e.to_string(),
-    })?;
+    path::validate_root("root path", &o.root)?;
     let started = Instant::now();
     let now = Timestamp::now();
     let name = snapshot_name(&o.name, now);
@@ -180,10 +180,11 @@ pub async fn backup(o: &BackupOptions) -> Result<Manifest, BackupError> {
     let (mut nodes, mut data_bytes, mut max_mzxid) = (0u64, 0u64, 0i64);
     let mut record = Vec::with_capacity(4096);
     let io = |what: &str| {
-        let what = what.to_string();
+        let what = format!("{}: {what}", o.location.describe());
         move |e| BackupError::Io { what, source: e }
     };
     record.extend_from_slice(format::MAGIC);
+    let mut shut_down = false;
     let result: Result<(), BackupError> = async {
         loop {
             let ev = match walk.recv().await {
@@ -232,6 +233,7 @@ pub async fn backup(o: &BackupOptions) -> Result<Manifest, BackupError> {
         object.update(&rest);
         object_bytes += rest.len() as u64;
         upload.write_all(&rest).await.map_err(io("uploading"))?;
+        shut_down = true;
         upload
             .shutdown()
             .await
@@ -241,7 +243,11 @@ pub async fn backup(o: &BackupOptions) -> Result<Manifest, BackupError> {
     .await;
     if let Err(e) = result {
         // No manifest was written, so nothing lists this snapshot; drop what was uploaded.
-        let _ = upload.abort().await;
+        // A writer whose shutdown began cannot be aborted (object_store panics); the delete
+        // below is the clean-up then.
+        if !shut_down {
+            let _ = upload.abort().await;
+        }
         let _ = store
             .delete(&o.location.path(&[&name, format::NODES]))
             .await;
@@ -579,12 +585,7 @@ pub async fn check(location: &Location, m: &Manifest) -> Result<(), BackupError>
 
 /// Restores a snapshot; see the module documentation for the checks.
 pub async fn restore(o: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
-    path::validate_root("destination root path", &o.destination_root).map_err(|e| {
-        BackupError::Invalid {
-            field: "destination root path".into(),
-            message: e.to_string(),
-        }
-    })?;
+    path::validate_root("destination root path", &o.destination_root)?;
     let started = Instant::now();
     let all = list(&o.location).await?;
     let m = select(&all, &o.select)

@@ -136,7 +136,8 @@ impl Location {
                     .with_bucket_name(&g.bucket)
                     .with_service_account_key(&g.service_account_key);
                 if let Some(e) = &g.endpoint {
-                    b = b.with_url(e).with_client_options(
+                    // The base URL, not `with_url`: that one parses a gs:// location.
+                    b = b.with_base_url(e).with_client_options(
                         object_store::ClientOptions::new()
                             .with_allow_http(e.starts_with("http://")),
                     );

@@ -17,7 +17,7 @@ pub fn probe_reason(e: &BackupError) -> Reason {
                 | object_store::Error::Unauthenticated { .. },
             ..
         } => Reason::AuthFailed,
-        BackupError::Invalid { .. } => Reason::InvalidSpec,
+        BackupError::Invalid { .. } | BackupError::Path(_) => Reason::InvalidSpec,
         _ => Reason::Unreachable,
     }
 }
