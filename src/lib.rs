@@ -8,6 +8,7 @@ pub mod controllers;
 pub mod engine;
 pub mod metrics;
 pub mod operator;
+pub mod remote_cluster;
 pub mod resolve;
 pub mod runs;
 pub mod schedule;

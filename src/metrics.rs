@@ -72,6 +72,8 @@ pub const BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
 pub const BACKUP_SIZE_BYTES: &str = "resiliency_backup_size_bytes";
 /// Wall time of backups and restores, by operation.
 pub const BACKUP_DURATION_SECONDS: &str = "resiliency_backup_duration_seconds";
+/// Connections through tunnels to ZooKeeper in other clusters, by cluster and outcome.
+pub const TUNNEL_CONNECTIONS_TOTAL: &str = "resiliency_tunnel_connections_total";
 pub const BUILD_INFO: &str = "resiliency_build_info";
 
 /// Every name above, for tests that check dashboards and rules only use exported metrics.
@@ -105,6 +107,7 @@ pub const ALL: &[&str] = &[
     BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS,
     BACKUP_SIZE_BYTES,
     BACKUP_DURATION_SECONDS,
+    TUNNEL_CONNECTIONS_TOTAL,
     BUILD_INFO,
 ];
 
@@ -263,6 +266,10 @@ pub fn describe() {
         Unit::Seconds,
         "Wall time of backups and restores, by operation"
     );
+    describe_counter!(
+        TUNNEL_CONNECTIONS_TOTAL,
+        "Connections through tunnels to ZooKeeper in other clusters (KubernetesCluster), by cluster and outcome (forwarded, failed)"
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -392,6 +399,7 @@ mod tests {
                 SYNC_WATCH_EVENTS_TOTAL,
                 SYNC_SESSION_RECONNECTS_TOTAL,
                 SYNC_REPAIRED_PATHS_TOTAL,
+                TUNNEL_CONNECTIONS_TOTAL,
             ]
             .contains(name);
             assert_eq!(counter, is_counter, "{name}: only counters end in _total");

@@ -18,14 +18,25 @@ use crate::engine::{SyncOptions, TypeRule};
 pub enum ResolveError {
     #[error("Database {name} not found in namespace {namespace}")]
     DatabaseNotFound { namespace: String, name: String },
-    #[error("Secret {name} not found in namespace {namespace}: Database {name} needs it for its credentials (keys user and password)")]
-    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {name} not found in namespace {namespace}: {needed_by}")]
+    SecretNotFound {
+        namespace: String,
+        name: String,
+        /// Who needs it, for what: "Database zk needs it for its credentials (…)".
+        needed_by: String,
+    },
     #[error("Secret {name}: {message}")]
     SecretInvalid { name: String, message: String },
     #[error("{field}: {message}")]
     InvalidSpec { field: String, message: String },
     #[error("Bucket {name} not found in namespace {namespace}")]
     BucketNotFound { namespace: String, name: String },
+    #[error("KubernetesCluster {name} not found in namespace {namespace}: Database {database} runs in it (spec.kubernetesClusterName)")]
+    KubernetesClusterNotFound {
+        namespace: String,
+        name: String,
+        database: String,
+    },
 }
 
 impl ResolveError {
@@ -36,6 +47,7 @@ impl ResolveError {
             ResolveError::SecretInvalid { .. } => Reason::SecretInvalid,
             ResolveError::InvalidSpec { .. } => Reason::InvalidSpec,
             ResolveError::BucketNotFound { .. } => Reason::BucketNotFound,
+            ResolveError::KubernetesClusterNotFound { .. } => Reason::KubernetesClusterNotFound,
         }
     }
 
@@ -110,6 +122,17 @@ pub fn connect_options(
 ) -> Result<ConnectOptions, ResolveError> {
     let name = db.metadata.name.clone().unwrap_or_default();
     let namespace = db.metadata.namespace.clone().unwrap_or_default();
+    if let Some(cluster) = &db.spec.kubernetes_cluster_name {
+        // The operator routes such a Database through tunnels first (and clears the field);
+        // its servers are names inside that cluster, never to be dialled from here.
+        return Err(invalid(
+            "spec.kubernetesClusterName",
+            format!(
+                "Database {name} runs in KubernetesCluster {cluster}, which only the operator \
+                 reaches (standalone mode and the CLI connect to servers directly)"
+            ),
+        ));
+    }
     let servers = db
         .spec
         .zookeeper
@@ -134,9 +157,10 @@ pub fn connect_options(
             ));
         }
     }
-    let data = secret.ok_or(ResolveError::SecretNotFound {
+    let data = secret.ok_or_else(|| ResolveError::SecretNotFound {
         namespace,
         name: name.clone(),
+        needed_by: format!("Database {name} needs it for its credentials (keys user and password)"),
     })?;
     let auth = credentials(&name, data)?;
     let mut o = ConnectOptions::new(servers.join(","));
@@ -206,7 +230,7 @@ pub fn sync_options(
 /// server, standalone mode from files; both then decide alike.
 pub fn resolve_sync(
     sync: &crate::api::automation::Synchronization,
-    lookup: impl Fn(&str) -> (Option<Database>, Option<SecretData>),
+    lookup: impl Fn(&str) -> Found,
 ) -> Result<SyncOptions, ResolveError> {
     let namespace = sync.metadata.namespace.clone().unwrap_or_default();
     resolve_config(&namespace, &sync.spec.config, lookup)
@@ -216,7 +240,7 @@ pub fn resolve_sync(
 /// its intervals, lag objective and heartbeat, each error naming its field.
 pub fn resolve_live(
     ls: &crate::api::automation::LiveSynchronization,
-    lookup: impl Fn(&str) -> (Option<Database>, Option<SecretData>),
+    lookup: impl Fn(&str) -> Found,
 ) -> Result<crate::continuous::ContinuousOptions, ResolveError> {
     use crate::api::automation::parse_duration;
     use crate::continuous::{ContinuousOptions, HeartbeatOptions};
@@ -276,6 +300,10 @@ pub fn resolve_live(
     Ok(o)
 }
 
+/// A Database looked up by name, with the Secret of the same name; an error when it cannot be
+/// used as found (its KubernetesCluster is missing, say).
+pub type Found = Result<(Option<Database>, Option<SecretData>), ResolveError>;
+
 /// Looks a Bucket up by name, with the Secret its spec names.
 pub type BucketLookup<'a> = &'a dyn Fn(&str) -> (Option<Bucket>, Option<SecretData>);
 
@@ -307,6 +335,7 @@ pub fn bucket_location(
         secret.ok_or_else(|| ResolveError::SecretNotFound {
             namespace: namespace.clone(),
             name: secret_name.to_string(),
+            needed_by: format!("Bucket {name} needs it for its credentials"),
         })
     };
     let backend = match (
@@ -363,7 +392,7 @@ pub fn bucket_location(
 /// What a Synchronization runs, by plugin: a copy, a backup or a restore.
 pub fn resolve_job(
     sync: &crate::api::automation::Synchronization,
-    databases: impl Fn(&str) -> (Option<Database>, Option<SecretData>),
+    databases: impl Fn(&str) -> Found,
     buckets: BucketLookup<'_>,
 ) -> Result<crate::runs::Job, ResolveError> {
     use crate::api::automation::Direction;
@@ -371,7 +400,7 @@ pub fn resolve_job(
     let namespace = sync.metadata.namespace.clone().unwrap_or_default();
     let c = &sync.spec.config;
     let database = |name: &str| {
-        let (db, secret) = databases(name);
+        let (db, secret) = databases(name)?;
         let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
             namespace: namespace.clone(),
             name: name.to_string(),
@@ -479,10 +508,10 @@ pub fn resolve_job(
 pub fn resolve_config(
     namespace: &str,
     c: &SyncConfig,
-    lookup: impl Fn(&str) -> (Option<Database>, Option<SecretData>),
+    lookup: impl Fn(&str) -> Found,
 ) -> Result<SyncOptions, ResolveError> {
     let endpoint = |name: &str| {
-        let (db, secret) = lookup(name);
+        let (db, secret) = lookup(name)?;
         let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -508,6 +537,7 @@ mod tests {
                         servers: servers.iter().map(|s| s.to_string()).collect(),
                     }),
                 }),
+                kubernetes_cluster_name: None,
             },
         );
         d.metadata.namespace = Some("ns".into());
@@ -554,6 +584,16 @@ mod tests {
         );
         let e = connect_options(&db(&[]), Some(&ok)).unwrap_err();
         assert_eq!(e.reason(), Reason::InvalidSpec);
+        // Names inside another cluster are never dialled directly (only the operator routes).
+        let mut remote = db(&["zk-client.zk:2181"]);
+        remote.spec.kubernetes_cluster_name = Some("east".into());
+        let e = connect_options(&remote, Some(&ok)).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "spec.kubernetesClusterName: Database zk runs in KubernetesCluster east"
+            ),
+            "{e}"
+        );
         let e = connect_options(
             &db(&["a:2181"]),
             Some(&secret(&[("user", "a:b"), ("password", "p")])),
@@ -636,10 +676,10 @@ mod tests {
         l: &crate::api::automation::LiveSynchronization,
     ) -> Result<crate::continuous::ContinuousOptions, ResolveError> {
         resolve_live(l, |name| {
-            (
+            Ok((
                 Some(db(&[if name == "zk" { "a:1" } else { "b:1" }])),
                 Some(secret(&[("user", "u"), ("password", "p")])),
-            )
+            ))
         })
     }
 

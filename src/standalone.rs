@@ -185,7 +185,7 @@ pub fn resolve_sync(m: &Manifests, s: &Synchronization) -> Result<crate::runs::J
         s,
         |name| {
             let key = (ns.clone(), name.to_string());
-            (m.databases.get(&key).cloned(), m.secrets.get(&key).cloned())
+            Ok((m.databases.get(&key).cloned(), m.secrets.get(&key).cloned()))
         },
         &|name| {
             let bucket = m.buckets.get(&(ns.clone(), name.to_string())).cloned();
@@ -394,7 +394,7 @@ fn drive_live(
         let resolve = || {
             resolve::resolve_live(&l, |name| {
                 let k = (key.0.clone(), name.to_string());
-                (m.databases.get(&k).cloned(), m.secrets.get(&k).cloned())
+                Ok((m.databases.get(&k).cloned(), m.secrets.get(&k).cloned()))
             })
         };
         if run.is_none() {

@@ -733,3 +733,392 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
         assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
     }
 }
+
+/// A second cluster, as its API server shows it to a kubeconfig: `/version`, who the bearer
+/// token is, one Service `zk/zk-client` (port 2181, named targetPort) with one ready pod `zk-0`,
+/// and that pod's port-forward (the websocket `v4.channel.k8s.io` protocol kubectl speaks),
+/// which leads to a real ZooKeeper server on loopback.
+#[derive(Clone)]
+struct RemoteCluster {
+    token: String,
+    zookeeper_port: u16,
+    forwards: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn remote_handle(
+    State(r): State<RemoteCluster>,
+    mut req: axum::extract::Request,
+) -> Response {
+    let path = req.uri().path().to_string();
+    if path == "/version" {
+        return ok(
+            200,
+            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.2-fake",
+                "gitCommit": "0", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
+        );
+    }
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes() == format!("Bearer {}", r.token).as_bytes());
+    if !authorized {
+        return status_error(401, "Unauthorized", "Unauthorized");
+    }
+    match path.as_str() {
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews" => ok(
+            201,
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+                "metadata": {}, "status": {"userInfo": {"username": "system:serviceaccount:zk:dr-reader"}}}),
+        ),
+        "/api/v1/namespaces/zk/services/zk-client" => ok(
+            200,
+            &json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "zk-client", "namespace": "zk"},
+                "spec": {"ports": [{"name": "client", "port": 2181, "targetPort": "client"}]}}),
+        ),
+        "/apis/discovery.k8s.io/v1/namespaces/zk/endpointslices" => ok(
+            200,
+            &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+                "metadata": {"resourceVersion": "1"},
+                "items": [{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": "zk-client-abc", "namespace": "zk",
+                        "labels": {"kubernetes.io/service-name": "zk-client"}},
+                    "addressType": "IPv4",
+                    "ports": [{"name": "client", "port": r.zookeeper_port}],
+                    "endpoints": [
+                        {"addresses": ["10.0.0.9"], "conditions": {"ready": false},
+                         "targetRef": {"kind": "Pod", "name": "zk-9", "namespace": "zk"}},
+                        {"addresses": ["10.0.0.1"], "conditions": {"ready": true},
+                         "targetRef": {"kind": "Pod", "name": "zk-0", "namespace": "zk"}}]}]}),
+        ),
+        "/api/v1/namespaces/zk/pods/zk-0/portforward" => {
+            let port = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ports=")))
+                .and_then(|p| p.parse::<u16>().ok());
+            let key = req.headers().get("sec-websocket-key").cloned();
+            let v4 = req
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|p| p.to_str().ok())
+                .is_some_and(|p| p.split(',').any(|p| p.trim() == "v4.channel.k8s.io"));
+            let (Some(port), Some(key), true) = (port, key, v4) else {
+                let m = format!("not a v4 port-forward: {:?} {:?}", req.uri(), req.headers());
+                return status_error(400, "BadRequest", &m);
+            };
+            assert_eq!(
+                port, r.zookeeper_port,
+                "the tunnel must use the slice's pod port"
+            );
+            r.forwards
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(upgraded) = upgrade.await else { return };
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    hyper_util::rt::TokioIo::new(upgraded),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                relay_port_forward(ws, port).await;
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .header(
+                    "sec-websocket-accept",
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+                )
+                .header("sec-websocket-protocol", "v4.channel.k8s.io")
+                .body(Body::empty())
+                .unwrap()
+        }
+        _ => status_error(404, "NotFound", &format!("{path} not found")),
+    }
+}
+
+/// The pod side of a port-forward: channel 0 carries the bytes, channel 1 errors; each starts
+/// with the port number (little-endian), as the kubelet sends it.
+async fn relay_port_forward<S>(ws: tokio_tungstenite::WebSocketStream<S>, port: u16)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut sink, mut stream) = ws.split();
+    let p = port.to_le_bytes();
+    for ch in [0u8, 1] {
+        if sink
+            .send(Message::binary(vec![ch, p[0], p[1]]))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        let _ = sink
+            .send(Message::binary(b"\x01connection refused".to_vec()))
+            .await;
+        let _ = sink.send(Message::Close(None)).await;
+        return;
+    };
+    let (mut rd, mut wr) = tcp.into_split();
+    let to_pod = async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                Message::Binary(b) if b.len() > 1 && b[0] == 0 => match wr.write_all(&b[1..]).await
+                {
+                    Ok(()) => {}
+                    Err(_) => break,
+                },
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    let from_pod = async move {
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut frame = Vec::with_capacity(n + 1);
+            frame.push(0);
+            frame.extend_from_slice(&buf[..n]);
+            if sink.send(Message::binary(frame)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    };
+    tokio::join!(to_pod, from_pod);
+}
+
+fn kubeconfig_secret(name: &str, server: &str, user: &str) -> Value {
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: east\n  context:\n    cluster: east\n    user: dr\ncurrent-context: east\n\
+         users:\n- name: dr\n  user:\n{user}\n"
+    );
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "stringData": {"kubeconfig": kubeconfig}})
+}
+
+/// The seed's 3-cluster topology: the operator in a management cluster, the source ensemble
+/// inside another cluster reachable only through that cluster's API server (a
+/// KubernetesCluster), the destination reachable directly. KubernetesClusters report Ready
+/// with the server version (or why not), and a copy from the remote ensemble verifies equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("remote-cluster");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 120, 10, 16).await;
+
+    let remote = RemoteCluster {
+        token: "east-token".into(),
+        zookeeper_port: src.port(),
+        forwards: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let remote_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .fallback(remote_handle)
+        .with_state(remote.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let fake = Fake::new();
+    let ns = "resiliency-operator";
+    let mk_cluster = |name: &str, secret: &str| {
+        json!({"apiVersion": "assets.astronetes.io/v1alpha1", "kind": "KubernetesCluster",
+            "metadata": {"name": name}, "spec": {"secretName": secret}})
+    };
+    fake.write(
+        "secrets",
+        ns,
+        kubeconfig_secret("east-kubeconfig", &remote_url, "    token: east-token"),
+        "ADDED",
+    );
+    fake.write(
+        "kubernetesclusters",
+        ns,
+        mk_cluster("east", "east-kubeconfig"),
+        "ADDED",
+    );
+    fake.write(
+        "secrets",
+        ns,
+        kubeconfig_secret("west-kubeconfig", &remote_url, "    token: stale-token"),
+        "ADDED",
+    );
+    fake.write(
+        "kubernetesclusters",
+        ns,
+        mk_cluster("west", "west-kubeconfig"),
+        "ADDED",
+    );
+    fake.write(
+        "secrets",
+        ns,
+        kubeconfig_secret(
+            "north-kubeconfig",
+            &remote_url,
+            "    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh}",
+        ),
+        "ADDED",
+    );
+    fake.write(
+        "kubernetesclusters",
+        ns,
+        mk_cluster("north", "north-kubeconfig"),
+        "ADDED",
+    );
+
+    let mut remote_db = database("zookeeper-remote", "zk-client.zk.svc.cluster.local:2181");
+    remote_db["spec"]["kubernetesClusterName"] = json!("east");
+    fake.write("secrets", ns, secret("zookeeper-remote"), "ADDED");
+    fake.write("databases", ns, remote_db, "ADDED");
+    let mut lost_db = database("zookeeper-lost", "zk-client.zk:2181");
+    lost_db["spec"]["kubernetesClusterName"] = json!("nowhere");
+    fake.write("secrets", ns, secret("zookeeper-lost"), "ADDED");
+    fake.write("databases", ns, lost_db, "ADDED");
+    fake.write("secrets", ns, secret("zookeeper-destination"), "ADDED");
+    fake.write(
+        "databases",
+        ns,
+        database("zookeeper-destination", &dst.connect_string()),
+        "ADDED",
+    );
+    fake.write(
+        "synchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+            "metadata": {"name": "from-east"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                "config": {"sourceName": "zookeeper-remote", "destinationName": "zookeeper-destination",
+                           "rootPath": root}}}),
+        "ADDED",
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), api_port);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(["operator", "--listen", &metrics_addr])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", ns)
+        .env("POD_NAME", "operator-remote-0")
+        .env("RUST_LOG", "warn")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let ready = |plural: &str, name: &str| {
+        fake.get(plural, ns, name)
+            .and_then(|o| {
+                o["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+            })
+            .map(|c| {
+                (
+                    c["status"].as_str().unwrap_or_default().to_string(),
+                    c["reason"].as_str().unwrap_or_default().to_string(),
+                    c["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+    };
+    wait_for(
+        "the KubernetesClusters to be checked",
+        Duration::from_secs(30),
+        || async {
+            ["east", "west", "north"]
+                .iter()
+                .all(|c| ready("kubernetesclusters", c).is_some())
+        },
+    )
+    .await;
+    let (status, reason, message) = ready("kubernetesclusters", "east").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "Connected"),
+        "{message}"
+    );
+    assert!(
+        message.contains("as system:serviceaccount:zk:dr-reader")
+            && message.contains("v1.33.2-fake"),
+        "{message}"
+    );
+    let east = fake.get("kubernetesclusters", ns, "east").unwrap();
+    assert_eq!(east["status"]["serverVersion"], "v1.33.2-fake");
+    assert_eq!(east["status"]["server"], json!(remote_url));
+    let (status, reason, message) = ready("kubernetesclusters", "west").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "AuthFailed"),
+        "{message}"
+    );
+    assert!(message.contains("401"), "{message}");
+    let (_, reason, message) = ready("kubernetesclusters", "north").unwrap();
+    assert_eq!(reason, "SecretInvalid", "{message}");
+    assert!(message.contains("exec"), "{message}");
+
+    // The copy from the ensemble inside "east", through its API server, verified equal.
+    wait_for(
+        "the Synchronization from the remote cluster to succeed",
+        Duration::from_secs(60),
+        || async {
+            let s = fake.get("synchronizations", ns, "from-east").unwrap();
+            s["status"]["phase"] == "Succeeded" || s["status"]["phase"] == "Failed"
+        },
+    )
+    .await;
+    let s = fake.get("synchronizations", ns, "from-east").unwrap();
+    assert_eq!(s["status"]["phase"], "Succeeded", "{}", s["status"]);
+    let verified = s["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Verified")
+        .cloned()
+        .unwrap();
+    assert_eq!(verified["status"], "True", "{verified}");
+    assert_equal(&sync_opts(src, &root, dst, &root)).await;
+    assert!(remote.forwards.load(std::sync::atomic::Ordering::Relaxed) > 0);
+
+    // The Database itself: Ready through the tunnel; one naming a missing cluster says so.
+    wait_for(
+        "the remote Database to be Ready",
+        Duration::from_secs(30),
+        || async { ready("databases", "zookeeper-remote").is_some_and(|r| r.0 == "True") },
+    )
+    .await;
+    let (_, reason, message) = ready("databases", "zookeeper-lost").unwrap();
+    assert_eq!(reason, "KubernetesClusterNotFound", "{message}");
+    assert!(message.contains("KubernetesCluster nowhere"), "{message}");
+
+    let (_, metrics) = http_get(&metrics_addr, "/metrics").await;
+    for line in [
+        "astronetes_asset_status{kind=\"KubernetesCluster\",namespace=\"resiliency-operator\",name=\"east\",status=\"Ready\"} 1",
+        "astronetes_asset_status{kind=\"KubernetesCluster\",namespace=\"resiliency-operator\",name=\"west\",status=\"Failed\"} 1",
+        "resiliency_tunnel_connections_total{cluster=\"resiliency-operator/east\",outcome=\"forwarded\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    operator.kill().await.unwrap();
+}

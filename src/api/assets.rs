@@ -40,6 +40,12 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.serverVersion"
     ),
     printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.kubernetesClusterName"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -50,6 +56,16 @@ pub struct DatabaseSpec {
     /// Zookeeper database
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zookeeper: Option<Zookeeper>,
+    /// A KubernetesCluster in this namespace that the ensemble runs in, for an ensemble the
+    /// operator cannot reach directly. Each of spec.zookeeper.client.servers is then a name in
+    /// that cluster: a Service (`NAME.NAMESPACE:PORT`, or `NAME.NAMESPACE.svc.cluster.local:PORT`)
+    /// or a StatefulSet pod (`POD.SERVICE.NAMESPACE.svc.cluster.local:PORT`), reached through
+    /// that cluster's API server with a port-forward, as `kubectl port-forward` does. Its
+    /// kubeconfig needs get on services and pods, list on endpointslices, and create on
+    /// pods/portforward there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("must name a KubernetesCluster"))]
+    pub kubernetes_cluster_name: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -192,7 +208,7 @@ pub struct GcpCloudStorage {
     version = "v1alpha1",
     kind = "KubernetesCluster",
     namespaced,
-    status = "AssetStatus",
+    status = "KubernetesClusterStatus",
     shortname = "astkc",
     category = "astronetes",
     doc = "KubernetesCluster is the Schema for the kubernetesclusters API",
@@ -200,6 +216,22 @@ pub struct GcpCloudStorage {
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.serverVersion"
+    ),
+    printcolumn(
+        name = "Server",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.server"
     ),
     printcolumn(
         name = "Age",
@@ -214,7 +246,32 @@ pub struct KubernetesClusterSpec {
     pub secret_name: String,
 }
 
-/// Observed state of a Bucket or KubernetesCluster.
+/// Observed state of a KubernetesCluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesClusterStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready (with a reason such as Connected, Unreachable, AuthFailed, SecretNotFound,
+    /// SecretInvalid).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The API server's version (gitVersion), e.g. v1.33.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// The API server the kubeconfig names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Who the kubeconfig's credentials authenticate as (Kubernetes 1.28 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// When the cluster was last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked_time: Option<Time>,
+}
+
+/// Observed state of a Bucket.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AssetStatus {

@@ -58,11 +58,12 @@ pub enum Reason {
     NotVerified,
     Undecided,
     BucketNotFound,
+    KubernetesClusterNotFound,
 }
 
 impl Reason {
     /// Every reason, for parsing a condition's reason back.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::Connected,
         Reason::Unreachable,
         Reason::AuthFailed,
@@ -95,6 +96,7 @@ impl Reason {
         Reason::NotVerified,
         Reason::Undecided,
         Reason::BucketNotFound,
+        Reason::KubernetesClusterNotFound,
     ];
 
     pub fn parse(s: &str) -> Option<Reason> {
@@ -135,6 +137,7 @@ impl Reason {
             Reason::NotVerified => "NotVerified",
             Reason::Undecided => "Undecided",
             Reason::BucketNotFound => "BucketNotFound",
+            Reason::KubernetesClusterNotFound => "KubernetesClusterNotFound",
         }
     }
 }

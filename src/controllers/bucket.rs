@@ -82,6 +82,7 @@ mod tests {
         let missing = ResolveError::SecretNotFound {
             namespace: "ns".into(),
             name: "s3".into(),
+            needed_by: "Bucket b needs it for its credentials".into(),
         };
         let st = desired(&bucket(), Err(missing), t);
         let c = find(&st.conditions, types::READY).unwrap();

@@ -192,6 +192,7 @@ mod tests {
             Err(Err(ResolveError::SecretNotFound {
                 namespace: "ns".into(),
                 name: "zk".into(),
+                needed_by: "Database zk needs it".into(),
             })),
             now,
         );

@@ -2,8 +2,8 @@
 //! controllers' caches (as kube-state-metrics does), so a deleted object's series go with it:
 //!
 //! - `astronetes_asset_status{kind,namespace,name,status}`: 1 for the asset's status, 0 for the
-//!   other values (Ready, Progressing, Terminating, Unknown, Failed). Kinds: Database and
-//!   Bucket (KubernetesCluster once it has a controller).
+//!   other values (Ready, Progressing, Terminating, Unknown, Failed). Kinds: Database,
+//!   Bucket and KubernetesCluster.
 //! - `astronetes_synchronization_status{kind,namespace,name,status}`: the same for
 //!   Synchronization, SynchronizationPlan and LiveSynchronization.
 //! - `astronetes_total_synchronized_objects{kind,namespace,name,status}`: znodes by verification
@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 
-use crate::api::assets::{Bucket, Database};
+use crate::api::assets::{Bucket, Database, KubernetesCluster};
 use crate::api::automation::{
     LivePhase, LiveSynchronization, Phase, Synchronization, SynchronizationPlan,
 };
@@ -77,6 +77,8 @@ fn is_failure(reason: &str) -> bool {
         Reason::SecretInvalid,
         Reason::InvalidSpec,
         Reason::DatabaseNotFound,
+        Reason::BucketNotFound,
+        Reason::KubernetesClusterNotFound,
         Reason::CopyFailed,
     ]
     .iter()
@@ -238,6 +240,26 @@ pub fn register_buckets(store: Store<Bucket>) {
             namespace: b.namespace().unwrap_or_default(),
             name: b.name_any(),
             status: bucket_status(b),
+            objects: None,
+        }),
+    );
+}
+
+pub fn register_kubernetes_clusters(store: Store<KubernetesCluster>) {
+    register(
+        "kubernetescluster",
+        from_store(store, |k: &KubernetesCluster| Sample {
+            kind: "KubernetesCluster",
+            namespace: k.namespace().unwrap_or_default(),
+            name: k.name_any(),
+            status: if k.metadata.deletion_timestamp.is_some() {
+                Status::Terminating
+            } else {
+                k.status
+                    .as_ref()
+                    .map(|s| from_ready(&s.conditions))
+                    .unwrap_or(Status::Unknown)
+            },
             objects: None,
         }),
     );

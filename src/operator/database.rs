@@ -102,11 +102,26 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
         return Ok(Action::requeue(wait));
     }
     let data = secret.as_ref().map(resolve::secret_data);
-    let outcome = match resolve::connect_options(&db, data.as_ref()) {
+    let routed = super::remote::route(&ctx.shared.client, &ns, (*db).clone()).await?;
+    let outcome = match routed.and_then(|r| resolve::connect_options(&r, data.as_ref())) {
         Err(e) => Err(Err(e)),
         Ok(o) => {
             let admin = db.spec.zookeeper.as_ref().and_then(|z| z.admin.as_ref());
-            decide::probe(&o, admin).await.map_err(Ok)
+            decide::probe(&o, admin).await.map_err(|mut failed| {
+                // Through a tunnel, "connection refused" on loopback says little; the
+                // tunnel's own failure says why.
+                if let Some(why) = super::remote::last_tunnel_error(&ns, &db) {
+                    failed.message = format!(
+                        "{} (through KubernetesCluster {}: {why})",
+                        failed.message,
+                        db.spec
+                            .kubernetes_cluster_name
+                            .as_deref()
+                            .unwrap_or_default()
+                    );
+                }
+                Ok(failed)
+            })
         }
     };
     let status = decide::desired(&db, outcome, Timestamp::now());

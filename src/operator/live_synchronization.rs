@@ -94,7 +94,11 @@ pub async fn reconcile(ls: Arc<LiveSynchronization>, ctx: Arc<Ctx>) -> Result<Ac
     let now = Timestamp::now();
     let d = decide::desired(
         &ls,
-        || resolve::resolve_live(&ls, |n| endpoints.get(n).cloned().unwrap_or((None, None))),
+        || {
+            resolve::resolve_live(&ls, |n| {
+                endpoints.get(n).cloned().unwrap_or(Ok((None, None)))
+            })
+        },
         run.as_ref().map(|(g, s)| (*g, s)),
         now,
     );

@@ -7,8 +7,10 @@ pub mod apply;
 pub mod bucket;
 pub mod database;
 pub mod http;
+pub mod kubernetes_cluster;
 pub mod leader;
 pub mod live_synchronization;
+pub mod remote;
 pub mod synchronization;
 pub mod synchronization_plan;
 
@@ -208,7 +210,7 @@ async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), Operato
     let mut crds = Vec::new();
     for w in controllers {
         match w {
-            Which::Database => crds.extend([Crd::Database, Crd::Bucket]),
+            Which::Database => crds.extend([Crd::Database, Crd::Bucket, Crd::KubernetesCluster]),
             Which::Synchronization => crds.extend([
                 Crd::Synchronization,
                 Crd::LiveSynchronization,
@@ -238,6 +240,13 @@ async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), Operato
             Crd::SynchronizationPlan => (
                 "synchronizationplans.automation.astronetes.io",
                 Api::<SynchronizationPlan>::all(c)
+                    .list_metadata(&lp)
+                    .await
+                    .map(|_| ()),
+            ),
+            Crd::KubernetesCluster => (
+                "kubernetesclusters.assets.astronetes.io",
+                Api::<crate::api::assets::KubernetesCluster>::all(c)
                     .list_metadata(&lp)
                     .await
                     .map(|_| ()),
@@ -276,6 +285,7 @@ async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), Operato
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Crd {
     Database,
+    KubernetesCluster,
     Synchronization,
     SynchronizationPlan,
     LiveSynchronization,
@@ -330,11 +340,14 @@ async fn run_one(
     let shared = Shared::new(client, which, instance);
     match which {
         Which::Database => {
-            // Buckets are assets too: checked in the same process, under the same Lease.
+            // Buckets and KubernetesClusters are assets too: checked in the same process,
+            // under the same Lease.
             let buckets = bucket::Ctx::new(shared.clone());
+            let clusters = kubernetes_cluster::Ctx::new(shared.clone());
             tokio::join!(
                 database::run(Arc::new(database::Ctx::new(shared)), when_set(stop.clone())),
-                bucket::run(Arc::new(buckets), when_set(stop))
+                bucket::run(Arc::new(buckets), when_set(stop.clone())),
+                kubernetes_cluster::run(Arc::new(clusters), when_set(stop))
             );
         }
         Which::Synchronization => {

@@ -44,8 +44,9 @@ pub struct Ctx {
     pub runs: Runs,
 }
 
-/// Both Databases of a sync config and their Secrets, by Database name.
-pub(super) type Endpoints = BTreeMap<String, (Option<Database>, Option<SecretData>)>;
+/// Both Databases of a sync config and their Secrets, by Database name; a Database in another
+/// cluster comes with its servers routed through tunnels (see [`super::remote`]).
+pub(super) type Endpoints = BTreeMap<String, resolve::Found>;
 
 /// Buckets by name, with the Secret each names.
 pub(super) type Buckets = BTreeMap<String, (Option<Bucket>, Option<SecretData>)>;
@@ -118,7 +119,13 @@ async fn read_databases(
                 .map(|s| resolve::secret_data(&s)),
             None => None,
         };
-        out.insert(name.clone(), (db, secret));
+        let found = match db {
+            Some(db) => super::remote::route(client, ns, db)
+                .await?
+                .map(|db| (Some(db), secret)),
+            None => Ok((None, secret)),
+        };
+        out.insert(name.clone(), found);
     }
     Ok(out)
 }
@@ -190,7 +197,7 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
         || {
             resolve::resolve_job(
                 &s,
-                |n| endpoints.get(n).cloned().unwrap_or((None, None)),
+                |n| endpoints.get(n).cloned().unwrap_or(Ok((None, None))),
                 &|n| buckets.get(n).cloned().unwrap_or((None, None)),
             )
         },

@@ -1,0 +1,136 @@
+//! Databases that live in another cluster (spec.kubernetesClusterName): their servers are
+//! swapped for loopback tunnels through that cluster's API server before anything connects.
+//! The controllers route here; the engine and the verifier see plain `127.0.0.1:PORT`s.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use super::apply::Error;
+use crate::api::assets::{Database, KubernetesCluster};
+use crate::remote_cluster::{self, tunnel};
+use crate::resolve::{self, ResolveError};
+
+/// One set of tunnels and one client per cluster for the whole process, shared by the
+/// controllers in it.
+static TUNNELS: LazyLock<tunnel::Tunnels> = LazyLock::new(tunnel::Tunnels::default);
+static CLIENTS: LazyLock<Mutex<HashMap<String, (String, Client)>>> =
+    LazyLock::new(Default::default);
+
+/// `db` as it should be connected to: itself, or (for a Database in a KubernetesCluster) a copy
+/// whose servers are loopback tunnels. `Ok(Err(_))` is a problem to report in status; `Err(_)`
+/// an API error to retry.
+pub async fn route(
+    client: &Client,
+    ns: &str,
+    db: Database,
+) -> Result<Result<Database, ResolveError>, Error> {
+    let Some(cluster_name) = db.spec.kubernetes_cluster_name.clone() else {
+        return Ok(Ok(db));
+    };
+    let db_name = db.metadata.name.clone().unwrap_or_default();
+    let Some(cluster) = Api::<KubernetesCluster>::namespaced(client.clone(), ns)
+        .get_opt(&cluster_name)
+        .await
+        .map_err(Error::api(
+            "reading",
+            "KubernetesCluster",
+            ns,
+            &cluster_name,
+        ))?
+    else {
+        return Ok(Err(ResolveError::KubernetesClusterNotFound {
+            namespace: ns.to_string(),
+            name: cluster_name,
+            database: db_name,
+        }));
+    };
+    let secret_name = cluster.spec.secret_name.clone();
+    let secret = if secret_name.is_empty() {
+        None
+    } else {
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt(&secret_name)
+            .await
+            .map_err(Error::api("reading", "Secret", ns, &secret_name))?
+    };
+    let data = secret.as_ref().map(resolve::secret_data);
+    Ok(tunnel_servers(ns, &cluster_name, &cluster, data.as_ref(), db).await)
+}
+
+async fn tunnel_servers(
+    ns: &str,
+    cluster_name: &str,
+    cluster: &KubernetesCluster,
+    secret: Option<&resolve::SecretData>,
+    mut db: Database,
+) -> Result<Database, ResolveError> {
+    let kubeconfig = remote_cluster::kubeconfig_for(cluster, secret)?;
+    let fingerprint = serde_json::to_vec(&kubeconfig)
+        .map(|b| blake3::hash(&b).to_hex().to_string())
+        .unwrap_or_default();
+    let default_ns = remote_cluster::namespace(&kubeconfig).unwrap_or_else(|| "default".into());
+    let key = format!("{ns}/{cluster_name}");
+    let invalid_secret = |message: String| ResolveError::SecretInvalid {
+        name: cluster.spec.secret_name.clone(),
+        message,
+    };
+    let cached = CLIENTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .filter(|(fp, _)| *fp == fingerprint)
+        .map(|(_, c)| c.clone());
+    let remote = match cached {
+        Some(c) => c,
+        None => {
+            let c = remote_cluster::client(kubeconfig)
+                .await
+                .map_err(|e| invalid_secret(e.to_string()))?;
+            CLIENTS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), (fingerprint.clone(), c.clone()));
+            c
+        }
+    };
+    let Some(servers) = db
+        .spec
+        .zookeeper
+        .as_mut()
+        .and_then(|z| z.client.as_mut())
+        .map(|c| &mut c.servers)
+    else {
+        // Nothing to route: the resolver reports the missing servers.
+        return Ok(db);
+    };
+    let mut routed = Vec::with_capacity(servers.len());
+    for (i, server) in servers.iter().enumerate() {
+        let target =
+            tunnel::parse_target(server, &default_ns).map_err(|m| ResolveError::InvalidSpec {
+                field: format!("spec.zookeeper.client.servers[{i}]"),
+                message: format!("{m} (spec.kubernetesClusterName is {cluster_name})"),
+            })?;
+        let t = TUNNELS
+            .route(&key, &fingerprint, &remote, target)
+            .await
+            .map_err(|e| ResolveError::InvalidSpec {
+                field: "spec.kubernetesClusterName".into(),
+                message: format!("opening a loopback listener for {server}: {e}"),
+            })?;
+        routed.push(t.local.to_string());
+    }
+    *servers = routed;
+    // Routed: what is left are loopback addresses to connect to directly.
+    db.spec.kubernetes_cluster_name = None;
+    Ok(db)
+}
+
+/// Why the last connection to `db`'s cluster failed, for a status message (None when the
+/// Database is reached directly or nothing failed).
+pub fn last_tunnel_error(ns: &str, db: &Database) -> Option<String> {
+    let cluster = db.spec.kubernetes_cluster_name.as_ref()?;
+    TUNNELS.last_error(&format!("{ns}/{cluster}"))
+}

@@ -1,0 +1,399 @@
+//! Reaching a ZooKeeper server inside another cluster through that cluster's API server, as
+//! `kubectl port-forward` does: a listener on loopback per server, and for each connection
+//! accepted there a port-forward to a ready pod behind the named Service (or to the named
+//! StatefulSet pod). The engine and the verifier only ever see `127.0.0.1:PORT`.
+//!
+//! The pod is chosen per connection, so a tunnel follows pods as they restart or move; a
+//! ZooKeeper client reconnecting after a pod died gets a live one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Where in the remote cluster a `HOST:PORT` of a Database leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A Service: a ready pod behind it, on the pod port its `port` maps to.
+    Service {
+        namespace: String,
+        name: String,
+        port: u16,
+    },
+    /// One pod, by its StatefulSet DNS name (`POD.SERVICE.NAMESPACE.svc…`), on `port`.
+    Pod {
+        namespace: String,
+        name: String,
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Service {
+                namespace,
+                name,
+                port,
+            } => write!(f, "service {namespace}/{name}:{port}"),
+            Target::Pod {
+                namespace,
+                name,
+                port,
+            } => write!(f, "pod {namespace}/{name}:{port}"),
+        }
+    }
+}
+
+/// Reads `HOST:PORT` as the cluster's DNS would: `NAME` (in `default_namespace`),
+/// `NAME.NAMESPACE`, `NAME.NAMESPACE.svc[.DOMAIN]` for a Service, and
+/// `POD.SERVICE.NAMESPACE.svc[.DOMAIN]` for a pod of a headless Service.
+pub fn parse_target(server: &str, default_namespace: &str) -> Result<Target, String> {
+    let (host, port) = server
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{server:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{server:?}: bad port"))?;
+    let labels: Vec<&str> = host.split('.').collect();
+    let shape =
+        "HOST must be a Service (NAME, NAME.NAMESPACE or NAME.NAMESPACE.svc.cluster.local) \
+                 or a StatefulSet pod (POD.SERVICE.NAMESPACE.svc.cluster.local) of that cluster";
+    let dns_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let svc = labels.iter().position(|l| *l == "svc");
+    let named = match (svc, labels.as_slice()) {
+        (None, [name]) => Some((None, default_namespace, *name)),
+        (None, [name, ns]) => Some((None, *ns, *name)),
+        (Some(2), [name, ns, ..]) => Some((None, *ns, *name)),
+        (Some(3), [pod, service, ns, ..]) => Some((Some(*pod), *ns, *service)),
+        _ => None,
+    };
+    let (pod, namespace, name) = named.ok_or_else(|| format!("{server:?}: {shape}"))?;
+    if ![namespace, name]
+        .iter()
+        .chain(pod.iter())
+        .all(|l| dns_label(l))
+    {
+        return Err(format!("{server:?}: {shape}"));
+    }
+    Ok(match pod {
+        Some(pod) => Target::Pod {
+            namespace: namespace.to_string(),
+            name: pod.to_string(),
+            port,
+        },
+        None => Target::Service {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            port,
+        },
+    })
+}
+
+#[derive(Debug, Error)]
+pub enum TunnelError {
+    #[error("{target}: {message}")]
+    Resolve { target: String, message: String },
+    #[error("{target}: reading it from the cluster: {source}")]
+    Api {
+        target: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("port-forward to pod {namespace}/{pod}:{port}: {message}")]
+    Forward {
+        namespace: String,
+        pod: String,
+        port: u16,
+        message: String,
+    },
+}
+
+/// The pod and port a connection to `target` goes to now.
+async fn pick(
+    client: &Client,
+    target: &Target,
+    turn: usize,
+) -> Result<(String, String, u16), TunnelError> {
+    let api_err = |source| TunnelError::Api {
+        target: target.to_string(),
+        source,
+    };
+    let resolve_err = |message: String| TunnelError::Resolve {
+        target: target.to_string(),
+        message,
+    };
+    match target {
+        Target::Pod {
+            namespace,
+            name,
+            port,
+        } => Ok((namespace.clone(), name.clone(), *port)),
+        Target::Service {
+            namespace,
+            name,
+            port,
+        } => {
+            let svc = Api::<Service>::namespaced(client.clone(), namespace)
+                .get_opt(name)
+                .await
+                .map_err(api_err)?
+                .ok_or_else(|| resolve_err("no such Service".into()))?;
+            let svc_port = svc
+                .spec
+                .iter()
+                .flat_map(|s| s.ports.iter().flatten())
+                .find(|p| p.port == i32::from(*port))
+                .ok_or_else(|| resolve_err(format!("the Service has no port {port}")))?;
+            let slices = Api::<EndpointSlice>::namespaced(client.clone(), namespace)
+                .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
+                .await
+                .map_err(api_err)?;
+            // Ready pods with the pod port the Service port maps to (a named targetPort
+            // resolves per slice, so it is read from the slice, never guessed).
+            let mut ready: Vec<(String, u16)> = Vec::new();
+            for slice in &slices.items {
+                let Some(pod_port) = slice
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name == svc_port.name)
+                    .and_then(|p| p.port)
+                    .and_then(|p| u16::try_from(p).ok())
+                else {
+                    continue;
+                };
+                for ep in &slice.endpoints {
+                    let is_ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                    let pod = ep
+                        .target_ref
+                        .as_ref()
+                        .filter(|r| r.kind.as_deref() == Some("Pod"))
+                        .and_then(|r| r.name.clone());
+                    if let (true, Some(pod)) = (is_ready, pod) {
+                        ready.push((pod, pod_port));
+                    }
+                }
+            }
+            ready.sort();
+            ready.dedup();
+            if ready.is_empty() {
+                return Err(resolve_err("the Service has no ready pods".into()));
+            }
+            let (pod, pod_port) = ready.swap_remove(turn % ready.len());
+            Ok((namespace.clone(), pod, pod_port))
+        }
+    }
+}
+
+/// Forwards one accepted connection to a pod of `target`.
+async fn forward(
+    client: &Client,
+    target: &Target,
+    turn: usize,
+    mut local: TcpStream,
+) -> Result<(), TunnelError> {
+    let (namespace, pod, port) = pick(client, target, turn).await?;
+    let forward_err = |message: String| TunnelError::Forward {
+        namespace: namespace.clone(),
+        pod: pod.clone(),
+        port,
+        message,
+    };
+    let mut pf = Api::<Pod>::namespaced(client.clone(), &namespace)
+        .portforward(&pod, &[port])
+        .await
+        .map_err(|e| forward_err(crate::runs::cause_chain(&e)))?;
+    let mut remote = pf
+        .take_stream(port)
+        .ok_or_else(|| forward_err("no stream for the port".into()))?;
+    let errors = pf.take_error(port);
+    let copied = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+    drop(remote);
+    if let Some(errors) = errors {
+        if let Ok(Some(e)) =
+            tokio::time::timeout(std::time::Duration::from_millis(100), errors).await
+        {
+            return Err(forward_err(e));
+        }
+    }
+    let _ = pf.join().await;
+    // A connection closed by either end is how ZooKeeper sessions move; not an error.
+    let _ = copied;
+    Ok(())
+}
+
+/// One loopback listener leading to one remote server.
+pub struct Tunnel {
+    pub local: SocketAddr,
+    pub target: Target,
+    last_error: Arc<Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tunnel {
+    /// Opens the listener; connections are forwarded until the tunnel is dropped.
+    pub async fn open(client: Client, cluster: String, target: Target) -> std::io::Result<Tunnel> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let local = listener.local_addr()?;
+        let last_error = Arc::new(Mutex::new(None));
+        let errors = last_error.clone();
+        let t = target.clone();
+        let task = tokio::spawn(async move {
+            let turn = Arc::new(AtomicUsize::new(0));
+            loop {
+                let socket = match listener.accept().await {
+                    Ok((socket, _)) => socket,
+                    Err(_) => {
+                        // Out of file descriptors, say: wait instead of spinning.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = socket.set_nodelay(true);
+                let (client, t, errors, cluster) =
+                    (client.clone(), t.clone(), errors.clone(), cluster.clone());
+                let n = turn.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let outcome = forward(&client, &t, n, socket).await;
+                    let label = if outcome.is_ok() {
+                        "forwarded"
+                    } else {
+                        "failed"
+                    };
+                    metrics::counter!(crate::metrics::TUNNEL_CONNECTIONS_TOTAL, "cluster" => cluster.clone(), "outcome" => label)
+                        .increment(1);
+                    let mut last = errors.lock().unwrap_or_else(|p| p.into_inner());
+                    match outcome {
+                        Ok(()) => *last = None,
+                        Err(e) => {
+                            tracing::warn!(cluster, error = %crate::runs::cause_chain(&e), "tunnel connection failed");
+                            *last = Some(e.to_string());
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Tunnel {
+            local,
+            target,
+            last_error,
+            task,
+        })
+    }
+
+    /// Why the last connection through this tunnel failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// (cluster namespace/name, target) of a tunnel.
+type TunnelKey = (String, String);
+
+/// Tunnels by (cluster, kubeconfig fingerprint, server): one listener per remote server, shared
+/// by every run that uses it. A changed kubeconfig gets new tunnels; the old ones are closed.
+#[derive(Default)]
+pub struct Tunnels {
+    open: Mutex<HashMap<TunnelKey, (String, Arc<Tunnel>)>>,
+}
+
+impl Tunnels {
+    /// The loopback address leading to `server` in the cluster `cluster` (namespace/name),
+    /// whose kubeconfig has the fingerprint `fingerprint`.
+    pub async fn route(
+        &self,
+        cluster: &str,
+        fingerprint: &str,
+        client: &Client,
+        target: Target,
+    ) -> std::io::Result<Arc<Tunnel>> {
+        let key = (cluster.to_string(), target.to_string());
+        if let Some((fp, t)) = self.lock().get(&key) {
+            if fp == fingerprint {
+                return Ok(t.clone());
+            }
+        }
+        let tunnel = Arc::new(Tunnel::open(client.clone(), cluster.to_string(), target).await?);
+        // Replacing an entry drops the old tunnel once no run holds it.
+        self.lock()
+            .insert(key, (fingerprint.to_string(), tunnel.clone()));
+        Ok(tunnel)
+    }
+
+    /// The last failure of any tunnel into `cluster`, if its last connection failed.
+    pub fn last_error(&self, cluster: &str) -> Option<String> {
+        self.lock()
+            .iter()
+            .filter(|((c, _), _)| c == cluster)
+            .find_map(|(_, (_, t))| t.last_error())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TunnelKey, (String, Arc<Tunnel>)>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_read_as_the_cluster_dns_would() {
+        let svc = |ns: &str, name: &str| Target::Service {
+            namespace: ns.into(),
+            name: name.into(),
+            port: 2181,
+        };
+        assert_eq!(parse_target("zk:2181", "kafka"), Ok(svc("kafka", "zk")));
+        assert_eq!(parse_target("zk.data:2181", "kafka"), Ok(svc("data", "zk")));
+        assert_eq!(parse_target("zk.data.svc:2181", "x"), Ok(svc("data", "zk")));
+        assert_eq!(
+            parse_target("zk.data.svc.cluster.local:2181", "x"),
+            Ok(svc("data", "zk"))
+        );
+        assert_eq!(
+            parse_target("zk-1.zk-hs.data.svc.cluster.local:2181", "x"),
+            Ok(Target::Pod {
+                namespace: "data".into(),
+                name: "zk-1".into(),
+                port: 2181
+            })
+        );
+        for bad in [
+            "10.0.0.7:2181",
+            "zk.data.cluster.local:2181",
+            "Zk:2181",
+            "zk:0",
+            "zk",
+            "a.b.c.d.svc:1",
+        ] {
+            let e = parse_target(bad, "x").unwrap_err();
+            assert!(e.starts_with(&format!("{bad:?}")), "{e}");
+        }
+    }
+}
