@@ -777,6 +777,28 @@ async fn remote_handle(
                 "metadata": {"name": "zk-client", "namespace": "zk"},
                 "spec": {"ports": [{"name": "client", "port": 2181, "targetPort": "client"}]}}),
         ),
+        "/api/v1/namespaces/zk/services/zk-empty" => ok(
+            200,
+            &json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "zk-empty", "namespace": "zk"},
+                "spec": {"ports": [{"name": "client", "port": 2181, "targetPort": 2181}]}}),
+        ),
+        // zk-empty's only pod is not ready.
+        "/apis/discovery.k8s.io/v1/namespaces/zk/endpointslices"
+            if req.uri().query().is_some_and(|q| q.contains("zk-empty")) =>
+        {
+            ok(
+                200,
+                &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+                    "metadata": {"resourceVersion": "1"},
+                    "items": [{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                        "metadata": {"name": "zk-empty-abc", "namespace": "zk"},
+                        "addressType": "IPv4",
+                        "ports": [{"name": "client", "port": 2181}],
+                        "endpoints": [{"addresses": ["10.0.0.3"], "conditions": {"ready": false},
+                            "targetRef": {"kind": "Pod", "name": "zk-empty-0", "namespace": "zk"}}]}]}),
+            )
+        }
         "/apis/discovery.k8s.io/v1/namespaces/zk/endpointslices" => ok(
             200,
             &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
@@ -986,6 +1008,10 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
     remote_db["spec"]["kubernetesClusterName"] = json!("east");
     fake.write("secrets", ns, secret("zookeeper-remote"), "ADDED");
     fake.write("databases", ns, remote_db, "ADDED");
+    let mut empty_db = database("zookeeper-empty", "zk-empty.zk:2181");
+    empty_db["spec"]["kubernetesClusterName"] = json!("east");
+    fake.write("secrets", ns, secret("zookeeper-empty"), "ADDED");
+    fake.write("databases", ns, empty_db, "ADDED");
     let mut lost_db = database("zookeeper-lost", "zk-client.zk:2181");
     lost_db["spec"]["kubernetesClusterName"] = json!("nowhere");
     fake.write("secrets", ns, secret("zookeeper-lost"), "ADDED");
@@ -1108,6 +1134,24 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
         || async { ready("databases", "zookeeper-remote").is_some_and(|r| r.0 == "True") },
     )
     .await;
+    // A Service with no ready pod: unreachable, and the message says why.
+    wait_for(
+        "the empty Database to be checked",
+        Duration::from_secs(40),
+        || async { ready("databases", "zookeeper-empty").is_some() },
+    )
+    .await;
+    let (status, reason, message) = ready("databases", "zookeeper-empty").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "Unreachable"),
+        "{message}"
+    );
+    assert!(
+        message.contains("through KubernetesCluster east")
+            && message.contains("service zk/zk-empty:2181: the Service has no ready pods"),
+        "{message}"
+    );
     let (_, reason, message) = ready("databases", "zookeeper-lost").unwrap();
     assert_eq!(reason, "KubernetesClusterNotFound", "{message}");
     assert!(message.contains("KubernetesCluster nowhere"), "{message}");

@@ -16,8 +16,9 @@ use crate::resolve::{self, ResolveError};
 /// One set of tunnels and one client per cluster for the whole process, shared by the
 /// controllers in it.
 static TUNNELS: LazyLock<tunnel::Tunnels> = LazyLock::new(tunnel::Tunnels::default);
-static CLIENTS: LazyLock<Mutex<HashMap<String, (String, Client)>>> =
-    LazyLock::new(Default::default);
+/// By cluster (namespace/name): the kubeconfig fingerprint, the client, the default namespace.
+type Clients = HashMap<String, (String, Client, String)>;
+static CLIENTS: LazyLock<Mutex<Clients>> = LazyLock::new(Default::default);
 
 /// `db` as it should be connected to: itself, or (for a Database in a KubernetesCluster) a copy
 /// whose servers are loopback tunnels. `Ok(Err(_))` is a problem to report in status; `Err(_)`
@@ -81,18 +82,18 @@ async fn tunnel_servers(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
-        .filter(|(fp, _)| *fp == fingerprint)
-        .map(|(_, c)| c.clone());
+        .filter(|(fp, _, _)| *fp == fingerprint)
+        .map(|(_, c, _)| c.clone());
     let remote = match cached {
         Some(c) => c,
         None => {
             let c = remote_cluster::client(kubeconfig)
                 .await
                 .map_err(|e| invalid_secret(e.to_string()))?;
-            CLIENTS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.clone(), (fingerprint.clone(), c.clone()));
+            CLIENTS.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                key.clone(),
+                (fingerprint.clone(), c.clone(), default_ns.clone()),
+            );
             c
         }
     };
@@ -132,5 +133,20 @@ async fn tunnel_servers(
 /// Database is reached directly or nothing failed).
 pub fn last_tunnel_error(ns: &str, db: &Database) -> Option<String> {
     let cluster = db.spec.kubernetes_cluster_name.as_ref()?;
-    TUNNELS.last_error(&format!("{ns}/{cluster}"))
+    let key = format!("{ns}/{cluster}");
+    let default_ns = CLIENTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .map(|(_, _, ns)| ns.clone())?;
+    let targets: Vec<_> = db
+        .spec
+        .zookeeper
+        .as_ref()
+        .and_then(|z| z.client.as_ref())
+        .into_iter()
+        .flat_map(|c| c.servers.iter())
+        .filter_map(|s| tunnel::parse_target(s, &default_ns).ok())
+        .collect();
+    TUNNELS.last_error(&key, &targets)
 }

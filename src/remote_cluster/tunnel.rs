@@ -344,12 +344,14 @@ impl Tunnels {
         Ok(tunnel)
     }
 
-    /// The last failure of any tunnel into `cluster`, if its last connection failed.
-    pub fn last_error(&self, cluster: &str) -> Option<String> {
-        self.lock()
-            .iter()
-            .filter(|((c, _), _)| c == cluster)
-            .find_map(|(_, (_, t))| t.last_error())
+    /// Why the last connection through a tunnel into `cluster` to one of `targets` failed, if
+    /// it did.
+    pub fn last_error(&self, cluster: &str, targets: &[Target]) -> Option<String> {
+        targets.iter().find_map(|t| {
+            self.lock()
+                .get(&(cluster.to_string(), t.to_string()))
+                .and_then(|(_, tunnel)| tunnel.last_error())
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TunnelKey, (String, Arc<Tunnel>)>> {
