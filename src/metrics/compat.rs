@@ -97,16 +97,6 @@ fn from_ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Cond
     }
 }
 
-pub fn database_status(db: &Database) -> Status {
-    if db.metadata.deletion_timestamp.is_some() {
-        return Status::Terminating;
-    }
-    db.status
-        .as_ref()
-        .map(|s| from_ready(&s.conditions))
-        .unwrap_or(Status::Unknown)
-}
-
 pub fn synchronization_status(s: &Synchronization) -> Status {
     if s.metadata.deletion_timestamp.is_some() {
         return Status::Terminating;
@@ -222,12 +212,8 @@ where
 pub fn register_databases(store: Store<Database>) {
     register(
         "database",
-        from_store(store, |d: &Database| Sample {
-            kind: "Database",
-            namespace: d.namespace().unwrap_or_default(),
-            name: d.name_any(),
-            status: database_status(d),
-            objects: None,
+        from_store(store, |d: &Database| {
+            asset_sample("Database", d, d.status.as_ref().map(|s| &s.conditions[..]))
         }),
     );
 }
@@ -235,12 +221,8 @@ pub fn register_databases(store: Store<Database>) {
 pub fn register_buckets(store: Store<Bucket>) {
     register(
         "bucket",
-        from_store(store, |b: &Bucket| Sample {
-            kind: "Bucket",
-            namespace: b.namespace().unwrap_or_default(),
-            name: b.name_any(),
-            status: bucket_status(b),
-            objects: None,
+        from_store(store, |b: &Bucket| {
+            asset_sample("Bucket", b, b.status.as_ref().map(|s| &s.conditions[..]))
         }),
     );
 }
@@ -248,31 +230,40 @@ pub fn register_buckets(store: Store<Bucket>) {
 pub fn register_kubernetes_clusters(store: Store<KubernetesCluster>) {
     register(
         "kubernetescluster",
-        from_store(store, |k: &KubernetesCluster| Sample {
-            kind: "KubernetesCluster",
-            namespace: k.namespace().unwrap_or_default(),
-            name: k.name_any(),
-            status: if k.metadata.deletion_timestamp.is_some() {
-                Status::Terminating
-            } else {
-                k.status
-                    .as_ref()
-                    .map(|s| from_ready(&s.conditions))
-                    .unwrap_or(Status::Unknown)
-            },
-            objects: None,
+        from_store(store, |k: &KubernetesCluster| {
+            asset_sample(
+                "KubernetesCluster",
+                k,
+                k.status.as_ref().map(|s| &s.conditions[..]),
+            )
         }),
     );
 }
 
-pub fn bucket_status(b: &Bucket) -> Status {
-    if b.metadata.deletion_timestamp.is_some() {
+/// An asset's sample: Terminating while deleted, else from its Ready condition.
+fn asset_sample<K: kube::Resource>(
+    kind: &'static str,
+    obj: &K,
+    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+) -> Sample {
+    Sample {
+        kind,
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        status: asset_status(obj.meta().deletion_timestamp.is_some(), conditions),
+        objects: None,
+    }
+}
+
+/// Any asset's status: Terminating while deleted, else from its Ready condition.
+pub fn asset_status(
+    deleting: bool,
+    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+) -> Status {
+    if deleting {
         return Status::Terminating;
     }
-    b.status
-        .as_ref()
-        .map(|s| from_ready(&s.conditions))
-        .unwrap_or(Status::Unknown)
+    conditions.map(from_ready).unwrap_or(Status::Unknown)
 }
 
 pub fn register_synchronizations(store: Store<Synchronization>) {

@@ -3,38 +3,19 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::Api;
 
 use super::apply::{self, Error};
-use super::database::{Checks, Inputs};
-use super::Shared;
+use super::database::{Ctx, Inputs};
 use crate::api::assets::Bucket;
 use crate::controllers::bucket as decide;
 use crate::controllers::database::RECHECK;
 use crate::resolve;
 
 pub const NAME: &str = "bucket";
-
-pub struct Ctx {
-    pub shared: Shared,
-    checks: Checks,
-}
-
-impl Ctx {
-    pub fn new(shared: Shared) -> Ctx {
-        Ctx {
-            shared,
-            checks: Checks::default(),
-        }
-    }
-}
 
 pub async fn reconcile(b: Arc<Bucket>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let (ns, _) = apply::key(&*b, "Bucket")?;
@@ -69,45 +50,18 @@ pub async fn reconcile(b: Arc<Bucket>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     Ok(Action::requeue(RECHECK))
 }
 
-/// The Buckets in `ns` that name the Secret `secret`.
-pub fn users_of(store: &Store<Bucket>, ns: &str, secret: &str) -> Vec<ObjectRef<Bucket>> {
-    store
-        .state()
-        .iter()
-        .filter(|b| b.metadata.namespace.as_deref() == Some(ns))
-        .filter(|b| resolve::bucket_secret_name(b) == Some(secret))
-        .map(|b| ObjectRef::from_obj(&**b))
-        .collect()
-}
-
 /// The controller, until `stop` resolves.
 pub async fn run(
     ctx: Arc<Ctx>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.shared.client.clone();
-    let controller = Controller::new(
-        Api::<Bucket>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    crate::metrics::compat::register_buckets(controller.store());
-    let store = controller.store();
-    // Metadata only: the controller never caches credentials.
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client);
-    controller
-        .watches(secrets, watcher::Config::default(), move |s| {
-            users_of(&store, &s.namespace().unwrap_or_default(), &s.name_any())
-        })
-        .graceful_shutdown_on(stop)
-        .run(
-            |b, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(b, ctx, reconcile)
-            },
-            |b, err, ctx| ctx.shared.error_policy(&*b, err),
-            ctx,
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
-    crate::metrics::compat::unregister(NAME);
+    super::database::run_checked_with_secret(
+        NAME,
+        ctx,
+        resolve::bucket_secret_name,
+        crate::metrics::compat::register_buckets,
+        reconcile,
+        stop,
+    )
+    .await;
 }

@@ -23,9 +23,11 @@ use crate::resolve;
 
 pub const NAME: &str = "database";
 
+/// The context of a periodically checked asset's controller (Database, Bucket,
+/// KubernetesCluster).
 pub struct Ctx {
     pub shared: Shared,
-    checks: Checks,
+    pub checks: Checks,
 }
 
 impl Ctx {
@@ -172,6 +174,59 @@ pub async fn run(
         .for_each(|r| async move { super::log_result(NAME, r) })
         .await;
     crate::metrics::compat::unregister(NAME);
+}
+
+/// Runs the controller of an asset checked with the Secret its spec names (`secret_of`):
+/// woken when the asset or that Secret changes (metadata only: the controller never caches
+/// credentials), until `stop` resolves. Buckets and KubernetesClusters.
+pub async fn run_checked_with_secret<K, Fut>(
+    name: &'static str,
+    ctx: Arc<Ctx>,
+    secret_of: fn(&K) -> Option<&str>,
+    register: fn(kube::runtime::reflector::Store<K>),
+    reconcile: fn(Arc<K>, Arc<Ctx>) -> Fut,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    use kube::ResourceExt;
+    let client = ctx.shared.client.clone();
+    let controller = Controller::new(
+        Api::<K>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    register(controller.store());
+    let store = controller.store();
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client);
+    controller
+        .watches(secrets, watcher::Config::default(), move |s| {
+            let (ns, secret) = (s.namespace(), s.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|o| o.namespace() == ns && secret_of(o) == Some(secret.as_str()))
+                .map(|o| ObjectRef::from_obj(&**o))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop)
+        .run(
+            move |o, ctx: Arc<Ctx>| {
+                let shared = ctx.shared.clone();
+                shared.instrument(o, ctx, reconcile)
+            },
+            |o, err, ctx| ctx.shared.error_policy(&*o, err),
+            ctx,
+        )
+        .for_each(|r| async move { super::log_result(name, r) })
+        .await;
+    crate::metrics::compat::unregister(name);
 }
 
 #[cfg(test)]

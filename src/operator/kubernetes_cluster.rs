@@ -4,38 +4,19 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::Api;
 
 use super::apply::{self, Error};
-use super::database::{Checks, Inputs};
-use super::Shared;
+use super::database::{Ctx, Inputs};
 use crate::api::assets::KubernetesCluster;
 use crate::controllers::database::RECHECK;
 use crate::controllers::kubernetes_cluster::{self as decide, Outcome};
 use crate::{remote_cluster, resolve};
 
 pub const NAME: &str = "kubernetescluster";
-
-pub struct Ctx {
-    pub shared: Shared,
-    checks: Checks,
-}
-
-impl Ctx {
-    pub fn new(shared: Shared) -> Ctx {
-        Ctx {
-            shared,
-            checks: Checks::default(),
-        }
-    }
-}
 
 /// Checks a cluster: the kubeconfig from its Secret, then the API server it names.
 pub async fn check(kc: &KubernetesCluster, secret: Option<&Secret>) -> Outcome {
@@ -80,18 +61,8 @@ pub async fn reconcile(kc: Arc<KubernetesCluster>, ctx: Arc<Ctx>) -> Result<Acti
     Ok(Action::requeue(RECHECK))
 }
 
-/// The KubernetesClusters in `ns` that name the Secret `secret`.
-pub fn users_of(
-    store: &Store<KubernetesCluster>,
-    ns: &str,
-    secret: &str,
-) -> Vec<ObjectRef<KubernetesCluster>> {
-    store
-        .state()
-        .iter()
-        .filter(|k| k.metadata.namespace.as_deref() == Some(ns) && k.spec.secret_name == secret)
-        .map(|k| ObjectRef::from_obj(&**k))
-        .collect()
+fn secret_of(kc: &KubernetesCluster) -> Option<&str> {
+    Some(kc.spec.secret_name.as_str()).filter(|s| !s.is_empty())
 }
 
 /// The controller, until `stop` resolves.
@@ -99,29 +70,13 @@ pub async fn run(
     ctx: Arc<Ctx>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.shared.client.clone();
-    let controller = Controller::new(
-        Api::<KubernetesCluster>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    crate::metrics::compat::register_kubernetes_clusters(controller.store());
-    let store = controller.store();
-    // Metadata only: the controller never caches kubeconfigs.
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client);
-    controller
-        .watches(secrets, watcher::Config::default(), move |s| {
-            users_of(&store, &s.namespace().unwrap_or_default(), &s.name_any())
-        })
-        .graceful_shutdown_on(stop)
-        .run(
-            |kc, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(kc, ctx, reconcile)
-            },
-            |kc, err, ctx| ctx.shared.error_policy(&*kc, err),
-            ctx,
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
-    crate::metrics::compat::unregister(NAME);
+    super::database::run_checked_with_secret(
+        NAME,
+        ctx,
+        secret_of,
+        crate::metrics::compat::register_kubernetes_clusters,
+        reconcile,
+        stop,
+    )
+    .await;
 }

@@ -342,8 +342,8 @@ async fn run_one(
         Which::Database => {
             // Buckets and KubernetesClusters are assets too: checked in the same process,
             // under the same Lease.
-            let buckets = bucket::Ctx::new(shared.clone());
-            let clusters = kubernetes_cluster::Ctx::new(shared.clone());
+            let buckets = database::Ctx::new(shared.clone());
+            let clusters = database::Ctx::new(shared.clone());
             tokio::join!(
                 database::run(Arc::new(database::Ctx::new(shared)), when_set(stop.clone())),
                 bucket::run(Arc::new(buckets), when_set(stop.clone())),

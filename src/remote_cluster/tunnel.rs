@@ -205,7 +205,7 @@ async fn forward(
     client: &Client,
     target: &Target,
     turn: usize,
-    mut local: TcpStream,
+    local: &mut TcpStream,
 ) -> Result<(), TunnelError> {
     let (namespace, pod, port) = pick(client, target, turn).await?;
     let forward_err = |message: String| TunnelError::Forward {
@@ -222,7 +222,7 @@ async fn forward(
         .take_stream(port)
         .ok_or_else(|| forward_err("no stream for the port".into()))?;
     let errors = pf.take_error(port);
-    let copied = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
+    let copied = tokio::io::copy_bidirectional(local, &mut remote).await;
     drop(remote);
     if let Some(errors) = errors {
         if let Ok(Some(e)) =
@@ -269,7 +269,8 @@ impl Tunnel {
                     (client.clone(), t.clone(), errors.clone(), cluster.clone());
                 let n = turn.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    let outcome = forward(&client, &t, n, socket).await;
+                    let mut socket = socket;
+                    let outcome = forward(&client, &t, n, &mut socket).await;
                     let label = if outcome.is_ok() {
                         "forwarded"
                     } else {
@@ -285,6 +286,9 @@ impl Tunnel {
                             *last = Some(e.to_string());
                         }
                     }
+                    // Closed only now, so whoever sees the connection drop finds the reason.
+                    drop(last);
+                    drop(socket);
                 });
             }
         });
