@@ -242,6 +242,8 @@ pub struct Tunnel {
     pub local: SocketAddr,
     pub target: Target,
     last_error: Arc<Mutex<Option<String>>>,
+    /// The client new connections use; swapped when the kubeconfig changes.
+    client: Arc<Mutex<Client>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -252,6 +254,8 @@ impl Tunnel {
         let local = listener.local_addr()?;
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
+        let current = Arc::new(Mutex::new(client));
+        let clients = current.clone();
         let t = target.clone();
         let task = tokio::spawn(async move {
             let turn = Arc::new(AtomicUsize::new(0));
@@ -265,8 +269,8 @@ impl Tunnel {
                     }
                 };
                 let _ = socket.set_nodelay(true);
-                let (client, t, errors, cluster) =
-                    (client.clone(), t.clone(), errors.clone(), cluster.clone());
+                let client = clients.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let (t, errors, cluster) = (t.clone(), errors.clone(), cluster.clone());
                 let n = turn.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let mut socket = socket;
@@ -296,8 +300,13 @@ impl Tunnel {
             local,
             target,
             last_error,
+            client: current,
             task,
         })
+    }
+
+    fn set_client(&self, client: Client) {
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = client;
     }
 
     /// Why the last connection through this tunnel failed, if it did.
@@ -318,8 +327,8 @@ impl Drop for Tunnel {
 /// (cluster namespace/name, target) of a tunnel.
 type TunnelKey = (String, String);
 
-/// Tunnels by (cluster, kubeconfig fingerprint, server): one listener per remote server, shared
-/// by every run that uses it. A changed kubeconfig gets new tunnels; the old ones are closed.
+/// Tunnels by (cluster, server): one listener per remote server for the life of the process,
+/// shared by every run that uses it, so its address never changes under a running stream.
 #[derive(Default)]
 pub struct Tunnels {
     open: Mutex<HashMap<TunnelKey, (String, Arc<Tunnel>)>>,
@@ -336,13 +345,16 @@ impl Tunnels {
         target: Target,
     ) -> std::io::Result<Arc<Tunnel>> {
         let key = (cluster.to_string(), target.to_string());
-        if let Some((fp, t)) = self.lock().get(&key) {
-            if fp == fingerprint {
-                return Ok(t.clone());
+        if let Some((fp, t)) = self.lock().get_mut(&key) {
+            // A rotated kubeconfig keeps the tunnel and its port: running streams reconnect
+            // to the same address and get the new credentials.
+            if fp != fingerprint {
+                t.set_client(client.clone());
+                *fp = fingerprint.to_string();
             }
+            return Ok(t.clone());
         }
         let tunnel = Arc::new(Tunnel::open(client.clone(), cluster.to_string(), target).await?);
-        // Replacing an entry drops the old tunnel once no run holds it.
         self.lock()
             .insert(key, (fingerprint.to_string(), tunnel.clone()));
         Ok(tunnel)
