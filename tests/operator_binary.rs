@@ -740,7 +740,8 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
 /// which leads to a real ZooKeeper server on loopback.
 #[derive(Clone)]
 struct RemoteCluster {
-    token: String,
+    /// The one bearer token accepted; changed to rotate credentials.
+    token: Arc<Mutex<String>>,
     zookeeper_port: u16,
     forwards: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -761,7 +762,7 @@ async fn remote_handle(
     let authorized = req
         .headers()
         .get("authorization")
-        .is_some_and(|v| v.as_bytes() == format!("Bearer {}", r.token).as_bytes());
+        .is_some_and(|v| v.as_bytes() == format!("Bearer {}", r.token.lock().unwrap()).as_bytes());
     if !authorized {
         return status_error(401, "Unauthorized", "Unauthorized");
     }
@@ -946,7 +947,7 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
     build_tree(&zs, &root, 120, 10, 16).await;
 
     let remote = RemoteCluster {
-        token: "east-token".into(),
+        token: Arc::new(Mutex::new("east-token".into())),
         zookeeper_port: src.port(),
         forwards: Arc::default(),
     };
@@ -1164,5 +1165,44 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
+
+    // Credentials rotated: the cluster accepts only the new token, the Secret is updated, and
+    // a new copy through the same cluster succeeds with it.
+    *remote.token.lock().unwrap() = "east-token-2".into();
+    let mut rotated = fake.get("secrets", ns, "east-kubeconfig").unwrap();
+    let fresh = kubeconfig_secret("east-kubeconfig", &remote_url, "    token: east-token-2");
+    rotated["stringData"] = fresh["stringData"].clone();
+    fake.write("secrets", ns, rotated, "MODIFIED");
+    fake.write(
+        "synchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+            "metadata": {"name": "from-east-rotated"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                "config": {"sourceName": "zookeeper-remote", "destinationName": "zookeeper-destination",
+                           "rootPath": root, "destinationRootPath": format!("{root}-rotated")}}}),
+        "ADDED",
+    );
+    wait_for(
+        "the copy after the rotation to finish",
+        Duration::from_secs(60),
+        || async {
+            let s = fake
+                .get("synchronizations", ns, "from-east-rotated")
+                .unwrap();
+            s["status"]["phase"] == "Succeeded" || s["status"]["phase"] == "Failed"
+        },
+    )
+    .await;
+    let s = fake
+        .get("synchronizations", ns, "from-east-rotated")
+        .unwrap();
+    assert_eq!(s["status"]["phase"], "Succeeded", "{}", s["status"]);
+    wait_for(
+        "east checked with the new token",
+        Duration::from_secs(30),
+        || async { ready("kubernetesclusters", "east").is_some_and(|r| r.0 == "True") },
+    )
+    .await;
     operator.kill().await.unwrap();
 }
