@@ -1135,6 +1135,12 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
         || async { ready("databases", "zookeeper-remote").is_some_and(|r| r.0 == "True") },
     )
     .await;
+    // The status names the server as the spec does, not the loopback end of the tunnel.
+    let remote_db = fake.get("databases", ns, "zookeeper-remote").unwrap();
+    assert_eq!(
+        remote_db["status"]["connectedServer"],
+        "zk-client.zk.svc.cluster.local:2181"
+    );
     // A Service with no ready pod: unreachable, and the message says why.
     wait_for(
         "the empty Database to be checked",

@@ -27,7 +27,7 @@ pub const NAME: &str = "database";
 /// KubernetesCluster).
 pub struct Ctx {
     pub shared: Shared,
-    pub checks: Checks,
+    pub(super) checks: Checks,
 }
 
 impl Ctx {
@@ -105,11 +105,33 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
     }
     let data = secret.as_ref().map(resolve::secret_data);
     let routed = super::remote::route(&ctx.shared.client, &ns, (*db).clone()).await?;
+    let servers = |d: &Database| {
+        d.spec
+            .zookeeper
+            .as_ref()
+            .and_then(|z| z.client.as_ref())
+            .map(|c| c.servers.clone())
+            .unwrap_or_default()
+    };
+    // Loopback tunnel address -> the server as the spec names it, for the status.
+    let named: Vec<(String, String)> = match &routed {
+        Ok(r) => servers(r).into_iter().zip(servers(&db)).collect(),
+        Err(_) => Vec::new(),
+    };
     let outcome = match routed.and_then(|r| resolve::connect_options(&r, data.as_ref())) {
         Err(e) => Err(Err(e)),
         Ok(o) => {
             let admin = db.spec.zookeeper.as_ref().and_then(|z| z.admin.as_ref());
-            decide::probe(&o, admin).await.map_err(|mut failed| {
+            let probed = decide::probe(&o, admin).await.map(|mut p| {
+                if let Some((_, spec)) = named
+                    .iter()
+                    .find(|(addr, _)| Some(addr) == p.server.as_ref())
+                {
+                    p.server = Some(spec.clone());
+                }
+                p
+            });
+            probed.map_err(|mut failed| {
                 // Through a tunnel, "connection refused" on loopback says little; the
                 // tunnel's own failure says why.
                 if let Some(why) = super::remote::last_tunnel_error(&ns, &db) {
