@@ -3,7 +3,7 @@
 //! The controllers route here; the engine and the verifier see plain `127.0.0.1:PORT`s.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -20,82 +20,101 @@ static TUNNELS: LazyLock<tunnel::Tunnels> = LazyLock::new(tunnel::Tunnels::defau
 type Clients = HashMap<String, (String, Client, String)>;
 static CLIENTS: LazyLock<Mutex<Clients>> = LazyLock::new(Default::default);
 
-/// `db` as it should be connected to: itself, or (for a Database in a KubernetesCluster) a copy
-/// whose servers are loopback tunnels. `Ok(Err(_))` is a problem to report in status; `Err(_)`
-/// an API error to retry.
-pub async fn route(
-    client: &Client,
+/// The client for the KubernetesCluster `ns/name` as its Secret is now, with the namespace
+/// its kubeconfig defaults to. Read at each use, so rotated credentials reach every process
+/// and every running stream; the client is rebuilt only when the kubeconfig changed.
+async fn current_client(
+    mgmt: &Client,
     ns: &str,
-    db: Database,
-) -> Result<Result<Database, ResolveError>, Error> {
-    let Some(cluster_name) = db.spec.kubernetes_cluster_name.clone() else {
-        return Ok(Ok(db));
-    };
-    let db_name = db.metadata.name.clone().unwrap_or_default();
-    let Some(cluster) = Api::<KubernetesCluster>::namespaced(client.clone(), ns)
-        .get_opt(&cluster_name)
+    name: &str,
+    database: &str,
+) -> Result<Result<(Client, String), ResolveError>, Error> {
+    let Some(cluster) = Api::<KubernetesCluster>::namespaced(mgmt.clone(), ns)
+        .get_opt(name)
         .await
-        .map_err(Error::api(
-            "reading",
-            "KubernetesCluster",
-            ns,
-            &cluster_name,
-        ))?
+        .map_err(Error::api("reading", "KubernetesCluster", ns, name))?
     else {
         return Ok(Err(ResolveError::KubernetesClusterNotFound {
             namespace: ns.to_string(),
-            name: cluster_name,
-            database: db_name,
+            name: name.to_string(),
+            database: database.to_string(),
         }));
     };
     let secret_name = cluster.spec.secret_name.clone();
     let secret = if secret_name.is_empty() {
         None
     } else {
-        Api::<Secret>::namespaced(client.clone(), ns)
+        Api::<Secret>::namespaced(mgmt.clone(), ns)
             .get_opt(&secret_name)
             .await
             .map_err(Error::api("reading", "Secret", ns, &secret_name))?
     };
     let data = secret.as_ref().map(resolve::secret_data);
-    Ok(tunnel_servers(ns, &cluster_name, &cluster, data.as_ref(), db).await)
-}
-
-async fn tunnel_servers(
-    ns: &str,
-    cluster_name: &str,
-    cluster: &KubernetesCluster,
-    secret: Option<&resolve::SecretData>,
-    mut db: Database,
-) -> Result<Database, ResolveError> {
-    let kubeconfig = remote_cluster::kubeconfig_for(cluster, secret)?;
+    let kubeconfig = match remote_cluster::kubeconfig_for(&cluster, data.as_ref()) {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(e)),
+    };
     let fingerprint = serde_json::to_vec(&kubeconfig)
         .map(|b| blake3::hash(&b).to_hex().to_string())
         .unwrap_or_default();
-    let default_ns = remote_cluster::namespace(&kubeconfig).unwrap_or_else(|| "default".into());
-    let key = format!("{ns}/{cluster_name}");
-    let invalid_secret = |message: String| ResolveError::SecretInvalid {
-        name: cluster.spec.secret_name.clone(),
-        message,
-    };
+    let key = format!("{ns}/{name}");
     let cached = CLIENTS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&key)
         .filter(|(fp, _, _)| *fp == fingerprint)
-        .map(|(_, c, _)| c.clone());
-    let remote = match cached {
-        Some(c) => c,
-        None => {
-            let c = remote_cluster::client(kubeconfig)
-                .await
-                .map_err(|e| invalid_secret(e.to_string()))?;
-            CLIENTS.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                key.clone(),
-                (fingerprint.clone(), c.clone(), default_ns.clone()),
-            );
-            c
+        .map(|(_, c, default_ns)| (c.clone(), default_ns.clone()));
+    if let Some(found) = cached {
+        return Ok(Ok(found));
+    }
+    let default_ns = remote_cluster::namespace(&kubeconfig).unwrap_or_else(|| "default".into());
+    let client = match remote_cluster::client(kubeconfig).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Err(ResolveError::SecretInvalid {
+                name: secret_name,
+                message: e.to_string(),
+            }))
         }
+    };
+    CLIENTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, (fingerprint, client.clone(), default_ns.clone()));
+    Ok(Ok((client, default_ns)))
+}
+
+/// `db` as it should be connected to: itself, or (for a Database in a KubernetesCluster) a copy
+/// whose servers are loopback tunnels. `Ok(Err(_))` is a problem to report in status; `Err(_)`
+/// an API error to retry.
+pub async fn route(
+    client: &Client,
+    ns: &str,
+    mut db: Database,
+) -> Result<Result<Database, ResolveError>, Error> {
+    let Some(cluster_name) = db.spec.kubernetes_cluster_name.clone() else {
+        return Ok(Ok(db));
+    };
+    let db_name = db.metadata.name.clone().unwrap_or_default();
+    let default_ns = match current_client(client, ns, &cluster_name, &db_name).await? {
+        Ok((_, default_ns)) => default_ns,
+        Err(e) => return Ok(Err(e)),
+    };
+    let key = format!("{ns}/{cluster_name}");
+    // Each connection through a tunnel asks for the cluster's client as it is then.
+    let source: tunnel::ClientSource = {
+        let (mgmt, ns, cluster) = (client.clone(), ns.to_string(), cluster_name.clone());
+        Arc::new(move || {
+            let (mgmt, ns, cluster, db) =
+                (mgmt.clone(), ns.clone(), cluster.clone(), db_name.clone());
+            Box::pin(async move {
+                match current_client(&mgmt, &ns, &cluster, &db).await {
+                    Ok(Ok((c, _))) => Ok(c),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        })
     };
     let Some(servers) = db
         .spec
@@ -105,28 +124,33 @@ async fn tunnel_servers(
         .map(|c| &mut c.servers)
     else {
         // Nothing to route: the resolver reports the missing servers.
-        return Ok(db);
+        return Ok(Ok(db));
     };
     let mut routed = Vec::with_capacity(servers.len());
     for (i, server) in servers.iter().enumerate() {
-        let target =
-            tunnel::parse_target(server, &default_ns).map_err(|m| ResolveError::InvalidSpec {
-                field: format!("spec.zookeeper.client.servers[{i}]"),
-                message: format!("{m} (spec.kubernetesClusterName is {cluster_name})"),
-            })?;
-        let t = TUNNELS
-            .route(&key, &fingerprint, &remote, target)
-            .await
-            .map_err(|e| ResolveError::InvalidSpec {
-                field: "spec.kubernetesClusterName".into(),
-                message: format!("opening a loopback listener for {server}: {e}"),
-            })?;
-        routed.push(t.local.to_string());
+        let target = match tunnel::parse_target(server, &default_ns) {
+            Ok(t) => t,
+            Err(m) => {
+                return Ok(Err(ResolveError::InvalidSpec {
+                    field: format!("spec.zookeeper.client.servers[{i}]"),
+                    message: format!("{m} (spec.kubernetesClusterName is {cluster_name})"),
+                }))
+            }
+        };
+        match TUNNELS.route(&key, &source, target).await {
+            Ok(t) => routed.push(t.local.to_string()),
+            Err(e) => {
+                return Ok(Err(ResolveError::InvalidSpec {
+                    field: "spec.kubernetesClusterName".into(),
+                    message: format!("opening a loopback listener for {server}: {e}"),
+                }))
+            }
+        }
     }
     *servers = routed;
     // Routed: what is left are loopback addresses to connect to directly.
     db.spec.kubernetes_cluster_name = None;
-    Ok(db)
+    Ok(Ok(db))
 }
 
 /// Why the last connection to `db`'s cluster failed, for a status message (None when the

@@ -114,6 +114,8 @@ pub enum TunnelError {
         #[source]
         source: kube::Error,
     },
+    #[error("the cluster's credentials: {message}")]
+    Credentials { message: String },
     #[error("port-forward to pod {namespace}/{pod}:{port}: {message}")]
     Forward {
         namespace: String,
@@ -237,25 +239,33 @@ async fn forward(
     Ok(())
 }
 
+/// Where a tunnel gets the remote cluster's client, asked at each connection so it always
+/// carries the credentials as they are now (a rotated kubeconfig reaches running streams).
+pub type ClientSource = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Client, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// One loopback listener leading to one remote server.
 pub struct Tunnel {
     pub local: SocketAddr,
     pub target: Target,
     last_error: Arc<Mutex<Option<String>>>,
-    /// The client new connections use; swapped when the kubeconfig changes.
-    client: Arc<Mutex<Client>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Tunnel {
     /// Opens the listener; connections are forwarded until the tunnel is dropped.
-    pub async fn open(client: Client, cluster: String, target: Target) -> std::io::Result<Tunnel> {
+    pub async fn open(
+        source: ClientSource,
+        cluster: String,
+        target: Target,
+    ) -> std::io::Result<Tunnel> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let local = listener.local_addr()?;
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
-        let current = Arc::new(Mutex::new(client));
-        let clients = current.clone();
         let t = target.clone();
         let task = tokio::spawn(async move {
             let turn = Arc::new(AtomicUsize::new(0));
@@ -269,12 +279,15 @@ impl Tunnel {
                     }
                 };
                 let _ = socket.set_nodelay(true);
-                let client = clients.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let (t, errors, cluster) = (t.clone(), errors.clone(), cluster.clone());
+                let (source, t, errors, cluster) =
+                    (source.clone(), t.clone(), errors.clone(), cluster.clone());
                 let n = turn.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let mut socket = socket;
-                    let outcome = forward(&client, &t, n, &mut socket).await;
+                    let outcome = match source().await {
+                        Ok(client) => forward(&client, &t, n, &mut socket).await,
+                        Err(message) => Err(TunnelError::Credentials { message }),
+                    };
                     let label = if outcome.is_ok() {
                         "forwarded"
                     } else {
@@ -300,13 +313,8 @@ impl Tunnel {
             local,
             target,
             last_error,
-            client: current,
             task,
         })
-    }
-
-    fn set_client(&self, client: Client) {
-        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = client;
     }
 
     /// Why the last connection through this tunnel failed, if it did.
@@ -331,46 +339,37 @@ type TunnelKey = (String, String);
 /// shared by every run that uses it, so its address never changes under a running stream.
 #[derive(Default)]
 pub struct Tunnels {
-    open: Mutex<HashMap<TunnelKey, (String, Arc<Tunnel>)>>,
+    open: Mutex<HashMap<TunnelKey, Arc<Tunnel>>>,
 }
 
 impl Tunnels {
-    /// The loopback address leading to `server` in the cluster `cluster` (namespace/name),
-    /// whose kubeconfig has the fingerprint `fingerprint`.
+    /// The tunnel leading to `target` in the cluster `cluster` (namespace/name), opened on
+    /// first use with `source` for its credentials.
     pub async fn route(
         &self,
         cluster: &str,
-        fingerprint: &str,
-        client: &Client,
+        source: &ClientSource,
         target: Target,
     ) -> std::io::Result<Arc<Tunnel>> {
         let key = (cluster.to_string(), target.to_string());
-        if let Some((fp, t)) = self.lock().get_mut(&key) {
-            // A rotated kubeconfig keeps the tunnel and its port: running streams reconnect
-            // to the same address and get the new credentials.
-            if fp != fingerprint {
-                t.set_client(client.clone());
-                *fp = fingerprint.to_string();
-            }
+        if let Some(t) = self.lock().get(&key) {
             return Ok(t.clone());
         }
-        let tunnel = Arc::new(Tunnel::open(client.clone(), cluster.to_string(), target).await?);
-        self.lock()
-            .insert(key, (fingerprint.to_string(), tunnel.clone()));
-        Ok(tunnel)
+        let tunnel = Arc::new(Tunnel::open(source.clone(), cluster.to_string(), target).await?);
+        Ok(self.lock().entry(key).or_insert(tunnel).clone())
     }
 
     /// Why the last connection through a tunnel into `cluster` to one of `targets` failed, if
     /// it did.
     pub fn last_error(&self, cluster: &str, targets: &[Target]) -> Option<String> {
+        let open = self.lock();
         targets.iter().find_map(|t| {
-            self.lock()
-                .get(&(cluster.to_string(), t.to_string()))
-                .and_then(|(_, tunnel)| tunnel.last_error())
+            open.get(&(cluster.to_string(), t.to_string()))
+                .and_then(|tunnel| tunnel.last_error())
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TunnelKey, (String, Arc<Tunnel>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TunnelKey, Arc<Tunnel>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
