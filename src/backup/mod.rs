@@ -179,9 +179,12 @@ pub async fn backup(o: &BackupOptions) -> Result<Manifest, BackupError> {
     let mut kinds = KindCounts::default();
     let (mut nodes, mut data_bytes, mut max_mzxid) = (0u64, 0u64, 0i64);
     let mut record = Vec::with_capacity(4096);
-    let io = |what: &str| {
-        let what = format!("{}: {what}", o.location.describe());
-        move |e| BackupError::Io { what, source: e }
+    // The message is built only on error: `io(..)` is called once per node.
+    let io = |what: &'static str| {
+        move |e| BackupError::Io {
+            what: format!("{}: {what}", o.location.describe()),
+            source: e,
+        }
     };
     record.extend_from_slice(format::MAGIC);
     let mut shut_down = false;
