@@ -287,6 +287,8 @@ pub struct SyncArgs {
     /// Seconds between progress lines on stderr (0: none).
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub progress: f64,
+    #[command(flatten)]
+    pub guard: GuardArgs,
     /// Keep the destination in step: a full sync, then every source change streamed through a
     /// persistent recursive watch, until SIGINT or SIGTERM.
     #[arg(long)]
@@ -338,6 +340,57 @@ pub struct SyncArgs {
         requires = "heartbeat"
     )]
     pub heartbeat_interval: f64,
+}
+
+/// The deletion guard's flags (`sync`, `sync --continuous`).
+#[derive(Args, Debug, Clone)]
+pub struct GuardArgs {
+    /// Deletion guard: hold all deletes of a pass (or, with --continuous, of a sliding window)
+    /// that would delete more than N destination nodes and more than --max-delete-percent of
+    /// the destination tree. 0 turns this limit off.
+    #[arg(long, default_value_t = engine::guard::DEFAULT_MAX_DELETES, value_name = "N")]
+    pub max_deletes: u64,
+    /// Deletion guard: the share of the destination tree, in percent. 0 turns this limit off
+    /// (both 0: no guard).
+    #[arg(long, default_value_t = engine::guard::DEFAULT_MAX_DELETE_PERCENT, value_name = "PERCENT")]
+    pub max_delete_percent: f64,
+    /// Let every delete through, however many: the release of a hold after you checked that
+    /// the source really lost those nodes on purpose.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+}
+
+impl GuardArgs {
+    pub fn guard(&self) -> Result<engine::DeletionGuard, CliError> {
+        let p = self.max_delete_percent;
+        if !(p.is_finite() && (0.0..=100.0).contains(&p)) {
+            return Err(CliError::InvalidFlag {
+                flag: "--max-delete-percent",
+                message: format!("{p} is not a percentage from 0 to 100"),
+            });
+        }
+        Ok(engine::DeletionGuard {
+            max_deletes: self.max_deletes,
+            max_delete_percent: p,
+            allowance: if self.allow_mass_delete {
+                engine::Allowance::Unlimited
+            } else {
+                engine::Allowance::None
+            },
+            hold_all: false,
+        })
+    }
+}
+
+/// Exit code of a `sync` whose deletes the guard held (0 success, 1 divergence, 2 error).
+pub const EXIT_DELETES_HELD: u8 = 3;
+
+/// What a person reads when the guard held deletes on the command line.
+pub fn held_hint(held: &engine::Held) -> String {
+    format!(
+        "deletion guard: {}. Nothing was deleted; creates and updates were applied. If the source really lost these nodes on purpose, run again with --allow-mass-delete (or raise --max-deletes / --max-delete-percent).",
+        held.describe()
+    )
 }
 
 #[derive(Args, Debug)]
@@ -483,6 +536,7 @@ pub fn sync_options(a: &SyncArgs) -> Result<SyncOptions, CliError> {
     o.writer.max_batch_ops = a.max_batch_ops.max(1);
     o.writer.max_in_flight = a.max_in_flight.max(1);
     o.progress_every = (a.progress > 0.0).then(|| Duration::from_secs_f64(a.progress));
+    o.guard = a.guard.guard()?;
     for glob in &a.containers {
         o.type_rules.push(
             engine::TypeRule::new(glob, verifier::NodeKind::Container).map_err(|e| {
@@ -554,6 +608,11 @@ pub async fn run_sync(a: SyncArgs) -> ExitCode {
         if let Some(r) = &report {
             print!("{}", r.render());
         }
+    }
+    if let Some(h) = &summary.held {
+        eprintln!("{}", held_hint(h));
+        // A dry run exits the same way, so a script learns the guard would trip.
+        return ExitCode::from(EXIT_DELETES_HELD);
     }
     match report {
         Some(r) if !r.equal => ExitCode::from(1),

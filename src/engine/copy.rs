@@ -30,9 +30,11 @@ enum Task {
     /// created, so there is nothing to read there.
     Visit { rel: String, dst_absent: bool },
     /// Delete the destination subtree at `rel`, then create `replace_with` there if set.
+    /// `visited`: its top node was already counted as a destination node.
     Remove {
         rel: String,
         replace_with: Option<Box<(Fetched, NodeKind)>>,
+        visited: bool,
     },
 }
 
@@ -49,6 +51,7 @@ enum Done {
         /// Destination subtree, parents before children.
         nodes: Vec<(String, NodeKind)>,
         replace_with: Option<Box<(Fetched, NodeKind)>>,
+        visited: bool,
     },
 }
 
@@ -73,6 +76,12 @@ struct Planner<'a> {
     deferred_acls: Vec<(String, Vec<AclEntry>)>,
     cversion: HashMap<String, CversionTarget>,
     progress: Arc<super::Progress>,
+    /// Destination-only subtrees (relative top, nodes parents first), deleted only once the
+    /// whole pass is known and the deletion guard lets them through.
+    deferred_deletes: Vec<(String, Vec<(String, NodeKind)>)>,
+    deferred_count: u64,
+    /// Destination nodes seen under the root.
+    destination_nodes: u64,
 }
 
 fn parent_rel(rel: &str) -> Option<&str> {
@@ -137,6 +146,7 @@ impl<'a> Planner<'a> {
     ) -> Result<(), SyncError> {
         self.progress.nodes_read.fetch_add(1, Ordering::Relaxed);
         if dst.is_some() {
+            self.destination_nodes += 1;
             self.progress
                 .destination_read
                 .fetch_add(1, Ordering::Relaxed);
@@ -152,6 +162,7 @@ impl<'a> Planner<'a> {
                 stack.push(Task::Remove {
                     rel,
                     replace_with: None,
+                    visited: true,
                 });
             }
             return Ok(());
@@ -166,6 +177,7 @@ impl<'a> Planner<'a> {
                     stack.push(Task::Remove {
                         rel,
                         replace_with: None,
+                        visited: true,
                     });
                 }
             }
@@ -181,6 +193,7 @@ impl<'a> Planner<'a> {
                     stack.push(Task::Remove {
                         rel,
                         replace_with: Some(Box::new((src, kind))),
+                        visited: true,
                     });
                     Ok(())
                 } else {
@@ -324,6 +337,7 @@ impl<'a> Planner<'a> {
             stack.push(Task::Remove {
                 rel: path::child(&rel, child),
                 replace_with: None,
+                visited: false,
             });
         }
         for child in &src_names {
@@ -340,25 +354,74 @@ impl<'a> Planner<'a> {
         rel: String,
         nodes: Vec<(String, NodeKind)>,
         replace_with: Option<Box<(Fetched, NodeKind)>>,
+        visited: bool,
         stack: &mut Vec<Task>,
     ) -> Result<(), SyncError> {
+        self.destination_nodes += (nodes.len() as u64).saturating_sub(u64::from(visited));
         // A destination-only ephemeral belongs to a live session there: leave it.
         let leave = replace_with.is_none()
             && nodes
                 .first()
                 .is_some_and(|(_, k)| *k == NodeKind::Ephemeral);
-        if !leave && !nodes.is_empty() {
-            for (abs, kind) in nodes.iter().rev() {
-                self.emit(Op::Delete { path: abs.clone() }).await?;
-                let name = abs.rsplit('/').next().unwrap_or(abs);
-                self.summary.deleted.add(*kind, name);
-            }
-            self.child_changed(&rel, false);
+        if leave || nodes.is_empty() {
+        } else if replace_with.is_none() {
+            // Judged with the whole pass (the deletion guard), after the creates and updates.
+            self.deferred_count += nodes.len() as u64;
+            self.deferred_deletes.push((rel.clone(), nodes));
+        } else {
+            // A kind change: the source has this node, so the subtree is recreated from it.
+            self.delete_nodes(&rel, &nodes).await?;
         }
         if let Some(b) = replace_with {
             let (src, kind) = *b;
             self.summary.replaced += 1;
             self.create(rel, src, kind, stack).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_nodes(
+        &mut self,
+        rel: &str,
+        nodes: &[(String, NodeKind)],
+    ) -> Result<(), SyncError> {
+        for (abs, kind) in nodes.iter().rev() {
+            self.emit(Op::Delete { path: abs.clone() }).await?;
+            let name = abs.rsplit('/').next().unwrap_or(abs);
+            self.summary.deleted.add(*kind, name);
+        }
+        self.child_changed(rel, false);
+        Ok(())
+    }
+
+    /// Applies the deferred deletes, or holds them all when the guard trips.
+    async fn judge_deletes(&mut self) -> Result<(), SyncError> {
+        let deferred = std::mem::take(&mut self.deferred_deletes);
+        let sample: Vec<String> = deferred
+            .iter()
+            .take(super::guard::SAMPLE_PATHS)
+            .map(|(rel, _)| self.dst_path(rel))
+            .collect();
+        self.summary.held = self.opts.guard.judge(
+            self.deferred_count,
+            self.destination_nodes,
+            self.summary.source_nodes,
+            &sample,
+        );
+        if let Some(h) = &self.summary.held {
+            tracing::warn!(deletes = h.deletes, destination_nodes = h.destination_nodes,
+                root = %self.opts.destination_root, "deletion guard: {}", h.describe());
+            if self.opts.dry_run {
+                // A dry run still lists what would be deleted.
+                for (rel, nodes) in &deferred {
+                    self.delete_nodes(rel, nodes).await?;
+                }
+                self.summary.deleted = Default::default();
+            }
+            return Ok(());
+        }
+        for (rel, nodes) in &deferred {
+            self.delete_nodes(rel, nodes).await?;
         }
         Ok(())
     }
@@ -505,6 +568,9 @@ pub(super) async fn pass(
         deferred_acls: Vec::new(),
         cversion: HashMap::new(),
         progress: progress.clone(),
+        deferred_deletes: Vec::new(),
+        deferred_count: 0,
+        destination_nodes: 0,
     };
     let plan = async {
         let planned = plan_all(&mut planner, src, dst, &pre).await;
@@ -545,6 +611,7 @@ async fn plan_all(
         planner.summary.ancestors_created += 1;
     }
     walk(planner, src, dst, !pre.destination_root_exists).await?;
+    planner.judge_deletes().await?;
     planner.finish().await
 }
 
@@ -615,7 +682,11 @@ async fn walk(
                     }
                     in_flight.push(Box::pin(visit_batch(src, dst, opts, visits)));
                 }
-                Task::Remove { rel, replace_with } => {
+                Task::Remove {
+                    rel,
+                    replace_with,
+                    visited,
+                } => {
                     let dst_abs = path::join(&opts.destination_root, &rel);
                     in_flight.push(Box::pin(async move {
                         let nodes = collect_subtree(&dst[0], &dst_abs).await?;
@@ -623,6 +694,7 @@ async fn walk(
                             rel,
                             nodes,
                             replace_with,
+                            visited,
                         }])
                     }));
                 }
@@ -646,7 +718,12 @@ async fn walk(
                     rel,
                     nodes,
                     replace_with,
-                } => planner.remove(rel, nodes, replace_with, &mut stack).await?,
+                    visited,
+                } => {
+                    planner
+                        .remove(rel, nodes, replace_with, visited, &mut stack)
+                        .await?
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 
 mod copy;
 pub mod error;
+pub mod guard;
 pub mod judge;
 pub mod live;
 pub mod plan;
@@ -19,6 +20,7 @@ use verifier::model::{is_sequential_name, NodeKind};
 use verifier::{ConnectOptions, EphemeralPolicy};
 
 pub use error::SyncError;
+pub use guard::{Allowance, DeletionGuard, Held, HoldReason};
 pub use progress::Progress;
 pub use writer::WriterConfig;
 
@@ -54,6 +56,8 @@ pub struct SyncOptions {
     /// Which source nodes are containers or TTL nodes. The server reports both as persistent
     /// to every client (it zeroes their ephemeralOwner), so the copier cannot see them.
     pub type_rules: Vec<TypeRule>,
+    /// Mass deletions are held (see [`guard`]).
+    pub guard: DeletionGuard,
 }
 
 /// Creates source nodes whose absolute path matches `pattern` as `kind` on the destination.
@@ -131,6 +135,7 @@ impl SyncOptions {
             retries: 5,
             progress_every: None,
             type_rules: Vec::new(),
+            guard: DeletionGuard::default(),
         }
     }
 
@@ -242,6 +247,9 @@ pub struct SyncSummary {
     pub bytes_written: u64,
     pub attempts: u32,
     pub duration_seconds: f64,
+    /// Deletes the guard held (nothing of them was written), when it tripped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
     /// Dry run only: the planned changes, in order (at most [`MAX_LISTED_CHANGES`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<PlannedChange>,
@@ -309,6 +317,14 @@ impl SyncSummary {
             "  writes: {} ops in {} transactions, {} data bytes, {} attempt(s)\n",
             self.write_ops, self.batches, self.bytes_written, self.attempts
         ));
+        if let Some(h) = &self.held {
+            let verb = if self.dry_run {
+                "would be HELD"
+            } else {
+                "HELD"
+            };
+            s.push_str(&format!("  DELETES {verb}: {}\n", h.describe()));
+        }
         for c in &self.changes {
             s.push_str(&format!("  would {} {}\n", c.op, c.path));
         }
@@ -418,10 +434,23 @@ async fn attempt_once(
         &opts.destination_identity(),
     )
     .await?;
-    if let Ok(n) = src[0].count_descendants_number(&opts.source_root).await {
+    let source_nodes = src[0]
+        .count_descendants_number(&opts.source_root)
+        .await
+        .ok()
+        .map(|n| n as u64 + 1);
+    if let Some(n) = source_nodes {
         progress
             .source_total
-            .store(n as u64 + 1, std::sync::atomic::Ordering::Relaxed);
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Some(held) = precheck(&dst[0], opts, &pre, source_nodes).await {
+        tracing::warn!(root = %opts.destination_root, "deletion guard: {}", held.describe());
+        return Ok(SyncSummary {
+            source_nodes: held.source_nodes,
+            held: Some(held),
+            ..SyncSummary::new(opts)
+        });
     }
     progress
         .nodes_read
@@ -429,4 +458,25 @@ async fn attempt_once(
     copy::pass(&src, &dst, opts, me, pre, progress)
         .await
         .map_err(|e| e.with_identity(&opts.destination_identity()))
+}
+
+/// An empty or near-empty source against a populated destination, judged from the servers'
+/// node counts before anything is written. Counts that cannot be read (servers before 3.6)
+/// leave the judgement to the pass, which holds the deletes all the same.
+async fn precheck(
+    dst: &zookeeper_client::Client,
+    opts: &SyncOptions,
+    pre: &copy::Preflight,
+    source_nodes: Option<u64>,
+) -> Option<Held> {
+    if !opts.prune || opts.guard.is_off() || !pre.destination_root_exists {
+        return None;
+    }
+    let source_nodes = source_nodes?;
+    let destination_nodes = dst
+        .count_descendants_number(&opts.destination_root)
+        .await
+        .ok()? as u64
+        + 1;
+    opts.guard.precheck(source_nodes, destination_nodes)
 }

@@ -1,0 +1,217 @@
+//! What protects the copy: the deletion guard in one-shot copies, through the engine and the
+//! CLI, against real ZooKeeper servers. Each test checks the destination's node count and
+//! root hash, not only an exit code.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use resiliency_operator::engine::{self, Allowance, HoldReason};
+use support::*;
+
+/// Destination node count and root hash (the verifier's Merkle root).
+async fn destination_state(o: &engine::SyncOptions) -> (u64, String) {
+    let r = verify(o).await;
+    (r.destination_nodes, r.destination_root_hash)
+}
+
+async fn children(c: &zookeeper_client::Client, p: &str) -> Vec<String> {
+    let mut v = c.list_children(p).await.unwrap();
+    v.sort();
+    v
+}
+
+/// Deletes every child of `root` (and their subtrees), keeping the root: an emptied tree.
+async fn empty_tree(c: &zookeeper_client::Client, root: &str) {
+    delete_tree(c, root, true).await;
+}
+
+/// Deletes `top` and its subtree (only the subtree with `keep_top`); returns the count.
+async fn delete_tree(c: &zookeeper_client::Client, top: &str, keep_top: bool) -> u64 {
+    let mut order = vec![top.to_string()];
+    let mut i = 0;
+    while i < order.len() {
+        let p = order[i].clone();
+        for ch in children(c, &p).await {
+            order.push(format!("{p}/{ch}"));
+        }
+        i += 1;
+    }
+    let skip = usize::from(keep_top);
+    for p in order.iter().skip(skip).rev() {
+        c.delete(p, None).await.unwrap();
+    }
+    (order.len() - skip) as u64
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emptied_source_does_not_wipe_the_copy_until_released() {
+    let (s, d) = shared_pair();
+    let root = unique_root("emptied");
+    let c = client(s).await;
+    build_tree(&c, &root, 2000, 40, 16).await;
+    let o = sync_opts(s, &root, d, &root);
+    engine::sync(&o).await.unwrap();
+    let before = destination_state(&o).await;
+    assert_eq!(before.0, 2001);
+
+    empty_tree(&c, &root).await;
+    let (src, dst) = (s.connect_string(), d.connect_string());
+    let base = [
+        "sync",
+        "--source",
+        &src,
+        "--destination",
+        &dst,
+        "--root-path",
+        &root,
+        "--progress",
+        "0",
+    ];
+
+    // A dry run says the guard would trip, and lists nothing as deleted.
+    let dry = cli(&[&base[..], &["--dry-run"]].concat());
+    let (out, err) = (
+        String::from_utf8_lossy(&dry.stdout),
+        String::from_utf8_lossy(&dry.stderr),
+    );
+    assert_eq!(dry.status.code(), Some(3), "{out}\n{err}");
+    assert!(out.contains("DELETES would be HELD"), "{out}");
+    assert!(err.contains("2000 of 2001 destination nodes"), "{err}");
+
+    // The real run: exit 3, a message with the counts and the flag, nothing deleted.
+    let held = cli(&base);
+    let err = String::from_utf8_lossy(&held.stderr);
+    assert_eq!(held.status.code(), Some(3), "{err}");
+    assert!(err.contains("source root is empty or near-empty"), "{err}");
+    assert!(err.contains("--allow-mass-delete"), "{err}");
+    assert_eq!(destination_state(&o).await, before, "the copy was touched");
+
+    // The JSON document carries the hold too.
+    let json = cli(&[&base[..], &["--json"]].concat());
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["sync"]["held"]["reason"], "SourceEmpty", "{doc}");
+    assert_eq!(doc["sync"]["held"]["deletes"], 2000, "{doc}");
+    assert_eq!(destination_state(&o).await, before);
+
+    // Released by a person: the deletes go through and the trees are equal.
+    let released = cli(&[&base[..], &["--allow-mass-delete", "--verify"]].concat());
+    let out = String::from_utf8_lossy(&released.stdout);
+    assert!(
+        released.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+    let r = assert_equal(&o).await;
+    assert_eq!(r.destination_nodes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mass_delete_is_held_while_creates_and_updates_go_through() {
+    let (s, d) = shared_pair();
+    let root = unique_root("partial");
+    let c = client(s).await;
+    build_tree(&c, &root, 2000, 40, 16).await;
+    let mut o = sync_opts(s, &root, d, &root);
+    engine::sync(&o).await.unwrap();
+    let before = destination_state(&o).await;
+
+    // 25 % of the tree goes (whole subtrees and leaves), one node is new, one is updated.
+    let tops = children(&c, &root).await;
+    let mut gone = 0u64;
+    for t in tops.iter().take(12) {
+        gone += delete_tree(&c, &format!("{root}/{t}"), false).await;
+    }
+    assert!(gone > 200, "{gone}");
+    mk(&c, &format!("{root}/new-node"), b"new").await;
+    let kept = format!("{root}/{}", tops[20]);
+    c.set_data(&kept, b"changed", None).await.unwrap();
+
+    let summary = engine::sync(&o).await.unwrap();
+    let held = summary.held.clone().expect("held");
+    assert_eq!(held.reason, HoldReason::MassDeletion);
+    assert_eq!(held.deletes, gone);
+    assert_eq!(held.destination_nodes, 2001);
+    assert_eq!(held.sample.len(), 10);
+    assert_eq!(summary.deleted.total(), 0);
+    assert_eq!(summary.created.total(), 1, "{}", summary.render());
+    assert_eq!(summary.updated.total(), 1, "{}", summary.render());
+    let dc = client(d).await;
+    assert_eq!(
+        dc.get_data(&format!("{root}/new-node")).await.unwrap().0,
+        b"new"
+    );
+    assert_eq!(dc.get_data(&kept).await.unwrap().0, b"changed");
+    let (nodes, _) = destination_state(&o).await;
+    assert_eq!(nodes, before.0 + 1, "only the create changed the count");
+    let r = verify(&o).await;
+    assert_eq!(r.counts.extra, gone, "the held nodes are all still there");
+
+    // A release for fewer deletes than are held holds them again.
+    o.guard.allowance = Allowance::UpTo(gone - 1);
+    let again = engine::sync(&o).await.unwrap();
+    assert_eq!(again.held.map(|h| h.deletes), Some(gone));
+    assert_eq!(verify(&o).await.counts.extra, gone);
+
+    // The release shown for the held count applies them.
+    o.guard.allowance = Allowance::UpTo(gone);
+    let done = engine::sync(&o).await.unwrap();
+    assert!(done.held.is_none(), "{}", done.render());
+    assert_eq!(done.deleted.total(), gone);
+    let r = assert_equal(&o).await;
+    assert_eq!(r.destination_nodes, 2001 - gone + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_under_the_limits_and_an_explicitly_disabled_guard_pass() {
+    let (s, d) = shared_pair();
+    let root = unique_root("small-deletes");
+    let c = client(s).await;
+    build_tree(&c, &root, 500, 25, 4).await;
+    let mut o = sync_opts(s, &root, d, &root);
+    engine::sync(&o).await.unwrap();
+    // 20 leaves: under 100 nodes, so not held whatever the share.
+    let top = format!("{root}/{}", children(&c, &root).await[0]);
+    for k in children(&c, &top).await.iter().take(20) {
+        c.delete(&format!("{top}/{k}"), None).await.unwrap();
+    }
+    let summary = engine::sync(&o).await.unwrap();
+    assert!(summary.held.is_none());
+    assert_eq!(summary.deleted.total(), 20);
+    assert_equal(&o).await;
+
+    // Both limits at 0: no guard, said explicitly.
+    empty_tree(&c, &root).await;
+    o.guard = engine::DeletionGuard::off();
+    let summary = engine::sync(&o).await.unwrap();
+    assert!(summary.held.is_none());
+    let r = assert_equal(&o).await;
+    assert_eq!(r.destination_nodes, 1);
+}
+
+#[test]
+fn bad_guard_flags_are_refused_naming_the_flag() {
+    let out = cli(&[
+        "sync",
+        "--source",
+        "127.0.0.1:1",
+        "--destination",
+        "127.0.0.1:2",
+        "--root-path",
+        "/a",
+        "--max-delete-percent",
+        "150",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--max-delete-percent: 150 is not a percentage"),
+        "{err}"
+    );
+}
