@@ -12,9 +12,10 @@ use tokio::sync::watch;
 use zookeeper_client::{Acls, CreateMode, Error as ZkError};
 
 use crate::engine::error::cause_chain;
+use crate::engine::guard::SharedGate;
 use crate::engine::judge;
 use crate::engine::live::{self, LiveOptions, LiveState, Observer};
-use crate::engine::{SyncError, SyncSummary};
+use crate::engine::{Allowance, Held, SyncError, SyncSummary};
 use crate::metrics::LiveMetrics;
 
 /// Settings of a continuous sync and its verifier.
@@ -111,6 +112,8 @@ pub struct Snapshot {
     pub heartbeat_error: Option<String>,
     /// An error no retry can fix: the stream stopped.
     pub failed: Option<(Timestamp, String)>,
+    /// Deletes the deletion guard holds, and since when.
+    pub held: Option<(Timestamp, Held)>,
 }
 
 impl Snapshot {
@@ -136,6 +139,7 @@ impl Snapshot {
             heartbeat_seen: None,
             heartbeat_error: None,
             failed: None,
+            held: None,
         }
     }
 
@@ -232,12 +236,18 @@ impl Observer for Board {
         r.ok = Some(reachable);
         r.why = why.to_string();
     }
+    fn deletions_held(&self, held: Option<&Held>) {
+        let mut s = self.lock();
+        let since = s.held.as_ref().map_or_else(Timestamp::now, |(t, _)| *t);
+        s.held = held.map(|h| (since, h.clone()));
+    }
 }
 
 /// A running continuous sync. Dropping it stops everything it started; destination data is
 /// left as it is.
 pub struct Continuous {
     board: Arc<Board>,
+    gate: SharedGate,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::AbortHandle>,
     main: Option<tokio::task::JoinHandle<Result<(), SyncError>>>,
@@ -291,6 +301,7 @@ impl Continuous {
                 .abort_handle(),
             );
         }
+        let gate = opts.live.gate.clone();
         let main = {
             let board = board.clone();
             tokio::spawn(async move {
@@ -303,6 +314,7 @@ impl Continuous {
         };
         Continuous {
             board,
+            gate,
             stop,
             tasks,
             main: Some(main),
@@ -311,6 +323,12 @@ impl Continuous {
 
     pub fn snapshot(&self) -> Snapshot {
         self.board.lock().clone()
+    }
+
+    /// A person released the held deletes, up to `allowance`. `Err` with the count held now
+    /// when that is more than the release covers (more were deleted since it was shown).
+    pub fn release(&self, allowance: Allowance) -> Result<(), u64> {
+        self.gate.release(allowance)
     }
 
     /// Stops the stream after its current batch and waits for it; the verifier and heartbeat

@@ -62,6 +62,11 @@ pub const SYNC_SESSION_RECONNECTS_TOTAL: &str = "resiliency_sync_session_reconne
 pub const SYNC_SESSION_CONNECTED: &str = "resiliency_sync_session_connected";
 /// Subtrees re-synced by repair.
 pub const SYNC_REPAIRED_PATHS_TOTAL: &str = "resiliency_sync_repaired_paths_total";
+/// Deletes the deletion guard holds now for (`namespace`, `name`), waiting for a person to
+/// release them (0 when nothing is held).
+pub const SYNC_DELETES_HELD: &str = "resiliency_sync_deletes_held";
+/// Deletes the deletion guard held, counted when held (a hold that grows adds the growth).
+pub const SYNC_DELETES_HELD_TOTAL: &str = "resiliency_sync_deletes_held_total";
 /// Unix time the last heartbeat reached the destination.
 pub const SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS: &str =
     "resiliency_sync_last_heartbeat_timestamp_seconds";
@@ -103,6 +108,8 @@ pub const ALL: &[&str] = &[
     SYNC_SESSION_RECONNECTS_TOTAL,
     SYNC_SESSION_CONNECTED,
     SYNC_REPAIRED_PATHS_TOTAL,
+    SYNC_DELETES_HELD,
+    SYNC_DELETES_HELD_TOTAL,
     SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS,
     BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS,
     BACKUP_SIZE_BYTES,
@@ -247,6 +254,14 @@ pub fn describe() {
         "Divergent subtrees re-synced by repair"
     );
     describe_gauge!(
+        SYNC_DELETES_HELD,
+        "Deletes the deletion guard holds now, waiting for a person to release them"
+    );
+    describe_counter!(
+        SYNC_DELETES_HELD_TOTAL,
+        "Deletes the deletion guard held (a hold that grows adds the growth)"
+    );
+    describe_gauge!(
         SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS,
         Unit::Seconds,
         "Unix time the last heartbeat znode reached the destination"
@@ -281,6 +296,8 @@ pub struct LiveMetrics {
     applied: metrics::Counter,
     lag: metrics::Histogram,
     events: metrics::Counter,
+    /// Deletes held at the last report, so the counter adds only what is new.
+    held: std::sync::atomic::AtomicU64,
 }
 
 fn unix_seconds(t: k8s_openapi::jiff::Timestamp) -> f64 {
@@ -296,10 +313,12 @@ impl LiveMetrics {
         ];
         metrics::gauge!(SYNC_MAX_LAG_SECONDS, &labels).set(max_lag.as_secs_f64());
         metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &labels).set(0.0);
+        metrics::gauge!(SYNC_DELETES_HELD, &labels).set(0.0);
         LiveMetrics {
             applied: metrics::counter!(SYNC_CHANGES_APPLIED_TOTAL, &labels),
             lag: metrics::histogram!(SYNC_LAG_SECONDS, &labels),
             events: metrics::counter!(SYNC_WATCH_EVENTS_TOTAL, &labels),
+            held: std::sync::atomic::AtomicU64::new(0),
             labels,
         }
     }
@@ -375,6 +394,17 @@ impl crate::engine::live::Observer for LiveMetrics {
     fn reconnected(&self, side: &'static str) {
         metrics::counter!(SYNC_SESSION_RECONNECTS_TOTAL, &self.side(side)).increment(1);
     }
+    fn deletions_held(&self, held: Option<&crate::engine::Held>) {
+        let now = held.map_or(0, |h| h.deletes);
+        let before = self.held.swap(now, std::sync::atomic::Ordering::Relaxed);
+        deletes_held(&self.labels, now, now.saturating_sub(before));
+    }
+}
+
+/// Sets the held-deletes gauge of (`namespace`, `name`) to `now` and counts `new` more held.
+pub fn deletes_held(labels: &[(&'static str, String); 2], now: u64, new: u64) {
+    metrics::gauge!(SYNC_DELETES_HELD, labels).set(now as f64);
+    metrics::counter!(SYNC_DELETES_HELD_TOTAL, labels).increment(new);
 }
 
 #[cfg(test)]
@@ -399,6 +429,7 @@ mod tests {
                 SYNC_WATCH_EVENTS_TOTAL,
                 SYNC_SESSION_RECONNECTS_TOTAL,
                 SYNC_REPAIRED_PATHS_TOTAL,
+                SYNC_DELETES_HELD_TOTAL,
                 TUNNEL_CONNECTIONS_TOTAL,
             ]
             .contains(name);

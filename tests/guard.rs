@@ -215,3 +215,180 @@ fn bad_guard_flags_are_refused_naming_the_flag() {
         "{err}"
     );
 }
+
+/// The stderr of a child, gathered as it comes.
+fn gather(stderr: tokio::process::ChildStderr) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use tokio::io::AsyncBufReadExt;
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = out.clone();
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+    out
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleteall_under_a_live_stream_is_held_until_released() {
+    let (s, d) = shared_pair();
+    let root = unique_root("live-deleteall");
+    let c = client(s).await;
+    build_tree(&c, &root, 2500, 50, 8).await;
+    let o = sync_opts(s, &root, d, &root);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args([
+            "sync",
+            "--continuous",
+            "--progress",
+            "0",
+            "--root-path",
+            &root,
+        ])
+        .args(["--listen", &metrics_addr, "--name", "guarded"])
+        .args(["--source", &s.connect_string()])
+        .args(["--destination", &d.connect_string()])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = gather(child.stderr.take().unwrap());
+    let pid = child.id().unwrap();
+    wait_for(
+        "the first copy",
+        std::time::Duration::from_secs(60),
+        || async { verify(&o).await.equal },
+    )
+    .await;
+    let before = destination_state(&o).await;
+    assert_eq!(before.0, 2501);
+
+    // `deleteall` node by node, as zkCli does; a live change rides along.
+    let n = delete_tree(&c, &root, true).await;
+    assert_eq!(n, 2500);
+    mk(&c, &format!("{root}/after"), b"still streamed").await;
+    wait_for("the hold", std::time::Duration::from_secs(30), || async {
+        stderr.lock().unwrap().contains("DELETES HELD")
+    })
+    .await;
+    // Well past the delay every delete waits: nothing was deleted.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (nodes, _) = destination_state(&o).await;
+    assert_eq!(nodes, before.0 + 1, "{}", stderr.lock().unwrap());
+    let dc = client(d).await;
+    assert_eq!(
+        dc.get_data(&format!("{root}/after")).await.unwrap().0,
+        b"still streamed"
+    );
+    let scrape = scrape_metrics(&metrics_addr).await;
+    assert!(
+        scrape.contains("resiliency_sync_deletes_held{namespace=\"cli\",name=\"guarded\"} 2500"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains(
+            "resiliency_sync_deletes_held_total{namespace=\"cli\",name=\"guarded\"} 2500"
+        ),
+        "{scrape}"
+    );
+    promtool_check_metrics(&scrape);
+    let text = stderr.lock().unwrap().clone();
+    assert!(
+        text.contains("deletion guard: 2500 deletes held now"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("kill -USR1 {pid}")), "{text}");
+
+    // Released by a person: the deletes go through.
+    signal(pid, "-USR1");
+    wait_for(
+        "the release",
+        std::time::Duration::from_secs(60),
+        || async { verify(&o).await.equal },
+    )
+    .await;
+    let r = verify(&o).await;
+    assert_eq!(r.destination_nodes, 2);
+    let scrape = scrape_metrics(&metrics_addr).await;
+    assert!(
+        scrape.contains("resiliency_sync_deletes_held{namespace=\"cli\",name=\"guarded\"} 0"),
+        "{scrape}"
+    );
+    signal(pid, "-TERM");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = stderr.lock().unwrap().clone();
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("released by SIGUSR1: applying 2500 deletes"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_started_on_an_emptied_source_writes_nothing() {
+    use resiliency_operator::continuous::{Continuous, ContinuousOptions};
+    use resiliency_operator::engine::live::LiveOptions;
+    let (s, d) = shared_pair();
+    let root = unique_root("live-emptied");
+    let c = client(s).await;
+    build_tree(&c, &root, 1000, 40, 8).await;
+    let o = sync_opts(s, &root, d, &root);
+    engine::sync(&o).await.unwrap();
+    let before = destination_state(&o).await;
+    empty_tree(&c, &root).await;
+
+    let run = Continuous::start(
+        ContinuousOptions::new(LiveOptions::new(o.clone())),
+        vec![],
+        None,
+    );
+    wait_for("the hold", std::time::Duration::from_secs(30), || async {
+        run.snapshot().held.is_some()
+    })
+    .await;
+    let (_, held) = run.snapshot().held.unwrap();
+    assert_eq!(held.reason, HoldReason::SourceEmpty);
+    assert_eq!((held.deletes, held.destination_nodes), (1000, 1001));
+    // New source nodes still stream while the deletes are held.
+    mk(&c, &format!("{root}/new"), b"n").await;
+    let dc = client(d).await;
+    wait_for("the create", std::time::Duration::from_secs(30), || async {
+        dc.check_stat(&format!("{root}/new"))
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (nodes, _) = destination_state(&o).await;
+    assert_eq!(nodes, before.0 + 1);
+
+    // A release for fewer than are held is refused, with the count.
+    assert_eq!(run.release(Allowance::UpTo(10)), Err(1000));
+    run.release(Allowance::UpTo(1000)).unwrap();
+    wait_for(
+        "the release",
+        std::time::Duration::from_secs(60),
+        || async { verify(&o).await.equal },
+    )
+    .await;
+    assert_eq!(verify(&o).await.destination_nodes, 2);
+    assert!(run.snapshot().held.is_none());
+    run.stop().await.unwrap();
+}

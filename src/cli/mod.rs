@@ -355,7 +355,8 @@ pub struct GuardArgs {
     #[arg(long, default_value_t = engine::guard::DEFAULT_MAX_DELETE_PERCENT, value_name = "PERCENT")]
     pub max_delete_percent: f64,
     /// Let every delete through, however many: the release of a hold after you checked that
-    /// the source really lost those nodes on purpose.
+    /// the source really lost those nodes on purpose. With --continuous it covers the first
+    /// full sync and the first burst; a running stream is released with SIGUSR1.
     #[arg(long)]
     pub allow_mass_delete: bool,
 }
@@ -731,6 +732,10 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
     let live_metrics = Arc::new(crate::metrics::LiveMetrics::new("cli", &a.name, co.max_lag));
     let stats = Arc::new(Stats::default());
     let run = Continuous::start(co, vec![stats.clone()], Some(live_metrics));
+    // SIGUSR1 is the person's release of a hold: the deletes held at that instant go through.
+    let mut usr1 =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
+    let mut last_held: Option<u64> = None;
     let every = Duration::from_secs_f64(if a.progress > 0.0 { a.progress } else { 2.0 });
     let quiet = a.progress <= 0.0;
     let mut last_state = None;
@@ -744,8 +749,30 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop_rx.changed() => break,
+            _ = async { match usr1.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+                match run.snapshot().held {
+                    Some((_, h)) => match run.release(engine::Allowance::UpTo(h.deletes)) {
+                        Ok(()) => eprintln!("continuous: deletion guard released by SIGUSR1: applying {} deletes", h.deletes),
+                        Err(n) => eprintln!("continuous: deletion guard: {n} deletes are held now, more than the {} released; send SIGUSR1 again", h.deletes),
+                    },
+                    None => eprintln!("continuous: SIGUSR1: no deletes are held"),
+                }
+            }
         }
         let snap = run.snapshot();
+        let held_now = snap.held.as_ref().map(|(_, h)| h.deletes);
+        if held_now != last_held {
+            match &snap.held {
+                Some((_, h)) if last_held.is_none() => eprintln!(
+                    "continuous: DELETES HELD: {}. Nothing of them was deleted; creates and updates go on. If the source really lost these nodes on purpose, release them with `kill -USR1 {}` (or restart with --allow-mass-delete).",
+                    h.describe(),
+                    std::process::id()
+                ),
+                Some((_, h)) => eprintln!("continuous: deletion guard: {} deletes held now", h.deletes),
+                None => eprintln!("continuous: deletion guard: nothing held"),
+            }
+            last_held = held_now;
+        }
         if snap.state != last_state {
             if let Some(st) = snap.state {
                 eprintln!("continuous: {st:?}: {}", snap.why);

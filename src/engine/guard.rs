@@ -236,9 +236,15 @@ struct GateState {
     buckets: VecDeque<(Instant, u64, u64)>,
     destination_nodes: u64,
     held: Option<Held>,
-    /// A release that came while nothing was held applies to the next hold of at most that
-    /// many deletes.
+    /// A release that came while nothing was held applies to the next burst of at most that
+    /// many deletes; a release of an overflowed queue, to the full sync that applies it.
     allowance: Allowance,
+    /// Released deletes, for the stream to apply at once.
+    ready: Vec<String>,
+    /// Released, but some deletes were only counted: a full sync applies them.
+    resync: bool,
+    /// The hold came from a full sync, whose deletes are not in the queue.
+    held_by_full_sync: bool,
 }
 
 /// What the stream does with its queued deletes now.
@@ -265,6 +271,9 @@ impl LiveGate {
                 destination_nodes: 0,
                 held: None,
                 allowance: guard.allowance,
+                ready: Vec::new(),
+                resync: false,
+                held_by_full_sync: false,
             }),
             released: tokio::sync::Notify::new(),
         }
@@ -329,6 +338,9 @@ impl LiveGate {
     /// When the oldest queued delete is due, if one waits and nothing is held.
     pub fn next_due(&self) -> Option<Instant> {
         let s = self.lock();
+        if !s.ready.is_empty() || s.resync {
+            return Some(Instant::now());
+        }
         if s.held.is_some() {
             return None;
         }
@@ -338,6 +350,13 @@ impl LiveGate {
     /// Takes the deletes that may be applied at `now`, or starts holding them all.
     pub fn take_due(&self, now: Instant) -> Due {
         let mut s = self.lock();
+        if !s.ready.is_empty() || s.resync {
+            let resync = std::mem::take(&mut s.resync);
+            return Due {
+                paths: std::mem::take(&mut s.ready),
+                full_sync: resync.then_some(s.allowance),
+            };
+        }
         if s.held.is_some() {
             return Due::default();
         }
@@ -402,29 +421,29 @@ impl LiveGate {
         bucket(&mut s, now).1 += n;
     }
 
-    /// A person released the hold. Returns what to apply: every queued delete, and a full
-    /// sync when some were only counted. `Err` with the held count when the release covers
-    /// fewer deletes than are held now (they grew since the count was shown).
-    pub fn release(&self, allowance: Allowance) -> Result<Due, u64> {
+    /// A person released the hold: every queued delete becomes due at once (the stream is
+    /// woken), and a full sync applies those that were only counted. `Err` with the held
+    /// count when the release covers fewer deletes than are held now (they grew since the
+    /// count was shown).
+    pub fn release(&self, allowance: Allowance) -> Result<(), u64> {
         let mut s = self.lock();
         let Some(held) = s.held.clone() else {
             s.allowance = allowance;
-            return Ok(Due::default());
+            return Ok(());
         };
         if !allowance.covers(held.deletes) {
             return Err(held.deletes);
         }
         s.held = None;
         s.buckets.clear();
-        s.allowance = Allowance::None;
-        let paths = s.queue.drain(..).map(|(p, _)| p).collect();
-        let overflowed = std::mem::take(&mut s.overflowed);
+        let released: Vec<String> = s.queue.drain(..).map(|(p, _)| p).collect();
+        s.ready.extend(released);
+        s.resync = std::mem::take(&mut s.overflowed) > 0 || s.held_by_full_sync;
+        // Kept for the full sync that applies the counted ones; consumed by it.
+        s.allowance = if s.resync { allowance } else { Allowance::None };
         drop(s);
         self.released.notify_one();
-        Ok(Due {
-            paths,
-            full_sync: (overflowed > 0).then_some(allowance),
-        })
+        Ok(())
     }
 
     /// A full sync after a gap replaces what the queue knew: it re-reads both trees and
@@ -435,9 +454,15 @@ impl LiveGate {
         s.overflowed = 0;
     }
 
-    /// A full sync held deletes: the stream holds too until released.
-    pub fn hold(&self, held: Held) {
-        self.lock().held = Some(held);
+    /// A full sync finished, holding `held` (the stream then holds too, until released) or
+    /// nothing; it leaves `destination_nodes` under the root and consumed any allowance.
+    pub fn after_full_sync(&self, held: Option<Held>, destination_nodes: u64) {
+        let mut s = self.lock();
+        s.held_by_full_sync = held.is_some();
+        s.held = held;
+        s.allowance = Allowance::None;
+        s.destination_nodes = destination_nodes;
+        s.buckets.clear();
     }
 
     /// The guard for full syncs run by the stream: while holding, every delete is held.
@@ -558,10 +583,12 @@ mod tests {
         g.offer("/app/late", t0 + Duration::from_secs(4));
         assert_eq!(g.held().map(|h| h.deletes), Some(301));
         assert_eq!(g.release(Allowance::UpTo(300)), Err(301));
-        let due = g.release(Allowance::UpTo(301)).expect("released");
+        g.release(Allowance::UpTo(301)).expect("released");
+        assert!(g.held().is_none());
+        assert!(g.next_due().is_some());
+        let due = g.take_due(t0 + Duration::from_secs(5));
         assert_eq!(due.paths.len(), 301);
         assert_eq!(due.full_sync, None);
-        assert!(g.held().is_none());
     }
 
     #[test]
@@ -601,8 +628,16 @@ mod tests {
         }
         assert!(g.take_due(t0).paths.is_empty());
         assert_eq!(g.queued(), 500);
-        let due = g.release(Allowance::Unlimited).expect("released");
+        g.release(Allowance::Unlimited).expect("released");
+        let due = g.take_due(t0);
         assert_eq!(due.paths.len(), 10);
         assert_eq!(due.full_sync, Some(Allowance::Unlimited));
+        assert_eq!(
+            g.full_sync_guard().allowance,
+            Allowance::Unlimited,
+            "the full sync applies the rest"
+        );
+        g.after_full_sync(None, 500);
+        assert_eq!(g.full_sync_guard().allowance, Allowance::None);
     }
 }

@@ -24,8 +24,16 @@ use zookeeper_client::{
     Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, SessionState,
 };
 
+use super::guard::{LiveGate, SharedGate};
 use super::plan::{cversion_bump_pairs, desired_kind, Identity, CVERSION_BUMP_CHILD};
-use super::{kind_for, SyncError, SyncOptions, SyncSummary};
+use super::{kind_for, Held, HoldReason, SyncError, SyncOptions, SyncSummary};
+
+/// Net deletes (deletes minus creates) are judged over this sliding window, so a `deleteall`
+/// that removes a tree node by node counts as one burst, while queue churn never trips it.
+pub const GUARD_WINDOW: Duration = Duration::from_secs(60);
+/// Every delete waits this long before it is applied, so the whole burst is counted before
+/// any of it reaches the copy. It adds this much to the lag of deletes only.
+pub const DELETE_DELAY: Duration = Duration::from_secs(2);
 
 /// Settings of a continuous sync.
 #[derive(Clone, Debug)]
@@ -40,16 +48,27 @@ pub struct LiveOptions {
     /// A full sync this often while streaming (None: only after gaps). ZooKeeper fires no
     /// watch event for an ACL change, so only a re-walk copies one.
     pub resync_interval: Option<Duration>,
+    /// The deletion guard of the stream (built from `sync.guard`); whoever runs the stream
+    /// keeps a clone to read the hold and to release it.
+    pub gate: SharedGate,
 }
 
 impl LiveOptions {
     pub fn new(sync: SyncOptions) -> LiveOptions {
+        let max_pending = 100_000;
+        let gate = Arc::new(LiveGate::new(
+            sync.guard,
+            GUARD_WINDOW,
+            DELETE_DELAY,
+            max_pending,
+        ));
         LiveOptions {
             sync,
             batch_window: Duration::from_millis(2),
-            max_pending: 100_000,
+            max_pending,
             concurrency: 64,
             resync_interval: Some(Duration::from_secs(600)),
+            gate,
         }
     }
 }
@@ -83,6 +102,8 @@ pub trait Observer: Send + Sync {
     /// A session to `side` was opened again after a gap (a new epoch, or a replaced
     /// destination session).
     fn reconnected(&self, _side: &'static str) {}
+    /// The deletion guard started or stopped holding deletes, or holds more of them now.
+    fn deletions_held(&self, _held: Option<&Held>) {}
 }
 
 /// Hands every observation to each of several observers (e.g. stats for a status line and
@@ -112,6 +133,9 @@ impl Observer for Tee {
     }
     fn reconnected(&self, side: &'static str) {
         self.0.iter().for_each(|o| o.reconnected(side));
+    }
+    fn deletions_held(&self, held: Option<&Held>) {
+        self.0.iter().for_each(|o| o.deletions_held(held));
     }
 }
 
@@ -274,11 +298,17 @@ async fn epoch(
     let mut retrying = false;
     let mut dst = dst;
     let mut why = "full sync";
+    let gate = &opts.gate;
+    let mut reported: Option<Held> = gate.held();
     'rounds: loop {
         observer.state(LiveState::FullSync, why);
         observer.caught_up(false);
         {
-            let full = super::sync(o);
+            // A full sync re-reads both trees: it judges (or holds) every delete itself.
+            let mut full_opts = o.clone();
+            full_opts.guard = gate.full_sync_guard();
+            gate.reset_queue();
+            let full = super::sync(&full_opts);
             tokio::pin!(full);
             // Drain events while the full sync runs, so the watch channel stays small.
             let summary = loop {
@@ -293,7 +323,9 @@ async fn epoch(
                 }
             };
             observer.full_sync(&summary);
-            observer.caught_up(dirty.is_empty());
+            gate.after_full_sync(summary.held.clone(), destination_nodes(&summary));
+            report_hold(gate, &mut reported, observer);
+            observer.caught_up(dirty.is_empty() && gate.queued() == 0);
         }
         observer.state(LiveState::Streaming, "streaming changes");
         // ACL changes fire no watch event: only a re-walk sees them.
@@ -316,9 +348,34 @@ async fn epoch(
             let batch_at = due.unwrap_or_else(tokio::time::Instant::now);
             let resync_wait =
                 resync_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
+            let deletes_at = gate.next_due().map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 _ = stop.changed() => return Ok(Epoch::Stopped),
+                _ = gate.released.notified() => {}
+                _ = tokio::time::sleep_until(deletes_at.unwrap_or_else(tokio::time::Instant::now)), if deletes_at.is_some() => {
+                    let now = Instant::now();
+                    let d = gate.take_due(now);
+                    report_hold(gate, &mut reported, observer);
+                    if d.full_sync.is_some() {
+                        why = "deletes released: a full sync applies them";
+                        continue 'rounds;
+                    }
+                    if let Err(e) = apply_deletes(&src, &dst, opts, &d.paths, observer).await {
+                        // Each path goes back through the stream (and the guard) again.
+                        for p in d.paths {
+                            dirty.entry(p).or_insert(Pending { since: now, kinds: CREATED_OR_DELETED });
+                        }
+                        if e.side == "source" {
+                            return Ok(Epoch::Restart(format!("source: {}", e.source)));
+                        }
+                        let why = format!("destination: {} {}: {}", e.op, e.path, e.source);
+                        observer.state(LiveState::Retrying, &why);
+                        observer.reachable("destination", false, &why);
+                        retrying = true;
+                    }
+                    observer.caught_up(dirty.is_empty() && gate.queued() == 0);
+                }
                 _ = tokio::time::sleep(resync_wait.unwrap_or_default()), if resync_wait.is_some() => {
                     why = "periodic anti-entropy full sync";
                     continue 'rounds;
@@ -358,7 +415,8 @@ async fn epoch(
                             observer.reachable("destination", true, "connected");
                             observer.state(LiveState::Streaming, "destination back: streaming changes");
                         }
-                        observer.caught_up(dirty.is_empty());
+                        report_hold(gate, &mut reported, observer);
+                        observer.caught_up(dirty.is_empty() && gate.queued() == 0);
                     }
                 }
                 ev = watcher.changed() => {
@@ -369,6 +427,64 @@ async fn epoch(
             }
         }
     }
+}
+
+/// Nodes a full sync left under the destination root: the copied ones, plus the deletes it
+/// held (an emptied source held before any write leaves the destination as it was).
+fn destination_nodes(summary: &SyncSummary) -> u64 {
+    let copied = summary.source_nodes.saturating_sub(summary.skipped.total());
+    match &summary.held {
+        Some(h) if h.reason == HoldReason::SourceEmpty => h.destination_nodes,
+        Some(h) => copied + h.deletes,
+        None => copied,
+    }
+}
+
+/// Tells the observer when the hold starts, grows or ends.
+fn report_hold(gate: &LiveGate, reported: &mut Option<Held>, observer: &Arc<dyn Observer>) {
+    let now = gate.held();
+    if now != *reported {
+        if let Some(h) = &now {
+            if reported.is_none() {
+                tracing::warn!(deletes = h.deletes, "deletion guard: {}", h.describe());
+            }
+        } else {
+            tracing::info!("deletion guard: no deletes held any more");
+        }
+        observer.deletions_held(now.as_ref());
+        *reported = now;
+    }
+}
+
+/// Applies deletes the guard let through. Each source path is looked at again first: one
+/// that came back is streamed as a change instead.
+async fn apply_deletes(
+    src: &Client,
+    dst: &Client,
+    opts: &LiveOptions,
+    paths: &[String],
+    observer: &Arc<dyn Observer>,
+) -> Result<(), ApplyError> {
+    let o = &opts.sync;
+    let me = Identity::new(o.destination.auth.as_ref());
+    for p in paths {
+        let started = Instant::now();
+        let exists = src
+            .check_stat(p)
+            .await
+            .map_err(ApplyError::on("source", "exists", p))?;
+        if exists.is_some() {
+            let applied = apply_path(src, dst, opts, &me, p).await?;
+            if !matches!(applied, Applied::Queued) {
+                observer.applied(p, started.elapsed());
+            }
+            continue;
+        }
+        let n = delete_subtree(dst, &dst_path(o, p)).await?;
+        opts.gate.deleted(Instant::now(), n);
+        observer.applied(p, opts.gate.delay() + started.elapsed());
+    }
+    Ok(())
 }
 
 fn transient(e: SyncError) -> SyncError {
@@ -549,7 +665,7 @@ fn lag_of(applied: &Applied, t: &Pending) -> Duration {
         Applied::Written { mtime_ms } => {
             Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64)
         }
-        Applied::Deleted | Applied::Unchanged => t.since.elapsed(),
+        Applied::Queued | Applied::Unchanged => t.since.elapsed(),
     }
 }
 
@@ -602,8 +718,10 @@ async fn apply_data_chunk(
         }
     }
     for (p, t) in slow {
-        let applied = apply_data(src, dst, o, me, p).await?;
-        observer.applied(p, lag_of(&applied, t));
+        let applied = apply_data(src, dst, opts, me, p).await?;
+        if !matches!(applied, Applied::Queued) {
+            observer.applied(p, lag_of(&applied, t));
+        }
     }
     Ok(())
 }
@@ -711,20 +829,29 @@ async fn apply_created_chunk(
         written.push((entry, *mtime));
     }
     // Some node exists already (or its parent is missing): one by one.
-    if !written.is_empty() && !commit_fast(writer, &written, first, observer).await? {
-        slow.extend(written.iter().map(|(e, _)| *e));
+    if !written.is_empty() {
+        if commit_fast(writer, &written, first, observer).await? {
+            opts.gate.created(Instant::now(), written.len() as u64);
+        } else {
+            slow.extend(written.iter().map(|(e, _)| *e));
+        }
     }
     for (p, t) in slow {
-        let applied = apply_path(src, dst, o, me, p).await?;
-        observer.applied(p, lag_of(&applied, t));
+        let applied = apply_path(src, dst, opts, me, p).await?;
+        if !matches!(applied, Applied::Queued) {
+            observer.applied(p, lag_of(&applied, t));
+        }
     }
     Ok(())
 }
 
 enum Applied {
-    Written { mtime_ms: i64 },
+    Written {
+        mtime_ms: i64,
+    },
     Unchanged,
-    Deleted,
+    /// A delete handed to the deletion guard; reported when it is applied.
+    Queued,
 }
 
 fn dst_path(o: &SyncOptions, src_path: &str) -> String {
@@ -765,13 +892,14 @@ fn create_mode(kind: NodeKind) -> CreateMode {
 async fn apply_data(
     src: &Client,
     dst: &Client,
-    o: &SyncOptions,
+    lo: &LiveOptions,
     me: &Identity,
     p: &str,
 ) -> Result<Applied, ApplyError> {
+    let o = &lo.sync;
     let (data, stat) = match src.get_data(p).await {
         Ok(v) => v,
-        Err(ZkError::NoNode) => return apply_path(src, dst, o, me, p).await,
+        Err(ZkError::NoNode) => return apply_path(src, dst, lo, me, p).await,
         Err(e) => return Err(ApplyError::on("source", "getData", p)(e)),
     };
     let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
@@ -783,7 +911,7 @@ async fn apply_data(
         Ok(_) => Ok(Applied::Written {
             mtime_ms: stat.mtime,
         }),
-        Err(ZkError::NoNode) => apply_path(src, dst, o, me, p).await,
+        Err(ZkError::NoNode) => apply_path(src, dst, lo, me, p).await,
         Err(e) => Err(ApplyError::on("destination", "setData", &dp)(e)),
     }
 }
@@ -792,10 +920,11 @@ async fn apply_data(
 async fn apply_path(
     src: &Client,
     dst: &Client,
-    o: &SyncOptions,
+    lo: &LiveOptions,
     me: &Identity,
     p: &str,
 ) -> Result<Applied, ApplyError> {
+    let o = &lo.sync;
     let dp = dst_path(o, p);
     let source = match src.get_data(p).await {
         Ok(v) => Some(v),
@@ -808,10 +937,12 @@ async fn apply_path(
             // wipe the destination copy (it may be the only one left).
             return Err(ApplyError::on("source", "getData", p)(ZkError::NoNode));
         }
-        if o.prune {
-            delete_subtree(dst, &dp).await?;
+        if !o.prune {
+            return Ok(Applied::Unchanged);
         }
-        return Ok(Applied::Deleted);
+        // Through the deletion guard: applied after its delay, unless the burst is held.
+        lo.gate.offer(p, Instant::now());
+        return Ok(Applied::Queued);
     };
     let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
     let Some(kind) = desired_kind(kind_for(&o.type_rules, p, reported), o.ephemerals) else {
@@ -861,7 +992,7 @@ async fn apply_path(
                     if let Some(parent) =
                         path::parent(p).filter(|pp| pp.len() >= o.source_root.len())
                     {
-                        Box::pin(apply_path(src, dst, o, me, parent)).await?;
+                        Box::pin(apply_path(src, dst, lo, me, parent)).await?;
                     }
                     match dst.create(&dp, &data, &options).await {
                         Ok(_) | Err(ZkError::NodeExists) => {}
@@ -870,6 +1001,7 @@ async fn apply_path(
                 }
                 Err(e) => return Err(ApplyError::on("destination", "create", &dp)(e)),
             }
+            lo.gate.created(Instant::now(), 1);
             if locked {
                 let zk: Vec<Acl> = target.iter().map(AclEntry::to_zk).collect();
                 dst.set_acl(&dp, &zk, None).await.map_err(ApplyError::on(
@@ -928,6 +1060,7 @@ async fn apply_path(
 pub async fn delete_destination_subtree(dst: &Client, top: &str) -> Result<(), SyncError> {
     delete_subtree(dst, top)
         .await
+        .map(|_| ())
         .map_err(|e| SyncError::Write {
             op: e.op,
             path: e.path,
@@ -935,8 +1068,9 @@ pub async fn delete_destination_subtree(dst: &Client, top: &str) -> Result<(), S
         })
 }
 
-/// Deletes `top` and everything under it on the destination, children first.
-async fn delete_subtree(dst: &Client, top: &str) -> Result<(), ApplyError> {
+/// Deletes `top` and everything under it on the destination, children first. Returns the
+/// nodes deleted.
+async fn delete_subtree(dst: &Client, top: &str) -> Result<u64, ApplyError> {
     let mut order = vec![top.to_string()];
     let mut i = 0;
     while i < order.len() {
@@ -950,13 +1084,15 @@ async fn delete_subtree(dst: &Client, top: &str) -> Result<(), ApplyError> {
         }
         i += 1;
     }
+    let mut deleted = 0;
     for p in order.iter().rev() {
         match dst.delete(p, None).await {
-            Ok(()) | Err(ZkError::NoNode) => {}
+            Ok(()) => deleted += 1,
+            Err(ZkError::NoNode) => {}
             Err(e) => return Err(ApplyError::on("destination", "delete", p)(e)),
         }
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// Raises the destination parent's cversion to the source's, so sequential numbering goes on
