@@ -516,6 +516,12 @@ impl Registry {
         self.lock().get(key).map(|(g, c)| (*g, c.snapshot()))
     }
 
+    /// Releases the deletes the run under `key` holds (see [`Continuous::release`]); `None`
+    /// when there is no such run.
+    pub fn release(&self, key: &str, allowance: Allowance) -> Option<Result<(), u64>> {
+        self.lock().get(key).map(|(_, c)| c.release(allowance))
+    }
+
     /// Starts a run under `key`, stopping the one there (a changed spec).
     pub fn start(
         &self,

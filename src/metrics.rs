@@ -18,7 +18,7 @@ pub const RECONCILE_DURATION_SECONDS: &str = "resiliency_reconcile_duration_seco
 pub const CONTROLLER_LEADER: &str = "resiliency_controller_leader";
 /// 1 when the Database (`namespace`, `name`) is reachable with its credentials, else 0.
 pub const DATABASE_READY: &str = "resiliency_database_ready";
-/// Finished runs, by `mode` (once) and `result` (succeeded, diverged, failed).
+/// Finished runs, by `mode` (once) and `result` (succeeded, diverged, held, failed).
 pub const SYNC_RUNS_TOTAL: &str = "resiliency_sync_runs_total";
 /// Run wall time, copy and verification, by `mode`.
 pub const SYNC_DURATION_SECONDS: &str = "resiliency_sync_duration_seconds";

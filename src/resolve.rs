@@ -184,6 +184,7 @@ pub fn sync_options(
         .map_err(|e| invalid("spec.config.destinationRootPath", e.to_string()))?;
     let mut o = SyncOptions::new(source, config.root_path.clone(), destination, dst_root);
     o.prune = config.prune;
+    o.guard = deletion_guard(config.deletion_guard.as_ref())?;
     o.copy_acl = config.acl_policy == AclPolicy::Copy;
     o.ephemerals = match config.ephemeral_policy {
         EphemeralPolicy::Skip => verifier::EphemeralPolicy::Skip,
@@ -223,6 +224,33 @@ pub fn sync_options(
     }
     crate::engine::validate(&o).map_err(|e| invalid("spec.config", e.to_string()))?;
     Ok(o)
+}
+
+/// The deletion guard's limits from the spec (the defaults when absent). The CRD's rules check
+/// them at admission; standalone mode has no admission, so they are checked here again.
+pub fn deletion_guard(
+    spec: Option<&crate::api::automation::DeletionGuardSpec>,
+) -> Result<crate::engine::DeletionGuard, ResolveError> {
+    let Some(g) = spec else {
+        return Ok(crate::engine::DeletionGuard::default());
+    };
+    if g.max_deletes < 0 {
+        return Err(invalid(
+            "spec.config.deletionGuard.maxDeletes",
+            format!("{} must not be negative", g.max_deletes),
+        ));
+    }
+    if !(0..=100).contains(&g.max_delete_percent) {
+        return Err(invalid(
+            "spec.config.deletionGuard.maxDeletePercent",
+            format!("{} is not a percentage from 0 to 100", g.max_delete_percent),
+        ));
+    }
+    Ok(crate::engine::DeletionGuard {
+        max_deletes: g.max_deletes as u64,
+        max_delete_percent: f64::from(g.max_delete_percent),
+        ..crate::engine::DeletionGuard::default()
+    })
 }
 
 /// Engine settings of a Synchronization, given a lookup of a Database by name in the sync's

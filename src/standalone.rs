@@ -295,7 +295,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
             let Some(s) = m.syncs.get(key).cloned() else {
                 continue;
             };
-            if s.status.as_ref().is_some_and(|st| st.phase.is_finished()) {
+            if sync_ctl::settled(&s) {
                 continue;
             }
             let uid = s.metadata.uid.clone().unwrap_or_default();
@@ -315,6 +315,24 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
                 Action::Start(job) => runs.start(&uid, *job),
                 Action::Forget => runs.stop(&uid),
                 Action::Nothing => {}
+            }
+            if let Some(h) = d
+                .status
+                .deletion_guard
+                .as_ref()
+                .and_then(|g| g.held.as_ref())
+                .filter(|_| d.status.phase == Phase::Held && old_phase != Some(Phase::Held))
+            {
+                say(
+                    "synchronization",
+                    &key.0,
+                    &key.1,
+                    &format!(
+                        "deletes held: to release them, add the annotation {}: \"{}\" to this Synchronization's manifest and run again",
+                        crate::api::automation::RELEASE_DELETIONS_ANNOTATION,
+                        h.release_token
+                    ),
+                );
             }
             if old_phase != Some(d.status.phase) {
                 let mut line = format!("phase {:?}", d.status.phase);
@@ -344,10 +362,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
                 x.status = Some(d.status);
             }
         }
-        let all_done = m
-            .syncs
-            .values()
-            .all(|s| s.status.as_ref().is_some_and(|st| st.phase.is_finished()));
+        let all_done = m.syncs.values().all(sync_ctl::settled);
         if (m.plans.is_empty() && m.live.is_empty() && all_done) || *stop_rx.borrow() {
             break;
         }
@@ -407,12 +422,18 @@ fn drive_live(
                 });
             }
         }
-        let d = live_ctl::desired(&l, resolve, run.as_ref().map(|(g, s)| (*g, s)), now);
+        let mut d = live_ctl::desired(&l, resolve, run.as_ref().map(|(g, s)| (*g, s)), now);
+        if let LiveAction::Release { token, deletes } = &d.action {
+            let result = live.release(&uid, crate::engine::Allowance::UpTo(*deletes));
+            if let Some(note) = live_ctl::released(&mut d.status, token, *deletes, result, now) {
+                d.notes.push(note);
+            }
+        }
         say_notes("livesynchronization", &key.0, &key.1, &d.notes);
         match d.action {
             LiveAction::Start(opts) => live.start(&uid, l.metadata.generation, *opts, None),
             LiveAction::Stop => live.stop(&uid),
-            LiveAction::Nothing => {}
+            LiveAction::Release { .. } | LiveAction::Nothing => {}
         }
         let old = l.status.clone().unwrap_or_default();
         for line in live_changes(&old, &d.status) {

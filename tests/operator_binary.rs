@@ -1212,3 +1212,241 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
     .await;
     operator.kill().await.unwrap();
 }
+
+/// Every child of `root` deleted, node by node, children first (the root stays).
+async fn empty_tree(c: &zookeeper_client::Client, root: &str) {
+    let mut order = vec![root.to_string()];
+    let mut i = 0;
+    while i < order.len() {
+        let p = order[i].clone();
+        let mut kids = c.list_children(&p).await.unwrap();
+        kids.sort();
+        order.extend(kids.into_iter().map(|k| format!("{p}/{k}")));
+        i += 1;
+    }
+    for p in order.iter().skip(1).rev() {
+        c.delete(p, None).await.unwrap();
+    }
+}
+
+/// The destination tree's node count and root hash.
+async fn destination_state(o: &resiliency_operator::engine::SyncOptions) -> (u64, String) {
+    let r = verify(o).await;
+    (r.destination_nodes, r.destination_root_hash)
+}
+
+fn condition<'a>(st: &'a Value, t: &str) -> &'a Value {
+    st["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == t))
+        .unwrap_or(&Value::Null)
+}
+
+/// Sets the release annotation on a stored object, as `kubectl annotate` would.
+fn annotate(fake: &Fake, plural: &str, ns: &str, name: &str, token: &str) {
+    let mut obj = fake.get(plural, ns, name).unwrap();
+    obj["metadata"]["annotations"] = json!({"automation.astronetes.io/release-deletions": token});
+    fake.write(plural, ns, obj, "MODIFIED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_holds_mass_deletions_until_a_person_releases_them() {
+    let (src, dst) = shared_pair();
+    let zs = client(src).await;
+    let once_root = unique_root("operator-guard-once");
+    let live_root = unique_root("operator-guard-live");
+    build_tree(&zs, &once_root, 1000, 40, 8).await;
+    build_tree(&zs, &live_root, 1000, 40, 8).await;
+    let once = sync_opts(src, &once_root, dst, &once_root);
+    let live = sync_opts(src, &live_root, dst, &live_root);
+    resiliency_operator::engine::sync(&once).await.unwrap();
+    let before = destination_state(&once).await;
+    assert_eq!(before.0, 1001);
+    // The source is emptied before the Synchronization runs (a plan's next slot, say).
+    empty_tree(&zs, &once_root).await;
+
+    let fake = Fake::new();
+    let ns = "resiliency-operator";
+    for (name, server) in [("zk-a", src), ("zk-b", dst)] {
+        fake.write("secrets", ns, secret(name), "ADDED");
+        fake.write(
+            "databases",
+            ns,
+            database(name, &server.connect_string()),
+            "ADDED",
+        );
+    }
+    let config =
+        |root: &str| json!({"sourceName": "zk-a", "destinationName": "zk-b", "rootPath": root});
+    fake.write(
+        "synchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+            "metadata": {"name": "dr-copy"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes", "config": config(&once_root)}}),
+        "ADDED",
+    );
+    fake.write(
+        "livesynchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "LiveSynchronization",
+            "metadata": {"name": "dr-live"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes", "config": config(&live_root),
+                     "verifyInterval": "0s"}}),
+        "ADDED",
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), api_port);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(["operator", "--listen", &metrics_addr])
+        .args(["--controllers", "synchronization"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", ns)
+        .env("POD_NAME", "operator-guard-0")
+        .env("RUST_LOG", "warn")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = |plural: &str, name: &str| {
+        fake.get(plural, ns, name)
+            .map(|s| s["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+
+    // One-shot: Held, with the numbers and the release, and nothing deleted.
+    wait_for(
+        "the Synchronization to be held",
+        Duration::from_secs(60),
+        || async { status("synchronizations", "dr-copy")["phase"] == "Held" },
+    )
+    .await;
+    let st = status("synchronizations", "dr-copy");
+    let held = &st["deletionGuard"]["held"];
+    assert_eq!(held["reason"], "SourceEmptyHeld", "{st}");
+    assert_eq!(held["deletes"], 1000, "{st}");
+    assert_eq!(held["destinationNodes"], 1001, "{st}");
+    let token = held["releaseToken"].as_str().unwrap().to_string();
+    assert!(token.starts_with("1000-"), "{token}");
+    assert!(
+        held["releaseCommand"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("kubectl annotate --overwrite synchronization dr-copy -n {ns} automation.astronetes.io/release-deletions={token}")),
+        "{st}"
+    );
+    assert_eq!(condition(&st, "DeletionGuard")["status"], "True", "{st}");
+    assert_eq!(condition(&st, "Complete")["status"], "False", "{st}");
+    assert_eq!(condition(&st, "Ready")["reason"], "SourceEmptyHeld", "{st}");
+    assert_eq!(
+        destination_state(&once).await,
+        before,
+        "the copy was touched"
+    );
+    let events: Vec<Value> = {
+        let s = fake.store.lock().unwrap();
+        s.objects
+            .iter()
+            .filter(|((p, _, _), v)| p == "events" && v["reason"] == "SourceEmptyHeld")
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert!(
+        events.iter().any(|e| e["type"] == "Warning"
+            && e["note"]
+                .as_str()
+                .or(e["message"].as_str())
+                .is_some_and(|m| m.contains(&token))),
+        "{events:?}"
+    );
+    let (_, metrics) = http_get(&metrics_addr, "/metrics").await;
+    assert!(
+        metrics.contains(
+            "resiliency_sync_deletes_held{namespace=\"resiliency-operator\",name=\"dr-copy\"} 1000"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("resiliency_sync_runs_total{mode=\"once\",result=\"held\"} 1"),
+        "{metrics}"
+    );
+    // Still held a while later: a hold never times out.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status("synchronizations", "dr-copy")["phase"], "Held");
+    // A token typed with another count does nothing.
+    let forged = format!("5000-{}", token.split_once('-').unwrap().1);
+    annotate(&fake, "synchronizations", ns, "dr-copy", &forged);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status("synchronizations", "dr-copy")["phase"], "Held");
+    assert_eq!(destination_state(&once).await, before);
+
+    // Released: the copy runs again and deletes them.
+    annotate(&fake, "synchronizations", ns, "dr-copy", &token);
+    wait_for("the released copy", Duration::from_secs(60), || async {
+        status("synchronizations", "dr-copy")["phase"] == "Succeeded"
+    })
+    .await;
+    let st = status("synchronizations", "dr-copy");
+    assert_eq!(st["verification"]["equal"], true, "{st}");
+    assert_eq!(
+        st["deletionGuard"]["lastReleasedToken"],
+        token.as_str(),
+        "{st}"
+    );
+    assert!(st["deletionGuard"]["held"].is_null(), "{st}");
+    assert_eq!(condition(&st, "DeletionGuard")["status"], "False", "{st}");
+    assert_eq!(destination_state(&once).await.0, 1);
+
+    // Live: streaming, then a deleteall at the source is held.
+    wait_for("the stream", Duration::from_secs(60), || async {
+        condition(&status("livesynchronizations", "dr-live"), "Ready")["status"] == "True"
+    })
+    .await;
+    let live_before = destination_state(&live).await;
+    assert_eq!(live_before.0, 1001);
+    empty_tree(&zs, &live_root).await;
+    wait_for("the live hold", Duration::from_secs(60), || async {
+        status("livesynchronizations", "dr-live")["deletionGuard"]["held"]["deletes"] == 1000
+    })
+    .await;
+    let st = status("livesynchronizations", "dr-live");
+    assert_eq!(
+        condition(&st, "Ready")["reason"],
+        "MassDeletionHeld",
+        "{st}"
+    );
+    assert_eq!(condition(&st, "DeletionGuard")["status"], "True", "{st}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        destination_state(&live).await,
+        live_before,
+        "the stream deleted"
+    );
+    let token = status("livesynchronizations", "dr-live")["deletionGuard"]["held"]["releaseToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    annotate(&fake, "livesynchronizations", ns, "dr-live", &token);
+    wait_for("the live release", Duration::from_secs(60), || async {
+        verify(&live).await.equal
+    })
+    .await;
+    assert_eq!(destination_state(&live).await.0, 1);
+    wait_for(
+        "the release in the status",
+        Duration::from_secs(30),
+        || async {
+            let st = status("livesynchronizations", "dr-live");
+            st["deletionGuard"]["lastReleasedToken"] == token.as_str()
+                && st["deletionGuard"]["held"].is_null()
+        },
+    )
+    .await;
+}

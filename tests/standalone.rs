@@ -366,3 +366,76 @@ spec:
     assert_eq!(code, 2);
     assert!(err.contains("spec.config.bucketPath"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_emptied_source_is_held_and_released_by_the_manifests_annotation() {
+    let (s, d) = shared_pair();
+    let root = unique_root("standalone-guard");
+    let c = client(s).await;
+    build_tree(&c, &root, 500, 25, 8).await;
+    let o = sync_opts(s, &root, d, &root);
+    resiliency_operator::engine::sync(&o).await.unwrap();
+    let before = verify(&o).await;
+    // Every child deleted, children first, as `deleteall` does.
+    let mut order = vec![root.clone()];
+    let mut i = 0;
+    while i < order.len() {
+        let p = order[i].clone();
+        for k in c.list_children(&p).await.unwrap() {
+            order.push(format!("{p}/{k}"));
+        }
+        i += 1;
+    }
+    for p in order.iter().skip(1).rev() {
+        c.delete(p, None).await.unwrap();
+    }
+    let sync = |annotation: &str| {
+        format!(
+            r#"---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: Synchronization
+metadata:
+  name: dr-copy{annotation}
+spec:
+  plugin: zookeeper-to-zookeeper-nodes
+  config:
+    sourceName: zookeeper-source
+    destinationName: zookeeper-destination
+    rootPath: {root}
+"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.yaml");
+    let base = manifests(&s.connect_string(), &d.connect_string(), "");
+    std::fs::write(&file, format!("{base}{}", sync(""))).unwrap();
+    let (code, out, err) = run(dir.path());
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("phase Held"), "{out}");
+    assert!(out.contains("SourceEmptyHeld"), "{out}");
+    assert!(out.contains("500 of 501 destination nodes"), "{out}");
+    let after = verify(&o).await;
+    assert_eq!(
+        (after.destination_nodes, &after.destination_root_hash),
+        (before.destination_nodes, &before.destination_root_hash),
+        "the copy was touched"
+    );
+    let token = out
+        .split("automation.astronetes.io/release-deletions: \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no release token in {out}"))
+        .to_string();
+
+    // The person's release: the token in the manifest.
+    let annotated = sync(&format!(
+        "\n  annotations:\n    automation.astronetes.io/release-deletions: \"{token}\""
+    ));
+    std::fs::write(&file, format!("{base}{annotated}")).unwrap();
+    let (code, out, err) = run(dir.path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("DeletesReleased"), "{out}");
+    let r = verify(&o).await;
+    assert!(r.equal, "{}", r.render());
+    assert_eq!(r.destination_nodes, 1);
+}

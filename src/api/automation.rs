@@ -149,6 +149,75 @@ pub struct SyncConfig {
     /// zookeeper-to-bucket: snapshots to keep in the folder after a successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// Limits of the deletion guard (default: more than 100 nodes and more than 10% of the
+    /// destination tree in one pass or one live window are held until released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_guard: Option<DeletionGuardSpec>,
+}
+
+/// The deletion guard: a pass (or a live window) that would delete more destination nodes
+/// than both limits allow deletes nothing until a person releases it with the annotation
+/// `automation.astronetes.io/release-deletions` set to the token shown in the status.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionGuardSpec {
+    /// Deletes are held only above this many nodes; 0 turns this limit off.
+    #[serde(default = "default_max_deletes")]
+    #[x_kube(validation = Rule::new("self >= 0").message("must not be negative"))]
+    pub max_deletes: i64,
+    /// ...and only above this share of the destination tree, in percent; 0 turns this limit
+    /// off. With both limits 0 there is no guard.
+    #[serde(default = "default_max_delete_percent")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("must be a percentage from 0 to 100"))]
+    pub max_delete_percent: i32,
+}
+
+fn default_max_deletes() -> i64 {
+    crate::engine::guard::DEFAULT_MAX_DELETES as i64
+}
+
+fn default_max_delete_percent() -> i32 {
+    crate::engine::guard::DEFAULT_MAX_DELETE_PERCENT as i32
+}
+
+/// The annotation a person sets to the status's `releaseToken` to let held deletes through.
+pub const RELEASE_DELETIONS_ANNOTATION: &str = "automation.astronetes.io/release-deletions";
+
+/// What the deletion guard holds, and the last release.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionGuardStatus {
+    /// Deletes held now (absent when none are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldDeletes>,
+    /// The token of the last release that was applied (a token works once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_released_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_released_time: Option<Time>,
+}
+
+/// Deletes the guard did not apply.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldDeletes {
+    /// MassDeletionHeld, or SourceEmptyHeld (nothing at all was written).
+    pub reason: String,
+    /// Destination nodes that would be deleted.
+    pub deletes: u64,
+    /// Destination nodes under the root when it was decided.
+    pub destination_nodes: u64,
+    pub source_nodes: u64,
+    /// Share of the destination that would go, e.g. 99.9%.
+    pub percent: String,
+    /// Some of the paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample_paths: Vec<String>,
+    pub since: Time,
+    /// Set the release annotation to this to let exactly these deletes through.
+    pub release_token: String,
+    /// The command that does it.
+    pub release_command: String,
 }
 
 /// Paths whose nodes are created as TTL nodes.
@@ -218,6 +287,9 @@ pub enum Phase {
     Running,
     Succeeded,
     Failed,
+    /// The copy finished, but the deletion guard held its deletes: it runs again, deleting
+    /// them, once released (see status.deletionGuard).
+    Held,
 }
 
 impl Phase {
@@ -285,6 +357,9 @@ pub struct SynchronizationStatus {
     /// Bucket plugins: the snapshot written or restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotStatus>,
+    /// What the deletion guard holds, and the last release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_guard: Option<DeletionGuardStatus>,
 }
 
 /// A snapshot a backup wrote or a restore read.
@@ -536,6 +611,9 @@ pub struct LiveSynchronizationStatus {
     /// When the last heartbeat reached the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_time: Option<Time>,
+    /// What the deletion guard holds, and the last release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_guard: Option<DeletionGuardStatus>,
 }
 
 /// What to do when a slot comes while the previous run is still active.

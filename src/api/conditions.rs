@@ -21,6 +21,8 @@ pub mod types {
     pub const CAUGHT_UP: &str = "CaughtUp";
     /// The last lag-aware verification found both trees equal.
     pub const IN_SYNC: &str = "InSync";
+    /// True while the deletion guard holds deletes for a person to release.
+    pub const DELETION_GUARD: &str = "DeletionGuard";
 }
 
 /// Why a condition has its status. PascalCase, stable: users alert on them.
@@ -59,11 +61,15 @@ pub enum Reason {
     Undecided,
     BucketNotFound,
     KubernetesClusterNotFound,
+    MassDeletionHeld,
+    SourceEmptyHeld,
+    NoDeletesHeld,
+    DeletesReleased,
 }
 
 impl Reason {
     /// Every reason, for parsing a condition's reason back.
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 37] = [
         Reason::Connected,
         Reason::Unreachable,
         Reason::AuthFailed,
@@ -97,6 +103,10 @@ impl Reason {
         Reason::Undecided,
         Reason::BucketNotFound,
         Reason::KubernetesClusterNotFound,
+        Reason::MassDeletionHeld,
+        Reason::SourceEmptyHeld,
+        Reason::NoDeletesHeld,
+        Reason::DeletesReleased,
     ];
 
     pub fn parse(s: &str) -> Option<Reason> {
@@ -138,6 +148,10 @@ impl Reason {
             Reason::Undecided => "Undecided",
             Reason::BucketNotFound => "BucketNotFound",
             Reason::KubernetesClusterNotFound => "KubernetesClusterNotFound",
+            Reason::MassDeletionHeld => "MassDeletionHeld",
+            Reason::SourceEmptyHeld => "SourceEmptyHeld",
+            Reason::NoDeletesHeld => "NoDeletesHeld",
+            Reason::DeletesReleased => "DeletesReleased",
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::api::automation::{
 };
 use crate::api::conditions::{find, set_condition, types, Desired, Reason};
 use crate::continuous::{ContinuousOptions, Snapshot};
+use crate::controllers::deletion_guard;
 use crate::controllers::synchronization::Note;
 use crate::engine::live::LiveState;
 use crate::resolve::ResolveError;
@@ -23,6 +24,12 @@ pub enum LiveAction {
     Start(Box<ContinuousOptions>),
     /// Stop the run: it can no longer be right (its spec or endpoints are gone).
     Stop,
+    /// A person released the held deletes with this token, covering this many; the driver
+    /// hands it to the run and records it with [`released`].
+    Release {
+        token: String,
+        deletes: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -81,11 +88,14 @@ pub fn desired(
             generation,
             now,
         );
+        let release = guard(ls, &old, &mut st, snap, now);
         transition_notes(&old, &st, &mut notes);
         let requeue = snap.failed.as_ref().map(|_| RESTART_AFTER_FAILURE);
         return LiveDecision {
             status: st,
-            action: LiveAction::Nothing,
+            action: release.map_or(LiveAction::Nothing, |(token, deletes)| {
+                LiveAction::Release { token, deletes }
+            }),
             requeue,
             notes,
         };
@@ -166,6 +176,74 @@ pub fn desired(
                 notes,
             }
         }
+    }
+}
+
+/// The deletion guard in the status: what the run holds, the `DeletionGuard` condition, and
+/// Ready False while deletes wait for a person. Returns the release the annotation asks for.
+fn guard(
+    ls: &LiveSynchronization,
+    old: &LiveSynchronizationStatus,
+    st: &mut LiveSynchronizationStatus,
+    snap: &Snapshot,
+    now: Timestamp,
+) -> Option<(String, u64)> {
+    let held = snap.held.as_ref().map(|(_, h)| h);
+    if held.is_none() && old.deletion_guard.is_none() {
+        set_condition(
+            &mut st.conditions,
+            deletion_guard::condition(None),
+            ls.metadata.generation,
+            now,
+        );
+        return None;
+    }
+    let dg = deletion_guard::status(
+        &ls.metadata,
+        "livesynchronization",
+        old.deletion_guard.as_ref(),
+        held,
+        now,
+    );
+    let shown = dg.held.clone();
+    st.deletion_guard = Some(dg);
+    let c = deletion_guard::condition(held.zip(shown.as_ref()));
+    if let (Some(_), true) = (held, c.status) {
+        let ready = Desired::new(types::READY, false, c.reason, c.message.clone());
+        set_condition(&mut st.conditions, ready, ls.metadata.generation, now);
+    }
+    set_condition(&mut st.conditions, c, ls.metadata.generation, now);
+    held?;
+    deletion_guard::requested_release(&ls.metadata, st.deletion_guard.as_ref())
+}
+
+/// What came of a release handed to the run (`None`: no run): an accepted one is recorded so
+/// its token is not applied twice; one the hold outgrew is refused with the new count.
+pub fn released(
+    st: &mut LiveSynchronizationStatus,
+    token: &str,
+    deletes: u64,
+    result: Option<Result<(), u64>>,
+    now: Timestamp,
+) -> Option<Note> {
+    match result? {
+        Ok(()) => {
+            let dg = st.deletion_guard.get_or_insert_with(Default::default);
+            dg.last_released_token = Some(token.to_string());
+            dg.last_released_time = Some(Time(now));
+            Some(Note {
+                warning: false,
+                reason: Reason::DeletesReleased,
+                message: format!("{deletes} held deletes released with token {token}: applying them"),
+            })
+        }
+        Err(now_held) => Some(Note {
+            warning: true,
+            reason: Reason::MassDeletionHeld,
+            message: format!(
+                "token {token} releases {deletes} deletes, but {now_held} are held now: set the annotation to the new status.deletionGuard.held.releaseToken"
+            ),
+        }),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bucket;
 pub mod database;
+pub mod deletion_guard;
 pub mod kubernetes_cluster;
 pub mod live_synchronization;
 pub mod synchronization;

@@ -10,6 +10,8 @@ use crate::api::automation::{
     Phase, SyncCounters, Synchronization, SynchronizationStatus, Verification,
 };
 use crate::api::conditions::{set_condition, types, Desired, Reason};
+use crate::controllers::deletion_guard;
+use crate::engine::Allowance;
 use crate::resolve::ResolveError;
 use crate::runs::{Job, RunOutcome, RunState};
 
@@ -62,6 +64,18 @@ pub fn desired(
         set_condition(&mut st.conditions, d, generation, now)
     };
 
+    // Held deletes wait for a person: only the release annotation starts the copy again. A
+    // token names this object, so one present at the first run (standalone mode, whose
+    // manifests keep no status) was shown for it by an earlier run.
+    let release = deletion_guard::requested_release(&sync.metadata, old.deletion_guard.as_ref());
+    if old.phase == Phase::Held && run.is_none() && release.is_none() {
+        return Decision {
+            status: st,
+            action: Action::Nothing,
+            requeue: None,
+            notes,
+        };
+    }
     if old.phase.is_finished() {
         // A finished Synchronization never runs again; a run entry left over can go.
         let action = if run.is_some() {
@@ -121,7 +135,12 @@ pub fn desired(
                 Desired::new(types::PROGRESSING, false, Reason::Pending, "not running"),
             );
             match result {
-                Ok(outcome) => succeeded(&mut st, outcome, &mut set, &mut notes),
+                Ok(outcome) => {
+                    succeeded(&mut st, outcome, &mut set, &mut notes);
+                    if outcome.snapshot.is_none() {
+                        deletes_held(sync, &mut st, outcome, now, &mut set, &mut notes);
+                    }
+                }
                 Err(f) => {
                     st.phase = Phase::Failed;
                     set(
@@ -188,7 +207,33 @@ pub fn desired(
                     notes,
                 }
             }
-            Ok(opts) => {
+            Ok(mut opts) => {
+                if let Some((token, deletes)) = &release {
+                    if let Job::Copy { opts, .. } = &mut opts {
+                        opts.guard.allowance = Allowance::UpTo(*deletes);
+                    }
+                    let dg = st.deletion_guard.get_or_insert_with(Default::default);
+                    dg.last_released_token = Some(token.clone());
+                    dg.last_released_time = Some(Time(now));
+                    set(
+                        &mut st,
+                        Desired::new(
+                            types::DELETION_GUARD,
+                            false,
+                            Reason::DeletesReleased,
+                            format!(
+                                "{deletes} held deletes released (token {token}); copying again"
+                            ),
+                        ),
+                    );
+                    notes.push(Note {
+                        warning: false,
+                        reason: Reason::DeletesReleased,
+                        message: format!(
+                            "{deletes} held deletes released with token {token}: copying again, deleting them"
+                        ),
+                    });
+                }
                 let restarted = old.phase == Phase::Running;
                 st.phase = Phase::Running;
                 st.runs = old.runs.saturating_add(1);
@@ -320,14 +365,71 @@ fn snapshot_succeeded(
     });
 }
 
+/// After a copy: the deletion guard's status and condition. Held deletes make the
+/// Synchronization `Held`, not complete: Ready and Complete are False with the numbers and
+/// the release command, and a Warning Event says the same.
+fn deletes_held(
+    sync: &Synchronization,
+    st: &mut SynchronizationStatus,
+    outcome: &RunOutcome,
+    now: Timestamp,
+    set: &mut impl FnMut(&mut SynchronizationStatus, Desired),
+    notes: &mut Vec<Note>,
+) {
+    let held = outcome.summary.held.as_ref();
+    let dg = deletion_guard::status(
+        &sync.metadata,
+        "synchronization",
+        st.deletion_guard.as_ref(),
+        held,
+        now,
+    );
+    let shown = dg.held.clone();
+    st.deletion_guard = Some(dg);
+    let (Some(h), Some(shown)) = (held, shown) else {
+        set(st, deletion_guard::condition(None));
+        return;
+    };
+    let c = deletion_guard::condition(Some((h, &shown)));
+    let (reason, message) = (c.reason, c.message.clone());
+    set(st, c);
+    if outcome.summary.dry_run {
+        // A dry run only reports that the guard would trip.
+        return;
+    }
+    st.phase = Phase::Held;
+    // The held deletes explain the divergence: one Event says so, not a generic one.
+    notes.retain(|n| n.reason != Reason::Diverged && n.reason != Reason::Succeeded);
+    set(
+        st,
+        Desired::new(types::COMPLETE, false, reason, message.clone()),
+    );
+    set(
+        st,
+        Desired::new(types::READY, false, reason, message.clone()),
+    );
+    notes.push(Note {
+        warning: true,
+        reason,
+        message,
+    });
+}
+
 /// Whether [`desired`] will need the Databases and Secrets: only when no run exists and the
 /// Synchronization is not finished. Drivers skip reading them otherwise.
 pub fn needs_endpoints(sync: &Synchronization, run: Option<&RunState>) -> bool {
-    run.is_none()
-        && !sync
-            .status
-            .as_ref()
-            .is_some_and(|st| st.phase.is_finished())
+    run.is_none() && !settled(sync)
+}
+
+/// Nothing more to do until something changes: finished, or held with no release asked for
+/// (no worker, no finalizer needed, its outcome recorded once).
+pub fn settled(sync: &Synchronization) -> bool {
+    sync.status.as_ref().is_some_and(|st| {
+        st.phase.is_finished()
+            || (st.phase == Phase::Held
+                && deletion_guard::requested_release(&sync.metadata, st.deletion_guard.as_ref())
+                    .is_none())
+    })
 }
 
 fn succeeded(
@@ -600,6 +702,88 @@ mod tests {
             duration_seconds: 0.1,
             source_max_mzxid: 0,
         }
+    }
+
+    #[test]
+    fn held_deletes_hold_the_sync_until_its_token_is_set() {
+        let held = crate::engine::Held {
+            reason: crate::engine::HoldReason::MassDeletion,
+            deletes: 300,
+            destination_nodes: 1000,
+            source_nodes: 700,
+            max_deletes: 100,
+            max_delete_percent: 10.0,
+            sample: vec!["/test/a".into()],
+        };
+        let outcome = RunOutcome {
+            summary: SyncSummary {
+                held: Some(held),
+                ..SyncSummary::default()
+            },
+            report: Some(report(false)),
+            snapshot: None,
+        };
+        let mut s = sync(Some(SynchronizationStatus {
+            phase: Phase::Running,
+            runs: 1,
+            ..Default::default()
+        }));
+        s.metadata.uid = Some("u".into());
+        s.metadata.namespace = Some("ns".into());
+        let d = desired(&s, opts, Some(&finished(Ok(outcome))), t(20));
+        assert_eq!(d.status.phase, Phase::Held);
+        let c = find(&d.status.conditions, types::DELETION_GUARD).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "MassDeletionHeld")
+        );
+        assert!(!is_true(&d.status.conditions, types::COMPLETE));
+        assert!(!is_true(&d.status.conditions, types::READY));
+        let h = d.status.deletion_guard.clone().unwrap().held.unwrap();
+        assert_eq!((h.deletes, h.percent.as_str()), (300, "30.0%"));
+        assert_eq!(d.notes.len(), 1, "{:?}", d.notes);
+        assert!(d.notes[0].warning && d.notes[0].message.contains(&h.release_token));
+
+        // Held, no release: nothing runs, however long it waits.
+        s.status = Some(d.status.clone());
+        assert!(settled(&s));
+        let idle = desired(&s, opts, None, t(10_000));
+        assert!(matches!(idle.action, Action::Nothing));
+        assert_eq!(idle.status.phase, Phase::Held);
+
+        // The token: a new run, allowed exactly those deletes, recorded once.
+        s.metadata.annotations = Some(
+            [(
+                crate::api::automation::RELEASE_DELETIONS_ANNOTATION.to_string(),
+                h.release_token.clone(),
+            )]
+            .into(),
+        );
+        assert!(!settled(&s));
+        let go = desired(&s, opts, None, t(30));
+        let Action::Start(job) = &go.action else {
+            panic!("{:?}", go.action)
+        };
+        let Job::Copy { opts: o, .. } = &**job else {
+            panic!()
+        };
+        assert_eq!(o.guard.allowance, Allowance::UpTo(300));
+        assert_eq!(go.status.phase, Phase::Running);
+        let dg = go.status.deletion_guard.clone().unwrap();
+        assert_eq!(
+            dg.last_released_token.as_deref(),
+            Some(h.release_token.as_str())
+        );
+        assert!(go.notes.iter().any(|n| n.reason == Reason::DeletesReleased));
+        // The same token once more does nothing.
+        s.status = Some(SynchronizationStatus {
+            phase: Phase::Held,
+            ..go.status
+        });
+        assert!(matches!(
+            desired(&s, opts, None, t(40)).action,
+            Action::Nothing
+        ));
     }
 
     #[test]

@@ -111,6 +111,11 @@ impl Held {
         percent(self.deletes, self.destination_nodes)
     }
 
+    /// The share as text, rounded down: 2000 of 2001 is 99.9%, never 100%.
+    pub fn percent_text(&self) -> String {
+        format!("{:.1}%", (self.percent() * 10.0).floor() / 10.0)
+    }
+
     /// One line for logs, CLI output, conditions and Events (without the release hint, which
     /// depends on the driver).
     pub fn describe(&self) -> String {
@@ -124,10 +129,10 @@ impl Held {
             format!(" (e.g. {})", self.sample.join(", "))
         };
         format!(
-            "{what}: {} of {} destination nodes ({:.1}%) would be deleted, over the limits of {} nodes and {}% (source has {} nodes){sample}",
+            "{what}: {} of {} destination nodes ({}) would be deleted, over the limits of {} nodes and {}% (source has {} nodes){sample}",
             self.deletes,
             self.destination_nodes,
-            self.percent(),
+            self.percent_text(),
             self.max_deletes,
             self.max_delete_percent,
             self.source_nodes,

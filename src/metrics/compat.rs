@@ -80,6 +80,8 @@ fn is_failure(reason: &str) -> bool {
         Reason::BucketNotFound,
         Reason::KubernetesClusterNotFound,
         Reason::CopyFailed,
+        Reason::MassDeletionHeld,
+        Reason::SourceEmptyHeld,
     ]
     .iter()
     .any(|r| r.as_str() == reason)
@@ -105,7 +107,8 @@ pub fn synchronization_status(s: &Synchronization) -> Status {
         None => Status::Unknown,
         Some(Phase::Pending) | Some(Phase::Running) => Status::Progressing,
         Some(Phase::Succeeded) => Status::Ready,
-        Some(Phase::Failed) => Status::Failed,
+        // Held deletes wait for a person, as a failure does.
+        Some(Phase::Failed) | Some(Phase::Held) => Status::Failed,
     }
 }
 

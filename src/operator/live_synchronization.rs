@@ -26,6 +26,7 @@ use crate::api::conditions::Reason;
 use crate::continuous::Registry;
 use crate::controllers::live_synchronization::{self as decide, LiveAction};
 use crate::controllers::synchronization::Note;
+use crate::engine::Allowance;
 use crate::metrics::LiveMetrics;
 use crate::resolve;
 
@@ -103,6 +104,13 @@ pub async fn reconcile(ls: Arc<LiveSynchronization>, ctx: Arc<Ctx>) -> Result<Ac
         now,
     );
 
+    let mut d = d;
+    if let LiveAction::Release { token, deletes } = &d.action {
+        let result = ctx.live.release(&uid, Allowance::UpTo(*deletes));
+        if let Some(note) = decide::released(&mut d.status, token, *deletes, result, now) {
+            d.notes.push(note);
+        }
+    }
     let since = ctx.written().get(&uid).map(|t| t.elapsed());
     if decide::status_due(ls.status.as_ref(), &d.status, since)
         && apply::status(&api, &*ls, ls.status.as_ref(), &d.status).await?
@@ -121,7 +129,7 @@ pub async fn reconcile(ls: Arc<LiveSynchronization>, ctx: Arc<Ctx>) -> Result<Ac
             ctx.live.start(&uid, ls.metadata.generation, *opts, Some(m));
         }
         LiveAction::Stop => ctx.live.stop(&uid),
-        LiveAction::Nothing => {}
+        LiveAction::Release { .. } | LiveAction::Nothing => {}
     }
     Ok(match d.requeue {
         Some(after) if ctx.live.get(&uid).is_none() => Action::requeue(after),

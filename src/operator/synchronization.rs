@@ -161,7 +161,8 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
     let uid = s.metadata.uid.clone().unwrap_or_default();
     let api = Api::<Synchronization>::namespaced(ctx.shared.client.clone(), &ns);
     let has_finalizer = s.finalizers().iter().any(|f| f == FINALIZER);
-    let finished = s.status.as_ref().is_some_and(|st| st.phase.is_finished());
+    // Held deletes settle a run like an end does, until a person releases them.
+    let finished = decide::settled(&s);
 
     if s.metadata.deletion_timestamp.is_some() {
         if has_finalizer {
@@ -209,7 +210,7 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
     // only once it is stored.
     apply::status(&api, &*s, s.status.as_ref(), &d.status).await?;
     ctx.shared.events.publish_all(&*s, "Sync", &d.notes).await;
-    if !finished && d.status.phase.is_finished() {
+    if !finished && (d.status.phase.is_finished() || d.status.phase == Phase::Held) {
         // A plan's runs are reported under the plan's name: one series per plan, not per run.
         let series = s
             .labels()
@@ -245,9 +246,16 @@ fn record_outcome(ns: &str, name: &str, plugin: Plugin, st: &SynchronizationStat
     let result = match st.phase {
         Phase::Succeeded if diverged => "diverged",
         Phase::Succeeded => "succeeded",
+        Phase::Held => "held",
         _ => "failed",
     };
     metrics::counter!(m::SYNC_RUNS_TOTAL, "mode" => "once", "result" => result).increment(1);
+    let held = st
+        .deletion_guard
+        .as_ref()
+        .and_then(|g| g.held.as_ref())
+        .map_or(0, |h| h.deletes);
+    m::deletes_held(&labels, held, held);
     if let (Some(a), Some(b)) = (&st.start_time, &st.completion_time) {
         let secs = b.0.duration_since(a.0).as_secs_f64().max(0.0);
         metrics::histogram!(m::SYNC_DURATION_SECONDS, "mode" => "once").record(secs);
