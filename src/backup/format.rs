@@ -13,7 +13,7 @@
 //! Integers are little-endian; `str32`/`bytes32` carry a u32 length, `str16` a u16 length. Every
 //! length is bounded, so a corrupted stream fails with an error instead of a huge allocation.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use verifier::model::{AclEntry, Node, NodeKind, NodeStat};
 
 pub const MAGIC: &[u8; 8] = b"ZKSNAP\x00\x01";
@@ -54,6 +54,15 @@ pub struct Manifest {
     /// blake3 of the compressed object, checked before anything is decompressed.
     pub object_blake3: String,
     pub duration_seconds: f64,
+    /// When the stored object was read back and checked (RFC 3339). A backup writes `null`;
+    /// the manifest is rewritten with the time once the check passed. Absent from manifests
+    /// written before the check was recorded: those are legacy.
+    #[serde(default, skip_serializing_if = "ReadBack::is_legacy")]
+    pub verified_at: ReadBack,
+    /// Set when the node count dropped past the deletion guard: such a snapshot is kept, but
+    /// retention neither counts it nor lets it cause a deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect: Option<Suspect>,
 }
 
 impl Manifest {
@@ -75,6 +84,92 @@ impl Manifest {
             object_bytes: 0,
             object_blake3: String::new(),
             duration_seconds: 0.0,
+            verified_at: ReadBack::Unverified,
+            suspect: None,
+        }
+    }
+
+    /// How far retention trusts this snapshot.
+    pub fn standing(&self) -> Standing {
+        match (&self.suspect, &self.verified_at) {
+            (Some(_), _) => Standing::Suspect,
+            (None, ReadBack::Verified(_)) => Standing::Good,
+            (None, ReadBack::Unverified) => Standing::Unverified,
+            (None, ReadBack::Legacy) => Standing::Legacy,
+        }
+    }
+}
+
+/// Whether a snapshot was read back and checked: the manifest's `verifiedAt`, which is
+/// absent (legacy), `null` (unverified) or a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ReadBack {
+    /// Written before verification was recorded: it may or may not have been checked.
+    #[default]
+    Legacy,
+    /// Never read back: verification was off, failed, or has not run yet.
+    Unverified,
+    /// Read back and checked at this time (RFC 3339).
+    Verified(String),
+}
+
+impl ReadBack {
+    fn is_legacy(&self) -> bool {
+        *self == ReadBack::Legacy
+    }
+}
+
+// By hand, because `null` and a missing field mean different things here.
+impl Serialize for ReadBack {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ReadBack::Verified(at) => s.serialize_some(at),
+            ReadBack::Unverified | ReadBack::Legacy => s.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ReadBack {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Only reached when the field is present; a missing one is the default, Legacy.
+        Ok(match Option::<String>::deserialize(d)? {
+            Some(at) => ReadBack::Verified(at),
+            None => ReadBack::Unverified,
+        })
+    }
+}
+
+/// Why a snapshot is suspect: it holds far fewer nodes than the snapshot it was compared with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Suspect {
+    /// The snapshot compared with: the newest earlier one that was good (or legacy).
+    pub against: String,
+    pub against_nodes: u64,
+    /// For people, e.g. "node count dropped from 1200 to 1 (−99.9%) against snapshot X".
+    pub reason: String,
+}
+
+/// How retention treats a snapshot, from its manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Read back and checked, and not suspect: the only kind that counts toward `keepLast`.
+    Good,
+    /// Its node count dropped past the deletion guard.
+    Suspect,
+    /// Never read back.
+    Unverified,
+    /// Written before verification was recorded.
+    Legacy,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Good => "verified",
+            Standing::Suspect => "SUSPECT",
+            Standing::Unverified => "unverified",
+            Standing::Legacy => "legacy",
         }
     }
 }
@@ -422,5 +517,39 @@ mod tests {
             }
         }
         assert!(failed);
+    }
+
+    #[test]
+    fn verified_at_tells_legacy_unverified_and_verified_manifests_apart() {
+        let mut m = Manifest::empty();
+        let json = serde_json::to_value(&m).unwrap();
+        // A new manifest says it is not verified; one from before lacks the field.
+        assert_eq!(json["verifiedAt"], serde_json::Value::Null);
+        assert!(json.as_object().unwrap().contains_key("verifiedAt"));
+        assert!(!json.as_object().unwrap().contains_key("suspect"));
+        assert_eq!(m.standing(), Standing::Unverified);
+        let mut legacy = json.clone();
+        legacy.as_object_mut().unwrap().remove("verifiedAt");
+        let old: Manifest = serde_json::from_value(legacy).unwrap();
+        assert_eq!(old.verified_at, ReadBack::Legacy);
+        assert_eq!(old.standing(), Standing::Legacy);
+        // Round trips, including legacy (the field stays absent).
+        assert_eq!(
+            serde_json::from_value::<Manifest>(serde_json::to_value(&old).unwrap()).unwrap(),
+            old
+        );
+        m.verified_at = ReadBack::Verified("2026-11-21T00:00:00Z".into());
+        let back: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.standing(), Standing::Good);
+        m.suspect = Some(Suspect {
+            against: "a".into(),
+            against_nodes: 1000,
+            reason: "r".into(),
+        });
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["suspect"]["againstNodes"], 1000);
+        let back: Manifest = serde_json::from_value(json).unwrap();
+        assert_eq!(back.standing(), Standing::Suspect);
     }
 }

@@ -272,6 +272,9 @@ pub async fn backup(o: &BackupOptions) -> Result<Manifest, BackupError> {
         object_bytes,
         object_blake3: hex(object.finalize().as_bytes()),
         duration_seconds: started.elapsed().as_secs_f64(),
+        // Until `seal` reads the snapshot back and rewrites this.
+        verified_at: format::ReadBack::Unverified,
+        suspect: None,
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Io {
         what: "encoding the manifest".into(),
