@@ -10,7 +10,7 @@ use verifier::{ConnectOptions, DigestAuth, NodeKind};
 use crate::api::assets::{Bucket, Database};
 use crate::api::automation::{AclPolicy, EphemeralPolicy, SyncConfig};
 use crate::api::conditions::Reason;
-use crate::backup::{store, Backend, BackupOptions, Location, RestoreOptions, Selector};
+use crate::backup::{self, store, Backend, BackupOptions, Location, RestoreOptions, Selector};
 use crate::engine::{SyncOptions, TypeRule};
 
 /// Why a resource cannot be turned into engine settings yet.
@@ -481,10 +481,11 @@ pub fn resolve_job(
             };
             o.type_rules = rules()?;
             let retention = match &c.retention {
-                None => (None, None),
-                Some(r) => (
-                    r.keep_last.map(|k| k as usize),
-                    r.max_age
+                None => backup::Retention::default(),
+                Some(r) => backup::Retention {
+                    keep_last: r.keep_last.map(|k| k as usize),
+                    max_age: r
+                        .max_age
                         .as_deref()
                         .map(|v| {
                             crate::api::automation::parse_duration(
@@ -499,12 +500,20 @@ pub fn resolve_job(
                             })
                         })
                         .transpose()?,
-                ),
+                },
             };
+            // Retention counts only snapshots that were read back: without the check it could
+            // never delete anything, which is better said than silently done.
+            if retention.is_set() && !c.verify {
+                return Err(invalid(
+                    "spec.config.verify",
+                    "must be on when spec.config.retention is set: retention counts only \
+                     snapshots that were read back and checked",
+                ));
+            }
             Ok(Job::Backup {
                 opts: Box::new(o),
-                keep_last: retention.0,
-                max_age: retention.1,
+                retention,
                 verify: c.verify,
             })
         }
@@ -770,5 +779,61 @@ mod tests {
             assert!(e.to_string().starts_with(field), "{spec}: {e}");
             assert!(e.is_permanent());
         }
+    }
+
+    fn backup_job(config: serde_json::Value) -> Result<crate::runs::Job, ResolveError> {
+        let mut c = serde_json::json!({"sourceName": "zk", "destinationName": "store",
+            "rootPath": "/app"});
+        for (k, v) in config.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let sync: crate::api::automation::Synchronization =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+                "metadata": {"name": "b", "namespace": "ns"},
+                "spec": {"plugin": "zookeeper-to-bucket", "config": c}
+            }))
+            .unwrap();
+        let bucket: Bucket = serde_json::from_value(serde_json::json!({
+            "apiVersion": "assets.astronetes.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": "store", "namespace": "ns"},
+            "spec": {"local": {"path": "/backups"}}
+        }))
+        .unwrap();
+        resolve_job(
+            &sync,
+            |_| {
+                Ok((
+                    Some(db(&["a:1"])),
+                    Some(secret(&[("user", "u"), ("password", "p")])),
+                ))
+            },
+            &|_| (Some(bucket.clone()), None),
+        )
+    }
+
+    #[test]
+    fn retention_needs_the_read_back_check() {
+        let job = backup_job(serde_json::json!({"retention": {"keepLast": 3, "maxAge": "1h"}}));
+        match job.unwrap() {
+            crate::runs::Job::Backup {
+                retention, verify, ..
+            } => {
+                assert!(verify);
+                assert_eq!(retention.keep_last, Some(3));
+                assert_eq!(
+                    retention.max_age,
+                    Some(std::time::Duration::from_secs(3600))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Unverified snapshots never count, so this retention could never delete anything.
+        let e = backup_job(serde_json::json!({"retention": {"keepLast": 3}, "verify": false}))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("spec.config.verify:"), "{e}");
+        assert_eq!(e.reason(), Reason::InvalidSpec);
+        // Without retention, verify may be off.
+        assert!(backup_job(serde_json::json!({"verify": false})).is_ok());
     }
 }

@@ -22,11 +22,11 @@ pub enum Job {
         opts: Box<SyncOptions>,
         verify: bool,
     },
-    /// A snapshot into a bucket, then retention, then (`verify`) a read-back check.
+    /// A snapshot into a bucket, then (`verify`) a read-back check, then retention: see
+    /// [`backup::seal`].
     Backup {
         opts: Box<BackupOptions>,
-        keep_last: Option<usize>,
-        max_age: Option<std::time::Duration>,
+        retention: backup::Retention,
         verify: bool,
     },
     /// A snapshot restored (always checked before and verified after).
@@ -220,7 +220,9 @@ fn backup_failure(e: &BackupError) -> RunFailure {
         BackupError::Sync(s) => classify(s),
         BackupError::Store { .. } => (Reason::Unreachable, None),
         BackupError::Invalid { .. } | BackupError::Path(_) => (Reason::InvalidSpec, None),
-        BackupError::Corrupt { .. } | BackupError::Mismatch { .. } => (Reason::VerifyFailed, None),
+        BackupError::Corrupt { .. }
+        | BackupError::Mismatch { .. }
+        | BackupError::NotVerified { .. } => (Reason::VerifyFailed, None),
         _ => (Reason::CopyFailed, None),
     };
     RunFailure {
@@ -235,28 +237,16 @@ async fn run(job: Job) -> Result<RunOutcome, RunFailure> {
         Job::Copy { opts, verify } => run_copy(&opts, verify).await,
         Job::Backup {
             opts,
-            keep_last,
-            max_age,
+            retention,
             verify,
         } => {
             let m = backup::backup(&opts)
                 .await
                 .map_err(|e| backup_failure(&e))?;
-            let mut pruned = Vec::new();
-            if keep_last.is_some() || max_age.is_some() {
-                let all = backup::list(&opts.location)
-                    .await
-                    .map_err(|e| backup_failure(&e))?;
-                pruned = backup::to_prune(&all, keep_last, max_age, Timestamp::now());
-                backup::delete(&opts.location, &pruned)
-                    .await
-                    .map_err(|e| backup_failure(&e))?;
-            }
-            if verify {
-                backup::check(&opts.location, &m)
-                    .await
-                    .map_err(|e| backup_failure(&e))?;
-            }
+            let sealed = backup::seal(&opts.location, m, verify, retention)
+                .await
+                .map_err(|e| backup_failure(&e))?;
+            let m = &sealed.manifest;
             let status = SnapshotStatus {
                 name: m.name.clone(),
                 location: opts.location.describe(),
@@ -264,9 +254,16 @@ async fn run(job: Job) -> Result<RunOutcome, RunFailure> {
                 data_bytes: m.data_bytes,
                 size_bytes: m.object_bytes,
                 root_hash: m.root_hash.clone(),
-                pruned,
+                pruned: sealed.pruned.clone(),
+                suspect: m.suspect.is_some(),
+                suspect_reason: m.suspect.as_ref().map(|s| s.reason.clone()),
             };
-            Ok(snapshot_outcome(false, status, verify, m.duration_seconds))
+            Ok(snapshot_outcome(
+                false,
+                status,
+                sealed.verified,
+                m.duration_seconds,
+            ))
         }
         Job::Restore(o) => {
             let s = backup::restore(&o).await.map_err(|e| backup_failure(&e))?;
@@ -278,6 +275,8 @@ async fn run(job: Job) -> Result<RunOutcome, RunFailure> {
                 size_bytes: 0,
                 root_hash: s.root_hash.clone(),
                 pruned: Vec::new(),
+                suspect: false,
+                suspect_reason: None,
             };
             Ok(snapshot_outcome(true, status, true, s.duration_seconds))
         }

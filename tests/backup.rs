@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use resiliency_operator::backup::{
-    self, format, Backend, BackupError, BackupOptions, Location, RestoreOptions, Selector,
+    self, format, Backend, BackupError, BackupOptions, Location, RestoreOptions, Retention,
+    Selector,
 };
 use support::*;
 use verifier::ConnectOptions;
@@ -225,12 +226,15 @@ async fn snapshots_are_chosen_by_name_latest_or_time_and_pruned_by_retention() {
         local(dir.path()),
         "sel",
     );
-    let first = backup::backup(&o).await.unwrap();
+    let sealed = |m| backup::seal(&o.location, m, true, Retention::default());
+    let first = sealed(backup::backup(&o).await.unwrap()).await.unwrap();
     // Names have a one-second resolution.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let between = k8s_openapi::jiff::Timestamp::now();
     mk(&zs, &format!("{root}/later"), b"l").await;
-    let second = backup::backup(&o).await.unwrap();
+    let second = sealed(backup::backup(&o).await.unwrap()).await.unwrap();
+    assert!(first.verified && second.verified && second.pruned.is_empty());
+    let (first, second) = (first.manifest, second.manifest);
     assert_ne!(first.root_hash, second.root_hash);
     let all = backup::list(&o.location).await.unwrap();
     assert_eq!(all.len(), 2);
@@ -253,15 +257,23 @@ async fn snapshots_are_chosen_by_name_latest_or_time_and_pruned_by_retention() {
     assert!(backup::select(&all, &Selector::Name("nope".into())).is_none());
     // Keep the newest one; an age limit never deletes the last snapshot.
     let now = k8s_openapi::jiff::Timestamp::now();
+    let keep_one = Retention {
+        keep_last: Some(1),
+        max_age: None,
+    };
     assert_eq!(
-        backup::to_prune(&all, Some(1), None, now),
+        backup::to_prune(&all, keep_one, now),
         vec![first.name.clone()]
     );
+    let no_age = Retention {
+        keep_last: None,
+        max_age: Some(Duration::ZERO),
+    };
     assert_eq!(
-        backup::to_prune(&all, None, Some(Duration::ZERO), now),
+        backup::to_prune(&all, no_age, now),
         vec![first.name.clone()]
     );
-    backup::delete(&o.location, &backup::to_prune(&all, Some(1), None, now))
+    backup::delete(&o.location, &backup::to_prune(&all, keep_one, now))
         .await
         .unwrap();
     let left = backup::list(&o.location).await.unwrap();

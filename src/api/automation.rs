@@ -47,11 +47,14 @@ pub enum Direction {
     Restore,
 }
 
-/// How many snapshots a backup keeps in its bucket folder; the newest is always kept.
+/// How many snapshots a backup keeps in its bucket folder. It applies only after the new
+/// snapshot was read back and checked (`verify` must be on), counts only verified snapshots
+/// that are not suspect, and never deletes the newest snapshot or the newest verified one.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
-    /// Keep at most this many snapshots.
+    /// Keep the newest this many verified snapshots; older snapshots of any kind go once this
+    /// many verified ones are newer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1").message("must be at least 1"))]
     pub keep_last: Option<u32>,
@@ -378,6 +381,15 @@ pub struct SnapshotStatus {
     /// Snapshots deleted by retention after this backup.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<String>,
+    /// The node count dropped past the deletion guard (more than 100 nodes and more than 10%)
+    /// against the last verified snapshot: the snapshot is kept, but retention does not count
+    /// it, and it causes no deletion.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspect: bool,
+    /// Why it is suspect, e.g. "node count dropped from 1200 to 1 (−99.9%) against snapshot
+    /// X".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect_reason: Option<String>,
 }
 
 fn default_verify_interval() -> String {

@@ -17,11 +17,12 @@
 //! being written is fuzzy. The manifest's `maxMzxid` says how far it reaches.
 
 pub mod format;
+pub mod retention;
 pub mod store;
 
 use std::io::{Seek, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
@@ -39,8 +40,9 @@ use crate::engine::error::cause_chain;
 use crate::engine::plan::{plan_acl, Identity};
 use crate::engine::writer::{self, Op, Queued, WriterConfig};
 use crate::engine::{Progress, SyncError};
-pub use format::Manifest;
 use format::{encode_record, encode_trailer, Corrupt, Decoder, Item, KindCounts};
+pub use format::{Manifest, Standing};
+pub use retention::{seal, to_prune, Retention, Sealed};
 pub use store::{Backend, Location};
 
 #[derive(Debug, Error)]
@@ -82,6 +84,13 @@ pub enum BackupError {
     },
     #[error("snapshot {0} already exists")]
     Exists(String),
+    /// The read-back check after a backup failed; retention did not run.
+    #[error("snapshot {snapshot} failed its read-back check; no snapshot was deleted")]
+    NotVerified {
+        snapshot: String,
+        #[source]
+        source: Box<BackupError>,
+    },
 }
 
 impl BackupError {
@@ -337,33 +346,6 @@ pub fn select<'a>(all: &'a [Manifest], s: &Selector) -> Option<&'a Manifest> {
             .iter()
             .rfind(|m| m.created_at.parse::<Timestamp>().is_ok_and(|c| c <= *t)),
     }
-}
-
-/// Snapshots to delete so that at most `keep_last` remain and none is older than `max_age`.
-/// The newest is always kept, so a retention policy never leaves nothing to restore.
-pub fn to_prune(
-    all: &[Manifest],
-    keep_last: Option<usize>,
-    max_age: Option<Duration>,
-    now: Timestamp,
-) -> Vec<String> {
-    let n = all.len();
-    all.iter()
-        .enumerate()
-        .filter(|(i, m)| {
-            if *i + 1 == n {
-                return false;
-            }
-            let too_many = keep_last.is_some_and(|k| n - i > k.max(1));
-            let too_old = max_age.is_some_and(|age| {
-                m.created_at
-                    .parse::<Timestamp>()
-                    .is_ok_and(|c| now.duration_since(c).as_secs_f64() > age.as_secs_f64())
-            });
-            too_many || too_old
-        })
-        .map(|(_, m)| m.name.clone())
-        .collect()
 }
 
 /// Deletes snapshots: the manifest first, so a half-deleted one is never listed.
@@ -894,7 +876,7 @@ mod tests {
     }
 
     #[test]
-    fn retention_keeps_the_newest_and_the_limits() {
+    fn snapshots_are_selected_by_name_latest_or_time() {
         let m = |name: &str, at: &str| Manifest {
             name: name.into(),
             created_at: at.into(),
@@ -905,17 +887,9 @@ mod tests {
             m("b", "2026-11-10T00:00:00Z"),
             m("c", "2026-11-20T00:00:00Z"),
         ];
-        let now: Timestamp = "2026-11-21T00:00:00Z".parse().unwrap();
-        assert_eq!(to_prune(&all, Some(2), None, now), vec!["a"]);
-        let week = Duration::from_secs(7 * 86400);
-        assert_eq!(to_prune(&all, None, Some(week), now), vec!["a", "b"]);
-        // Everything too old: the newest stays anyway.
-        assert_eq!(
-            to_prune(&all, None, Some(Duration::from_secs(1)), now),
-            vec!["a", "b"]
-        );
-        assert!(to_prune(&all, None, None, now).is_empty());
         let before: Timestamp = "2026-11-15T00:00:00Z".parse().unwrap();
         assert_eq!(select(&all, &Selector::Before(before)).unwrap().name, "b");
+        assert_eq!(select(&all, &Selector::Latest).unwrap().name, "c");
+        assert_eq!(select(&all, &Selector::Name("a".into())).unwrap().name, "a");
     }
 }

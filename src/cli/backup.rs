@@ -105,12 +105,19 @@ pub struct BackupArgs {
     /// What to do with ephemeral nodes.
     #[arg(long, value_enum, default_value_t = Ephemerals::Skip)]
     pub ephemerals: Ephemerals,
-    /// After a successful backup, keep only the newest N snapshots of this location.
+    /// After the new snapshot was read back, keep only the newest N verified snapshots of this
+    /// location (suspect and unverified ones do not count, and go once N verified ones are
+    /// newer).
     #[arg(long, value_name = "N")]
     pub keep_last: Option<usize>,
-    /// After a successful backup, delete snapshots older than this (e.g. 30d is 720h).
+    /// After the new snapshot was read back, delete snapshots older than this (e.g. 30d is
+    /// 720h); never the newest verified one.
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
+    /// Do not read the new snapshot back. Retention counts only verified snapshots, so this
+    /// cannot go with --keep-last or --max-age.
+    #[arg(long, conflicts_with_all = ["keep_last", "max_age"])]
+    pub no_verify: bool,
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub connect_timeout: f64,
     #[command(flatten)]
@@ -205,22 +212,26 @@ pub async fn run_backup(a: BackupArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(json, &e),
     };
-    let mut pruned = Vec::new();
-    if a.keep_last.is_some() || max_age.is_some() {
-        let result = async {
-            let all = backup::list(&o.location).await?;
-            let names = backup::to_prune(&all, a.keep_last, max_age, Timestamp::now());
-            backup::delete(&o.location, &names).await?;
-            Ok::<_, BackupError>(names)
-        }
-        .await;
-        match result {
-            Ok(n) => pruned = n,
-            Err(e) => return fail(json, &e),
-        }
-    }
+    // Read back first, retention after: a snapshot that fails the check deletes nothing.
+    let retention = backup::Retention {
+        keep_last: a.keep_last,
+        max_age,
+    };
+    let sealed = match backup::seal(&o.location, m, !a.no_verify, retention).await {
+        Ok(s) => s,
+        Err(e) => return fail(json, &e),
+    };
+    let m = &sealed.manifest;
+    let suspect = m.suspect.as_ref().map(|s| s.reason.as_str());
     if json {
-        print_json(&serde_json::json!({"ok": true, "manifest": m, "pruned": pruned}));
+        print_json(&serde_json::json!({
+            "ok": true,
+            "manifest": m,
+            "verified": sealed.verified,
+            "suspect": suspect.is_some(),
+            "suspectReason": suspect,
+            "pruned": sealed.pruned,
+        }));
     } else {
         println!(
             "backed up {} nodes ({} data bytes, {} compressed) of {} to {} as {} in {:.1}s",
@@ -233,9 +244,20 @@ pub async fn run_backup(a: BackupArgs) -> ExitCode {
             m.duration_seconds
         );
         println!("root hash {} (up to zxid {:#x})", m.root_hash, m.max_mzxid);
-        for n in &pruned {
+        if sealed.verified {
+            println!("verified: read back and checked, its records hash to this root");
+        } else {
+            println!("not verified (--no-verify)");
+        }
+        if let Some(r) = suspect {
+            println!("suspect: {r}; kept, but retention does not count it");
+        }
+        for n in &sealed.pruned {
             println!("deleted old snapshot {n}");
         }
+    }
+    if let Some(r) = suspect {
+        eprintln!("warning: snapshot {} is suspect: {r}", m.name);
     }
     ExitCode::SUCCESS
 }
@@ -302,13 +324,17 @@ pub async fn run_snapshots(a: SnapshotsArgs) -> ExitCode {
             } else {
                 for m in &all {
                     println!(
-                        "{}  {}  {} nodes  {} bytes  {}  root {}",
+                        "{}  {}  {} nodes  {} bytes  {}  root {}  {}",
                         m.name,
                         m.created_at,
                         m.nodes,
                         m.object_bytes,
                         m.root_path,
-                        &m.root_hash[..m.root_hash.len().min(16)]
+                        &m.root_hash[..m.root_hash.len().min(16)],
+                        match &m.suspect {
+                            Some(s) => format!("SUSPECT: {}", s.reason),
+                            None => m.standing().as_str().to_string(),
+                        }
                     );
                 }
                 if all.is_empty() {

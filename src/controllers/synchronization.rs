@@ -303,11 +303,15 @@ fn snapshot_succeeded(
         )
     } else {
         format!(
-            "snapshot {} of {} nodes ({} bytes compressed) written to {}{}",
+            "snapshot {} of {} nodes ({} bytes compressed) written to {}{}{}",
             s.name,
             s.nodes,
             s.size_bytes,
             s.location,
+            match &s.suspect_reason {
+                Some(r) => format!("; suspect: {r}; kept, but retention does not count it"),
+                None => String::new(),
+            },
             if s.pruned.is_empty() {
                 String::new()
             } else {
@@ -358,8 +362,9 @@ fn snapshot_succeeded(
             )
         },
     );
+    // A suspect snapshot (an emptied source?) is worth a Warning Event.
     notes.push(Note {
-        warning: false,
+        warning: s.suspect,
         reason: Reason::Succeeded,
         message: done,
     });
@@ -831,6 +836,51 @@ mod tests {
         );
         assert!(!is_true(&d.status.conditions, types::READY));
         assert_eq!(d.status.verification.unwrap().divergent_nodes, 1);
+    }
+
+    #[test]
+    fn a_suspect_snapshot_succeeds_with_a_warning_and_its_reason_in_the_status() {
+        let running = sync(Some(SynchronizationStatus {
+            phase: Phase::Running,
+            ..Default::default()
+        }));
+        let reason = "node count dropped from 1200 to 1 (\u{2212}99.9%) against snapshot db-1";
+        let status = crate::api::automation::SnapshotStatus {
+            name: "db-2".into(),
+            location: "file:///b".into(),
+            nodes: 1,
+            suspect: true,
+            suspect_reason: Some(reason.into()),
+            ..Default::default()
+        };
+        let ok = RunOutcome {
+            summary: SyncSummary::default(),
+            report: None,
+            snapshot: Some(crate::runs::SnapshotOutcome {
+                restore: false,
+                status,
+                verified: true,
+                duration_seconds: 0.1,
+            }),
+        };
+        let d = desired(&running, opts, Some(&finished(Ok(ok))), t(14));
+        assert_eq!(d.status.phase, Phase::Succeeded);
+        let snap = d.status.snapshot.as_ref().unwrap();
+        assert!(snap.suspect);
+        assert_eq!(snap.suspect_reason.as_deref(), Some(reason));
+        let ready = find(&d.status.conditions, types::READY).unwrap();
+        assert!(ready.message.contains(reason), "{}", ready.message);
+        assert!(d
+            .notes
+            .iter()
+            .any(|n| n.warning && n.message.contains(reason)));
+        // Serialized, the flag is there; an ordinary snapshot's status has neither field.
+        let json = serde_json::to_value(snap).unwrap();
+        assert_eq!(json["suspect"], true);
+        assert_eq!(json["suspectReason"], reason);
+        let plain =
+            serde_json::to_value(crate::api::automation::SnapshotStatus::default()).unwrap();
+        assert!(plain.get("suspect").is_none() && plain.get("suspectReason").is_none());
     }
 
     #[test]
