@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use resiliency_operator::backup::{
     self, format, Backend, BackupError, BackupOptions, Location, RestoreOptions, Retention,
-    Selector,
+    Selector, Standing,
 };
 use support::*;
 use verifier::ConnectOptions;
@@ -620,4 +620,273 @@ async fn a_wiped_tree_is_restored_in_place() {
     assert_eq!(after.source_nodes, before.source_nodes);
     let (acl, _) = zs.get_acl(&format!("{root}/guarded")).await.unwrap();
     assert_eq!(acl, guarded.to_vec());
+}
+
+/// The child nodes of `root` deleted, the root kept: a source emptied by mistake.
+async fn empty(c: &zookeeper_client::Client, root: &str) {
+    for child in c.list_children(root).await.unwrap() {
+        wipe(c, &format!("{root}/{child}")).await;
+    }
+}
+
+/// Runs a backup as the operator does (the run registry) and waits for its outcome.
+async fn run_backup_job(
+    o: &BackupOptions,
+    retention: Retention,
+) -> resiliency_operator::runs::RunOutcome {
+    use resiliency_operator::runs::{Job, RunState, Runs};
+    let runs = Runs::new();
+    runs.start(
+        "backup",
+        Job::Backup {
+            opts: Box::new(o.clone()),
+            retention,
+            verify: true,
+        },
+    );
+    wait_for("the backup run", Duration::from_secs(60), || async {
+        matches!(runs.state("backup"), Some(RunState::Finished { .. }))
+    })
+    .await;
+    match runs.state("backup") {
+        Some(RunState::Finished { result, .. }) => result.unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A good snapshot is never evicted by a bad one: with keepLast 2, two verified backups of a
+/// populated tree, then the source's children deleted and more backups taken. The good
+/// snapshots stay, restore, and hold the pre-wipe tree; the new ones are flagged suspect, in
+/// the run's outcome, the manifest and the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_source_never_evicts_the_good_snapshots() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("backup-emptied");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 300, 10, 16).await;
+    let before = verify(&sync_opts(src, &root, src, &root)).await;
+    assert_eq!(before.source_nodes, 301);
+    let dir = tempfile::tempdir().unwrap();
+    let o = BackupOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        &root,
+        local(dir.path()),
+        "emptied",
+    );
+    let keep_two = Retention {
+        keep_last: Some(2),
+        max_age: None,
+    };
+    let mut good = Vec::new();
+    for _ in 0..2 {
+        let out = run_backup_job(&o, keep_two).await;
+        let snap = out.snapshot.unwrap();
+        assert!(snap.verified && !snap.status.suspect, "{snap:?}");
+        assert!(snap.status.pruned.is_empty());
+        good.push(snap.status.name);
+        // Names have a one-second resolution.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+
+    empty(&zs, &root).await;
+    assert_eq!(
+        verify(&sync_opts(src, &root, src, &root))
+            .await
+            .source_nodes,
+        1
+    );
+    let out = run_backup_job(&o, keep_two).await;
+    let snap = out.snapshot.unwrap();
+    let reason = format!(
+        "node count dropped from 301 to 1 (\u{2212}99.7%) against snapshot {}",
+        good[1]
+    );
+    assert!(snap.verified, "{snap:?}");
+    assert!(snap.status.suspect, "{snap:?}");
+    assert_eq!(snap.status.suspect_reason.as_deref(), Some(reason.as_str()));
+    assert_eq!(snap.status.nodes, 1);
+    assert!(snap.status.pruned.is_empty(), "{snap:?}");
+    let suspect = snap.status.name;
+
+    // Stored: both good snapshots, and the new one marked in its manifest.
+    let all = backup::list(&o.location).await.unwrap();
+    let names: Vec<_> = all.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(
+        names,
+        vec![good[0].clone(), good[1].clone(), suspect.clone()]
+    );
+    let standing: Vec<_> = all.iter().map(|m| m.standing()).collect();
+    assert_eq!(
+        standing,
+        vec![Standing::Good, Standing::Good, Standing::Suspect]
+    );
+    let flag = all[2].suspect.as_ref().unwrap();
+    assert_eq!(
+        (flag.against.as_str(), flag.against_nodes),
+        (good[1].as_str(), 301)
+    );
+    assert_eq!(flag.reason, reason);
+    assert!(matches!(all[2].verified_at, format::ReadBack::Verified(_)));
+    // Latest is still the newest snapshot: what is in the bucket now, flagged or not.
+    assert_eq!(
+        backup::select(&all, &Selector::Latest).unwrap().name,
+        suspect
+    );
+
+    // The good ones hold the pre-wipe tree, and restore to it.
+    for (i, name) in good.iter().enumerate() {
+        assert_eq!(all[i].nodes, before.source_nodes);
+        assert_eq!(all[i].root_hash, before.source_root_hash);
+        let target = format!("{root}-good-{i}");
+        let s = backup::restore(&RestoreOptions::new(
+            o.location.clone(),
+            Selector::Name(name.clone()),
+            ConnectOptions::new(dst.connect_string()),
+            &target,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            (s.nodes, s.root_hash.as_str()),
+            (301, before.source_root_hash.as_str())
+        );
+        let restored = verify(&sync_opts(dst, &target, dst, &target)).await;
+        assert_eq!(restored.source_nodes, before.source_nodes);
+        assert_eq!(restored.source_root_hash, before.source_root_hash);
+    }
+
+    // Still empty, through the CLI: compared with the last good snapshot again (never with
+    // the suspect one), flagged again, and still nothing deleted.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args([
+            "backup",
+            "--source",
+            &src.connect_string(),
+            "--root-path",
+            &root,
+        ])
+        .args([
+            "--to",
+            &dir.path().display().to_string(),
+            "--name",
+            "emptied",
+        ])
+        .args(["--keep-last", "2", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["verified"], true, "{j}");
+    assert_eq!(j["suspect"], true, "{j}");
+    assert_eq!(j["suspectReason"], reason.as_str(), "{j}");
+    assert_eq!(j["manifest"]["suspect"]["against"], good[1].as_str(), "{j}");
+    assert_eq!(j["pruned"], serde_json::json!([]), "{j}");
+    assert!(stderr.contains("is suspect"), "{stderr}");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(["snapshots", "--from", &dir.path().display().to_string()])
+        .output()
+        .await
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<_> = listing.lines().collect();
+    assert_eq!(lines.len(), 4, "{listing}");
+    assert!(
+        lines[0].ends_with("  verified") && lines[1].ends_with("  verified"),
+        "{listing}"
+    );
+    assert!(
+        lines[2].contains("SUSPECT: node count dropped from 301 to 1"),
+        "{listing}"
+    );
+    assert!(
+        lines[3].contains("SUSPECT: node count dropped from 301 to 1"),
+        "{listing}"
+    );
+    assert_eq!(backup::list(&o.location).await.unwrap().len(), 4);
+}
+
+/// A snapshot that fails its read-back check deletes nothing, even where retention would:
+/// the object is corrupted between the upload and the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_fails_its_read_back_deletes_nothing() {
+    let (src, _) = shared_pair();
+    let root = unique_root("backup-unverified");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 50, 10, 8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = BackupOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        &root,
+        local(dir.path()),
+        "unverified",
+    );
+    let keep_one = Retention {
+        keep_last: Some(1),
+        max_age: Some(Duration::ZERO),
+    };
+    let good = backup::seal(
+        &o.location,
+        backup::backup(&o).await.unwrap(),
+        true,
+        keep_one,
+    )
+    .await
+    .unwrap();
+    assert!(good.verified);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let m = backup::backup(&o).await.unwrap();
+    let data = dir.path().join(&m.name).join(format::NODES);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x10;
+    std::fs::write(&data, &bytes).unwrap();
+    let e = backup::seal(&o.location, m.clone(), true, keep_one)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackupError::NotVerified { .. }), "{e}");
+    let msg = backup::describe(&e);
+    assert!(msg.contains("no snapshot was deleted"), "{msg}");
+    assert!(msg.contains("blake3"), "{msg}");
+    // Both are still there; the corrupt one stays unverified, so it counts for nothing.
+    let all = backup::list(&o.location).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0], good.manifest);
+    assert_eq!(all[0].standing(), Standing::Good);
+    assert_eq!(
+        (all[1].name.as_str(), all[1].standing()),
+        (m.name.as_str(), Standing::Unverified)
+    );
+    assert!(backup::to_prune(
+        &all,
+        Retention {
+            keep_last: Some(1),
+            max_age: None
+        },
+        k8s_openapi::jiff::Timestamp::now()
+    )
+    .is_empty());
+
+    // The next good backup retires both: the older good one and the unverified one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let next = backup::seal(
+        &o.location,
+        backup::backup(&o).await.unwrap(),
+        true,
+        keep_one,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        next.pruned,
+        vec![good.manifest.name.clone(), m.name.clone()]
+    );
+    assert_eq!(
+        backup::list(&o.location).await.unwrap(),
+        vec![next.manifest]
+    );
 }
