@@ -26,10 +26,11 @@ use super::format::{self, Manifest, ReadBack, Standing, Suspect};
 use super::{check, delete, list, BackupError, Location};
 
 /// The deletion guard: a drop of more than this many nodes...
-pub const GUARD_MIN_DROPPED_NODES: u64 = 100;
+pub const GUARD_MIN_DROPPED_NODES: u64 = crate::engine::guard::DEFAULT_MAX_DELETES;
 /// ...that is also more than this fraction of the last good snapshot's nodes makes a snapshot
 /// suspect. Both must hold, so small trees and ordinary churn never trip it.
-pub const GUARD_MIN_DROPPED_FRACTION: f64 = 0.10;
+pub const GUARD_MIN_DROPPED_FRACTION: f64 =
+    crate::engine::guard::DEFAULT_MAX_DELETE_PERCENT / 100.0;
 
 /// How many snapshots to keep. Either limit may be off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
