@@ -427,7 +427,9 @@ async fn verify_loop(
             });
         }
         if o.repair && !confirmed.is_empty() {
-            let r = judge::repair(sync, &confirmed).await;
+            let nodes = verdict.as_ref().map_or(0, |v| v.report.destination_nodes);
+            let guard = o.live.gate.full_sync_guard();
+            let r = judge::repair(sync, &confirmed, guard, nodes).await;
             let mut s = board.lock();
             match r {
                 Ok(n) => {

@@ -253,6 +253,15 @@ pub fn deletion_guard(
     })
 }
 
+/// Who a resource's copy is in its writer claim: `Kind namespace/name`.
+fn holder(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{kind} {}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
 /// Engine settings of a Synchronization, given a lookup of a Database by name in the sync's
 /// namespace and of the Secret of the same name. The operator fills the lookup from the API
 /// server, standalone mode from files; both then decide alike.
@@ -261,7 +270,9 @@ pub fn resolve_sync(
     lookup: impl Fn(&str) -> Found,
 ) -> Result<SyncOptions, ResolveError> {
     let namespace = sync.metadata.namespace.clone().unwrap_or_default();
-    resolve_config(&namespace, &sync.spec.config, lookup)
+    let mut o = resolve_config(&namespace, &sync.spec.config, lookup)?;
+    o.holder = holder("Synchronization", &sync.metadata);
+    Ok(o)
 }
 
 /// Engine settings of a LiveSynchronization: the copy settings as for a Synchronization, plus
@@ -292,7 +303,8 @@ pub fn resolve_live(
     let verify_interval = duration("spec.verifyInterval", &spec.verify_interval)?;
     let max_lag = duration("spec.maxLag", &spec.max_lag)?;
     let resync = duration("spec.resyncInterval", &spec.resync_interval)?;
-    let sync = resolve_config(&namespace, &spec.config, lookup)?;
+    let mut sync = resolve_config(&namespace, &spec.config, lookup)?;
+    sync.holder = holder("LiveSynchronization", &ls.metadata);
     let heartbeat = if spec.heartbeat.enabled {
         let interval = duration("spec.heartbeat.interval", &spec.heartbeat.interval)?;
         if interval < std::time::Duration::from_millis(100) {
@@ -461,10 +473,14 @@ pub fn resolve_job(
         Ok(o.type_rules)
     };
     match sync.spec.plugin.direction() {
-        Direction::Copy => Ok(Job::Copy {
-            opts: Box::new(resolve_config(&namespace, c, databases)?),
-            verify: c.verify,
-        }),
+        Direction::Copy => {
+            let mut opts = resolve_config(&namespace, c, databases)?;
+            opts.holder = holder("Synchronization", &sync.metadata);
+            Ok(Job::Copy {
+                opts: Box::new(opts),
+                verify: c.verify,
+            })
+        }
         Direction::Backup => {
             verifier::path::validate_root("spec.config.rootPath", &c.root_path)
                 .map_err(|e| invalid("spec.config.rootPath", e.to_string()))?;

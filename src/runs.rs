@@ -211,6 +211,9 @@ pub fn classify(err: &SyncError) -> (Reason, Option<bool>) {
         SyncError::SourceRootMissing { .. } => (Reason::CopyFailed, Some(true)),
         SyncError::Read(e) => (Reason::CopyFailed, side(e.side)),
         SyncError::RetriesExhausted { last, .. } => classify(last),
+        SyncError::Busy { .. } => (Reason::WriterConflict, None),
+        SyncError::Loop { .. } => (Reason::ReplicationLoop, None),
+        SyncError::ClaimRefused { side: s, .. } => (Reason::AuthFailed, side(s)),
         _ => (Reason::CopyFailed, Some(false)),
     }
 }

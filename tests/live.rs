@@ -445,7 +445,13 @@ async fn the_lag_aware_verifier_confirms_a_tampered_destination() {
     );
     assert!(!v.in_sync());
     // Repair re-syncs exactly those: the intruder goes, the data comes back.
-    assert_eq!(judge::repair(&o, &v.confirmed).await.unwrap(), 2);
+    let nodes = v.report.destination_nodes;
+    assert_eq!(
+        judge::repair(&o, &v.confirmed, o.guard, nodes)
+            .await
+            .unwrap(),
+        2
+    );
     assert_equal(&o).await;
     run.stop().await;
 }

@@ -65,11 +65,13 @@ pub enum Reason {
     SourceEmptyHeld,
     NoDeletesHeld,
     DeletesReleased,
+    WriterConflict,
+    ReplicationLoop,
 }
 
 impl Reason {
     /// Every reason, for parsing a condition's reason back.
-    pub const ALL: [Reason; 37] = [
+    pub const ALL: [Reason; 39] = [
         Reason::Connected,
         Reason::Unreachable,
         Reason::AuthFailed,
@@ -107,6 +109,8 @@ impl Reason {
         Reason::SourceEmptyHeld,
         Reason::NoDeletesHeld,
         Reason::DeletesReleased,
+        Reason::WriterConflict,
+        Reason::ReplicationLoop,
     ];
 
     pub fn parse(s: &str) -> Option<Reason> {
@@ -152,6 +156,8 @@ impl Reason {
             Reason::SourceEmptyHeld => "SourceEmptyHeld",
             Reason::NoDeletesHeld => "NoDeletesHeld",
             Reason::DeletesReleased => "DeletesReleased",
+            Reason::WriterConflict => "WriterConflict",
+            Reason::ReplicationLoop => "ReplicationLoop",
         }
     }
 }

@@ -44,6 +44,24 @@ pub enum SyncError {
     },
     #[error("destination writer stopped before the copy was written")]
     WriterStopped,
+    #[error("destination tree {destination_root} overlaps {root}, which {holder} is writing: one writer per destination tree (its claim goes when it stops, or within its session timeout if it crashed)")]
+    Busy {
+        holder: String,
+        root: String,
+        destination_root: String,
+    },
+    #[error("replication loop: {holder} already copies this copy's destination ({destination_root}) into its source ({source_root}); a stream the other way would feed on itself, so this one is refused: stop the other stream first (as a failback does)")]
+    Loop {
+        holder: String,
+        source_root: String,
+        destination_root: String,
+    },
+    #[error("{side}: not authorized to create the writer claim {path}: grant create on / (or on /.resiliency-operator/claims) to the copier's identity")]
+    ClaimRefused { side: &'static str, path: String },
+    #[error("deletion guard: repair left {deletes} destination-only subtrees in place (e.g. {}): over the limits, or the stream is holding deletes; release the hold or delete them yourself", sample.join(", "))]
+    RepairHeld { deletes: u64, sample: Vec<String> },
+    #[error("destination: the session holding the writer claim ended: another writer may have claimed the tree, so this copy stopped writing")]
+    ClaimLost,
     #[error("copy failed after {attempts} attempts: {last}")]
     RetriesExhausted {
         attempts: u32,
@@ -68,6 +86,8 @@ impl SyncError {
                             | ZkError::BadVersion
                     )
             }
+            // Another copy holds the tree: wait for it to finish (or for its claim to expire).
+            SyncError::Busy { .. } | SyncError::ClaimLost => true,
             _ => false,
         }
     }
@@ -75,7 +95,11 @@ impl SyncError {
     /// Which ensemble the error is about: "source", "destination", or None (bad options).
     pub fn side(&self) -> Option<&'static str> {
         match self {
-            SyncError::InvalidPath(_) | SyncError::Overlap { .. } => None,
+            SyncError::InvalidPath(_)
+            | SyncError::Overlap { .. }
+            | SyncError::Busy { .. }
+            | SyncError::Loop { .. } => None,
+            SyncError::ClaimRefused { side, .. } => Some(side),
             SyncError::Connect(ConnectError::Unreachable { role, .. })
             | SyncError::Connect(ConnectError::Refused { role, .. })
             | SyncError::Connect(ConnectError::InvalidServers { role, .. }) => {

@@ -197,10 +197,39 @@ async fn wait_caught_up(caught_up: &impl Fn() -> bool, settle: Duration) -> bool
 /// Re-syncs each confirmed divergent path (relative to the roots): the subtree is copied again
 /// when the source has it, and deleted from the destination when it does not (and `prune` is
 /// on). Returns how many paths were repaired.
-pub async fn repair(o: &SyncOptions, confirmed: &[String]) -> Result<usize, super::SyncError> {
+///
+/// Repair deletes go through the deletion guard like any other (`guard`, of a destination of
+/// `destination_nodes`): held deletes show as divergence, and repair must not apply them
+/// behind the hold. When the guard trips nothing is deleted and the error says so.
+pub async fn repair(
+    o: &SyncOptions,
+    confirmed: &[String],
+    guard: super::DeletionGuard,
+    destination_nodes: u64,
+) -> Result<usize, super::SyncError> {
     let src = verifier::connect("source", &o.source).await?;
     let dst = verifier::connect("destination", &o.destination).await?;
+    let mut gone = Vec::new();
+    for rel in confirmed {
+        let sp = path::join(&o.source_root, rel);
+        let missing = src
+            .check_stat(&sp)
+            .await
+            .map_err(|e| super::SyncError::Write {
+                op: "exists",
+                path: sp.clone(),
+                source: e,
+            })?
+            .is_none();
+        if missing {
+            gone.push(path::join(&o.destination_root, rel));
+        }
+    }
+    let deletes_allowed = !o.prune || !guard.trips(gone.len() as u64, destination_nodes);
     let mut done = 0;
+    let mut sub_opts = o.clone();
+    sub_opts.guard = guard;
+    let o = &sub_opts;
     for rel in confirmed {
         let sp = path::join(&o.source_root, rel);
         let dp = path::join(&o.destination_root, rel);
@@ -217,13 +246,20 @@ pub async fn repair(o: &SyncOptions, confirmed: &[String]) -> Result<usize, supe
             let mut sub = o.clone();
             sub.source_root = sp;
             sub.destination_root = dp;
-            super::sync(&sub).await?;
-        } else if o.prune {
+            // The stream this repairs holds the claim on the tree.
+            super::sync_with(&sub, super::Claiming::Held).await?;
+        } else if o.prune && deletes_allowed {
             super::live::delete_destination_subtree(&dst, &dp).await?;
         } else {
             continue;
         }
         done += 1;
+    }
+    if !deletes_allowed {
+        return Err(super::SyncError::RepairHeld {
+            deletes: gone.len() as u64,
+            sample: gone.into_iter().take(super::guard::SAMPLE_PATHS).collect(),
+        });
     }
     Ok(done)
 }

@@ -201,13 +201,37 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SyncError> {
     super::validate(&opts.sync)?;
+    // Held across epochs, so the tree stays ours while the stream reconnects.
+    let mut claims: Option<super::claim::Claims> = None;
+    let r = epochs(opts, observer, &mut stop, &mut claims).await;
+    if let Some(c) = claims {
+        c.release().await;
+    }
+    r
+}
+
+async fn epochs(
+    opts: &LiveOptions,
+    observer: Arc<dyn Observer>,
+    stop: &mut watch::Receiver<bool>,
+    claims: &mut Option<super::claim::Claims>,
+) -> Result<(), SyncError> {
     let mut failures = 0u32;
     let mut first = true;
     loop {
         if *stop.borrow() {
             return Ok(());
         }
-        match epoch(opts, &observer, &mut stop, first).await {
+        let outcome = async {
+            if claims.as_ref().is_none_or(super::claim::Claims::lost) {
+                *claims = None;
+                observer.state(LiveState::Connecting, "claiming the destination tree");
+                *claims = Some(super::claim::acquire(&opts.sync, &opts.sync.holder).await?);
+            }
+            epoch(opts, &observer, stop, first, claims.as_ref()).await
+        }
+        .await;
+        match outcome {
             Ok(Epoch::Stopped) => return Ok(()),
             Ok(Epoch::Restart(why)) => {
                 tracing::info!(why = %why, "continuous sync: new sessions and a full sync");
@@ -245,6 +269,7 @@ async fn epoch(
     observer: &Arc<dyn Observer>,
     stop: &mut watch::Receiver<bool>,
     first: bool,
+    claims: Option<&super::claim::Claims>,
 ) -> Result<Epoch, SyncError> {
     let o = &opts.sync;
     observer.state(LiveState::Connecting, "opening sessions");
@@ -308,7 +333,7 @@ async fn epoch(
             let mut full_opts = o.clone();
             full_opts.guard = gate.full_sync_guard();
             gate.reset_queue();
-            let full = super::sync(&full_opts);
+            let full = super::sync_with(&full_opts, super::Claiming::Held);
             tokio::pin!(full);
             // Drain events while the full sync runs, so the watch channel stays small.
             let summary = loop {
@@ -381,6 +406,9 @@ async fn epoch(
                     continue 'rounds;
                 }
                 _ = tokio::time::sleep_until(batch_at), if due.is_some() => {
+                    if claims.is_some_and(super::claim::Claims::lost) {
+                        return Ok(Epoch::Restart("the session holding the writer claim ended: claiming the tree again".into()));
+                    }
                     due = None;
                     let batch = std::mem::take(&mut dirty);
                     if let Err(e) = apply_batch(&src, &dst, opts, &me, &batch, observer).await {
@@ -644,17 +672,27 @@ async fn read_chunk(
     src: &Client,
     chunk: &[(String, Pending)],
 ) -> Result<Vec<zookeeper_client::MultiReadResult>, ApplyError> {
-    let mut reader = src.new_multi_reader();
-    for (p, _) in chunk {
+    let paths: Vec<String> = chunk.iter().map(|(p, _)| p.clone()).collect();
+    read_paths(src, "source", &paths).await
+}
+
+/// Data and stat of each of `paths` on `side` in one multi-read.
+async fn read_paths(
+    c: &Client,
+    side: &'static str,
+    paths: &[String],
+) -> Result<Vec<zookeeper_client::MultiReadResult>, ApplyError> {
+    let mut reader = c.new_multi_reader();
+    for p in paths {
         reader
             .add_get_data(p)
-            .map_err(ApplyError::on("source", "getData", p))?;
+            .map_err(ApplyError::on(side, "getData", p))?;
     }
-    let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
+    let first = paths.first().map(String::as_str).unwrap_or_default();
     reader
         .commit()
         .await
-        .map_err(ApplyError::on("source", "multi-read", first))
+        .map_err(ApplyError::on(side, "multi-read", first))
 }
 
 /// Data-only changes read and written per request.
@@ -683,12 +721,25 @@ async fn apply_data_chunk(
     let o = &opts.sync;
     let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
     let results = read_chunk(src, chunk).await?;
+    // What the destination holds: equal data is not written again, so a change that comes
+    // back (a stream the other way that escaped detection) dies out after one round.
+    let dst_paths: Vec<String> = chunk.iter().map(|(p, _)| dst_path(o, p)).collect();
+    let current = read_paths(dst, "destination", &dst_paths).await?;
     let mut slow: Vec<&(String, Pending)> = Vec::new();
     // (path, pending, mtime) of each write, in groups that fit one transaction.
     let mut groups: Vec<Vec<Write<'_>>> = vec![Vec::new()];
     let mut bytes = 0usize;
-    for (entry, r) in chunk.iter().zip(results) {
+    for ((entry, r), now) in chunk.iter().zip(results).zip(current) {
         match r {
+            zookeeper_client::MultiReadResult::Data { data, stat }
+                if stat.ephemeral_owner == 0
+                    && matches!(&now, zookeeper_client::MultiReadResult::Data { data: d, .. } if *d == data) =>
+            {
+                let applied = Applied::Written {
+                    mtime_ms: stat.mtime,
+                };
+                observer.applied(&entry.0, lag_of(&applied, &entry.1));
+            }
             zookeeper_client::MultiReadResult::Data { data, stat } if stat.ephemeral_owner == 0 => {
                 let size = data.len() + entry.0.len() + 64;
                 if bytes + size > o.writer.max_batch_bytes {

@@ -3,6 +3,7 @@
 //! It knows nothing of Kubernetes (a test enforces that): the CLI, the standalone mode and the
 //! controllers all drive it through [`SyncOptions`] and [`sync`].
 
+pub mod claim;
 mod copy;
 pub mod error;
 pub mod guard;
@@ -58,6 +59,8 @@ pub struct SyncOptions {
     pub type_rules: Vec<TypeRule>,
     /// Mass deletions are held (see [`guard`]).
     pub guard: DeletionGuard,
+    /// Who this copy is, in the writer claim other copies see (see [`claim`]).
+    pub holder: String,
 }
 
 /// Creates source nodes whose absolute path matches `pattern` as `kind` on the destination.
@@ -136,6 +139,7 @@ impl SyncOptions {
             progress_every: None,
             type_rules: Vec::new(),
             guard: DeletionGuard::default(),
+            holder: default_holder(),
         }
     }
 
@@ -146,6 +150,17 @@ impl SyncOptions {
     pub(crate) fn destination_identity(&self) -> String {
         identity(&self.destination)
     }
+}
+
+/// `resiliency-operator (pid N on HOST)`: enough for a person to find the process.
+fn default_holder() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "an unknown host".into());
+    format!("resiliency-operator (pid {} on {host})", std::process::id())
 }
 
 fn identity(c: &ConnectOptions) -> String {
@@ -359,17 +374,65 @@ pub fn validate(opts: &SyncOptions) -> Result<(), SyncError> {
 /// repeating one is safe), up to `opts.retries` times; then the copy fails. It never reports
 /// success for a copy that was not fully acknowledged.
 pub async fn sync(opts: &SyncOptions) -> Result<SyncSummary, SyncError> {
+    sync_with(opts, Claiming::Claim).await
+}
+
+/// Whether a copy claims its destination tree (see [`claim`]) or runs under a claim its
+/// caller holds (a live stream's full syncs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Claiming {
+    Claim,
+    Held,
+}
+
+pub(crate) async fn sync_with(
+    opts: &SyncOptions,
+    claiming: Claiming,
+) -> Result<SyncSummary, SyncError> {
     validate(opts)?;
+    // A dry run writes nothing, so it needs no claim.
+    let claim = claiming == Claiming::Claim && !opts.dry_run;
+    let mut claims: Option<claim::Claims> = None;
     let started = Instant::now();
     let progress = Arc::new(Progress::default());
     let _reporter = opts
         .progress_every
         .map(|every| progress::Reporter::start(progress.clone(), every));
     let me = plan::Identity::new(opts.destination.auth.as_ref());
+    let result = attempts(opts, &me, progress, started, claim, &mut claims).await;
+    if let Some(c) = claims {
+        c.release().await;
+    }
+    result
+}
+
+/// The passes of a copy, each on fresh sessions, under the claim (taken on the first).
+async fn attempts(
+    opts: &SyncOptions,
+    me: &plan::Identity,
+    progress: Arc<Progress>,
+    started: Instant,
+    claim: bool,
+    claims: &mut Option<claim::Claims>,
+) -> Result<SyncSummary, SyncError> {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let result = attempt_once(opts, &me, progress.clone(), attempt == 1).await;
+        if claims.as_ref().is_some_and(claim::Claims::lost) {
+            *claims = None;
+        }
+        let result = async {
+            if claim && claims.is_none() {
+                *claims = Some(claim::acquire(opts, &opts.holder).await?);
+            }
+            let r = attempt_once(opts, me, progress.clone(), attempt == 1).await;
+            // Writes after the claim was lost may have raced another writer: not a success.
+            match &*claims {
+                Some(c) if c.lost() => Err(SyncError::ClaimLost),
+                _ => r,
+            }
+        }
+        .await;
         match result {
             Ok(mut summary) => {
                 summary.attempts = attempt;

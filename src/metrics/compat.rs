@@ -82,6 +82,8 @@ fn is_failure(reason: &str) -> bool {
         Reason::CopyFailed,
         Reason::MassDeletionHeld,
         Reason::SourceEmptyHeld,
+        Reason::WriterConflict,
+        Reason::ReplicationLoop,
     ]
     .iter()
     .any(|r| r.as_str() == reason)

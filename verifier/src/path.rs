@@ -81,8 +81,14 @@ fn invalid_char(c: char) -> bool {
 
 /// True for `/zookeeper` and everything below it.
 pub fn is_reserved(path: &str) -> bool {
-    path == "/zookeeper" || path.starts_with("/zookeeper/")
+    let under =
+        |top: &str| path == top || path.strip_prefix(top).is_some_and(|r| r.starts_with('/'));
+    // The server's own tree, and the copiers' writer claims (resiliency-operator's engine).
+    under("/zookeeper") || under(RESERVED_CLAIMS)
 }
+
+/// Where copiers register their claims on an ensemble: never copied, compared or backed up.
+pub const RESERVED_CLAIMS: &str = "/.resiliency-operator";
 
 /// Absolute path of `rel` (empty for the root itself, else starting with '/') under `root`.
 pub fn join(root: &str, rel: &str) -> String {

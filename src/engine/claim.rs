@@ -1,0 +1,357 @@
+//! Writer claims: one writer per destination tree, and no replication loops, however the
+//! ensembles are named.
+//!
+//! Every copy registers an ephemeral `writer-<id>` znode under [`CLAIMS`] on the destination
+//! ensemble (the tree it writes and who it is), and, where the source lets it, a
+//! `reader-<id>` on the source (the tree it reads). The znodes live as long as the copier's
+//! session: a crashed holder's claim goes when its session expires, so it blocks nobody for
+//! longer than the session timeout, across operator restarts, in standalone mode and on the
+//! command line alike. From them:
+//!
+//! - **Same ensemble**: the source session looks for the writer claim just made through the
+//!   destination session. Found, the two are one ensemble, whatever their server strings
+//!   say, and overlapping roots are refused.
+//! - **One writer**: of two writer claims on overlapping trees the older (lower czxid) wins;
+//!   the newer one is withdrawn and refused, naming the holder.
+//! - **Reverse stream**: a writer into this copy's source tree whose own reader claim sits on
+//!   this copy's destination over an overlapping tree is a stream the other way: this one, the
+//!   newer, is refused.
+//!
+//! The claim znodes are reserved ([`verifier::path::is_reserved`]): never copied, verified or
+//! backed up.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use verifier::path;
+use zookeeper_client::{Acl, Acls, AuthId, Client, CreateMode, Error as ZkError, Permission};
+
+use super::{SyncError, SyncOptions};
+
+/// Where claims live on every ensemble the tool touches.
+pub const CLAIMS: &str = "/.resiliency-operator/claims";
+const CLAIMS_PARENT: &str = "/.resiliency-operator";
+
+/// What a claim znode holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimInfo {
+    /// The tree written (writer) or read (reader).
+    pub root: String,
+    /// Who holds it, e.g. `LiveSynchronization prod/kafka` or `cli sync (pid 42 on host)`.
+    pub holder: String,
+    /// The id shared by this copy's writer and reader claims.
+    pub id: String,
+    /// Unix milliseconds when it was made.
+    pub since_ms: i64,
+}
+
+/// The claims of one running copy. Dropping it closes the sessions, and the server removes
+/// the ephemeral znodes at once.
+pub struct Claims {
+    dst: Client,
+    _src: Client,
+    writer: String,
+    reader: Option<String>,
+    /// Why loop detection from this copy's side is partial (the source refused the reader
+    /// claim), if it is.
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claims")
+            .field("writer", &self.writer)
+            .finish()
+    }
+}
+
+impl Claims {
+    /// Withdraws the claims now. A process that exits without this leaves them until its
+    /// session expires (the server does not see a closed socket as a closed session).
+    pub async fn release(self) {
+        let _ = self.dst.delete(&self.writer, None).await;
+        if let Some(r) = &self.reader {
+            let _ = self._src.delete(r, None).await;
+        }
+    }
+
+    /// The destination session that holds the writer claim ended: another writer may claim
+    /// the tree now, so this one must stop writing.
+    pub fn lost(&self) -> bool {
+        use zookeeper_client::SessionState as S;
+        matches!(self.dst.state(), S::Expired | S::Closed | S::AuthFailed)
+    }
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A claim id no other process makes at the same instant.
+fn new_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut h = blake3::Hasher::new();
+    h.update(&wall_ms().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    h.update(&nanos.to_le_bytes());
+    h.finalize().to_hex()[..16].to_string()
+}
+
+/// Everyone may read a claim (other copiers judge it); only its maker may change it.
+fn claim_acl(authed: bool) -> Vec<Acl> {
+    if authed {
+        vec![
+            Acl::new(Permission::READ, AuthId::anyone()),
+            Acl::new(Permission::ALL, AuthId::authed()),
+        ]
+    } else {
+        vec![Acl::new(Permission::ALL, AuthId::anyone())]
+    }
+}
+
+async fn ensure_dirs(c: &Client) -> Result<(), ZkError> {
+    for p in [CLAIMS_PARENT, CLAIMS] {
+        match c
+            .create(
+                p,
+                &[],
+                &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+            )
+            .await
+        {
+            Ok(_) | Err(ZkError::NodeExists) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Every claim of `kind` ("writer" or "reader") on the ensemble, with its czxid.
+async fn list(c: &Client, kind: &str) -> Result<Vec<(String, ClaimInfo, i64)>, ZkError> {
+    let names = match c.list_children(CLAIMS).await {
+        Ok(n) => n,
+        Err(ZkError::NoNode) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for n in names.into_iter().filter(|n| n.starts_with(kind)) {
+        match c.get_data(&format!("{CLAIMS}/{n}")).await {
+            Ok((data, stat)) => {
+                if let Ok(info) = serde_json::from_slice::<ClaimInfo>(&data) {
+                    out.push((n, info, stat.czxid));
+                }
+            }
+            // Its holder just went.
+            Err(ZkError::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn claim_error(
+    side: &'static str,
+    op: &'static str,
+    path: &str,
+) -> impl FnOnce(ZkError) -> SyncError {
+    let path = path.to_string();
+    move |source| match source {
+        ZkError::NoAuth => SyncError::ClaimRefused { side, path },
+        source if side == "source" => SyncError::Read(verifier::ReadError {
+            side: "source",
+            op,
+            path,
+            source,
+        }),
+        source => SyncError::Write { op, path, source },
+    }
+}
+
+/// Claims the destination tree of `opts` for `holder`, after checking that source and
+/// destination are not one ensemble with overlapping trees, that no other copy writes an
+/// overlapping tree, and that no stream runs the other way.
+pub async fn acquire(opts: &SyncOptions, holder: &str) -> Result<Claims, SyncError> {
+    let (dst, src) = tokio::join!(
+        verifier::connect("destination", &opts.destination),
+        verifier::connect("source", &opts.source)
+    );
+    let (dst, src) = (dst?, src?);
+    ensure_dirs(&dst)
+        .await
+        .map_err(claim_error("destination", "create", CLAIMS))?;
+    let id = new_id();
+    let writer = format!("{CLAIMS}/writer-{id}");
+    let info = |root: &str| ClaimInfo {
+        root: root.to_string(),
+        holder: holder.to_string(),
+        id: id.clone(),
+        since_ms: wall_ms(),
+    };
+    let mine = info(&opts.destination_root);
+    let body = serde_json::to_vec(&mine).unwrap_or_default();
+    let acl = claim_acl(opts.destination.auth.is_some());
+    let (stat, _) = dst
+        .create(
+            &writer,
+            &body,
+            &CreateMode::Ephemeral.with_acls(Acls::new(&acl)),
+        )
+        .await
+        .map_err(claim_error("destination", "create", &writer))?;
+    let mut claims = Claims {
+        dst,
+        _src: src,
+        writer,
+        reader: None,
+        warnings: Vec::new(),
+    };
+    let checked = async {
+        check_same_ensemble(&claims, opts).await?;
+        check_other_writers(&claims, opts, stat.czxid).await?;
+        register_reader(&mut claims, opts, info(&opts.source_root)).await;
+        check_reverse_stream(&claims, opts, mine.since_ms).await
+    }
+    .await;
+    match checked {
+        Ok(()) => Ok(claims),
+        Err(e) => {
+            claims.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// The probe: the writer claim, looked for through the source session.
+async fn check_same_ensemble(c: &Claims, opts: &SyncOptions) -> Result<(), SyncError> {
+    let seen = c
+        ._src
+        .check_stat(&c.writer)
+        .await
+        .map_err(claim_error("source", "exists", &c.writer))?;
+    if seen.is_some() && path::overlaps(&opts.source_root, &opts.destination_root) {
+        return Err(SyncError::Overlap {
+            source_root: opts.source_root.clone(),
+            destination_root: opts.destination_root.clone(),
+        });
+    }
+    Ok(())
+}
+
+async fn check_other_writers(c: &Claims, opts: &SyncOptions, czxid: i64) -> Result<(), SyncError> {
+    let ours = c.writer.rsplit('/').next().unwrap_or_default();
+    let writers =
+        list(&c.dst, "writer-")
+            .await
+            .map_err(claim_error("destination", "getChildren", CLAIMS))?;
+    let older = writers.into_iter().find(|(name, other, other_czxid)| {
+        name != ours && *other_czxid < czxid && path::overlaps(&other.root, &opts.destination_root)
+    });
+    match older {
+        Some((_, other, _)) => Err(SyncError::Busy {
+            holder: other.holder,
+            root: other.root,
+            destination_root: opts.destination_root.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The reader claim on the source, for streams the other way to find. A source that refuses
+/// it (read-only credentials, a locked root) leaves loop detection to the other side.
+async fn register_reader(c: &mut Claims, opts: &SyncOptions, info: ClaimInfo) {
+    let reader = format!("{CLAIMS}/reader-{}", info.id);
+    let body = serde_json::to_vec(&info).unwrap_or_default();
+    let acl = claim_acl(opts.source.auth.is_some());
+    let made = match ensure_dirs(&c._src).await {
+        Ok(()) => c
+            ._src
+            .create(
+                &reader,
+                &body,
+                &CreateMode::Ephemeral.with_acls(Acls::new(&acl)),
+            )
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match made {
+        Ok(()) => c.reader = Some(reader),
+        Err(e) => {
+            let w = format!(
+            "the source refused the reader claim {reader} ({e}): a stream started the other way will not be detected from its side"
+        );
+            tracing::warn!("{w}");
+            c.warnings.push(w);
+        }
+    }
+}
+
+async fn check_reverse_stream(
+    c: &Claims,
+    opts: &SyncOptions,
+    since_ms: i64,
+) -> Result<(), SyncError> {
+    let into_my_source =
+        list(&c._src, "writer-")
+            .await
+            .map_err(claim_error("source", "getChildren", CLAIMS))?;
+    for (_, w, _) in into_my_source {
+        if w.id == c.writer.rsplit('-').next().unwrap_or_default()
+            || !path::overlaps(&w.root, &opts.source_root)
+        {
+            continue;
+        }
+        // Its reader claim on our destination says where it reads from.
+        let reader = format!("{CLAIMS}/reader-{}", w.id);
+        let Ok((data, _)) = c.dst.get_data(&reader).await else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_slice::<ClaimInfo>(&data) else {
+            continue;
+        };
+        // The newer of the two streams gives way.
+        if path::overlaps(&r.root, &opts.destination_root) && w.since_ms <= since_ms {
+            return Err(SyncError::Loop {
+                holder: w.holder,
+                source_root: opts.source_root.clone(),
+                destination_root: opts.destination_root.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_differ_and_claims_are_reserved() {
+        assert_ne!(new_id(), new_id());
+        assert!(path::is_reserved(CLAIMS));
+        assert!(path::is_reserved(&format!("{CLAIMS}/writer-1")));
+        assert!(path::is_reserved(CLAIMS_PARENT));
+    }
+
+    #[test]
+    fn a_claim_reads_back() {
+        let i = ClaimInfo {
+            root: "/kafka".into(),
+            holder: "LiveSynchronization prod/kafka".into(),
+            id: "abc".into(),
+            since_ms: 5,
+        };
+        let v = serde_json::to_vec(&i).unwrap_or_default();
+        assert_eq!(serde_json::from_slice::<ClaimInfo>(&v).ok(), Some(i));
+    }
+}
