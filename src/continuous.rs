@@ -114,6 +114,13 @@ pub struct Snapshot {
     pub failed: Option<(Timestamp, String)>,
     /// Deletes the deletion guard holds, and since when.
     pub held: Option<(Timestamp, Held)>,
+    /// Delayed apply: the configured delay.
+    pub apply_delay: Option<Duration>,
+    /// Changes recorded and waiting their delay, and when the oldest of them was recorded.
+    pub delayed: usize,
+    pub delayed_since: Option<Timestamp>,
+    /// The delay the record bound cut changes to, when it did.
+    pub delay_shortened_to: Option<Duration>,
 }
 
 impl Snapshot {
@@ -140,6 +147,10 @@ impl Snapshot {
             heartbeat_error: None,
             failed: None,
             held: None,
+            apply_delay: None,
+            delayed: 0,
+            delayed_since: None,
+            delay_shortened_to: None,
         }
     }
 
@@ -162,6 +173,8 @@ impl Snapshot {
             Some(LiveState::Streaming) => self.last_applied_lag.unwrap_or_default(),
             _ => since(self.caught_up_at.unwrap_or(self.started)),
         };
+        // A delayed stream is as far behind as the oldest change still waiting.
+        let delayed = self.delayed_since.map_or(Duration::ZERO, since);
         let heartbeat = match self.heartbeat_interval {
             Some(every) => {
                 let seen = self.heartbeat_seen.unwrap_or(self.started);
@@ -169,7 +182,7 @@ impl Snapshot {
             }
             None => Duration::ZERO,
         };
-        stream.max(heartbeat)
+        stream.max(heartbeat).max(delayed)
     }
 
     /// The heartbeat is on and has not reached the destination for three intervals.
@@ -236,6 +249,16 @@ impl Observer for Board {
         r.ok = Some(reachable);
         r.why = why.to_string();
     }
+    fn delay_backlog(&self, waiting: usize, oldest: Option<Duration>, shortened: Option<Duration>) {
+        let mut s = self.lock();
+        s.delayed = waiting;
+        s.delayed_since = oldest.and_then(|age| {
+            Timestamp::now()
+                .checked_sub(k8s_openapi::jiff::SignedDuration::try_from(age).ok()?)
+                .ok()
+        });
+        s.delay_shortened_to = shortened;
+    }
     fn deletions_held(&self, held: Option<&Held>) {
         let mut s = self.lock();
         let since = s.held.as_ref().map_or_else(Timestamp::now, |(t, _)| *t);
@@ -262,10 +285,13 @@ impl Continuous {
         metrics: Option<Arc<LiveMetrics>>,
     ) -> Continuous {
         let board = Arc::new(Board {
-            snap: Mutex::new(Snapshot::new(
-                Timestamp::now(),
-                opts.heartbeat.as_ref().map(|h| h.interval),
-            )),
+            snap: Mutex::new(Snapshot {
+                apply_delay: opts.live.delay.as_ref().map(|q| q.delay),
+                ..Snapshot::new(
+                    Timestamp::now(),
+                    opts.heartbeat.as_ref().map(|h| h.interval),
+                )
+            }),
             heartbeat_path: opts.heartbeat.as_ref().map(|h| h.path.clone()),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -351,11 +377,26 @@ impl Drop for Continuous {
         for t in &self.tasks {
             t.abort();
         }
-        if let Some(m) = &self.main {
-            m.abort();
+        let Some(main) = self.main.take() else { return };
+        // The stream stops by itself at once (it watches `stop`) and then withdraws its
+        // writer claim, so the tree is free for the next writer without waiting for a session
+        // to expire. It is aborted if it does not stop in time.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let abort = main.abort_handle();
+                rt.spawn(async move {
+                    if tokio::time::timeout(STOP_GRACE, main).await.is_err() {
+                        abort.abort();
+                    }
+                });
+            }
+            Err(_) => main.abort(),
         }
     }
 }
+
+/// How long a dropped stream may take to stop and withdraw its claim before it is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 fn summarize(v: &judge::Verdict) -> VerifySummary {
     let r = &v.report;
@@ -394,13 +435,15 @@ async fn verify_loop(
             Err(e) => Err(cause_chain(&e)),
             Ok((src, dst)) => {
                 let b = board.clone();
-                judge::judge(
+                let delay = o.live.delay.clone();
+                judge::judge_delayed(
                     &src,
                     &dst,
                     sync,
                     MAX_SUSPECTS,
                     Duration::from_millis(100),
                     move || b.lock().caught_up,
+                    move |p| delay.as_ref().is_some_and(|q| q.pending(p)),
                 )
                 .await
                 .map_err(|e| cause_chain(&e))

@@ -303,6 +303,7 @@ pub fn resolve_live(
     let verify_interval = duration("spec.verifyInterval", &spec.verify_interval)?;
     let max_lag = duration("spec.maxLag", &spec.max_lag)?;
     let resync = duration("spec.resyncInterval", &spec.resync_interval)?;
+    let apply_delay = duration("spec.applyDelay", &spec.apply_delay)?;
     let mut sync = resolve_config(&namespace, &spec.config, lookup)?;
     sync.holder = holder("LiveSynchronization", &ls.metadata);
     let heartbeat = if spec.heartbeat.enabled {
@@ -332,9 +333,11 @@ pub fn resolve_live(
     let mut live = crate::engine::live::LiveOptions::new(sync);
     live.sync.progress_every = None;
     live.resync_interval = (!resync.is_zero()).then_some(resync);
+    let live = live.with_apply_delay(apply_delay, crate::engine::live::DEFAULT_DELAY_MAX_BYTES);
     let mut o = ContinuousOptions::new(live);
     o.verify_interval = (!verify_interval.is_zero()).then_some(verify_interval);
-    o.max_lag = max_lag;
+    // A delayed copy is behind by its delay on purpose: the objective counts on top of it.
+    o.max_lag = max_lag + apply_delay;
     o.repair = spec.repair;
     o.heartbeat = heartbeat;
     Ok(o)

@@ -392,3 +392,107 @@ async fn a_live_stream_started_on_an_emptied_source_writes_nothing() {
     assert!(run.snapshot().held.is_none());
     run.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_stream_lets_a_destructive_change_be_stopped_before_it_lands() {
+    let (s, d) = shared_pair();
+    let root = unique_root("delayed");
+    let c = client(s).await;
+    build_tree(&c, &root, 300, 20, 8).await;
+    let o = sync_opts(s, &root, d, &root);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let start = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+            .args([
+                "sync",
+                "--continuous",
+                "--progress",
+                "0",
+                "--root-path",
+                &root,
+            ])
+            .args(["--apply-delay", "4", "--max-lag", "1"])
+            .args(["--listen", &metrics_addr, "--name", "delayed"])
+            .args(["--source", &s.connect_string()])
+            .args(["--destination", &d.connect_string()])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    let stderr = gather(child.stderr.take().unwrap());
+    wait_for(
+        "the first copy",
+        std::time::Duration::from_secs(60),
+        || async { verify(&o).await.equal },
+    )
+    .await;
+    let dc = client(d).await;
+
+    // A change arrives, but only once it is 4 s old.
+    let p = format!("{root}/n0001");
+    let t0 = std::time::Instant::now();
+    c.set_data(&p, b"later", None).await.unwrap();
+    mk(&c, &format!("{root}/created"), b"c").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_ne!(
+        dc.get_data(&p).await.unwrap().0,
+        b"later",
+        "applied before its delay"
+    );
+    assert!(dc
+        .check_stat(&format!("{root}/created"))
+        .await
+        .unwrap()
+        .is_none());
+    let scrape = scrape_metrics(&metrics_addr).await;
+    assert!(
+        scrape.contains("resiliency_sync_max_lag_seconds{namespace=\"cli\",name=\"delayed\"} 5"),
+        "the objective counts on top of the delay: {scrape}"
+    );
+    wait_for(
+        "the delayed change",
+        std::time::Duration::from_secs(20),
+        || async { dc.get_data(&p).await.unwrap().0 == b"later" },
+    )
+    .await;
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_secs(4),
+        "{:?}",
+        t0.elapsed()
+    );
+    wait_for(
+        "the delayed create",
+        std::time::Duration::from_secs(10),
+        || async {
+            dc.check_stat(&format!("{root}/created"))
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
+    assert!(verify(&o).await.equal);
+    let before = destination_state(&o).await;
+
+    // The destructive change: the stream is stopped a second later, before it lands.
+    let top = children(&c, &root).await;
+    for k in &top {
+        c.set_data(&format!("{root}/{k}"), b"CORRUPTED", None)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    signal(child.id().unwrap(), "-TERM");
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "{}", stderr.lock().unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        destination_state(&o).await,
+        before,
+        "the corruption reached the copy"
+    );
+    let r = verify(&o).await;
+    assert_eq!(r.counts.data_differs, top.len() as u64, "{}", r.render());
+}

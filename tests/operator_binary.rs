@@ -1450,3 +1450,114 @@ async fn the_operator_holds_mass_deletions_until_a_person_releases_them() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_live_synchronization_is_suspended_before_a_destructive_change_lands() {
+    let (src, dst) = shared_pair();
+    let zs = client(src).await;
+    let root = unique_root("operator-delayed");
+    build_tree(&zs, &root, 200, 20, 8).await;
+    let o = sync_opts(src, &root, dst, &root);
+    let fake = Fake::new();
+    let ns = "resiliency-operator";
+    for (name, server) in [("zk-a", src), ("zk-b", dst)] {
+        fake.write("secrets", ns, secret(name), "ADDED");
+        fake.write(
+            "databases",
+            ns,
+            database(name, &server.connect_string()),
+            "ADDED",
+        );
+    }
+    fake.write(
+        "livesynchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "LiveSynchronization",
+            "metadata": {"name": "dr-delayed"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                     "config": {"sourceName": "zk-a", "destinationName": "zk-b", "rootPath": root},
+                     "applyDelay": "6s", "maxLag": "2s", "verifyInterval": "0s"}}),
+        "ADDED",
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), api_port);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(["operator", "--listen", &metrics_addr])
+        .args(["--controllers", "synchronization"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", ns)
+        .env("POD_NAME", "operator-delay-0")
+        .env("RUST_LOG", "warn")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = || {
+        fake.get("livesynchronizations", ns, "dr-delayed")
+            .map(|s| s["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    wait_for("the stream", Duration::from_secs(60), || async {
+        condition(&status(), "Streaming")["status"] == "True" && verify(&o).await.equal
+    })
+    .await;
+    let before = destination_state(&o).await;
+    let st = status();
+    assert_eq!(condition(&st, "DelayedApply")["reason"], "Delaying", "{st}");
+    let (_, metrics) = http_get(&metrics_addr, "/metrics").await;
+    assert!(
+        metrics.contains("resiliency_sync_max_lag_seconds{namespace=\"resiliency-operator\",name=\"dr-delayed\"} 8"),
+        "{metrics}"
+    );
+
+    // The destructive change, then the person suspends the stream within the delay.
+    let kids = zs.list_children(&root).await.unwrap();
+    for k in &kids {
+        zs.set_data(&format!("{root}/{k}"), b"CORRUPTED", None)
+            .await
+            .unwrap();
+    }
+    wait_for(
+        "the changes to be recorded",
+        Duration::from_secs(10),
+        || async { status()["delayedChanges"].as_u64().is_some_and(|n| n > 0) },
+    )
+    .await;
+    let mut obj = fake.get("livesynchronizations", ns, "dr-delayed").unwrap();
+    obj["spec"]["suspend"] = json!(true);
+    obj["metadata"]["generation"] = json!(2);
+    fake.write("livesynchronizations", ns, obj, "MODIFIED");
+    wait_for("the suspension", Duration::from_secs(20), || async {
+        status()["phase"] == "Suspended"
+    })
+    .await;
+    // Well past the delay: none of it reached the copy.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(destination_state(&o).await, before, "the corruption landed");
+    let st = status();
+    assert_eq!(condition(&st, "Ready")["reason"], "Suspended", "{st}");
+    assert_eq!(condition(&st, "Streaming")["status"], "False", "{st}");
+    assert_eq!(
+        verify(&o).await.counts.data_differs,
+        kids.len() as u64,
+        "the copy keeps the good data"
+    );
+
+    // Resumed: a full sync first (the suspended stream withdrew its writer claim, so it does
+    // not wait for a session to expire).
+    let mut obj = fake.get("livesynchronizations", ns, "dr-delayed").unwrap();
+    obj["spec"]["suspend"] = json!(false);
+    obj["metadata"]["generation"] = json!(3);
+    fake.write("livesynchronizations", ns, obj, "MODIFIED");
+    wait_for("the resumed stream", Duration::from_secs(20), || async {
+        status()["phase"] == "Streaming" && verify(&o).await.equal
+    })
+    .await;
+}

@@ -508,6 +508,7 @@ impl Default for Heartbeat {
         priority = 1
     ),
     printcolumn(name = "Lag", type_ = "string", json_path = ".status.lag"),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(
         name = "Divergent",
         type_ = "integer",
@@ -552,6 +553,21 @@ pub struct LiveSynchronizationSpec {
     #[x_kube(validation = Rule::new(DURATION_RULE).message("must be a duration such as 10m"))]
     #[schemars(length(max = 64))]
     pub resync_interval: String,
+    /// Delayed apply, e.g. 10m: each change reaches the copy only once it is this old at the
+    /// source, so a destructive change can be stopped (suspend this resource) before it lands.
+    /// The lag objective counts on top of it; there is no periodic re-walk. 0s (default): off.
+    #[serde(default = "default_apply_delay")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("must be a duration such as 10m"))]
+    #[schemars(length(max = 64))]
+    pub apply_delay: String,
+    /// Stop streaming, keeping the status and the destination as they are; resuming runs a
+    /// full sync first, as after a gap.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_apply_delay() -> String {
+    "0s".into()
 }
 
 /// Where a LiveSynchronization is.
@@ -568,6 +584,8 @@ pub enum LivePhase {
     Retrying,
     /// Stopped on an error a retry cannot fix (see the Ready condition).
     Failed,
+    /// Stopped by `spec.suspend`.
+    Suspended,
 }
 
 /// Observed state of a LiveSynchronization.
@@ -626,6 +644,9 @@ pub struct LiveSynchronizationStatus {
     /// What the deletion guard holds, and the last release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_guard: Option<DeletionGuardStatus>,
+    /// Delayed apply: changes recorded and waiting their delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delayed_changes: Option<u64>,
 }
 
 /// What to do when a slot comes while the previous run is still active.

@@ -23,6 +23,8 @@ pub mod types {
     pub const IN_SYNC: &str = "InSync";
     /// True while the deletion guard holds deletes for a person to release.
     pub const DELETION_GUARD: &str = "DeletionGuard";
+    /// A delayed stream keeps its delay (False: the record bound cut it short).
+    pub const DELAYED_APPLY: &str = "DelayedApply";
 }
 
 /// Why a condition has its status. PascalCase, stable: users alert on them.
@@ -67,11 +69,13 @@ pub enum Reason {
     DeletesReleased,
     WriterConflict,
     ReplicationLoop,
+    Delaying,
+    DelayShortened,
 }
 
 impl Reason {
     /// Every reason, for parsing a condition's reason back.
-    pub const ALL: [Reason; 39] = [
+    pub const ALL: [Reason; 41] = [
         Reason::Connected,
         Reason::Unreachable,
         Reason::AuthFailed,
@@ -111,6 +115,8 @@ impl Reason {
         Reason::DeletesReleased,
         Reason::WriterConflict,
         Reason::ReplicationLoop,
+        Reason::Delaying,
+        Reason::DelayShortened,
     ];
 
     pub fn parse(s: &str) -> Option<Reason> {
@@ -158,6 +164,8 @@ impl Reason {
             Reason::DeletesReleased => "DeletesReleased",
             Reason::WriterConflict => "WriterConflict",
             Reason::ReplicationLoop => "ReplicationLoop",
+            Reason::Delaying => "Delaying",
+            Reason::DelayShortened => "DelayShortened",
         }
     }
 }

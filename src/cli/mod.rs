@@ -333,6 +333,16 @@ pub struct SyncArgs {
     /// --heartbeat-interval seconds, so lag is measured end to end even when idle.
     #[arg(long, value_name = "PATH", requires = "continuous")]
     pub heartbeat: Option<String>,
+    /// With --continuous: apply each change only once it is this many seconds old at the
+    /// source, so a destructive change can be stopped (stop the stream) before it reaches
+    /// the copy. The lag objective becomes --max-lag plus this; there is no periodic re-walk.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "SECONDS",
+        requires = "continuous"
+    )]
+    pub apply_delay: f64,
     #[arg(
         long,
         default_value_t = 10.0,
@@ -441,7 +451,8 @@ pub(crate) fn auth(
 }
 
 pub(crate) fn seconds(flag: &'static str, v: f64) -> Result<Duration, CliError> {
-    if v.is_finite() && v > 0.0 {
+    // Ten years at most: Duration::from_secs_f64 panics on values past its range.
+    if v.is_finite() && v > 0.0 && v < 3.2e8 {
         Ok(Duration::from_secs_f64(v))
     } else {
         Err(CliError::InvalidFlag {
@@ -669,11 +680,19 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
     let mut lo = LiveOptions::new(opts);
     lo.resync_interval =
         (a.resync_interval > 0.0).then(|| Duration::from_secs_f64(a.resync_interval));
+    if a.apply_delay != 0.0 {
+        match seconds("--apply-delay", a.apply_delay) {
+            Ok(d) => lo = lo.with_apply_delay(d, live::DEFAULT_DELAY_MAX_BYTES),
+            Err(e) => return fail(a.endpoints.json, &e),
+        }
+    }
+    let apply_delay = lo.delay.as_ref().map_or(Duration::ZERO, |q| q.delay);
     let mut co = ContinuousOptions::new(lo);
     co.verify_interval =
         (a.verify_interval > 0.0).then(|| Duration::from_secs_f64(a.verify_interval));
     co.repair = a.repair;
-    co.max_lag = Duration::from_secs_f64(a.max_lag.max(0.0));
+    // A delayed stream is behind by its delay on purpose: the objective counts on top of it.
+    co.max_lag = Duration::from_secs_f64(a.max_lag.max(0.0)) + apply_delay;
     if let Some(path) = &a.heartbeat {
         if let Err(e) = verifier::path::validate_root("--heartbeat", path) {
             return fail(a.endpoints.json, &e);

@@ -52,9 +52,11 @@ pub const WAITING_RECHECK: Duration = Duration::from_secs(60);
 /// change of phase, condition or verification is written at once.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(15);
 
-/// The lag objective of the spec (validated when the run started; 30 s if unreadable).
-fn max_lag(ls: &LiveSynchronization) -> Duration {
-    parse_duration("spec.maxLag", &ls.spec.max_lag).unwrap_or(Duration::from_secs(30))
+/// The lag objective: the spec's maxLag (validated when the run started; 30 s if unreadable)
+/// on top of its applyDelay, since a delayed copy is behind by the delay on purpose.
+pub fn max_lag(ls: &LiveSynchronization) -> Duration {
+    let delay = parse_duration("spec.applyDelay", &ls.spec.apply_delay).unwrap_or_default();
+    parse_duration("spec.maxLag", &ls.spec.max_lag).unwrap_or(Duration::from_secs(30)) + delay
 }
 
 /// Decides the next step from the spec and status, the engine settings (resolved only when a
@@ -71,6 +73,9 @@ pub fn desired(
     st.observed_generation = generation;
     let mut notes = Vec::new();
 
+    if ls.spec.suspend {
+        return suspended(&old, st, run.is_some(), generation, now);
+    }
     let current = run.filter(|(g, snap)| {
         *g == generation
             && !snap.failed.as_ref().is_some_and(|(at, _)| {
@@ -89,6 +94,7 @@ pub fn desired(
             now,
         );
         let release = guard(ls, &old, &mut st, snap, now);
+        delayed_apply(&mut st, snap, generation, now);
         transition_notes(&old, &st, &mut notes);
         let requeue = snap.failed.as_ref().map(|_| RESTART_AFTER_FAILURE);
         return LiveDecision {
@@ -217,6 +223,42 @@ fn guard(
     deletion_guard::requested_release(&ls.metadata, st.deletion_guard.as_ref())
 }
 
+/// Delayed apply in the status: the changes waiting, and whether the delay holds.
+fn delayed_apply(
+    st: &mut LiveSynchronizationStatus,
+    snap: &Snapshot,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let Some(delay) = snap.apply_delay else {
+        st.delayed_changes = None;
+        return;
+    };
+    st.delayed_changes = Some(snap.delayed as u64);
+    let c = match snap.delay_shortened_to {
+        Some(cut) => Desired::new(
+            types::DELAYED_APPLY,
+            false,
+            Reason::DelayShortened,
+            format!(
+                "the recorded changes outgrew their memory bound: the oldest were applied after {} instead of {}",
+                human(cut),
+                human(delay)
+            ),
+        ),
+        None => Desired::new(
+            types::DELAYED_APPLY,
+            true,
+            Reason::Delaying,
+            format!(
+                "each change reaches the copy {} after it was made (suspend to stop what waits)",
+                human(delay)
+            ),
+        ),
+    };
+    set_condition(&mut st.conditions, c, generation, now);
+}
+
 /// What came of a release handed to the run (`None`: no run): an accepted one is recorded so
 /// its token is not applied twice; one the hold outgrew is refused with the new count.
 pub fn released(
@@ -244,6 +286,45 @@ pub fn released(
                 "token {token} releases {deletes} deletes, but {now_held} are held now: set the annotation to the new status.deletionGuard.held.releaseToken"
             ),
         }),
+    }
+}
+
+/// `spec.suspend`: the stream stops (the status and the destination stay as they are) until
+/// it is resumed, which starts it again with a full sync.
+fn suspended(
+    old: &LiveSynchronizationStatus,
+    mut st: LiveSynchronizationStatus,
+    running: bool,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> LiveDecision {
+    let mut notes = Vec::new();
+    st.phase = LivePhase::Suspended;
+    let why = "suspended (spec.suspend): not streaming; the destination is left as it is, and resuming runs a full sync first";
+    for t in [types::READY, types::STREAMING, types::CAUGHT_UP] {
+        set_condition(
+            &mut st.conditions,
+            Desired::new(t, false, Reason::Suspended, why),
+            generation,
+            now,
+        );
+    }
+    if old.phase != LivePhase::Suspended {
+        notes.push(Note {
+            warning: false,
+            reason: Reason::Suspended,
+            message: why.into(),
+        });
+    }
+    LiveDecision {
+        status: st,
+        action: if running {
+            LiveAction::Stop
+        } else {
+            LiveAction::Nothing
+        },
+        requeue: None,
+        notes,
     }
 }
 
@@ -527,6 +608,7 @@ pub fn status_due(
         lag_seconds: None,
         changes_applied: 0,
         last_heartbeat_time: None,
+        delayed_changes: None,
         ..s.clone()
     };
     steady(old) != steady(new) || since_last_write.is_none_or(|d| d >= STATUS_REFRESH)

@@ -114,6 +114,20 @@ pub async fn judge(
     settle: Duration,
     caught_up: impl Fn() -> bool,
 ) -> Result<Verdict, VerifyError> {
+    judge_delayed(src, dst, o, max_paths, settle, caught_up, |_| false).await
+}
+
+/// [`judge`] for a stream that applies changes late on purpose: a suspect whose source path
+/// has a change still waiting its delay (`delayed`) is lag, whatever the rechecks find.
+pub async fn judge_delayed(
+    src: &[Client],
+    dst: &[Client],
+    o: &SyncOptions,
+    max_paths: usize,
+    settle: Duration,
+    caught_up: impl Fn() -> bool,
+    delayed: impl Fn(&str) -> bool,
+) -> Result<Verdict, VerifyError> {
     let mut v = VerifyOptions::default();
     v.walk.hash.acl = o.copy_acl;
     v.walk.ephemerals = o.ephemerals;
@@ -136,6 +150,7 @@ pub async fn judge(
         .map(|d| d.path.clone())
         .collect();
     suspects.dedup();
+    suspects.retain(|rel| !delayed(&path::join(&o.source_root, rel)));
     let (s, d) = (&src[0], &dst[0]);
     let read_err = |rel: &str, e: ZkError| {
         VerifyError::Read(verifier::reader::ReadError {
@@ -168,6 +183,9 @@ pub async fn judge(
         return Ok(verdict);
     }
     for (rel, zxid) in first {
+        if delayed(&path::join(&o.source_root, &rel)) {
+            continue;
+        }
         match differs(s, d, o, &rel)
             .await
             .map_err(|e| read_err(&rel, e))?

@@ -24,6 +24,10 @@ use zookeeper_client::{
     Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, SessionState,
 };
 
+mod delay;
+
+pub use delay::{DelayQueue, DEFAULT_MAX_BYTES as DEFAULT_DELAY_MAX_BYTES};
+
 use super::guard::{LiveGate, SharedGate};
 use super::plan::{cversion_bump_pairs, desired_kind, Identity, CVERSION_BUMP_CHILD};
 use super::{kind_for, Held, HoldReason, SyncError, SyncOptions, SyncSummary};
@@ -51,6 +55,8 @@ pub struct LiveOptions {
     /// The deletion guard of the stream (built from `sync.guard`); whoever runs the stream
     /// keeps a clone to read the hold and to release it.
     pub gate: SharedGate,
+    /// Delayed apply (None: changes are applied as soon as they are read).
+    pub delay: Option<Arc<DelayQueue>>,
 }
 
 impl LiveOptions {
@@ -69,7 +75,19 @@ impl LiveOptions {
             concurrency: 64,
             resync_interval: Some(Duration::from_secs(600)),
             gate,
+            delay: None,
         }
+    }
+
+    /// Applies every change only once it is `delay` old at the source, keeping at most
+    /// `max_bytes` of recorded changes. A periodic re-walk would copy the source as it is now,
+    /// so there is none; after a gap the stream waits `delay` before it re-walks.
+    pub fn with_apply_delay(mut self, delay: Duration, max_bytes: usize) -> LiveOptions {
+        if !delay.is_zero() {
+            self.delay = Some(Arc::new(DelayQueue::new(delay, max_bytes)));
+            self.resync_interval = None;
+        }
+        self
     }
 }
 
@@ -104,6 +122,15 @@ pub trait Observer: Send + Sync {
     fn reconnected(&self, _side: &'static str) {}
     /// The deletion guard started or stopped holding deletes, or holds more of them now.
     fn deletions_held(&self, _held: Option<&Held>) {}
+    /// Delayed apply: changes recorded and waiting, the oldest's age, and the delay the byte
+    /// bound cut it to (None: the full delay holds).
+    fn delay_backlog(
+        &self,
+        _waiting: usize,
+        _oldest: Option<Duration>,
+        _shortened: Option<Duration>,
+    ) {
+    }
 }
 
 /// Hands every observation to each of several observers (e.g. stats for a status line and
@@ -136,6 +163,11 @@ impl Observer for Tee {
     }
     fn deletions_held(&self, held: Option<&Held>) {
         self.0.iter().for_each(|o| o.deletions_held(held));
+    }
+    fn delay_backlog(&self, waiting: usize, oldest: Option<Duration>, shortened: Option<Duration>) {
+        self.0
+            .iter()
+            .for_each(|o| o.delay_backlog(waiting, oldest, shortened));
     }
 }
 
@@ -221,6 +253,19 @@ async fn epochs(
     loop {
         if *stop.borrow() {
             return Ok(());
+        }
+        if let (false, Some(q)) = (first, &opts.delay) {
+            // Changes made before the gap reach the copy no sooner than the delay: the re-walk
+            // that closes the gap copies the source as it is then.
+            let why = format!(
+                "a gap under applyDelay: waiting {:?} before the re-walk (changes made meanwhile reach the copy with less delay)",
+                q.delay
+            );
+            observer.state(LiveState::Retrying, &why);
+            tokio::select! {
+                _ = tokio::time::sleep(q.delay) => {}
+                _ = stop.changed() => return Ok(()),
+            }
         }
         let outcome = async {
             if claims.as_ref().is_none_or(super::claim::Claims::lost) {
@@ -333,6 +378,9 @@ async fn epoch(
             let mut full_opts = o.clone();
             full_opts.guard = gate.full_sync_guard();
             gate.reset_queue();
+            if let Some(q) = &opts.delay {
+                q.clear();
+            }
             let full = super::sync_with(&full_opts, super::Claiming::Held);
             tokio::pin!(full);
             // Drain events while the full sync runs, so the watch channel stays small.
@@ -374,10 +422,33 @@ async fn epoch(
             let resync_wait =
                 resync_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
             let deletes_at = gate.next_due().map(tokio::time::Instant::from_std);
+            let records_at = opts
+                .delay
+                .as_ref()
+                .and_then(|q| q.next_due())
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 _ = stop.changed() => return Ok(Epoch::Stopped),
                 _ = gate.released.notified() => {}
+                _ = tokio::time::sleep_until(records_at.unwrap_or_else(tokio::time::Instant::now)), if records_at.is_some() => {
+                    if let Some(q) = &opts.delay {
+                        let records = q.take_due(Instant::now());
+                        if let Err((e, rest)) = delay::apply_records(&src, &dst, opts, &me, records, observer).await {
+                            q.requeue_front(rest);
+                            if e.side == "source" {
+                                return Ok(Epoch::Restart(format!("source: {}", e.source)));
+                            }
+                            let why = format!("destination: {} {}: {}", e.op, e.path, e.source);
+                            observer.state(LiveState::Retrying, &why);
+                            observer.reachable("destination", false, &why);
+                            retrying = true;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        report_backlog(q, observer);
+                        observer.caught_up(dirty.is_empty() && gate.queued() == 0);
+                    }
+                }
                 _ = tokio::time::sleep_until(deletes_at.unwrap_or_else(tokio::time::Instant::now)), if deletes_at.is_some() => {
                     let now = Instant::now();
                     let d = gate.take_due(now);
@@ -411,7 +482,11 @@ async fn epoch(
                     }
                     due = None;
                     let batch = std::mem::take(&mut dirty);
-                    if let Err(e) = apply_batch(&src, &dst, opts, &me, &batch, observer).await {
+                    let applied = match &opts.delay {
+                        Some(q) => delay::record_batch(&src, &dst, opts, &me, q, &batch, observer).await,
+                        None => apply_batch(&src, &dst, opts, &me, &batch, observer).await,
+                    };
+                    if let Err(e) = applied {
                         // Keep every path of the batch (newer events keep their own time).
                         for (p, t) in batch {
                             let e = dirty.entry(p).or_insert(t);
@@ -466,6 +541,12 @@ fn destination_nodes(summary: &SyncSummary) -> u64 {
         Some(h) => copied + h.deletes,
         None => copied,
     }
+}
+
+/// Tells the observer what the delayed apply holds back.
+fn report_backlog(q: &DelayQueue, observer: &Arc<dyn Observer>) {
+    let (waiting, oldest) = q.backlog();
+    observer.delay_backlog(waiting, oldest, q.shortened_to());
 }
 
 /// Tells the observer when the hold starts, grows or ends.
@@ -975,35 +1056,60 @@ async fn apply_path(
     me: &Identity,
     p: &str,
 ) -> Result<Applied, ApplyError> {
-    let o = &lo.sync;
-    let dp = dst_path(o, p);
-    let source = match src.get_data(p).await {
-        Ok(v) => Some(v),
-        Err(ZkError::NoNode) => None,
+    let state = read_source(src, &lo.sync, p).await?;
+    write_state(src, dst, lo, me, p, state).await
+}
+
+/// What the source holds at a path, as the copy needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SourceState {
+    Absent,
+    /// An ephemeral the policy leaves out.
+    Skipped,
+    Node(SourceNode),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SourceNode {
+    pub data: Vec<u8>,
+    pub mtime_ms: i64,
+    pub kind: NodeKind,
+    /// Canonical, when ACLs are copied.
+    pub acl: Option<Vec<AclEntry>>,
+}
+
+impl SourceState {
+    /// Bytes it keeps in memory, for the delay queue's bound.
+    fn size(&self) -> usize {
+        match self {
+            SourceState::Node(n) => {
+                n.data.len()
+                    + n.acl
+                        .as_ref()
+                        .map_or(0, |a| a.iter().map(|e| e.id.len() + 16).sum())
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Reads the node at `p` with its ACL.
+async fn read_source(src: &Client, o: &SyncOptions, p: &str) -> Result<SourceState, ApplyError> {
+    let (data, stat) = match src.get_data(p).await {
+        Ok(v) => v,
+        Err(ZkError::NoNode) => return Ok(SourceState::Absent),
         Err(e) => return Err(ApplyError::on("source", "getData", p)(e)),
-    };
-    let Some((data, stat)) = source else {
-        if p == o.source_root {
-            // The whole source root is gone: stop here, as a one-shot sync would, rather than
-            // wipe the destination copy (it may be the only one left).
-            return Err(ApplyError::on("source", "getData", p)(ZkError::NoNode));
-        }
-        if !o.prune {
-            return Ok(Applied::Unchanged);
-        }
-        // Through the deletion guard: applied after its delay, unless the burst is held.
-        lo.gate.offer(p, Instant::now());
-        return Ok(Applied::Queued);
     };
     let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
     let Some(kind) = desired_kind(kind_for(&o.type_rules, p, reported), o.ephemerals) else {
-        return Ok(Applied::Unchanged);
+        return Ok(SourceState::Skipped);
     };
     let acl: Option<Vec<AclEntry>> = if o.copy_acl {
-        let (acl, _) = src
-            .get_acl(p)
-            .await
-            .map_err(ApplyError::on("source", "getACL", p))?;
+        let (acl, _) = match src.get_acl(p).await {
+            Ok(v) => v,
+            Err(ZkError::NoNode) => return Ok(SourceState::Absent),
+            Err(e) => return Err(ApplyError::on("source", "getACL", p)(e)),
+        };
         let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
         if acl.iter().any(verifier::reader::is_redacted) {
             // Needs ADMIN on the source; the full pass reports it with the fix.
@@ -1013,6 +1119,49 @@ async fn apply_path(
     } else {
         None
     };
+    Ok(SourceState::Node(SourceNode {
+        data,
+        mtime_ms: stat.mtime,
+        kind,
+        acl,
+    }))
+}
+
+/// Makes the destination node of `p` what `state` says the source holds. A delete goes
+/// through the deletion guard.
+async fn write_state(
+    src: &Client,
+    dst: &Client,
+    lo: &LiveOptions,
+    me: &Identity,
+    p: &str,
+    state: SourceState,
+) -> Result<Applied, ApplyError> {
+    let o = &lo.sync;
+    let dp = dst_path(o, p);
+    let node = match state {
+        SourceState::Skipped => return Ok(Applied::Unchanged),
+        SourceState::Absent => {
+            if p == o.source_root {
+                // The whole source root is gone: stop here, as a one-shot sync would, rather
+                // than wipe the destination copy (it may be the only one left).
+                return Err(ApplyError::on("source", "getData", p)(ZkError::NoNode));
+            }
+            if !o.prune {
+                return Ok(Applied::Unchanged);
+            }
+            // Through the deletion guard: applied after its delay, unless the burst is held.
+            lo.gate.offer(p, Instant::now());
+            return Ok(Applied::Queued);
+        }
+        SourceState::Node(n) => n,
+    };
+    let SourceNode {
+        data,
+        mtime_ms,
+        kind,
+        acl,
+    } = node;
     let existing = match dst.get_data(&dp).await {
         Ok(v) => Some(v),
         Err(ZkError::NoNode) => None,
@@ -1061,9 +1210,7 @@ async fn apply_path(
                     &dp,
                 ))?;
             }
-            Ok(Applied::Written {
-                mtime_ms: stat.mtime,
-            })
+            Ok(Applied::Written { mtime_ms })
         }
         Some((current, dstat)) => {
             let current_kind = NodeKind::from_ephemeral_owner(dstat.ephemeral_owner);
@@ -1097,9 +1244,7 @@ async fn apply_path(
                 }
             }
             Ok(if wrote {
-                Applied::Written {
-                    mtime_ms: stat.mtime,
-                }
+                Applied::Written { mtime_ms }
             } else {
                 Applied::Unchanged
             })

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
@@ -21,7 +21,7 @@ use super::synchronization::{
     read_endpoints, set_finalizer, uses, wake_users_on_endpoint_changes, FINALIZER, RUN_POLL,
 };
 use super::Shared;
-use crate::api::automation::{parse_duration, LiveSynchronization};
+use crate::api::automation::LiveSynchronization;
 use crate::api::conditions::Reason;
 use crate::continuous::Registry;
 use crate::controllers::live_synchronization::{self as decide, LiveAction};
@@ -123,9 +123,7 @@ pub async fn reconcile(ls: Arc<LiveSynchronization>, ctx: Arc<Ctx>) -> Result<Ac
         .await;
     match d.action {
         LiveAction::Start(opts) => {
-            let max_lag =
-                parse_duration("spec.maxLag", &ls.spec.max_lag).unwrap_or(Duration::from_secs(30));
-            let m = Arc::new(LiveMetrics::new(&ns, &name, max_lag));
+            let m = Arc::new(LiveMetrics::new(&ns, &name, decide::max_lag(&ls)));
             ctx.live.start(&uid, ls.metadata.generation, *opts, Some(m));
         }
         LiveAction::Stop => ctx.live.stop(&uid),
