@@ -95,6 +95,31 @@ pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -
 
     let mut active: Vec<&Child> = children.iter().filter(|c| !c.phase.is_finished()).collect();
     active.sort_by_key(|c| c.slot);
+    // A run whose deletes are held stays active (Forbid waits for it) and is named here.
+    let held: Vec<&str> = active
+        .iter()
+        .filter(|c| c.phase == Phase::Held)
+        .map(|c| c.name.as_str())
+        .collect();
+    let guard = if held.is_empty() {
+        Desired::new(
+            types::DELETION_GUARD,
+            false,
+            Reason::NoDeletesHeld,
+            "no run holds deletes",
+        )
+    } else {
+        Desired::new(
+            types::DELETION_GUARD,
+            true,
+            Reason::MassDeletionHeld,
+            format!(
+                "{} holds its deletes: see its status.deletionGuard, and release it with the token there",
+                held.join(", ")
+            ),
+        )
+    };
+    set_condition(&mut d.status.conditions, guard, generation, now);
     let last_success = children
         .iter()
         .filter(|c| c.phase == Phase::Succeeded)
@@ -328,6 +353,31 @@ mod tests {
         assert!(desired(&p, &[c], ts("2026-01-01T00:30:00Z"))
             .create
             .is_none());
+    }
+
+    #[test]
+    fn a_run_holding_its_deletes_blocks_the_next_under_forbid_and_is_named() {
+        let held = child("2026-01-01T00:10:00Z", Phase::Held);
+        let d = desired(
+            &plan(serde_json::json!({})),
+            std::slice::from_ref(&held),
+            ts("2026-01-01T01:10:05Z"),
+        );
+        assert!(d.create.is_none(), "the next slot must wait for a person");
+        let c = crate::api::conditions::find(&d.status.conditions, types::DELETION_GUARD).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "MassDeletionHeld")
+        );
+        assert!(c.message.contains(&held.name), "{}", c.message);
+        let done = child("2026-01-01T00:10:00Z", Phase::Succeeded);
+        let d = desired(
+            &plan(serde_json::json!({})),
+            &[done],
+            ts("2026-01-01T00:30:00Z"),
+        );
+        let c = crate::api::conditions::find(&d.status.conditions, types::DELETION_GUARD).unwrap();
+        assert_eq!(c.status, "False");
     }
 
     #[test]
