@@ -609,6 +609,29 @@ pub async fn restore(o: &RestoreOptions) -> Result<RestoreSummary, BackupError> 
         source: e,
     })?;
 
+    // One writer per destination tree: a restore claims it like a copy does.
+    let claims = crate::engine::claim::acquire_destination(
+        &o.destination,
+        &o.destination_root,
+        &format!("restore of {}", o.location.describe()),
+    )
+    .await?;
+    let r = restore_claimed(o, file, m, started).await;
+    claims.release().await;
+    r
+}
+
+/// [`restore`] once the snapshot is checked and the destination tree is claimed.
+async fn restore_claimed(
+    o: &RestoreOptions,
+    file: std::fs::File,
+    m: Manifest,
+    started: Instant,
+) -> Result<RestoreSummary, BackupError> {
+    let corrupt = |what: String| BackupError::Corrupt {
+        snapshot: m.name.clone(),
+        what,
+    };
     // The destination root must be absent or empty: a restore never deletes data.
     let dst = verifier::connect("destination", &o.destination)
         .await

@@ -51,7 +51,8 @@ pub struct ClaimInfo {
 /// the ephemeral znodes at once.
 pub struct Claims {
     dst: Client,
-    _src: Client,
+    /// None for a restore, which has no source ensemble.
+    src: Option<Client>,
     writer: String,
     reader: Option<String>,
     /// Why loop detection from this copy's side is partial (the source refused the reader
@@ -72,8 +73,8 @@ impl Claims {
     /// session expires (the server does not see a closed socket as a closed session).
     pub async fn release(self) {
         let _ = self.dst.delete(&self.writer, None).await;
-        if let Some(r) = &self.reader {
-            let _ = self._src.delete(r, None).await;
+        if let (Some(r), Some(src)) = (&self.reader, &self.src) {
+            let _ = src.delete(r, None).await;
         }
     }
 
@@ -185,7 +186,32 @@ pub async fn acquire(opts: &SyncOptions, holder: &str) -> Result<Claims, SyncErr
         verifier::connect("destination", &opts.destination),
         verifier::connect("source", &opts.source)
     );
-    let (dst, src) = (dst?, src?);
+    claim(dst?, Some(src?), opts, holder).await
+}
+
+/// Claims `root` on `destination` for a writer with no source ensemble (a restore): only the
+/// one-writer rule applies.
+pub async fn acquire_destination(
+    destination: &verifier::ConnectOptions,
+    root: &str,
+    holder: &str,
+) -> Result<Claims, SyncError> {
+    let dst = verifier::connect("destination", destination).await?;
+    let opts = SyncOptions::new(
+        verifier::ConnectOptions::new(""),
+        root,
+        destination.clone(),
+        root,
+    );
+    claim(dst, None, &opts, holder).await
+}
+
+async fn claim(
+    dst: Client,
+    src: Option<Client>,
+    opts: &SyncOptions,
+    holder: &str,
+) -> Result<Claims, SyncError> {
     ensure_dirs(&dst)
         .await
         .map_err(claim_error("destination", "create", CLAIMS))?;
@@ -210,16 +236,19 @@ pub async fn acquire(opts: &SyncOptions, holder: &str) -> Result<Claims, SyncErr
         .map_err(claim_error("destination", "create", &writer))?;
     let mut claims = Claims {
         dst,
-        _src: src,
+        src,
         writer,
         reader: None,
         warnings: Vec::new(),
     };
     let checked = async {
-        check_same_ensemble(&claims, opts).await?;
         check_other_writers(&claims, opts, stat.czxid).await?;
-        register_reader(&mut claims, opts, info(&opts.source_root)).await;
-        check_reverse_stream(&claims, opts, mine.since_ms).await
+        if claims.src.is_some() {
+            check_same_ensemble(&claims, opts).await?;
+            register_reader(&mut claims, opts, info(&opts.source_root)).await;
+            check_reverse_stream(&claims, opts, mine.since_ms).await?;
+        }
+        Ok(())
     }
     .await;
     match checked {
@@ -233,8 +262,8 @@ pub async fn acquire(opts: &SyncOptions, holder: &str) -> Result<Claims, SyncErr
 
 /// The probe: the writer claim, looked for through the source session.
 async fn check_same_ensemble(c: &Claims, opts: &SyncOptions) -> Result<(), SyncError> {
-    let seen = c
-        ._src
+    let Some(src) = &c.src else { return Ok(()) };
+    let seen = src
         .check_stat(&c.writer)
         .await
         .map_err(claim_error("source", "exists", &c.writer))?;
@@ -272,9 +301,9 @@ async fn register_reader(c: &mut Claims, opts: &SyncOptions, info: ClaimInfo) {
     let reader = format!("{CLAIMS}/reader-{}", info.id);
     let body = serde_json::to_vec(&info).unwrap_or_default();
     let acl = claim_acl(opts.source.auth.is_some());
-    let made = match ensure_dirs(&c._src).await {
-        Ok(()) => c
-            ._src
+    let Some(src) = c.src.clone() else { return };
+    let made = match ensure_dirs(&src).await {
+        Ok(()) => src
             .create(
                 &reader,
                 &body,
@@ -301,8 +330,9 @@ async fn check_reverse_stream(
     opts: &SyncOptions,
     since_ms: i64,
 ) -> Result<(), SyncError> {
+    let Some(src) = &c.src else { return Ok(()) };
     let into_my_source =
-        list(&c._src, "writer-")
+        list(src, "writer-")
             .await
             .map_err(claim_error("source", "getChildren", CLAIMS))?;
     for (_, w, _) in into_my_source {
