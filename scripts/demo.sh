@@ -220,6 +220,24 @@ run env RESILIENCY_SOURCE_AUTH="$AUTH" RESILIENCY_DESTINATION_AUTH="$AUTH" \
     "$BIN" sync --source "$SRC" --destination "$DST" --root-path /demo --progress 0 \
     || die "the third sync failed"
 
+section "4e. The deletion guard: a deleteall at the source does not reach the copy"
+cat >"$WORK/change3.zk" <<CHG
+deleteall /demo/brokers
+CHG
+sed 's/^/  zk> /' "$WORK/change3.zk"
+zkcli "$SRC" "$WORK/change3.zk"
+check_zkcli "$WORK/change3.zk"
+echo "(the demo tree is small, so the guard's limits are lowered from 100 nodes and 10% to 3 nodes)"
+rc=0
+run "$BIN" sync "${COMMON[@]}" --progress 0 --max-deletes 3 || rc=$?
+[ "$rc" -eq 3 ] || die "the deletion guard should have held the deletes (exit 3), got $rc"
+echo
+echo "The copy still has /demo/brokers: recover the source from it (a copy the other way):"
+run "$BIN" sync --source "$DST" --destination "$SRC" --root-path /demo/brokers \
+    --source-auth "$AUTH" --destination-auth "$AUTH" --progress 0 --verify \
+    || die "recovering /demo/brokers from the copy failed"
+run "$BIN" verify "${COMMON[@]}" || die "source and copy differ after the recovery"
+
 section "5. The same copy from Kubernetes manifests, without Kubernetes: run -f"
 # The seed's Secrets, Databases and Synchronization, pointed at the two local servers; the
 # second Synchronization remaps the root to /demo-dr. Same resolver and reconcile logic as the
