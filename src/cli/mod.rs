@@ -398,8 +398,12 @@ pub const EXIT_DELETES_HELD: u8 = 3;
 
 /// What a person reads when the guard held deletes on the command line.
 pub fn held_hint(held: &engine::Held) -> String {
+    let done = match held.reason {
+        engine::HoldReason::SourceEmpty => "Nothing was written",
+        engine::HoldReason::MassDeletion => "Nothing was deleted; creates and updates were applied",
+    };
     format!(
-        "deletion guard: {}. Nothing was deleted; creates and updates were applied. If the source really lost these nodes on purpose, run again with --allow-mass-delete (or raise --max-deletes / --max-delete-percent).",
+        "deletion guard: {}. {done}. If the source really lost these nodes on purpose, run again with --allow-mass-delete (or raise --max-deletes / --max-delete-percent).",
         held.describe()
     )
 }
