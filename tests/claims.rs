@@ -9,21 +9,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn gather(stderr: tokio::process::ChildStderr) -> std::sync::Arc<std::sync::Mutex<String>> {
-    use tokio::io::AsyncBufReadExt;
-    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = out.clone();
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&l);
-            s.push('\n');
-        }
-    });
-    out
-}
-
 /// `sync --continuous` from `src` to `dst` with a short session timeout, so a killed holder's
 /// claim expires quickly.
 fn stream(src: &str, dst: &str, root: &str, dst_root: &str) -> tokio::process::Child {

@@ -216,31 +216,6 @@ fn bad_guard_flags_are_refused_naming_the_flag() {
     );
 }
 
-/// The stderr of a child, gathered as it comes.
-fn gather(stderr: tokio::process::ChildStderr) -> std::sync::Arc<std::sync::Mutex<String>> {
-    use tokio::io::AsyncBufReadExt;
-    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = out.clone();
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&l);
-            s.push('\n');
-        }
-    });
-    out
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleteall_under_a_live_stream_is_held_until_released() {
     let (s, d) = shared_pair();

@@ -1213,6 +1213,50 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
     operator.kill().await.unwrap();
 }
 
+/// The fake API server serving `fake`, and the operator binary running only the
+/// synchronization controller against it; returns the process, its /metrics address and the
+/// kubeconfig's directory (both go when dropped).
+async fn synchronization_controller(
+    fake: &Fake,
+    ns: &str,
+    pod: &str,
+) -> (tokio::process::Child, String, tempfile::TempDir) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), api_port);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(["operator", "--listen", &metrics_addr])
+        .args(["--controllers", "synchronization"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", ns)
+        .env("POD_NAME", pod)
+        .env("RUST_LOG", "warn")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (operator, metrics_addr, dir)
+}
+
+/// Databases `zk-a` (on `src`) and `zk-b` (on `dst`) with their Secrets.
+fn two_databases(fake: &Fake, ns: &str, src: &ZkServer, dst: &ZkServer) {
+    for (name, server) in [("zk-a", src), ("zk-b", dst)] {
+        fake.write("secrets", ns, secret(name), "ADDED");
+        fake.write(
+            "databases",
+            ns,
+            database(name, &server.connect_string()),
+            "ADDED",
+        );
+    }
+}
+
 /// Every child of `root` deleted, node by node, children first (the root stays).
 async fn empty_tree(c: &zookeeper_client::Client, root: &str) {
     let mut order = vec![root.to_string()];
@@ -1267,15 +1311,7 @@ async fn the_operator_holds_mass_deletions_until_a_person_releases_them() {
 
     let fake = Fake::new();
     let ns = "resiliency-operator";
-    for (name, server) in [("zk-a", src), ("zk-b", dst)] {
-        fake.write("secrets", ns, secret(name), "ADDED");
-        fake.write(
-            "databases",
-            ns,
-            database(name, &server.connect_string()),
-            "ADDED",
-        );
-    }
+    two_databases(&fake, ns, src, dst);
     let config =
         |root: &str| json!({"sourceName": "zk-a", "destinationName": "zk-b", "rootPath": root});
     fake.write(
@@ -1295,26 +1331,8 @@ async fn the_operator_holds_mass_deletions_until_a_person_releases_them() {
                      "verifyInterval": "0s"}}),
         "ADDED",
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), api_port);
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
-        .args(["operator", "--listen", &metrics_addr])
-        .args(["--controllers", "synchronization"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", ns)
-        .env("POD_NAME", "operator-guard-0")
-        .env("RUST_LOG", "warn")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (_operator, metrics_addr, _dir) =
+        synchronization_controller(&fake, ns, "operator-guard-0").await;
     let status = |plural: &str, name: &str| {
         fake.get(plural, ns, name)
             .map(|s| s["status"].clone())
@@ -1460,15 +1478,7 @@ async fn a_delayed_live_synchronization_is_suspended_before_a_destructive_change
     let o = sync_opts(src, &root, dst, &root);
     let fake = Fake::new();
     let ns = "resiliency-operator";
-    for (name, server) in [("zk-a", src), ("zk-b", dst)] {
-        fake.write("secrets", ns, secret(name), "ADDED");
-        fake.write(
-            "databases",
-            ns,
-            database(name, &server.connect_string()),
-            "ADDED",
-        );
-    }
+    two_databases(&fake, ns, src, dst);
     fake.write(
         "livesynchronizations",
         ns,
@@ -1479,26 +1489,8 @@ async fn a_delayed_live_synchronization_is_suspended_before_a_destructive_change
                      "applyDelay": "6s", "maxLag": "2s", "verifyInterval": "0s"}}),
         "ADDED",
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), api_port);
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
-        .args(["operator", "--listen", &metrics_addr])
-        .args(["--controllers", "synchronization"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", ns)
-        .env("POD_NAME", "operator-delay-0")
-        .env("RUST_LOG", "warn")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (_operator, metrics_addr, _dir) =
+        synchronization_controller(&fake, ns, "operator-delay-0").await;
     let status = || {
         fake.get("livesynchronizations", ns, "dr-delayed")
             .map(|s| s["status"].clone())

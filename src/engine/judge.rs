@@ -227,30 +227,10 @@ pub async fn repair(
 ) -> Result<usize, super::SyncError> {
     let src = verifier::connect("source", &o.source).await?;
     let dst = verifier::connect("destination", &o.destination).await?;
-    let mut gone = Vec::new();
+    // Which confirmed paths the source still has: those are copied again, the rest deleted.
+    let mut present = Vec::with_capacity(confirmed.len());
     for rel in confirmed {
         let sp = path::join(&o.source_root, rel);
-        let missing = src
-            .check_stat(&sp)
-            .await
-            .map_err(|e| super::SyncError::Write {
-                op: "exists",
-                path: sp.clone(),
-                source: e,
-            })?
-            .is_none();
-        if missing {
-            gone.push(path::join(&o.destination_root, rel));
-        }
-    }
-    let deletes_allowed = !o.prune || !guard.trips(gone.len() as u64, destination_nodes);
-    let mut done = 0;
-    let mut sub_opts = o.clone();
-    sub_opts.guard = guard;
-    let o = &sub_opts;
-    for rel in confirmed {
-        let sp = path::join(&o.source_root, rel);
-        let dp = path::join(&o.destination_root, rel);
         let exists = src
             .check_stat(&sp)
             .await
@@ -260,10 +240,22 @@ pub async fn repair(
                 source: e,
             })?
             .is_some();
+        present.push((rel, sp, exists));
+    }
+    let gone: Vec<String> = present
+        .iter()
+        .filter(|(_, _, exists)| !exists)
+        .map(|(rel, _, _)| path::join(&o.destination_root, rel))
+        .collect();
+    let deletes_allowed = !o.prune || !guard.trips(gone.len() as u64, destination_nodes);
+    let mut done = 0;
+    for (rel, sp, exists) in present {
+        let dp = path::join(&o.destination_root, rel);
         if exists {
             let mut sub = o.clone();
             sub.source_root = sp;
             sub.destination_root = dp;
+            sub.guard = guard;
             // The stream this repairs holds the claim on the tree.
             super::sync_with(&sub, super::Claiming::Held).await?;
         } else if o.prune && deletes_allowed {

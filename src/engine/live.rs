@@ -436,14 +436,11 @@ async fn epoch(
                         let records = q.take_due(Instant::now());
                         if let Err((e, rest)) = delay::apply_records(&src, &dst, opts, &me, records, observer).await {
                             q.requeue_front(rest);
-                            if e.side == "source" {
-                                return Ok(Epoch::Restart(format!("source: {}", e.source)));
+                            if let Some(end) = interrupted(&e, observer) {
+                                return Ok(end);
                             }
-                            let why = format!("destination: {} {}: {}", e.op, e.path, e.source);
-                            observer.state(LiveState::Retrying, &why);
-                            observer.reachable("destination", false, &why);
                             retrying = true;
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            tokio::time::sleep(RETRY_PAUSE).await;
                         }
                         report_backlog(q, observer);
                         observer.caught_up(dirty.is_empty() && gate.queued() == 0);
@@ -462,12 +459,9 @@ async fn epoch(
                         for p in d.paths {
                             dirty.entry(p).or_insert(Pending { since: now, kinds: CREATED_OR_DELETED });
                         }
-                        if e.side == "source" {
-                            return Ok(Epoch::Restart(format!("source: {}", e.source)));
+                        if let Some(end) = interrupted(&e, observer) {
+                            return Ok(end);
                         }
-                        let why = format!("destination: {} {}: {}", e.op, e.path, e.source);
-                        observer.state(LiveState::Retrying, &why);
-                        observer.reachable("destination", false, &why);
                         retrying = true;
                     }
                     observer.caught_up(dirty.is_empty() && gate.queued() == 0);
@@ -530,6 +524,21 @@ async fn epoch(
             }
         }
     }
+}
+
+/// A pause before the stream tries the destination again after a write failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// What a failed apply means: a source failure ends the epoch (events may be lost); a
+/// destination failure is reported and retried with the same changes.
+fn interrupted(e: &ApplyError, observer: &Arc<dyn Observer>) -> Option<Epoch> {
+    if e.side == "source" {
+        return Some(Epoch::Restart(format!("source: {}", e.source)));
+    }
+    let why = format!("destination: {} {}: {}", e.op, e.path, e.source);
+    observer.state(LiveState::Retrying, &why);
+    observer.reachable("destination", false, &why);
+    None
 }
 
 /// Nodes a full sync left under the destination root: the copied ones, plus the deletes it
