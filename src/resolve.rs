@@ -333,7 +333,15 @@ pub fn resolve_live(
     let mut live = crate::engine::live::LiveOptions::new(sync);
     live.sync.progress_every = None;
     live.resync_interval = (!resync.is_zero()).then_some(resync);
-    let live = live.with_apply_delay(apply_delay, crate::engine::live::DEFAULT_DELAY_MAX_BYTES);
+    let mut live = live.with_apply_delay(apply_delay, crate::engine::live::DEFAULT_DELAY_MAX_BYTES);
+    if let Some(d) = spec
+        .config
+        .deletion_guard
+        .as_ref()
+        .and_then(|g| g.delete_delay.as_deref())
+    {
+        live = live.with_delete_delay(duration("spec.config.deletionGuard.deleteDelay", d)?);
+    }
     let mut o = ContinuousOptions::new(live);
     o.verify_interval = (!verify_interval.is_zero()).then_some(verify_interval);
     // A delayed copy is behind by its delay on purpose: the objective counts on top of it.
@@ -762,6 +770,26 @@ mod tests {
             Some(std::time::Duration::from_secs(600))
         );
         assert!(o.heartbeat.is_none());
+        assert!(o.live.delay.is_none());
+        assert_eq!(o.live.gate.delay(), crate::engine::live::DELETE_DELAY);
+        assert_eq!(o.live.sync.holder, "LiveSynchronization ns/l");
+    }
+
+    #[test]
+    fn the_guard_limits_the_delete_delay_and_the_apply_delay_resolve() {
+        let o = resolve(&live(serde_json::json!({
+            "config": {"sourceName": "zk", "destinationName": "zk2", "rootPath": "/app",
+                "deletionGuard": {"maxDeletes": 5, "maxDeletePercent": 0, "deleteDelay": "500ms"}},
+            "applyDelay": "10m", "maxLag": "30s"})))
+        .unwrap();
+        let g = o.live.sync.guard;
+        assert_eq!((g.max_deletes, g.max_delete_percent), (5, 0.0));
+        assert_eq!(o.live.gate.delay(), std::time::Duration::from_millis(500));
+        let delay = o.live.delay.as_ref().map(|q| q.delay);
+        assert_eq!(delay, Some(std::time::Duration::from_secs(600)));
+        // The objective counts on top of the delay, and there is no periodic re-walk.
+        assert_eq!(o.max_lag, std::time::Duration::from_secs(630));
+        assert_eq!(o.live.resync_interval, None);
     }
 
     #[test]
@@ -792,6 +820,20 @@ mod tests {
                 serde_json::json!({"config": {"sourceName": "zk", "destinationName": "zk2",
                     "rootPath": "/app", "dryRun": true}}),
                 "spec.config.dryRun",
+            ),
+            (
+                serde_json::json!({"applyDelay": "later"}),
+                "spec.applyDelay",
+            ),
+            (
+                serde_json::json!({"config": {"sourceName": "zk", "destinationName": "zk2",
+                    "rootPath": "/app", "deletionGuard": {"deleteDelay": "2"}}}),
+                "spec.config.deletionGuard.deleteDelay",
+            ),
+            (
+                serde_json::json!({"config": {"sourceName": "zk", "destinationName": "zk2",
+                    "rootPath": "/app", "deletionGuard": {"maxDeletePercent": 101}}}),
+                "spec.config.deletionGuard.maxDeletePercent",
             ),
         ] {
             let e = resolve(&live(spec.clone())).unwrap_err();

@@ -173,6 +173,13 @@ pub struct DeletionGuardSpec {
     #[serde(default = "default_max_delete_percent")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("must be a percentage from 0 to 100"))]
     pub max_delete_percent: i32,
+    /// LiveSynchronization only: how long every delete waits so that a whole burst is counted
+    /// before any of it lands, e.g. 2s (the default). 0s applies deletes at once, and a
+    /// deleteall then loses up to the limits before the guard trips.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("must be a duration such as 2s"))]
+    #[schemars(length(max = 64))]
+    pub delete_delay: Option<String>,
 }
 
 fn default_max_deletes() -> i64 {

@@ -364,6 +364,10 @@ pub struct GuardArgs {
     /// (both 0: no guard).
     #[arg(long, default_value_t = engine::guard::DEFAULT_MAX_DELETE_PERCENT, value_name = "PERCENT")]
     pub max_delete_percent: f64,
+    /// With --continuous: every delete waits this long, so a whole burst is counted before any
+    /// of it lands (0: at once, letting up to the limits of a burst through).
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub delete_delay: f64,
     /// Let every delete through, however many: the release of a hold after you checked that
     /// the source really lost those nodes on purpose. With --continuous it covers the first
     /// full sync and the first burst; a running stream is released with SIGUSR1.
@@ -691,6 +695,16 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
         }
     }
     let apply_delay = lo.delay.as_ref().map_or(Duration::ZERO, |q| q.delay);
+    if a.guard.delete_delay != live::DELETE_DELAY.as_secs_f64() {
+        let d = match a.guard.delete_delay {
+            0.0 => Duration::ZERO,
+            v => match seconds("--delete-delay", v) {
+                Ok(d) => d,
+                Err(e) => return fail(a.endpoints.json, &e),
+            },
+        };
+        lo = lo.with_delete_delay(d);
+    }
     let mut co = ContinuousOptions::new(lo);
     co.verify_interval =
         (a.verify_interval > 0.0).then(|| Duration::from_secs_f64(a.verify_interval));

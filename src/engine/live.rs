@@ -79,6 +79,19 @@ impl LiveOptions {
         }
     }
 
+    /// Every delete waits `delay` (default [`DELETE_DELAY`]) before the deletion guard lets it
+    /// through. Zero applies deletes at once, at the price of letting up to the guard's limits
+    /// of a burst through before it trips.
+    pub fn with_delete_delay(mut self, delay: Duration) -> LiveOptions {
+        self.gate = Arc::new(LiveGate::new(
+            self.sync.guard,
+            GUARD_WINDOW,
+            delay,
+            self.max_pending,
+        ));
+        self
+    }
+
     /// Applies every change only once it is `delay` old at the source, keeping at most
     /// `max_bytes` of recorded changes. A periodic re-walk would copy the source as it is now,
     /// so there is none; after a gap the stream waits `delay` before it re-walks.
