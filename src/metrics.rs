@@ -75,6 +75,14 @@ pub const BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
     "resiliency_backup_last_success_timestamp_seconds";
 /// Compressed size of the last snapshot written.
 pub const BACKUP_SIZE_BYTES: &str = "resiliency_backup_size_bytes";
+/// 1 when the last snapshot of (`namespace`, `name`) is suspect: its node count fell past the
+/// deletion guard's limits against the last verified one, so it evicts nothing.
+pub const BACKUP_LAST_SNAPSHOT_SUSPECT: &str = "resiliency_backup_last_snapshot_suspect";
+/// Copies refused before writing anything, by `reason`: writer_conflict (another copy
+/// writes the tree), replication_loop (a stream the other way), same_ensemble.
+pub const SYNC_CLAIMS_REFUSED_TOTAL: &str = "resiliency_sync_claims_refused_total";
+/// Changes a delayed stream recorded and holds back until they are old enough.
+pub const SYNC_DELAYED_CHANGES: &str = "resiliency_sync_delayed_changes";
 /// Wall time of backups and restores, by operation.
 pub const BACKUP_DURATION_SECONDS: &str = "resiliency_backup_duration_seconds";
 /// Connections through tunnels to ZooKeeper in other clusters, by cluster and outcome.
@@ -113,6 +121,9 @@ pub const ALL: &[&str] = &[
     SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS,
     BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS,
     BACKUP_SIZE_BYTES,
+    BACKUP_LAST_SNAPSHOT_SUSPECT,
+    SYNC_CLAIMS_REFUSED_TOTAL,
+    SYNC_DELAYED_CHANGES,
     BACKUP_DURATION_SECONDS,
     TUNNEL_CONNECTIONS_TOTAL,
     BUILD_INFO,
@@ -276,6 +287,18 @@ pub fn describe() {
         Unit::Bytes,
         "Compressed size of the last snapshot written"
     );
+    describe_gauge!(
+        BACKUP_LAST_SNAPSHOT_SUSPECT,
+        "1 when the last snapshot's node count fell past the deletion guard's limits (it evicts nothing)"
+    );
+    describe_counter!(
+        SYNC_CLAIMS_REFUSED_TOTAL,
+        "Copies refused before writing, by reason (writer_conflict, replication_loop, same_ensemble)"
+    );
+    describe_gauge!(
+        SYNC_DELAYED_CHANGES,
+        "Changes a delayed stream holds back until they are old enough"
+    );
     describe_histogram!(
         BACKUP_DURATION_SECONDS,
         Unit::Seconds,
@@ -394,11 +417,29 @@ impl crate::engine::live::Observer for LiveMetrics {
     fn reconnected(&self, side: &'static str) {
         metrics::counter!(SYNC_SESSION_RECONNECTS_TOTAL, &self.side(side)).increment(1);
     }
+    fn claim_refused(&self, reason: &'static str) {
+        claims_refused(&self.labels, reason);
+    }
+    fn delay_backlog(
+        &self,
+        waiting: usize,
+        _oldest: Option<std::time::Duration>,
+        _shortened: Option<std::time::Duration>,
+    ) {
+        metrics::gauge!(SYNC_DELAYED_CHANGES, &self.labels).set(waiting as f64);
+    }
     fn deletions_held(&self, held: Option<&crate::engine::Held>) {
         let now = held.map_or(0, |h| h.deletes);
         let before = self.held.swap(now, std::sync::atomic::Ordering::Relaxed);
         deletes_held(&self.labels, now, now.saturating_sub(before));
     }
+}
+
+/// Counts a copy of (`namespace`, `name`) refused before it wrote, by reason.
+pub fn claims_refused(labels: &[(&'static str, String); 2], reason: &'static str) {
+    let [(_, ns), (_, name)] = labels;
+    metrics::counter!(SYNC_CLAIMS_REFUSED_TOTAL, "namespace" => ns.clone(), "name" => name.clone(), "reason" => reason)
+        .increment(1);
 }
 
 /// Sets the held-deletes gauge of (`namespace`, `name`) to `now` and counts `new` more held.
@@ -430,6 +471,7 @@ mod tests {
                 SYNC_SESSION_RECONNECTS_TOTAL,
                 SYNC_REPAIRED_PATHS_TOTAL,
                 SYNC_DELETES_HELD_TOTAL,
+                SYNC_CLAIMS_REFUSED_TOTAL,
                 TUNNEL_CONNECTIONS_TOTAL,
             ]
             .contains(name);

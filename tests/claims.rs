@@ -180,13 +180,35 @@ async fn one_writer_per_destination_tree_and_a_crashed_holder_frees_it() {
     assert!(err.contains("which resiliency-operator (pid"), "{err}");
     assert!(err.contains("one writer per destination tree"), "{err}");
 
-    // A second stream waits, writing nothing.
-    let mut second = stream(
-        &a.connect_string(),
-        &b.connect_string(),
-        &second_root,
-        &dst_root,
-    );
+    // A second stream waits, writing nothing, and counts the refusals.
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut second = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args([
+            "sync",
+            "--continuous",
+            "--progress",
+            "0",
+            "--session-timeout",
+            "4",
+        ])
+        .args([
+            "--source",
+            &a.connect_string(),
+            "--destination",
+            &b.connect_string(),
+        ])
+        .args([
+            "--root-path",
+            &second_root,
+            "--destination-root-path",
+            &dst_root,
+        ])
+        .args(["--listen", &metrics_addr, "--name", "second"])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
     let second_err = gather(second.stderr.take().unwrap());
     wait_for(
         "the second writer to wait",
@@ -195,6 +217,11 @@ async fn one_writer_per_destination_tree_and_a_crashed_holder_frees_it() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let scrape = scrape_metrics(&metrics_addr).await;
+    assert!(
+        scrape.contains("resiliency_sync_claims_refused_total{namespace=\"cli\",name=\"second\",reason=\"writer_conflict\"}"),
+        "{scrape}"
+    );
     let now = verify(&first_o).await;
     assert!(now.equal);
     assert_eq!(

@@ -363,14 +363,15 @@ impl<'a> Planner<'a> {
             && nodes
                 .first()
                 .is_some_and(|(_, k)| *k == NodeKind::Ephemeral);
-        if leave || nodes.is_empty() {
-        } else if replace_with.is_none() {
-            // Judged with the whole pass (the deletion guard), after the creates and updates.
-            self.deferred_count += nodes.len() as u64;
-            self.deferred_deletes.push((rel.clone(), nodes));
-        } else {
-            // A kind change: the source has this node, so the subtree is recreated from it.
-            self.delete_nodes(&rel, &nodes).await?;
+        if !leave && !nodes.is_empty() {
+            if replace_with.is_none() {
+                // Judged with the whole pass (the deletion guard), after creates and updates.
+                self.deferred_count += nodes.len() as u64;
+                self.deferred_deletes.push((rel.clone(), nodes));
+            } else {
+                // A kind change: the source has this node, so the subtree is recreated from it.
+                self.delete_nodes(&rel, &nodes).await?;
+            }
         }
         if let Some(b) = replace_with {
             let (src, kind) = *b;

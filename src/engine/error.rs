@@ -92,6 +92,18 @@ impl SyncError {
         }
     }
 
+    /// Why the copy was refused before it wrote, as a metric label, when that is what
+    /// happened.
+    pub fn claim_refusal(&self) -> Option<&'static str> {
+        match self {
+            SyncError::Busy { .. } => Some("writer_conflict"),
+            SyncError::Loop { .. } => Some("replication_loop"),
+            SyncError::Overlap { .. } => Some("same_ensemble"),
+            SyncError::RetriesExhausted { last, .. } => last.claim_refusal(),
+            _ => None,
+        }
+    }
+
     /// Which ensemble the error is about: "source", "destination", or None (bad options).
     pub fn side(&self) -> Option<&'static str> {
         match self {

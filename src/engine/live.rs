@@ -135,6 +135,9 @@ pub trait Observer: Send + Sync {
     fn reconnected(&self, _side: &'static str) {}
     /// The deletion guard started or stopped holding deletes, or holds more of them now.
     fn deletions_held(&self, _held: Option<&Held>) {}
+    /// A claim was refused (`writer_conflict`, `replication_loop`, `same_ensemble`): the
+    /// stream waits and tries again, or stops.
+    fn claim_refused(&self, _reason: &'static str) {}
     /// Delayed apply: changes recorded and waiting, the oldest's age, and the delay the byte
     /// bound cut it to (None: the full delay holds).
     fn delay_backlog(
@@ -176,6 +179,9 @@ impl Observer for Tee {
     }
     fn deletions_held(&self, held: Option<&Held>) {
         self.0.iter().for_each(|o| o.deletions_held(held));
+    }
+    fn claim_refused(&self, reason: &'static str) {
+        self.0.iter().for_each(|o| o.claim_refused(reason));
     }
     fn delay_backlog(&self, waiting: usize, oldest: Option<Duration>, shortened: Option<Duration>) {
         self.0
@@ -289,6 +295,9 @@ async fn epochs(
             epoch(opts, &observer, stop, first, claims.as_ref()).await
         }
         .await;
+        if let Some(reason) = outcome.as_ref().err().and_then(SyncError::claim_refusal) {
+            observer.claim_refused(reason);
+        }
         match outcome {
             Ok(Epoch::Stopped) => return Ok(()),
             Ok(Epoch::Restart(why)) => {

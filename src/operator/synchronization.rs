@@ -256,6 +256,15 @@ fn record_outcome(ns: &str, name: &str, plugin: Plugin, st: &SynchronizationStat
         .and_then(|g| g.held.as_ref())
         .map_or(0, |h| h.deletes);
     m::deletes_held(&labels, held, held);
+    let failed =
+        crate::api::conditions::find(&st.conditions, crate::api::conditions::types::FAILED)
+            .filter(|c| c.status == "True")
+            .map(|c| c.reason.as_str());
+    match failed {
+        Some("WriterConflict") => m::claims_refused(&labels, "writer_conflict"),
+        Some("ReplicationLoop") => m::claims_refused(&labels, "replication_loop"),
+        _ => {}
+    }
     if let (Some(a), Some(b)) = (&st.start_time, &st.completion_time) {
         let secs = b.0.duration_since(a.0).as_secs_f64().max(0.0);
         metrics::histogram!(m::SYNC_DURATION_SECONDS, "mode" => "once").record(secs);
@@ -295,6 +304,11 @@ fn record_outcome(ns: &str, name: &str, plugin: Plugin, st: &SynchronizationStat
                 .set(t.0.as_millisecond() as f64 / 1000.0);
             if op == "backup" {
                 metrics::gauge!(m::BACKUP_SIZE_BYTES, &labels).set(snap.size_bytes as f64);
+                metrics::gauge!(m::BACKUP_LAST_SNAPSHOT_SUSPECT, &labels).set(if snap.suspect {
+                    1.0
+                } else {
+                    0.0
+                });
             }
             if let Some(a) = &st.start_time {
                 let secs = t.0.duration_since(a.0).as_secs_f64().max(0.0);
