@@ -366,6 +366,32 @@ mod tests {
     use super::*;
     use verifier::ConnectOptions;
 
+    #[test]
+    fn refused_claims_have_their_own_reasons_and_name_no_side() {
+        let busy = SyncError::Busy {
+            holder: "LiveSynchronization prod/kafka".into(),
+            root: "/kafka".into(),
+            destination_root: "/kafka".into(),
+        };
+        assert_eq!(classify(&busy), (Reason::WriterConflict, None));
+        let waited = SyncError::RetriesExhausted {
+            attempts: 6,
+            last: Box::new(busy),
+        };
+        assert_eq!(classify(&waited), (Reason::WriterConflict, None));
+        assert!(waited
+            .to_string()
+            .contains("LiveSynchronization prod/kafka"));
+        let looped = SyncError::Loop {
+            holder: "LiveSynchronization prod/forward".into(),
+            source_root: "/a".into(),
+            destination_root: "/a".into(),
+        };
+        assert_eq!(classify(&looped), (Reason::ReplicationLoop, None));
+        assert_eq!(looped.claim_refusal(), Some("replication_loop"));
+        assert!(!looped.is_transient(), "a loop needs a person");
+    }
+
     #[tokio::test]
     async fn clear_aborts_every_run_and_forgets_every_outcome() {
         let runs = Runs::new();
