@@ -30,13 +30,6 @@ fn stream(src: &str, dst: &str, root: &str, dst_root: &str) -> tokio::process::C
         .unwrap()
 }
 
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn one_ensemble_named_two_ways_is_found_by_the_probe_and_refused() {
     let (s, _) = shared_pair();

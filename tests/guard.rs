@@ -43,13 +43,6 @@ async fn delete_tree(c: &zookeeper_client::Client, top: &str, keep_top: bool) ->
     (order.len() - skip) as u64
 }
 
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_emptied_source_does_not_wipe_the_copy_until_released() {
     let (s, d) = shared_pair();

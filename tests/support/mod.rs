@@ -691,3 +691,11 @@ pub fn signal(pid: u32, sig: &str) {
         .success();
     assert!(ok, "kill {sig} {pid}");
 }
+
+/// Runs the binary with `args` and waits for it.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(args)
+        .output()
+        .unwrap()
+}
