@@ -46,7 +46,16 @@ pub fn requested_release(
     if token(meta, deletes) != value {
         return None;
     }
-    if status.and_then(|s| s.last_released_token.as_deref()) == Some(value) {
+    // A token works once per hold: a later hold of the same count takes it again.
+    let used = status.is_some_and(|s| {
+        s.last_released_token.as_deref() == Some(value)
+            && s.held.as_ref().is_none_or(|h| {
+                s.last_released_time
+                    .as_ref()
+                    .is_some_and(|released| h.since.0 <= released.0)
+            })
+    });
+    if used {
         return None;
     }
     Some((value.to_string(), deletes))
@@ -182,6 +191,34 @@ mod tests {
             ..DeletionGuardStatus::default()
         };
         assert_eq!(requested_release(&meta(Some(&t)), Some(&used)), None);
+        // A new hold of the same count, after that release: the same token works again.
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let later = Timestamp::from_second(1_800_000_600).unwrap();
+        let again = DeletionGuardStatus {
+            last_released_token: Some(t.clone()),
+            last_released_time: Some(Time(now)),
+            held: Some(held_status(
+                &meta(None),
+                "synchronization",
+                &held(2000),
+                later,
+            )),
+        };
+        assert_eq!(
+            requested_release(&meta(Some(&t)), Some(&again)),
+            Some((t.clone(), 2000))
+        );
+        // ...but not for the hold it already released.
+        let same = DeletionGuardStatus {
+            held: Some(held_status(
+                &meta(None),
+                "synchronization",
+                &held(2000),
+                now,
+            )),
+            ..again
+        };
+        assert_eq!(requested_release(&meta(Some(&t)), Some(&same)), None);
     }
 
     #[test]

@@ -463,6 +463,12 @@ impl LiveGate {
     /// nothing; it leaves `destination_nodes` under the root and consumed any allowance.
     pub fn after_full_sync(&self, held: Option<Held>, destination_nodes: u64) {
         let mut s = self.lock();
+        s.destination_nodes = destination_nodes;
+        if s.resync || !s.ready.is_empty() {
+            // Released while this sync ran (it still held): the next full sync, with the
+            // release's allowance, applies them.
+            return;
+        }
         s.held_by_full_sync = held.is_some();
         s.held = held;
         s.allowance = Allowance::None;
@@ -644,5 +650,33 @@ mod tests {
         );
         g.after_full_sync(None, 500);
         assert_eq!(g.full_sync_guard().allowance, Allowance::None);
+    }
+
+    #[test]
+    fn a_release_during_a_full_sync_is_kept_for_the_next_one() {
+        let g = gate();
+        let held = || Held {
+            reason: HoldReason::SourceEmpty,
+            deletes: 2000,
+            destination_nodes: 2001,
+            source_nodes: 1,
+            max_deletes: 100,
+            max_delete_percent: 10.0,
+            sample: vec![],
+        };
+        g.after_full_sync(Some(held()), 2001);
+        // A full sync starts (holding everything), and the person releases meanwhile.
+        assert!(g.full_sync_guard().hold_all);
+        g.release(Allowance::UpTo(2000)).expect("released");
+        g.after_full_sync(Some(held()), 2001);
+        assert!(
+            g.held().is_none(),
+            "the release must survive the sync that was running"
+        );
+        let due = g.take_due(Instant::now());
+        assert_eq!(due.full_sync, Some(Allowance::UpTo(2000)));
+        let guard = g.full_sync_guard();
+        assert!(!guard.hold_all);
+        assert!(!guard.trips(2000, 2001));
     }
 }
