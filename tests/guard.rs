@@ -207,6 +207,31 @@ fn bad_guard_flags_are_refused_naming_the_flag() {
         err.contains("--max-delete-percent: 150 is not a percentage"),
         "{err}"
     );
+    // Durations out of range are refused by name, never a panic.
+    for (flag, value) in [
+        ("--resync-interval", "inf"),
+        ("--apply-delay", "1e300"),
+        ("--max-lag", "-1"),
+        ("--delete-delay", "NaN"),
+        ("--verify-interval", "-5"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let out = cli(&[
+            "sync",
+            "--continuous",
+            "--source",
+            "127.0.0.1:1",
+            "--destination",
+            "127.0.0.1:2",
+            "--root-path",
+            "/a",
+            &arg,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(&format!("{flag}: ")), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

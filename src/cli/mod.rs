@@ -458,6 +458,43 @@ pub(crate) fn auth(
         .map_err(|message| CliError::InvalidFlag { flag, message })
 }
 
+/// A duration flag where 0 means "off" (or "at once"): refuses negative, non-finite and
+/// absurd values with a message instead of a panic.
+pub(crate) fn seconds_or_zero(flag: &'static str, v: f64) -> Result<Duration, CliError> {
+    if v == 0.0 {
+        Ok(Duration::ZERO)
+    } else {
+        seconds(flag, v).map_err(|_| CliError::InvalidFlag {
+            flag,
+            message: format!("{v} is not a number of seconds from 0 to ten years"),
+        })
+    }
+}
+
+/// The durations of `sync --continuous`, each checked once, naming its flag.
+struct LiveFlags {
+    resync: Duration,
+    verify: Duration,
+    max_lag: Duration,
+    apply_delay: Duration,
+    delete_delay: Duration,
+    heartbeat: Duration,
+}
+
+impl LiveFlags {
+    fn of(a: &SyncArgs) -> Result<LiveFlags, CliError> {
+        Ok(LiveFlags {
+            resync: seconds_or_zero("--resync-interval", a.resync_interval)?,
+            verify: seconds_or_zero("--verify-interval", a.verify_interval)?,
+            max_lag: seconds_or_zero("--max-lag", a.max_lag)?,
+            apply_delay: seconds_or_zero("--apply-delay", a.apply_delay)?,
+            delete_delay: seconds_or_zero("--delete-delay", a.guard.delete_delay)?,
+            heartbeat: seconds_or_zero("--heartbeat-interval", a.heartbeat_interval)?
+                .max(Duration::from_millis(100)),
+        })
+    }
+}
+
 pub(crate) fn seconds(flag: &'static str, v: f64) -> Result<Duration, CliError> {
     // Ten years at most: Duration::from_secs_f64 panics on values past its range.
     if v.is_finite() && v > 0.0 && v < 3.2e8 {
@@ -555,7 +592,8 @@ pub fn sync_options(a: &SyncArgs) -> Result<SyncOptions, CliError> {
     }
     o.writer.max_batch_ops = a.max_batch_ops.max(1);
     o.writer.max_in_flight = a.max_in_flight.max(1);
-    o.progress_every = (a.progress > 0.0).then(|| Duration::from_secs_f64(a.progress));
+    let progress = seconds_or_zero("--progress", a.progress)?;
+    o.progress_every = (!progress.is_zero()).then_some(progress);
     o.guard = a.guard.guard()?;
     for glob in &a.containers {
         o.type_rules.push(
@@ -685,32 +723,21 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
     use std::sync::Arc;
     // The full syncs inside the stream print no progress of their own.
     opts.progress_every = None;
+    let f = match LiveFlags::of(a) {
+        Ok(f) => f,
+        Err(e) => return fail(a.endpoints.json, &e),
+    };
     let mut lo = LiveOptions::new(opts);
-    lo.resync_interval =
-        (a.resync_interval > 0.0).then(|| Duration::from_secs_f64(a.resync_interval));
-    if a.apply_delay != 0.0 {
-        match seconds("--apply-delay", a.apply_delay) {
-            Ok(d) => lo = lo.with_apply_delay(d, live::DEFAULT_DELAY_MAX_BYTES),
-            Err(e) => return fail(a.endpoints.json, &e),
-        }
-    }
-    let apply_delay = lo.delay.as_ref().map_or(Duration::ZERO, |q| q.delay);
-    if a.guard.delete_delay != live::DELETE_DELAY.as_secs_f64() {
-        let d = match a.guard.delete_delay {
-            0.0 => Duration::ZERO,
-            v => match seconds("--delete-delay", v) {
-                Ok(d) => d,
-                Err(e) => return fail(a.endpoints.json, &e),
-            },
-        };
-        lo = lo.with_delete_delay(d);
+    lo.resync_interval = (!f.resync.is_zero()).then_some(f.resync);
+    lo = lo.with_apply_delay(f.apply_delay, live::DEFAULT_DELAY_MAX_BYTES);
+    if f.delete_delay != live::DELETE_DELAY {
+        lo = lo.with_delete_delay(f.delete_delay);
     }
     let mut co = ContinuousOptions::new(lo);
-    co.verify_interval =
-        (a.verify_interval > 0.0).then(|| Duration::from_secs_f64(a.verify_interval));
+    co.verify_interval = (!f.verify.is_zero()).then_some(f.verify);
     co.repair = a.repair;
     // A delayed stream is behind by its delay on purpose: the objective counts on top of it.
-    co.max_lag = Duration::from_secs_f64(a.max_lag.max(0.0)) + apply_delay;
+    co.max_lag = f.max_lag + f.apply_delay;
     if let Some(path) = &a.heartbeat {
         if let Err(e) = verifier::path::validate_root("--heartbeat", path) {
             return fail(a.endpoints.json, &e);
@@ -727,7 +754,7 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
         }
         co.heartbeat = Some(HeartbeatOptions {
             path: path.clone(),
-            interval: Duration::from_secs_f64(a.heartbeat_interval.max(0.1)),
+            interval: f.heartbeat,
         });
     }
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -773,6 +800,7 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
     let mut usr1 =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
     let mut last_held: Option<u64> = None;
+    // --progress was checked by sync_options.
     let every = Duration::from_secs_f64(if a.progress > 0.0 { a.progress } else { 2.0 });
     let quiet = a.progress <= 0.0;
     let mut last_state = None;
