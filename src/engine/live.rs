@@ -812,11 +812,14 @@ const DATA_CHUNK: usize = 256;
 
 fn lag_of(applied: &Applied, t: &Pending) -> Duration {
     match applied {
-        Applied::Written { mtime_ms } => {
-            Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64)
-        }
+        Applied::Written { mtime_ms } => since_mtime(*mtime_ms),
         Applied::Queued | Applied::Unchanged => t.since.elapsed(),
     }
+}
+
+/// Now minus a source node's mtime: the lag of a change written to the destination.
+fn since_mtime(mtime_ms: i64) -> Duration {
+    Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64)
 }
 
 /// Copies the data of paths that only had data changes: one multi-read on the source, then

@@ -15,8 +15,8 @@ use futures::StreamExt;
 use zookeeper_client::Client;
 
 use super::{
-    read_source, report_backlog, wall_ms, write_state, Applied, ApplyError, LiveOptions, Observer,
-    Pending, SourceState,
+    read_source, report_backlog, since_mtime, write_state, Applied, ApplyError, LiveOptions,
+    Observer, Pending, SourceState,
 };
 use crate::engine::plan::Identity;
 
@@ -209,8 +209,7 @@ pub(super) async fn apply_records(
     while let Some(r) = it.next() {
         match write_state(src, dst, lo, me, &r.path, r.state.clone()).await {
             Ok(Applied::Written { mtime_ms }) => {
-                let lag = Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64);
-                observer.applied(&r.path, lag);
+                observer.applied(&r.path, since_mtime(mtime_ms));
             }
             Ok(Applied::Unchanged) => observer.applied(&r.path, r.seen.elapsed()),
             // A delete: reported when the deletion guard applies it.
