@@ -11,7 +11,8 @@
 //! kind. Deletes include the deletion guard's delete delay (2 s by default); the second run
 //! sets `--delete-delay 0` to show the stream's own delete latency.
 //!
-//! `cargo bench --bench mixed` (`-- --seconds N` per rate, `-- --rates 1000,5000`).
+//! `cargo bench --bench mixed` (`-- --seconds N` per rate, `-- --rates 1000,5000`,
+//! `-- --delete-delays 0`).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -492,8 +493,12 @@ fn main() {
     let rates: Vec<u64> = flag("--rates")
         .map(|r| r.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 5_000, 10_000]);
+    let delays: Vec<String> = flag("--delete-delays")
+        .map(|d| d.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|| vec!["2".into(), "0".into()]);
     rt.block_on(async {
-        run_mix(&rates, secs, "2").await;
-        run_mix(&rates, secs, "0").await;
+        for d in &delays {
+            run_mix(&rates, secs, d).await;
+        }
     });
 }

@@ -12,24 +12,30 @@
 //! before each full sync, so no change made during the sync is missed. A destination outage
 //! keeps the dirty set, which is bounded, and retries.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
 use tokio::sync::watch;
-use verifier::model::{canonical_acl, is_sequential_name, AclEntry, NodeKind};
+use verifier::model::{canonical_acl, AclEntry, NodeKind};
 use verifier::{path, ConnectOptions};
 use zookeeper_client::{
     Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, SessionState,
 };
 
+mod batch;
+mod cversion;
 mod delay;
+mod deletes;
 
+use batch::apply_batch;
+pub use cversion::raise_cversion_to;
 pub use delay::{DelayQueue, DEFAULT_MAX_BYTES as DEFAULT_DELAY_MAX_BYTES};
+use deletes::apply_deletes;
+pub use deletes::delete_destination_subtree;
 
 use super::guard::{LiveGate, SharedGate};
-use super::plan::{cversion_bump_pairs, desired_kind, Identity, CVERSION_BUMP_CHILD};
+use super::plan::{desired_kind, Identity};
 use super::{kind_for, Held, HoldReason, SyncError, SyncOptions, SyncSummary};
 
 /// Net deletes (deletes minus creates) are judged over this sliding window, so a `deleteall`
@@ -330,6 +336,11 @@ async fn epochs(
     }
 }
 
+/// Now minus a source node's mtime: the lag of a change written to the destination.
+fn since_mtime(mtime_ms: i64) -> Duration {
+    Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64)
+}
+
 /// One epoch: fresh sessions, a watch, a full sync, then streaming until a gap or stop.
 async fn epoch(
     opts: &LiveOptions,
@@ -596,37 +607,6 @@ fn report_hold(gate: &LiveGate, reported: &mut Option<Held>, observer: &Arc<dyn 
     }
 }
 
-/// Applies deletes the guard let through. Each source path is looked at again first: one
-/// that came back is streamed as a change instead.
-async fn apply_deletes(
-    src: &Client,
-    dst: &Client,
-    opts: &LiveOptions,
-    paths: &[String],
-    observer: &Arc<dyn Observer>,
-) -> Result<(), ApplyError> {
-    let o = &opts.sync;
-    let me = Identity::new(o.destination.auth.as_ref());
-    for p in paths {
-        let started = Instant::now();
-        let exists = src
-            .check_stat(p)
-            .await
-            .map_err(ApplyError::on("source", "exists", p))?;
-        if exists.is_some() {
-            let applied = apply_path(src, dst, opts, &me, p).await?;
-            if !matches!(applied, Applied::Queued) {
-                observer.applied(p, started.elapsed());
-            }
-            continue;
-        }
-        let n = delete_subtree(dst, &dst_path(o, p)).await?;
-        opts.gate.deleted(Instant::now(), n);
-        observer.applied(p, opts.gate.delay() + started.elapsed());
-    }
-    Ok(())
-}
-
 fn transient(e: SyncError) -> SyncError {
     match e {
         SyncError::Connect(c) => SyncError::Write {
@@ -712,303 +692,6 @@ fn on_event(
             None
         }
     }
-}
-
-fn depth(p: &str) -> usize {
-    p.bytes().filter(|b| *b == b'/').count()
-}
-
-/// Applies a batch: shallower paths first, each depth concurrently; then raises the cversion
-/// of parents that received sequential children.
-async fn apply_batch(
-    src: &Client,
-    dst: &Client,
-    opts: &LiveOptions,
-    me: &Identity,
-    batch: &BTreeMap<String, Pending>,
-    observer: &Arc<dyn Observer>,
-) -> Result<(), ApplyError> {
-    // Creates and deletes first, parents before children; owned, so the futures below are
-    // Send without higher-ranked lifetimes.
-    let mut by_depth: BTreeMap<usize, Vec<(String, Pending)>> = BTreeMap::new();
-    let mut data_only: Vec<(String, Pending)> = Vec::new();
-    for (p, t) in batch {
-        if t.kinds == DATA_CHANGED {
-            data_only.push((p.clone(), *t));
-        } else {
-            by_depth.entry(depth(p)).or_default().push((p.clone(), *t));
-        }
-    }
-    for (_, paths) in by_depth {
-        let chunks: Vec<Vec<(String, Pending)>> =
-            paths.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
-        let results: Vec<Result<(), ApplyError>> =
-            futures::stream::iter(chunks)
-                .map(|chunk| async move {
-                    apply_created_chunk(src, dst, opts, me, &chunk, observer).await
-                })
-                .buffer_unordered(8)
-                .collect()
-                .await;
-        results.into_iter().collect::<Result<(), _>>()?;
-    }
-    // Then data changes, many per request: one multi-read, one multi-write per chunk.
-    let chunks: Vec<Vec<(String, Pending)>> =
-        data_only.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
-    let results: Vec<Result<(), ApplyError>> = futures::stream::iter(chunks)
-        .map(|chunk| async move { apply_data_chunk(src, dst, opts, me, &chunk, observer).await })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    results.into_iter().collect::<Result<(), _>>()?;
-    // Sequential names come from the parent's cversion: keep it at least the source's.
-    let seq_parents: HashSet<&str> = batch
-        .keys()
-        .filter(|p| is_sequential_name(p.rsplit('/').next().unwrap_or_default()))
-        .filter_map(|p| path::parent(p))
-        .collect();
-    for parent in seq_parents {
-        raise_cversion(src, dst, &opts.sync, parent).await?;
-    }
-    Ok(())
-}
-
-/// A create of the fast path: the dirty entry, the data read, the source mtime, the kind.
-type Create<'a> = (&'a (String, Pending), Vec<u8>, i64, NodeKind);
-
-/// A data write of the fast path: the dirty entry, the data read, the source mtime.
-type Write<'a> = (&'a (String, Pending), Vec<u8>, i64);
-
-/// Data and stat of every path of `chunk` in one multi-read (errors such as NoNode per path).
-async fn read_chunk(
-    src: &Client,
-    chunk: &[(String, Pending)],
-) -> Result<Vec<zookeeper_client::MultiReadResult>, ApplyError> {
-    let paths: Vec<String> = chunk.iter().map(|(p, _)| p.clone()).collect();
-    read_paths(src, "source", &paths).await
-}
-
-/// Data and stat of each of `paths` on `side` in one multi-read.
-async fn read_paths(
-    c: &Client,
-    side: &'static str,
-    paths: &[String],
-) -> Result<Vec<zookeeper_client::MultiReadResult>, ApplyError> {
-    let mut reader = c.new_multi_reader();
-    for p in paths {
-        reader
-            .add_get_data(p)
-            .map_err(ApplyError::on(side, "getData", p))?;
-    }
-    let first = paths.first().map(String::as_str).unwrap_or_default();
-    reader
-        .commit()
-        .await
-        .map_err(ApplyError::on(side, "multi-read", first))
-}
-
-/// Data-only changes read and written per request.
-const DATA_CHUNK: usize = 256;
-
-fn lag_of(applied: &Applied, t: &Pending) -> Duration {
-    match applied {
-        Applied::Written { mtime_ms } => since_mtime(*mtime_ms),
-        Applied::Queued | Applied::Unchanged => t.since.elapsed(),
-    }
-}
-
-/// Now minus a source node's mtime: the lag of a change written to the destination.
-fn since_mtime(mtime_ms: i64) -> Duration {
-    Duration::from_millis((wall_ms() - mtime_ms).max(0) as u64)
-}
-
-/// Copies the data of paths that only had data changes: one multi-read on the source, then
-/// multi-writes of setData on the destination (split to stay under the batch byte limit).
-/// Anything unusual (a node gone on either side, an ephemeral) goes through [`apply_data`].
-async fn apply_data_chunk(
-    src: &Client,
-    dst: &Client,
-    opts: &LiveOptions,
-    me: &Identity,
-    chunk: &[(String, Pending)],
-    observer: &Arc<dyn Observer>,
-) -> Result<(), ApplyError> {
-    let o = &opts.sync;
-    let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
-    let results = read_chunk(src, chunk).await?;
-    // What the destination holds: equal data is not written again, so a change that comes
-    // back (a stream the other way that escaped detection) dies out after one round.
-    let dst_paths: Vec<String> = chunk.iter().map(|(p, _)| dst_path(o, p)).collect();
-    let current = read_paths(dst, "destination", &dst_paths).await?;
-    let mut slow: Vec<&(String, Pending)> = Vec::new();
-    // (path, pending, mtime) of each write, in groups that fit one transaction.
-    let mut groups: Vec<Vec<Write<'_>>> = vec![Vec::new()];
-    let mut bytes = 0usize;
-    for ((entry, r), now) in chunk.iter().zip(results).zip(current) {
-        match r {
-            zookeeper_client::MultiReadResult::Data { data, stat }
-                if stat.ephemeral_owner == 0
-                    && matches!(&now, zookeeper_client::MultiReadResult::Data { data: d, .. } if *d == data) =>
-            {
-                let applied = Applied::Written {
-                    mtime_ms: stat.mtime,
-                };
-                observer.applied(&entry.0, lag_of(&applied, &entry.1));
-            }
-            zookeeper_client::MultiReadResult::Data { data, stat } if stat.ephemeral_owner == 0 => {
-                let size = data.len() + entry.0.len() + 64;
-                if bytes + size > o.writer.max_batch_bytes {
-                    groups.push(Vec::new());
-                    bytes = 0;
-                }
-                bytes += size;
-                if let Some(g) = groups.last_mut() {
-                    g.push((entry, data, stat.mtime));
-                }
-            }
-            _ => slow.push(entry),
-        }
-    }
-    for group in groups.into_iter().filter(|g| !g.is_empty()) {
-        let mut writer = dst.new_multi_writer();
-        for ((p, _), data, _) in &group {
-            let dp = dst_path(o, p);
-            writer
-                .add_set_data(&dp, data, None)
-                .map_err(ApplyError::on("destination", "setData", &dp))?;
-        }
-        let written: Vec<_> = group.iter().map(|(e, _, mtime)| (*e, *mtime)).collect();
-        // One node missing on the destination fails the whole transaction: go one by one.
-        if !commit_fast(writer, &written, first, observer).await? {
-            slow.extend(written.iter().map(|(e, _)| *e));
-        }
-    }
-    for (p, t) in slow {
-        let applied = apply_data(src, dst, opts, me, p).await?;
-        if !matches!(applied, Applied::Queued) {
-            observer.applied(p, lag_of(&applied, t));
-        }
-    }
-    Ok(())
-}
-
-/// Commits one multi-write of the batched paths (entry and source mtime of each) and reports
-/// them applied. `Ok(false)`: one operation failed, so nothing was written and the caller
-/// applies the paths one by one.
-async fn commit_fast(
-    mut writer: zookeeper_client::MultiWriter<'_>,
-    written: &[(&(String, Pending), i64)],
-    first: &str,
-    observer: &Arc<dyn Observer>,
-) -> Result<bool, ApplyError> {
-    match writer.commit().await {
-        Ok(_) => {
-            for ((p, t), mtime_ms) in written {
-                let applied = Applied::Written {
-                    mtime_ms: *mtime_ms,
-                };
-                observer.applied(p, lag_of(&applied, t));
-            }
-            Ok(true)
-        }
-        Err(zookeeper_client::MultiWriteError::OperationFailed { .. }) => Ok(false),
-        Err(zookeeper_client::MultiWriteError::RequestFailed { source }) => {
-            Err(ApplyError::on("destination", "multi", first)(source))
-        }
-    }
-}
-
-/// Paths of one depth that had creates or deletes. The common case, nodes new on the source,
-/// takes one multi-read, the ACL reads pipelined, and one multi-write of creates. Anything
-/// else (a delete, a node already on the destination, an ACL that would lock the copier out)
-/// goes through [`apply_path`] one by one.
-async fn apply_created_chunk(
-    src: &Client,
-    dst: &Client,
-    opts: &LiveOptions,
-    me: &Identity,
-    chunk: &[(String, Pending)],
-    observer: &Arc<dyn Observer>,
-) -> Result<(), ApplyError> {
-    let o = &opts.sync;
-    let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
-    let results = read_chunk(src, chunk).await?;
-    let mut slow: Vec<&(String, Pending)> = Vec::new();
-    let mut fast: Vec<Create<'_>> = Vec::new();
-    for (entry, r) in chunk.iter().zip(results) {
-        match r {
-            zookeeper_client::MultiReadResult::Data { data, stat } => {
-                let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
-                match desired_kind(kind_for(&o.type_rules, &entry.0, reported), o.ephemerals) {
-                    Some(kind) => fast.push((entry, data, stat.mtime, kind)),
-                    None => slow.push(entry),
-                }
-            }
-            _ => slow.push(entry),
-        }
-    }
-    // ACLs have no multi form: read them pipelined on the one session.
-    let acls: Vec<Option<Vec<AclEntry>>> = if o.copy_acl {
-        let reads = fast.iter().map(|(e, ..)| src.get_acl(&e.0));
-        let mut out = Vec::with_capacity(fast.len());
-        for (r, (e, ..)) in futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .zip(&fast)
-        {
-            match r {
-                Ok((acl, _)) => {
-                    let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
-                    let usable = !acl.iter().any(verifier::reader::is_redacted)
-                        && me.grants(
-                            &acl,
-                            verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
-                        );
-                    out.push(usable.then(|| canonical_acl(acl)));
-                }
-                Err(ZkError::NoNode) => out.push(None),
-                Err(err) => return Err(ApplyError::on("source", "getACL", &e.0)(err)),
-            }
-        }
-        out
-    } else {
-        fast.iter().map(|_| Some(vec![AclEntry::open()])).collect()
-    };
-    let mut writer = dst.new_multi_writer();
-    let mut written: Vec<(&(String, Pending), i64)> = Vec::new();
-    let mut bytes = 0usize;
-    for ((entry, data, mtime, kind), acl) in fast.iter().zip(acls) {
-        let Some(acl) = acl.filter(|_| bytes + data.len() < o.writer.max_batch_bytes) else {
-            slow.push(entry);
-            continue;
-        };
-        bytes += data.len() + entry.0.len() + 64;
-        let zk_acl: Vec<Acl> = acl.iter().map(AclEntry::to_zk).collect();
-        let mut options = create_mode(*kind).with_acls(Acls::new(&zk_acl));
-        if let NodeKind::Ttl { ttl_ms } = kind {
-            options = options.with_ttl(Duration::from_millis((*ttl_ms).max(1) as u64));
-        }
-        let dp = dst_path(o, &entry.0);
-        writer
-            .add_create(&dp, data, &options)
-            .map_err(ApplyError::on("destination", "create", &dp))?;
-        written.push((entry, *mtime));
-    }
-    // Some node exists already (or its parent is missing): one by one.
-    if !written.is_empty() {
-        if commit_fast(writer, &written, first, observer).await? {
-            opts.gate.created(Instant::now(), written.len() as u64);
-        } else {
-            slow.extend(written.iter().map(|(e, _)| *e));
-        }
-    }
-    for (p, t) in slow {
-        let applied = apply_path(src, dst, opts, me, p).await?;
-        if !matches!(applied, Applied::Queued) {
-            observer.applied(p, lag_of(&applied, t));
-        }
-    }
-    Ok(())
 }
 
 enum Applied {
@@ -1284,100 +967,6 @@ async fn write_state(
             })
         }
     }
-}
-
-/// Deletes `top` and everything under it on the destination (for the judge's repair).
-pub async fn delete_destination_subtree(dst: &Client, top: &str) -> Result<(), SyncError> {
-    delete_subtree(dst, top)
-        .await
-        .map(|_| ())
-        .map_err(|e| SyncError::Write {
-            op: e.op,
-            path: e.path,
-            source: e.source,
-        })
-}
-
-/// Deletes `top` and everything under it on the destination, children first. Returns the
-/// nodes deleted.
-async fn delete_subtree(dst: &Client, top: &str) -> Result<u64, ApplyError> {
-    let mut order = vec![top.to_string()];
-    let mut i = 0;
-    while i < order.len() {
-        match dst.get_children(&order[i]).await {
-            Ok((children, _)) => {
-                let parent = order[i].clone();
-                order.extend(children.iter().map(|c| child_of(&parent, c)));
-            }
-            Err(ZkError::NoNode) => {}
-            Err(e) => return Err(ApplyError::on("destination", "getChildren", &order[i])(e)),
-        }
-        i += 1;
-    }
-    let mut deleted = 0;
-    for p in order.iter().rev() {
-        match dst.delete(p, None).await {
-            Ok(()) => deleted += 1,
-            Err(ZkError::NoNode) => {}
-            Err(e) => return Err(ApplyError::on("destination", "delete", p)(e)),
-        }
-    }
-    Ok(deleted)
-}
-
-/// Raises the destination parent's cversion to the source's, so sequential numbering goes on
-/// from the same point after a failover.
-async fn raise_cversion(
-    src: &Client,
-    dst: &Client,
-    o: &SyncOptions,
-    parent: &str,
-) -> Result<(), ApplyError> {
-    let Some(s) = src
-        .check_stat(parent)
-        .await
-        .map_err(ApplyError::on("source", "exists", parent))?
-    else {
-        return Ok(());
-    };
-    let dp = dst_path(o, parent);
-    let Some(d) =
-        dst.check_stat(&dp)
-            .await
-            .map_err(ApplyError::on("destination", "exists", &dp))?
-    else {
-        return Ok(());
-    };
-    raise_cversion_to(dst, &dp, s.cversion, d.cversion)
-        .await
-        .map_err(|e| ApplyError::on("destination", "multi", &dp)(e))?;
-    Ok(())
-}
-
-/// Raises the cversion of `path` (now `current`) to at least `target` with create+delete
-/// pairs of a throw-away child, so sequential names never go below the source's. Returns the
-/// pairs written.
-pub async fn raise_cversion_to(
-    dst: &Client,
-    path: &str,
-    target: i32,
-    current: i32,
-) -> Result<u64, ZkError> {
-    let pairs = cversion_bump_pairs(target, i64::from(current));
-    let bump = child_of(path, CVERSION_BUMP_CHILD);
-    let open = [AclEntry::open().to_zk()];
-    for _ in 0..pairs {
-        let mut multi = dst.new_multi_writer();
-        multi
-            .add_create(
-                &bump,
-                &[],
-                &CreateMode::Persistent.with_acls(Acls::new(&open)),
-            )
-            .and_then(|_| multi.add_delete(&bump, None))?;
-        multi.commit().await.map_err(ZkError::from)?;
-    }
-    Ok(pairs)
 }
 
 /// An observer that keeps counts and lag samples for a reader to take: the CLI's status lines,
