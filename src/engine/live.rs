@@ -27,6 +27,7 @@ mod batch;
 mod cversion;
 mod delay;
 mod deletes;
+mod multi;
 
 use batch::apply_batch;
 pub use cversion::raise_cversion_to;

@@ -1,19 +1,20 @@
 //! The hot path of a stream: a batch of dirty paths applied with as few round trips as the
 //! protocol allows (multi-reads, pipelined ACL reads, multi-writes), parents before children.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use verifier::model::{canonical_acl, is_sequential_name, AclEntry, NodeKind};
 use verifier::path;
-use zookeeper_client::{Acl, Acls, Client, Error as ZkError};
+use zookeeper_client::{Acl, Acls, Client, Error as ZkError, MultiReadResult};
 
-use super::cversion::raise_cversion;
+use super::cversion::raise_cversions;
+use super::multi::commit_setting_aside;
 use super::{
-    apply_data, apply_path, create_mode, dst_path, since_mtime, Applied, ApplyError, LiveOptions,
-    Observer, Pending, DATA_CHANGED,
+    apply_data, apply_path, create_mode, dst_path, since_mtime, write_state, Applied, ApplyError,
+    LiveOptions, Observer, Pending, SourceState, DATA_CHANGED,
 };
 use crate::engine::kind_for;
 use crate::engine::plan::{desired_kind, Identity};
@@ -22,8 +23,9 @@ pub(super) fn depth(p: &str) -> usize {
     p.bytes().filter(|b| *b == b'/').count()
 }
 
-/// Applies a batch: shallower paths first, each depth concurrently; then raises the cversion
-/// of parents that received sequential children.
+/// Applies a batch: creates and deletes shallower paths first, each depth concurrently, and
+/// data changes alongside; then raises the cversion of parents that received sequential
+/// children.
 pub(super) async fn apply_batch(
     src: &Client,
     dst: &Client,
@@ -43,36 +45,48 @@ pub(super) async fn apply_batch(
             by_depth.entry(depth(p)).or_default().push((p.clone(), *t));
         }
     }
-    for (_, paths) in by_depth {
-        let chunks: Vec<Vec<(String, Pending)>> =
-            paths.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
-        let results: Vec<Result<(), ApplyError>> =
-            futures::stream::iter(chunks)
+    // Data-only paths existed before this batch: they go alongside the creates.
+    let creates = async {
+        for (_, paths) in by_depth {
+            let chunks: Vec<Vec<(String, Pending)>> =
+                paths.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
+            let results: Vec<Result<(), ApplyError>> = futures::stream::iter(chunks)
                 .map(|chunk| async move {
                     apply_created_chunk(src, dst, opts, me, &chunk, observer).await
                 })
-                .buffer_unordered(8)
+                .buffer_unordered(CHUNKS_IN_FLIGHT)
                 .collect()
                 .await;
-        results.into_iter().collect::<Result<(), _>>()?;
-    }
-    // Then data changes, many per request: one multi-read, one multi-write per chunk.
-    let chunks: Vec<Vec<(String, Pending)>> =
-        data_only.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
-    let results: Vec<Result<(), ApplyError>> = futures::stream::iter(chunks)
-        .map(|chunk| async move { apply_data_chunk(src, dst, opts, me, &chunk, observer).await })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    results.into_iter().collect::<Result<(), _>>()?;
+            results.into_iter().collect::<Result<(), _>>()?;
+        }
+        Ok::<(), ApplyError>(())
+    };
+    // Data changes, many per request: one multi-read per side, one multi-write per chunk.
+    let data = async {
+        let chunks: Vec<Vec<(String, Pending)>> =
+            data_only.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
+        let results: Vec<Result<(), ApplyError>> = futures::stream::iter(chunks)
+            .map(
+                |chunk| async move { apply_data_chunk(src, dst, opts, me, &chunk, observer).await },
+            )
+            .buffer_unordered(CHUNKS_IN_FLIGHT)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()
+    };
+    let (created, written) = tokio::join!(creates, data);
+    created?;
+    written?;
     // Sequential names come from the parent's cversion: keep it at least the source's.
-    let seq_parents: HashSet<&str> = batch
+    let mut seq_parents: Vec<&str> = batch
         .keys()
         .filter(|p| is_sequential_name(p.rsplit('/').next().unwrap_or_default()))
         .filter_map(|p| path::parent(p))
         .collect();
-    for parent in seq_parents {
-        raise_cversion(src, dst, &opts.sync, parent).await?;
+    seq_parents.sort_unstable();
+    seq_parents.dedup();
+    if !seq_parents.is_empty() {
+        raise_cversions(src, dst, &opts.sync, &seq_parents).await?;
     }
     Ok(())
 }
@@ -111,8 +125,19 @@ pub(super) async fn read_paths(
         .map_err(ApplyError::on(side, "multi-read", first))
 }
 
-/// Data-only changes read and written per request.
+/// Changed paths read (and written) per request.
 const DATA_CHUNK: usize = 256;
+
+/// Bytes an operation adds to a transaction besides its path and data (header, ACL, stat),
+/// an upper bound used to keep a multi-write under the batch byte limit.
+const OP_OVERHEAD: usize = 64;
+
+/// Paths of one chunk applied one by one at the same time when the fast path cannot take
+/// them.
+const SLOW_IN_FLIGHT: usize = 32;
+
+/// Chunks of one depth (or of data changes) in flight at once.
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 pub(super) fn lag_of(applied: &Applied, t: &Pending) -> Duration {
     match applied {
@@ -121,9 +146,10 @@ pub(super) fn lag_of(applied: &Applied, t: &Pending) -> Duration {
     }
 }
 
-/// Copies the data of paths that only had data changes: one multi-read on the source, then
-/// multi-writes of setData on the destination (split to stay under the batch byte limit).
-/// Anything unusual (a node gone on either side, an ephemeral) goes through [`apply_data`].
+/// Copies the data of paths that only had data changes: one multi-read on the source and one
+/// on the destination, then multi-writes of setData (split to stay under the batch byte
+/// limit). Anything unusual (a node gone on either side, an ephemeral) goes through
+/// [`apply_data`].
 async fn apply_data_chunk(
     src: &Client,
     dst: &Client,
@@ -134,28 +160,27 @@ async fn apply_data_chunk(
 ) -> Result<(), ApplyError> {
     let o = &opts.sync;
     let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
-    let results = read_chunk(src, chunk).await?;
     // What the destination holds: equal data is not written again, so a change that comes
     // back (a stream the other way that escaped detection) dies out after one round.
     let dst_paths: Vec<String> = chunk.iter().map(|(p, _)| dst_path(o, p)).collect();
-    let current = read_paths(dst, "destination", &dst_paths).await?;
+    let (results, current) = tokio::join!(
+        read_chunk(src, chunk),
+        read_paths(dst, "destination", &dst_paths)
+    );
     let mut slow: Vec<&(String, Pending)> = Vec::new();
-    // (path, pending, mtime) of each write, in groups that fit one transaction.
+    // Writes in groups that fit one transaction.
     let mut groups: Vec<Vec<Write<'_>>> = vec![Vec::new()];
     let mut bytes = 0usize;
-    for ((entry, r), now) in chunk.iter().zip(results).zip(current) {
+    for ((entry, r), now) in chunk.iter().zip(results?).zip(current?) {
         match r {
-            zookeeper_client::MultiReadResult::Data { data, stat }
+            MultiReadResult::Data { data, stat }
                 if stat.ephemeral_owner == 0
-                    && matches!(&now, zookeeper_client::MultiReadResult::Data { data: d, .. } if *d == data) =>
+                    && matches!(&now, MultiReadResult::Data { data: d, .. } if *d == data) =>
             {
-                let applied = Applied::Written {
-                    mtime_ms: stat.mtime,
-                };
-                observer.applied(&entry.0, lag_of(&applied, &entry.1));
+                observer.applied(&entry.0, since_mtime(stat.mtime));
             }
-            zookeeper_client::MultiReadResult::Data { data, stat } if stat.ephemeral_owner == 0 => {
-                let size = data.len() + entry.0.len() + 64;
+            MultiReadResult::Data { data, stat } if stat.ephemeral_owner == 0 => {
+                let size = data.len() + entry.0.len() + OP_OVERHEAD;
                 if bytes + size > o.writer.max_batch_bytes {
                     groups.push(Vec::new());
                     bytes = 0;
@@ -169,58 +194,49 @@ async fn apply_data_chunk(
         }
     }
     for group in groups.into_iter().filter(|g| !g.is_empty()) {
-        let mut writer = dst.new_multi_writer();
-        for ((p, _), data, _) in &group {
+        // A node missing on the destination fails the transaction: it is set aside.
+        let (written, aside) = commit_setting_aside(dst, group, first, |w, ((p, _), data, _)| {
             let dp = dst_path(o, p);
-            writer
-                .add_set_data(&dp, data, None)
-                .map_err(ApplyError::on("destination", "setData", &dp))?;
+            w.add_set_data(&dp, data, None)
+                .map_err(ApplyError::on("destination", "setData", &dp))
+        })
+        .await?;
+        for ((p, _), _, mtime_ms) in written {
+            observer.applied(p, since_mtime(mtime_ms));
         }
-        let written: Vec<_> = group.iter().map(|(e, _, mtime)| (*e, *mtime)).collect();
-        // One node missing on the destination fails the whole transaction: go one by one.
-        if !commit_fast(writer, &written, first, observer).await? {
-            slow.extend(written.iter().map(|(e, _)| *e));
-        }
+        slow.extend(aside.into_iter().map(|(e, ..)| e));
     }
-    for (p, t) in slow {
-        let applied = apply_data(src, dst, opts, me, p).await?;
-        if !matches!(applied, Applied::Queued) {
-            observer.applied(p, lag_of(&applied, t));
+    one_by_one(&slow, observer, |p| apply_data(src, dst, opts, me, p)).await
+}
+
+/// Applies each of `slow` with `apply` (a few round trips each), [`SLOW_IN_FLIGHT`] at a
+/// time; they are paths of one depth, so none depends on another.
+async fn one_by_one<'p, F, Fut>(
+    slow: &[&'p (String, Pending)],
+    observer: &Arc<dyn Observer>,
+    apply: F,
+) -> Result<(), ApplyError>
+where
+    F: Fn(&'p str) -> Fut,
+    Fut: std::future::Future<Output = Result<Applied, ApplyError>>,
+{
+    for group in slow.chunks(SLOW_IN_FLIGHT) {
+        let applied = futures::future::join_all(group.iter().map(|(p, _)| apply(p))).await;
+        for ((p, t), applied) in group.iter().zip(applied) {
+            let applied = applied?;
+            if !matches!(applied, Applied::Queued) {
+                observer.applied(p, lag_of(&applied, t));
+            }
         }
     }
     Ok(())
 }
 
-/// Commits one multi-write of the batched paths (entry and source mtime of each) and reports
-/// them applied. `Ok(false)`: one operation failed, so nothing was written and the caller
-/// applies the paths one by one.
-async fn commit_fast(
-    mut writer: zookeeper_client::MultiWriter<'_>,
-    written: &[(&(String, Pending), i64)],
-    first: &str,
-    observer: &Arc<dyn Observer>,
-) -> Result<bool, ApplyError> {
-    match writer.commit().await {
-        Ok(_) => {
-            for ((p, t), mtime_ms) in written {
-                let applied = Applied::Written {
-                    mtime_ms: *mtime_ms,
-                };
-                observer.applied(p, lag_of(&applied, t));
-            }
-            Ok(true)
-        }
-        Err(zookeeper_client::MultiWriteError::OperationFailed { .. }) => Ok(false),
-        Err(zookeeper_client::MultiWriteError::RequestFailed { source }) => {
-            Err(ApplyError::on("destination", "multi", first)(source))
-        }
-    }
-}
-
 /// Paths of one depth that had creates or deletes. The common case, nodes new on the source,
-/// takes one multi-read, the ACL reads pipelined, and one multi-write of creates. Anything
-/// else (a delete, a node already on the destination, an ACL that would lock the copier out)
-/// goes through [`apply_path`] one by one.
+/// takes one multi-read, the ACL reads pipelined, and one multi-write of creates; a path gone
+/// from the source goes to the deletion guard without another read. Anything else (a node
+/// already on the destination, an ACL that would lock the copier out) goes through
+/// [`apply_path`], several at a time.
 async fn apply_created_chunk(
     src: &Client,
     dst: &Client,
@@ -236,76 +252,88 @@ async fn apply_created_chunk(
     let mut fast: Vec<Create<'_>> = Vec::new();
     for (entry, r) in chunk.iter().zip(results) {
         match r {
-            zookeeper_client::MultiReadResult::Data { data, stat } => {
+            MultiReadResult::Data { data, stat } => {
                 let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
                 match desired_kind(kind_for(&o.type_rules, &entry.0, reported), o.ephemerals) {
                     Some(kind) => fast.push((entry, data, stat.mtime, kind)),
                     None => slow.push(entry),
                 }
             }
+            MultiReadResult::Error {
+                err: ZkError::NoNode,
+            } => {
+                let applied =
+                    write_state(src, dst, opts, me, &entry.0, SourceState::Absent).await?;
+                if !matches!(applied, Applied::Queued) {
+                    observer.applied(&entry.0, lag_of(&applied, &entry.1));
+                }
+            }
             _ => slow.push(entry),
         }
     }
-    // ACLs have no multi form: read them pipelined on the one session.
-    let acls: Vec<Option<Vec<AclEntry>>> = if o.copy_acl {
-        let reads = fast.iter().map(|(e, ..)| src.get_acl(&e.0));
-        let mut out = Vec::with_capacity(fast.len());
-        for (r, (e, ..)) in futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .zip(&fast)
-        {
-            match r {
-                Ok((acl, _)) => {
-                    let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
-                    let usable = !acl.iter().any(verifier::reader::is_redacted)
-                        && me.grants(
-                            &acl,
-                            verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
-                        );
-                    out.push(usable.then(|| canonical_acl(acl)));
-                }
-                Err(ZkError::NoNode) => out.push(None),
-                Err(err) => return Err(ApplyError::on("source", "getACL", &e.0)(err)),
-            }
-        }
-        out
-    } else {
-        fast.iter().map(|_| Some(vec![AclEntry::open()])).collect()
-    };
-    let mut writer = dst.new_multi_writer();
-    let mut written: Vec<(&(String, Pending), i64)> = Vec::new();
+    let acls = read_acls(src, me, o.copy_acl, &fast).await?;
+    let mut creates = Vec::with_capacity(fast.len());
     let mut bytes = 0usize;
-    for ((entry, data, mtime, kind), acl) in fast.iter().zip(acls) {
-        let Some(acl) = acl.filter(|_| bytes + data.len() < o.writer.max_batch_bytes) else {
-            slow.push(entry);
-            continue;
-        };
-        bytes += data.len() + entry.0.len() + 64;
-        let zk_acl: Vec<Acl> = acl.iter().map(AclEntry::to_zk).collect();
-        let mut options = create_mode(*kind).with_acls(Acls::new(&zk_acl));
-        if let NodeKind::Ttl { ttl_ms } = kind {
-            options = options.with_ttl(Duration::from_millis((*ttl_ms).max(1) as u64));
+    for ((entry, data, mtime, kind), acl) in fast.into_iter().zip(acls) {
+        match acl.filter(|_| bytes + data.len() < o.writer.max_batch_bytes) {
+            Some(acl) => {
+                bytes += data.len() + entry.0.len() + OP_OVERHEAD;
+                creates.push((entry, data, mtime, kind, acl));
+            }
+            None => slow.push(entry),
         }
-        let dp = dst_path(o, &entry.0);
-        writer
-            .add_create(&dp, data, &options)
-            .map_err(ApplyError::on("destination", "create", &dp))?;
-        written.push((entry, *mtime));
     }
-    // Some node exists already (or its parent is missing): one by one.
+    // A node that exists already (or whose parent is missing) is set aside.
+    let (written, aside) =
+        commit_setting_aside(dst, creates, first, |w, (entry, data, _, kind, acl)| {
+            let zk_acl: Vec<Acl> = acl.iter().map(AclEntry::to_zk).collect();
+            let mut options = create_mode(*kind).with_acls(Acls::new(&zk_acl));
+            if let NodeKind::Ttl { ttl_ms } = kind {
+                options = options.with_ttl(Duration::from_millis((*ttl_ms).max(1) as u64));
+            }
+            let dp = dst_path(o, &entry.0);
+            w.add_create(&dp, data, &options)
+                .map_err(ApplyError::on("destination", "create", &dp))
+        })
+        .await?;
     if !written.is_empty() {
-        if commit_fast(writer, &written, first, observer).await? {
-            opts.gate.created(Instant::now(), written.len() as u64);
-        } else {
-            slow.extend(written.iter().map(|(e, _)| *e));
+        opts.gate.created(Instant::now(), written.len() as u64);
+    }
+    for ((p, _), _, mtime_ms, ..) in written {
+        observer.applied(p, since_mtime(mtime_ms));
+    }
+    slow.extend(aside.into_iter().map(|(e, ..)| e));
+    one_by_one(&slow, observer, |p| apply_path(src, dst, opts, me, p)).await
+}
+
+/// The ACL each new node is created with, read pipelined on the one session (ACLs have no
+/// multi-read form). None: the node goes the slow way (its ACL would lock the copier out, or
+/// it is gone).
+async fn read_acls(
+    src: &Client,
+    me: &Identity,
+    copy_acl: bool,
+    fast: &[Create<'_>],
+) -> Result<Vec<Option<Vec<AclEntry>>>, ApplyError> {
+    if !copy_acl {
+        return Ok(fast.iter().map(|_| Some(vec![AclEntry::open()])).collect());
+    }
+    let reads = fast.iter().map(|(e, ..)| src.get_acl(&e.0));
+    let mut out = Vec::with_capacity(fast.len());
+    for (r, (e, ..)) in futures::future::join_all(reads).await.into_iter().zip(fast) {
+        match r {
+            Ok((acl, _)) => {
+                let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
+                let usable = !acl.iter().any(verifier::reader::is_redacted)
+                    && me.grants(
+                        &acl,
+                        verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
+                    );
+                out.push(usable.then(|| canonical_acl(acl)));
+            }
+            Err(ZkError::NoNode) => out.push(None),
+            Err(err) => return Err(ApplyError::on("source", "getACL", &e.0)(err)),
         }
     }
-    for (p, t) in slow {
-        let applied = apply_path(src, dst, opts, me, p).await?;
-        if !matches!(applied, Applied::Queued) {
-            observer.applied(p, lag_of(&applied, t));
-        }
-    }
-    Ok(())
+    Ok(out)
 }

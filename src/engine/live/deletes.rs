@@ -1,14 +1,26 @@
 //! Deletes on the destination: the ones the deletion guard lets through, and whole subtrees
-//! (repairs, kind changes).
+//! (repairs). A round of deletes costs a few round trips whatever its size: the source is
+//! asked about every path at once (pipelined), the destination subtrees are listed a level at
+//! a time (pipelined) and deleted children first by multi-writes.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use verifier::path;
 use zookeeper_client::{Client, Error as ZkError};
 
+use super::multi::commit_setting_aside;
 use super::{apply_path, child_of, dst_path, Applied, ApplyError, LiveOptions, Observer};
 use crate::engine::plan::Identity;
 use crate::engine::SyncError;
+
+/// Deletes per multi-write: well under the default jute.maxbuffer (1 MiB) for paths of any
+/// sane length, and one transaction in the server's log.
+const DELETES_PER_MULTI: usize = 1_000;
+
+/// Requests in flight on one session while subtrees are listed or paths looked at: enough to
+/// fill the pipe, few enough to bound the replies held at once.
+const PIPELINE: usize = 256;
 
 /// Applies deletes the guard let through. Each source path is looked at again first: one
 /// that came back is streamed as a change instead.
@@ -20,30 +32,42 @@ pub(super) async fn apply_deletes(
     observer: &Arc<dyn Observer>,
 ) -> Result<(), ApplyError> {
     let o = &opts.sync;
+    let started = Instant::now();
+    let mut gone = Vec::new();
+    let mut back = Vec::new();
+    for chunk in paths.chunks(PIPELINE) {
+        let stats = futures::future::join_all(chunk.iter().map(|p| src.check_stat(p))).await;
+        for (p, stat) in chunk.iter().zip(stats) {
+            match stat.map_err(ApplyError::on("source", "exists", p))? {
+                Some(_) => back.push(p),
+                None => gone.push(p),
+            }
+        }
+    }
     let me = Identity::new(o.destination.auth.as_ref());
-    for p in paths {
-        let started = Instant::now();
-        let exists = src
-            .check_stat(p)
-            .await
-            .map_err(ApplyError::on("source", "exists", p))?;
-        if exists.is_some() {
-            let applied = apply_path(src, dst, opts, &me, p).await?;
-            if !matches!(applied, Applied::Queued) {
+    for chunk in back.chunks(PIPELINE) {
+        let applied =
+            futures::future::join_all(chunk.iter().map(|p| apply_path(src, dst, opts, &me, p)))
+                .await;
+        for (p, applied) in chunk.iter().zip(applied) {
+            if !matches!(applied?, Applied::Queued) {
                 observer.applied(p, started.elapsed());
             }
-            continue;
         }
-        let n = delete_subtree(dst, &dst_path(o, p)).await?;
-        opts.gate.deleted(Instant::now(), n);
-        observer.applied(p, opts.gate.delay() + started.elapsed());
+    }
+    let tops: Vec<String> = gone.iter().map(|p| dst_path(o, p)).collect();
+    let n = delete_subtrees(dst, &tops).await?;
+    opts.gate.deleted(Instant::now(), n);
+    let lag = opts.gate.delay() + started.elapsed();
+    for p in gone {
+        observer.applied(p, lag);
     }
     Ok(())
 }
 
 /// Deletes `top` and everything under it on the destination (for the judge's repair).
 pub async fn delete_destination_subtree(dst: &Client, top: &str) -> Result<(), SyncError> {
-    delete_subtree(dst, top)
+    delete_subtrees(dst, &[top.to_string()])
         .await
         .map(|_| ())
         .map_err(|e| SyncError::Write {
@@ -53,9 +77,80 @@ pub async fn delete_destination_subtree(dst: &Client, top: &str) -> Result<(), S
         })
 }
 
-/// Deletes `top` and everything under it on the destination, children first. Returns the
-/// nodes deleted.
-pub(super) async fn delete_subtree(dst: &Client, top: &str) -> Result<u64, ApplyError> {
+/// Deletes each of `tops` and everything under it on the destination, children first.
+/// Returns the nodes deleted.
+pub(super) async fn delete_subtrees(dst: &Client, tops: &[String]) -> Result<u64, ApplyError> {
+    let order = list_subtrees(dst, tops).await?;
+    let mut deleted = 0;
+    // Parents are listed before their children: reversed, every child goes in the same or an
+    // earlier transaction than its parent.
+    let deepest_first: Vec<&String> = order.iter().rev().collect();
+    for chunk in deepest_first.chunks(DELETES_PER_MULTI) {
+        deleted += delete_chunk(dst, chunk).await?;
+    }
+    Ok(deleted)
+}
+
+/// `tops` (less those under another of them) and every node under them, a level at a time,
+/// parents before children. Paths already gone are left out.
+async fn list_subtrees(dst: &Client, tops: &[String]) -> Result<Vec<String>, ApplyError> {
+    let mut sorted: Vec<&String> = tops.iter().collect();
+    sorted.sort_by(|a, b| path::tree_order(a, b));
+    sorted.dedup();
+    let mut level: Vec<String> = Vec::new();
+    for t in sorted {
+        if !level.last().is_some_and(|l| path::is_within(l, t)) {
+            level.push(t.clone());
+        }
+    }
+    let mut order = Vec::new();
+    while !level.is_empty() {
+        let mut listed = Vec::with_capacity(level.len());
+        for chunk in level.chunks(PIPELINE) {
+            let children =
+                futures::future::join_all(chunk.iter().map(|p| dst.get_children(p))).await;
+            listed.extend(
+                chunk
+                    .iter()
+                    .cloned()
+                    .zip(children.into_iter().map(|r| r.map(|(c, _)| c))),
+            );
+        }
+        let mut next = Vec::new();
+        for (p, children) in listed {
+            match children {
+                Ok(children) => {
+                    next.extend(children.iter().map(|c| child_of(&p, c)));
+                    order.push(p);
+                }
+                Err(ZkError::NoNode) => {}
+                Err(e) => return Err(ApplyError::on("destination", "getChildren", &p)(e)),
+            }
+        }
+        level = next;
+    }
+    Ok(order)
+}
+
+/// Deletes `paths` (children before parents) in one multi-write. A path that fails (gone
+/// already, or a child appeared meanwhile) is set aside and its subtree deleted one request at
+/// a time after the rest.
+async fn delete_chunk(dst: &Client, paths: &[&String]) -> Result<u64, ApplyError> {
+    let first = paths.first().map(|p| p.as_str()).unwrap_or_default();
+    let (deleted, aside) = commit_setting_aside(dst, paths.to_vec(), first, |w, p| {
+        w.add_delete(p, None)
+            .map_err(ApplyError::on("destination", "delete", p))
+    })
+    .await?;
+    let mut n = deleted.len() as u64;
+    for p in aside {
+        n += delete_one_by_one(dst, p).await?;
+    }
+    Ok(n)
+}
+
+/// Deletes `top` and everything under it, one request at a time (the fallback).
+async fn delete_one_by_one(dst: &Client, top: &str) -> Result<u64, ApplyError> {
     let mut order = vec![top.to_string()];
     let mut i = 0;
     while i < order.len() {
