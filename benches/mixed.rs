@@ -110,9 +110,12 @@ struct Ack {
     kind: &'static str,
     path: String,
     at_ms: i64,
+    /// When the request was sent: the stream may apply a change before its ack reaches the
+    /// writer, so a destination event after this time may be the one of this write.
+    sent_ms: i64,
 }
 
-/// Writer mode: `MIXED_WRITER=servers root rate seconds`. Prints one `kind path ack_ms` line
+/// Writer mode: `MIXED_WRITER=servers root rate seconds`. Prints one `kind path ack_ms sent_ms` line
 /// per acknowledged write on stdout, then `cpu SECONDS`.
 async fn writer_main(args: Vec<String>) {
     let (servers, root) = (&args[0], &args[1]);
@@ -160,6 +163,7 @@ async fn writer_main(args: Vec<String>) {
             let leaf = leaves[(n as usize * 104_729) % leaves.len()].clone();
             let value = n.to_le_bytes();
             pending.push(async move {
+                let sent_ms = wall_ms();
                 let (kind, path) = match (slot, victim) {
                     (8..=10, Some(v)) => {
                         c.delete(&v, None).await.unwrap();
@@ -197,6 +201,7 @@ async fn writer_main(args: Vec<String>) {
                     kind,
                     path,
                     at_ms: wall_ms(),
+                    sent_ms,
                 });
             });
         }
@@ -206,7 +211,7 @@ async fn writer_main(args: Vec<String>) {
     let out = std::io::stdout();
     let mut out = out.lock();
     for a in acks.lock().unwrap().iter() {
-        writeln!(out, "{} {} {}", a.kind, a.path, a.at_ms).unwrap();
+        writeln!(out, "{} {} {} {}", a.kind, a.path, a.at_ms, a.sent_ms).unwrap();
     }
     writeln!(out, "cpu {}", cpu_seconds(std::process::id())).unwrap();
 }
@@ -317,7 +322,6 @@ async fn phase(
     let replicator_cpu = cpu_seconds(replicator) - cpu_before;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lags: HashMap<&'static str, Vec<i64>> = HashMap::new();
-    let mut used: HashMap<(String, &'static str), usize> = HashMap::new();
     let (mut writes, mut missing, mut writer_cpu) = (0usize, 0usize, 0.0);
     let seen = seen.lock().unwrap();
     for line in text.lines() {
@@ -334,18 +338,18 @@ async fn phase(
             _ => ("setData", "changed"),
         };
         let at: i64 = f[2].parse().unwrap();
+        let sent: i64 = f[3].parse().unwrap();
+        // The first destination event of that kind on that path after the request was sent
+        // (minus a little clock slack: both are this machine's wall clock), counted from the
+        // ack (zero when the copy was quicker than the ack). Two writes applied by one
+        // destination write share its event. Since this match is by time only, a write sent
+        // just before the previous write on that path was copied can come out low.
         let key = (f[1].to_string(), event);
-        let i = used.entry(key.clone()).or_default();
-        // The first destination event of that kind on that path at or after the ack
-        // (minus a little clock slack: both are this machine's wall clock).
         match seen
             .get(&key)
-            .and_then(|v| v.iter().skip(*i).position(|t| *t >= at - 5).map(|p| (p, v)))
+            .and_then(|v| v.iter().find(|t| **t >= sent - 5))
         {
-            Some((p, v)) => {
-                lags.entry(kind).or_default().push((v[*i + p] - at).max(0));
-                *i += p + 1;
-            }
+            Some(t) => lags.entry(kind).or_default().push((t - at).max(0)),
             None => missing += 1,
         }
     }
@@ -370,7 +374,7 @@ fn print(p: &mut Phase) {
         .flat_map(|(_, v)| v.iter().copied())
         .collect();
     println!(
-        "  {:>7} {:>9.0} | all p50 {:>5} p99 {:>5} max {:>5} | w/o deletes p99 {:>5} | equal {:.1} s after the last write | replicator {:.2} CPU s per 1,000 changes, writer {:.2} CPU s | coalesced {}",
+        "  {:>7} {:>9.0} | all p50 {:>5} p99 {:>5} max {:>5} | w/o deletes p99 {:>5} | equal {:.1} s after the last write | replicator {:.2} CPU s per 1,000 changes, writer {:.2} CPU s | unmatched {}",
         p.rate,
         p.achieved,
         pct(&mut all.clone(), 0.5),
@@ -403,6 +407,7 @@ async fn run_mix(rates: &[u64], secs: f64, delete_delay: &str) {
     let root = "/mixed";
     let s = authed(&src.connect_string()).await;
     build(&s, root).await;
+    let log = std::env::var_os("MIXED_LOG");
     let mut replicator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
         .args([
             "sync",
@@ -420,8 +425,19 @@ async fn run_mix(rates: &[u64], secs: f64, delete_delay: &str) {
         ])
         .args(["--source-auth", AUTH, "--destination-auth", AUTH])
         .args(["--delete-delay", delete_delay])
-        .env("RUST_LOG", "error")
-        .stderr(std::process::Stdio::null())
+        // MIXED_LOG=file keeps the replicator's debug log (one line per batch with timings).
+        .env(
+            "RUST_LOG",
+            if log.is_some() {
+                "resiliency_operator=debug"
+            } else {
+                "error"
+            },
+        )
+        .stderr(match &log {
+            Some(path) => std::process::Stdio::from(std::fs::File::create(path).unwrap()),
+            None => std::process::Stdio::null(),
+        })
         .kill_on_drop(true)
         .spawn()
         .unwrap();

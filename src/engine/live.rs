@@ -28,6 +28,7 @@ mod cversion;
 mod delay;
 mod deletes;
 mod multi;
+mod readers;
 
 use batch::apply_batch;
 pub use cversion::raise_cversion_to;
@@ -383,6 +384,11 @@ async fn epoch(
         (Err(e), _) | (_, Err(e)) if !first => return Err(transient(e)),
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
+    let readers = match readers::Readers::open(&src, &o.source).await {
+        Ok(r) => r,
+        Err(e) if !first => return Err(transient(e)),
+        Err(e) => return Err(e),
+    };
     // Registered before the full sync: every change from here on is an event.
     let mut watcher = src
         .watch(&o.source_root, AddWatchMode::PersistentRecursive)
@@ -512,7 +518,7 @@ async fn epoch(
                     let batch = std::mem::take(&mut dirty);
                     let applied = match &opts.delay {
                         Some(q) => delay::record_batch(&src, &dst, opts, &me, q, &batch, observer).await,
-                        None => apply_batch(&src, &dst, opts, &me, &batch, observer).await,
+                        None => apply_batch(&readers, &dst, opts, &me, &batch, observer).await,
                     };
                     if let Err(e) = applied {
                         // Keep every path of the batch (newer events keep their own time).

@@ -1,10 +1,17 @@
 //! The hot path of a stream: a batch of dirty paths applied with as few round trips as the
-//! protocol allows (multi-reads, pipelined ACL reads, multi-writes), parents before children.
+//! protocol allows, parents before children.
+//!
+//! Paths with creates or deletes are read ahead (a multi-read of data and stat per chunk,
+//! then their ACLs, spread over a few sessions) while the writes of shallower paths are still
+//! going in; a depth's writes (multi-writes of creates) start once every shallower one is
+//! done. Data-only changes go alongside: one multi-read per side and a multi-write of
+//! setData per chunk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use verifier::model::{canonical_acl, is_sequential_name, AclEntry, NodeKind};
 use verifier::path;
@@ -12,6 +19,7 @@ use zookeeper_client::{Acl, Acls, Client, Error as ZkError, MultiReadResult};
 
 use super::cversion::raise_cversions;
 use super::multi::commit_setting_aside;
+use super::readers::Readers;
 use super::{
     apply_data, apply_path, create_mode, dst_path, since_mtime, write_state, Applied, ApplyError,
     LiveOptions, Observer, Pending, SourceState, DATA_CHANGED,
@@ -23,19 +31,34 @@ pub(super) fn depth(p: &str) -> usize {
     p.bytes().filter(|b| *b == b'/').count()
 }
 
-/// Applies a batch: creates and deletes shallower paths first, each depth concurrently, and
-/// data changes alongside; then raises the cversion of parents that received sequential
+/// Changed paths read (and written) per request.
+const DATA_CHUNK: usize = 256;
+
+/// Bytes an operation adds to a transaction besides its path and data (header, ACL, stat),
+/// an upper bound used to keep a multi-write under the batch byte limit.
+const OP_OVERHEAD: usize = 64;
+
+/// Paths of one chunk applied one by one at the same time when the fast path cannot take
+/// them.
+const SLOW_IN_FLIGHT: usize = 32;
+
+/// Chunks read ahead, and chunks being written, at once: enough to keep both servers busy,
+/// few enough to bound what is held in memory (a few chunks of data).
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Applies a batch: creates and deletes parents first, read ahead of the writes; data
+/// changes alongside; then raises the cversion of parents that received sequential
 /// children.
 pub(super) async fn apply_batch(
-    src: &Client,
+    readers: &Readers,
     dst: &Client,
     opts: &LiveOptions,
     me: &Identity,
     batch: &BTreeMap<String, Pending>,
     observer: &Arc<dyn Observer>,
 ) -> Result<(), ApplyError> {
-    // Creates and deletes first, parents before children; owned, so the futures below are
-    // Send without higher-ranked lifetimes.
+    let src = readers.session(0);
+    // Owned, so the futures below are Send without higher-ranked lifetimes.
     let mut by_depth: BTreeMap<usize, Vec<(String, Pending)>> = BTreeMap::new();
     let mut data_only: Vec<(String, Pending)> = Vec::new();
     for (p, t) in batch {
@@ -45,23 +68,25 @@ pub(super) async fn apply_batch(
             by_depth.entry(depth(p)).or_default().push((p.clone(), *t));
         }
     }
-    // Data-only paths existed before this batch: they go alongside the creates.
+    let started = Instant::now();
+    let changed = batch.len() - data_only.len();
     let creates = async {
-        for (_, paths) in by_depth {
-            let chunks: Vec<Vec<(String, Pending)>> =
-                paths.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
-            let results: Vec<Result<(), ApplyError>> = futures::stream::iter(chunks)
-                .map(|chunk| async move {
-                    apply_created_chunk(src, dst, opts, me, &chunk, observer).await
-                })
-                .buffer_unordered(CHUNKS_IN_FLIGHT)
-                .collect()
-                .await;
-            results.into_iter().collect::<Result<(), _>>()?;
+        let chunks: Vec<(usize, Vec<(String, Pending)>)> = by_depth
+            .into_iter()
+            .flat_map(|(d, paths)| {
+                paths
+                    .chunks(DATA_CHUNK)
+                    .map(|c| (d, c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if !chunks.is_empty() {
+            readers.sync().await?;
+            apply_created(readers, dst, opts, me, chunks, observer).await?;
         }
-        Ok::<(), ApplyError>(())
+        Ok::<Duration, ApplyError>(started.elapsed())
     };
-    // Data changes, many per request: one multi-read per side, one multi-write per chunk.
+    // Data-only paths existed before this batch: they go alongside the creates.
     let data = async {
         let chunks: Vec<Vec<(String, Pending)>> =
             data_only.chunks(DATA_CHUNK).map(<[_]>::to_vec).collect();
@@ -72,9 +97,17 @@ pub(super) async fn apply_batch(
             .buffer_unordered(CHUNKS_IN_FLIGHT)
             .collect()
             .await;
-        results.into_iter().collect::<Result<(), _>>()
+        results.into_iter().collect::<Result<(), _>>()?;
+        Ok::<Duration, ApplyError>(started.elapsed())
     };
     let (created, written) = tokio::join!(creates, data);
+    tracing::debug!(
+        changed,
+        data = data_only.len(),
+        creates_ms = created.as_ref().map_or(0, |d| d.as_millis()),
+        data_ms = written.as_ref().map_or(0, |d| d.as_millis()),
+        "batch applied"
+    );
     created?;
     written?;
     // Sequential names come from the parent's cversion: keep it at least the source's.
@@ -91,8 +124,245 @@ pub(super) async fn apply_batch(
     Ok(())
 }
 
-/// A create of the fast path: the dirty entry, the data read, the source mtime, the kind.
-type Create<'a> = (&'a (String, Pending), Vec<u8>, i64, NodeKind);
+/// What a read-ahead found at a path with a create or delete event.
+enum Found {
+    /// New on the source, ready for the fast path.
+    Create {
+        data: Vec<u8>,
+        mtime_ms: i64,
+        kind: NodeKind,
+        acl: Vec<AclEntry>,
+    },
+    /// Gone from the source: a delete for the deletion guard.
+    Gone,
+    /// Anything else (an ephemeral left out, an ACL that would lock the copier out, an
+    /// unusual error): applied by [`apply_path`].
+    Slow,
+}
+
+/// A chunk of one depth as read ahead.
+type ReadChunk = (usize, Vec<((String, Pending), Found)>);
+
+/// Applies the chunks (in depth order) with creates or deletes: reads run
+/// [`CHUNKS_IN_FLIGHT`] ahead; a chunk is written once every chunk of a shallower depth is.
+async fn apply_created(
+    readers: &Readers,
+    dst: &Client,
+    opts: &LiveOptions,
+    me: &Identity,
+    chunks: Vec<(usize, Vec<(String, Pending)>)>,
+    observer: &Arc<dyn Observer>,
+) -> Result<(), ApplyError> {
+    let mut reads = futures::stream::iter(chunks)
+        .map(|(d, chunk)| async move {
+            read_created_chunk(readers, me, &opts.sync, chunk)
+                .await
+                .map(|found| (d, found))
+        })
+        .buffered(CHUNKS_IN_FLIGHT);
+    let mut writes = FuturesUnordered::new();
+    let mut writing_depth = 0;
+    // Chunks read and not yet being written, in depth order.
+    let mut ready: VecDeque<ReadChunk> = VecDeque::new();
+    let mut reads_done = false;
+    loop {
+        // A chunk is written alongside others of its depth, or once no shallower one is left.
+        while writes.len() < CHUNKS_IN_FLIGHT {
+            match ready.front() {
+                Some((d, _)) if *d == writing_depth || writes.is_empty() => {
+                    writing_depth = *d;
+                    if let Some((_, found)) = ready.pop_front() {
+                        writes.push(write_created_chunk(readers, dst, opts, me, found, observer));
+                    }
+                }
+                _ => break,
+            }
+        }
+        if reads_done && ready.is_empty() && writes.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            Some(w) = writes.next(), if !writes.is_empty() => w?,
+            r = reads.next(), if !reads_done && ready.len() < CHUNKS_IN_FLIGHT => match r {
+                None => reads_done = true,
+                Some(read) => ready.push_back(read?),
+            },
+        }
+    }
+}
+
+/// Reads a chunk of paths with creates or deletes: data and stat in one multi-read, then the
+/// ACLs of the new nodes, spread over the reader sessions.
+async fn read_created_chunk(
+    readers: &Readers,
+    me: &Identity,
+    o: &crate::engine::SyncOptions,
+    chunk: Vec<(String, Pending)>,
+) -> Result<Vec<((String, Pending), Found)>, ApplyError> {
+    let results = read_chunk(readers.session(0), &chunk).await?;
+    let mut found = Vec::with_capacity(chunk.len());
+    let mut new = Vec::new();
+    for (entry, r) in chunk.into_iter().zip(results) {
+        match r {
+            MultiReadResult::Data { data, stat } => {
+                let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
+                match desired_kind(kind_for(&o.type_rules, &entry.0, reported), o.ephemerals) {
+                    Some(kind) => new.push((entry, data, stat.mtime, kind)),
+                    None => found.push((entry, Found::Slow)),
+                }
+            }
+            MultiReadResult::Error {
+                err: ZkError::NoNode,
+            } => found.push((entry, Found::Gone)),
+            _ => found.push((entry, Found::Slow)),
+        }
+    }
+    let acls = read_acls(readers, me, o.copy_acl, &new).await?;
+    for ((entry, data, mtime_ms, kind), acl) in new.into_iter().zip(acls) {
+        found.push(match acl {
+            Some(acl) => (
+                entry,
+                Found::Create {
+                    data,
+                    mtime_ms,
+                    kind,
+                    acl,
+                },
+            ),
+            None => (entry, Found::Slow),
+        });
+    }
+    Ok(found)
+}
+
+/// Writes a chunk read ahead: deletes to the deletion guard, new nodes in multi-writes (a
+/// node that exists already, or whose parent is missing, set aside), the rest through
+/// [`apply_path`], several at a time.
+async fn write_created_chunk(
+    readers: &Readers,
+    dst: &Client,
+    opts: &LiveOptions,
+    me: &Identity,
+    found: Vec<((String, Pending), Found)>,
+    observer: &Arc<dyn Observer>,
+) -> Result<(), ApplyError> {
+    let o = &opts.sync;
+    let src = readers.session(0);
+    let first = found
+        .first()
+        .map(|((p, _), _)| p.clone())
+        .unwrap_or_default();
+    let mut slow: Vec<(String, Pending)> = Vec::new();
+    // Creates in groups that fit one transaction.
+    let mut groups: Vec<Vec<NewNode>> = vec![Vec::new()];
+    let mut bytes = 0usize;
+    for (entry, f) in found {
+        match f {
+            Found::Gone => {
+                let applied =
+                    write_state(src, dst, opts, me, &entry.0, SourceState::Absent).await?;
+                if !matches!(applied, Applied::Queued) {
+                    observer.applied(&entry.0, lag_of(&applied, &entry.1));
+                }
+            }
+            Found::Slow => slow.push(entry),
+            Found::Create {
+                data,
+                mtime_ms,
+                kind,
+                acl,
+            } => {
+                let size = data.len() + entry.0.len() + OP_OVERHEAD;
+                if bytes + size > o.writer.max_batch_bytes {
+                    groups.push(Vec::new());
+                    bytes = 0;
+                }
+                bytes += size;
+                if let Some(g) = groups.last_mut() {
+                    g.push(NewNode {
+                        entry,
+                        data,
+                        mtime_ms,
+                        kind,
+                        acl,
+                    });
+                }
+            }
+        }
+    }
+    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let (written, aside) = commit_setting_aside(dst, group, &first, |w, n| {
+            let zk_acl: Vec<Acl> = n.acl.iter().map(AclEntry::to_zk).collect();
+            let mut options = create_mode(n.kind).with_acls(Acls::new(&zk_acl));
+            if let NodeKind::Ttl { ttl_ms } = n.kind {
+                options = options.with_ttl(Duration::from_millis(ttl_ms.max(1) as u64));
+            }
+            let dp = dst_path(o, &n.entry.0);
+            w.add_create(&dp, &n.data, &options).map_err(ApplyError::on(
+                "destination",
+                "create",
+                &dp,
+            ))
+        })
+        .await?;
+        if !written.is_empty() {
+            opts.gate.created(Instant::now(), written.len() as u64);
+        }
+        for n in written {
+            observer.applied(&n.entry.0, since_mtime(n.mtime_ms));
+        }
+        slow.extend(aside.into_iter().map(|n| n.entry));
+    }
+    let slow: Vec<&(String, Pending)> = slow.iter().collect();
+    one_by_one(&slow, observer, |p| apply_path(src, dst, opts, me, p)).await
+}
+
+/// A node new on the source, as the fast path creates it.
+struct NewNode {
+    entry: (String, Pending),
+    data: Vec<u8>,
+    mtime_ms: i64,
+    kind: NodeKind,
+    acl: Vec<AclEntry>,
+}
+
+/// The ACL each new node is created with, read on the reader sessions (ACLs have no
+/// multi-read form). None: the node goes the slow way (its ACL would lock the copier out, or
+/// it is gone).
+async fn read_acls(
+    readers: &Readers,
+    me: &Identity,
+    copy_acl: bool,
+    new: &[Create],
+) -> Result<Vec<Option<Vec<AclEntry>>>, ApplyError> {
+    if !copy_acl {
+        return Ok(new.iter().map(|_| Some(vec![AclEntry::open()])).collect());
+    }
+    let reads = new
+        .iter()
+        .enumerate()
+        .map(|(i, (e, ..))| readers.session(i).get_acl(&e.0));
+    let mut out = Vec::with_capacity(new.len());
+    for (r, (e, ..)) in futures::future::join_all(reads).await.into_iter().zip(new) {
+        match r {
+            Ok((acl, _)) => {
+                let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
+                let usable = !acl.iter().any(verifier::reader::is_redacted)
+                    && me.grants(
+                        &acl,
+                        verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
+                    );
+                out.push(usable.then(|| canonical_acl(acl)));
+            }
+            Err(ZkError::NoNode) => out.push(None),
+            Err(err) => return Err(ApplyError::on("source", "getACL", &e.0)(err)),
+        }
+    }
+    Ok(out)
+}
+
+/// A node read as new: the dirty entry, the data read, the source mtime, the kind.
+type Create = ((String, Pending), Vec<u8>, i64, NodeKind);
 
 /// A data write of the fast path: the dirty entry, the data read, the source mtime.
 type Write<'a> = (&'a (String, Pending), Vec<u8>, i64);
@@ -124,20 +394,6 @@ pub(super) async fn read_paths(
         .await
         .map_err(ApplyError::on(side, "multi-read", first))
 }
-
-/// Changed paths read (and written) per request.
-const DATA_CHUNK: usize = 256;
-
-/// Bytes an operation adds to a transaction besides its path and data (header, ACL, stat),
-/// an upper bound used to keep a multi-write under the batch byte limit.
-const OP_OVERHEAD: usize = 64;
-
-/// Paths of one chunk applied one by one at the same time when the fast path cannot take
-/// them.
-const SLOW_IN_FLIGHT: usize = 32;
-
-/// Chunks of one depth (or of data changes) in flight at once.
-const CHUNKS_IN_FLIGHT: usize = 8;
 
 pub(super) fn lag_of(applied: &Applied, t: &Pending) -> Duration {
     match applied {
@@ -230,110 +486,4 @@ where
         }
     }
     Ok(())
-}
-
-/// Paths of one depth that had creates or deletes. The common case, nodes new on the source,
-/// takes one multi-read, the ACL reads pipelined, and one multi-write of creates; a path gone
-/// from the source goes to the deletion guard without another read. Anything else (a node
-/// already on the destination, an ACL that would lock the copier out) goes through
-/// [`apply_path`], several at a time.
-async fn apply_created_chunk(
-    src: &Client,
-    dst: &Client,
-    opts: &LiveOptions,
-    me: &Identity,
-    chunk: &[(String, Pending)],
-    observer: &Arc<dyn Observer>,
-) -> Result<(), ApplyError> {
-    let o = &opts.sync;
-    let first = chunk.first().map(|(p, _)| p.as_str()).unwrap_or_default();
-    let results = read_chunk(src, chunk).await?;
-    let mut slow: Vec<&(String, Pending)> = Vec::new();
-    let mut fast: Vec<Create<'_>> = Vec::new();
-    for (entry, r) in chunk.iter().zip(results) {
-        match r {
-            MultiReadResult::Data { data, stat } => {
-                let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
-                match desired_kind(kind_for(&o.type_rules, &entry.0, reported), o.ephemerals) {
-                    Some(kind) => fast.push((entry, data, stat.mtime, kind)),
-                    None => slow.push(entry),
-                }
-            }
-            MultiReadResult::Error {
-                err: ZkError::NoNode,
-            } => {
-                let applied =
-                    write_state(src, dst, opts, me, &entry.0, SourceState::Absent).await?;
-                if !matches!(applied, Applied::Queued) {
-                    observer.applied(&entry.0, lag_of(&applied, &entry.1));
-                }
-            }
-            _ => slow.push(entry),
-        }
-    }
-    let acls = read_acls(src, me, o.copy_acl, &fast).await?;
-    let mut creates = Vec::with_capacity(fast.len());
-    let mut bytes = 0usize;
-    for ((entry, data, mtime, kind), acl) in fast.into_iter().zip(acls) {
-        match acl.filter(|_| bytes + data.len() < o.writer.max_batch_bytes) {
-            Some(acl) => {
-                bytes += data.len() + entry.0.len() + OP_OVERHEAD;
-                creates.push((entry, data, mtime, kind, acl));
-            }
-            None => slow.push(entry),
-        }
-    }
-    // A node that exists already (or whose parent is missing) is set aside.
-    let (written, aside) =
-        commit_setting_aside(dst, creates, first, |w, (entry, data, _, kind, acl)| {
-            let zk_acl: Vec<Acl> = acl.iter().map(AclEntry::to_zk).collect();
-            let mut options = create_mode(*kind).with_acls(Acls::new(&zk_acl));
-            if let NodeKind::Ttl { ttl_ms } = kind {
-                options = options.with_ttl(Duration::from_millis((*ttl_ms).max(1) as u64));
-            }
-            let dp = dst_path(o, &entry.0);
-            w.add_create(&dp, data, &options)
-                .map_err(ApplyError::on("destination", "create", &dp))
-        })
-        .await?;
-    if !written.is_empty() {
-        opts.gate.created(Instant::now(), written.len() as u64);
-    }
-    for ((p, _), _, mtime_ms, ..) in written {
-        observer.applied(p, since_mtime(mtime_ms));
-    }
-    slow.extend(aside.into_iter().map(|(e, ..)| e));
-    one_by_one(&slow, observer, |p| apply_path(src, dst, opts, me, p)).await
-}
-
-/// The ACL each new node is created with, read pipelined on the one session (ACLs have no
-/// multi-read form). None: the node goes the slow way (its ACL would lock the copier out, or
-/// it is gone).
-async fn read_acls(
-    src: &Client,
-    me: &Identity,
-    copy_acl: bool,
-    fast: &[Create<'_>],
-) -> Result<Vec<Option<Vec<AclEntry>>>, ApplyError> {
-    if !copy_acl {
-        return Ok(fast.iter().map(|_| Some(vec![AclEntry::open()])).collect());
-    }
-    let reads = fast.iter().map(|(e, ..)| src.get_acl(&e.0));
-    let mut out = Vec::with_capacity(fast.len());
-    for (r, (e, ..)) in futures::future::join_all(reads).await.into_iter().zip(fast) {
-        match r {
-            Ok((acl, _)) => {
-                let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
-                let usable = !acl.iter().any(verifier::reader::is_redacted)
-                    && me.grants(
-                        &acl,
-                        verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
-                    );
-                out.push(usable.then(|| canonical_acl(acl)));
-            }
-            Err(ZkError::NoNode) => out.push(None),
-            Err(err) => return Err(ApplyError::on("source", "getACL", &e.0)(err)),
-        }
-    }
-    Ok(out)
 }

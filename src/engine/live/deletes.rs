@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use verifier::path;
-use zookeeper_client::{Client, Error as ZkError};
+use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
 
 use super::multi::commit_setting_aside;
 use super::{apply_path, child_of, dst_path, Applied, ApplyError, LiveOptions, Observer};
@@ -18,9 +18,15 @@ use crate::engine::SyncError;
 /// sane length, and one transaction in the server's log.
 const DELETES_PER_MULTI: usize = 1_000;
 
-/// Requests in flight on one session while subtrees are listed or paths looked at: enough to
-/// fill the pipe, few enough to bound the replies held at once.
-const PIPELINE: usize = 256;
+/// Paths per multi-read while subtrees are listed or paths looked at.
+const PER_READ: usize = 256;
+
+/// Multi-reads in flight at once: enough to fill the pipe, few enough to bound the replies
+/// held at once.
+const READS_IN_FLIGHT: usize = 8;
+
+/// Single requests in flight at once (paths that came back, streamed as changes).
+const PIPELINE: usize = 64;
 
 /// Applies deletes the guard let through. Each source path is looked at again first: one
 /// that came back is streamed as a change instead.
@@ -35,13 +41,11 @@ pub(super) async fn apply_deletes(
     let started = Instant::now();
     let mut gone = Vec::new();
     let mut back = Vec::new();
-    for chunk in paths.chunks(PIPELINE) {
-        let stats = futures::future::join_all(chunk.iter().map(|p| src.check_stat(p))).await;
-        for (p, stat) in chunk.iter().zip(stats) {
-            match stat.map_err(ApplyError::on("source", "exists", p))? {
-                Some(_) => back.push(p),
-                None => gone.push(p),
-            }
+    for (p, exists) in paths.iter().zip(exist(src, paths).await?) {
+        if exists {
+            back.push(p);
+        } else {
+            gone.push(p);
         }
     }
     let me = Identity::new(o.destination.auth.as_ref());
@@ -91,6 +95,79 @@ pub(super) async fn delete_subtrees(dst: &Client, tops: &[String]) -> Result<u64
     Ok(deleted)
 }
 
+/// Whether each of `paths` exists on the source: multi-reads of getChildren (a path the
+/// copier may not read is asked about with exists instead).
+async fn exist(src: &Client, paths: &[String]) -> Result<Vec<bool>, ApplyError> {
+    let mut out = Vec::with_capacity(paths.len());
+    for (chunk, listed) in paths
+        .chunks(PER_READ)
+        .zip(list(src, "source", paths).await?)
+    {
+        for (p, children) in chunk.iter().zip(listed) {
+            out.push(match children {
+                Listed::Children(_) => true,
+                Listed::Gone => false,
+                Listed::Unreadable => src
+                    .check_stat(p)
+                    .await
+                    .map_err(ApplyError::on("source", "exists", p))?
+                    .is_some(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What a multi-read of getChildren said of one path.
+enum Listed {
+    Children(Vec<String>),
+    Gone,
+    /// Any other error of that path (NoAuth): the caller asks again in another way.
+    Unreadable,
+}
+
+/// getChildren of each of `paths` on `side`, one multi-read per [`PER_READ`] paths, a few in
+/// flight; the result has one vector per chunk.
+async fn list(
+    c: &Client,
+    side: &'static str,
+    paths: &[String],
+) -> Result<Vec<Vec<Listed>>, ApplyError> {
+    let mut out = Vec::new();
+    for wave in paths.chunks(PER_READ * READS_IN_FLIGHT) {
+        let reads = wave.chunks(PER_READ).map(|chunk| async move {
+            let mut reader = c.new_multi_reader();
+            for p in chunk {
+                reader
+                    .add_get_children(p)
+                    .map_err(ApplyError::on(side, "getChildren", p))?;
+            }
+            let first = chunk.first().map(String::as_str).unwrap_or_default();
+            let results =
+                reader
+                    .commit()
+                    .await
+                    .map_err(ApplyError::on(side, "multi-read", first))?;
+            Ok::<Vec<Listed>, ApplyError>(
+                results
+                    .into_iter()
+                    .map(|r| match r {
+                        MultiReadResult::Children { children } => Listed::Children(children),
+                        MultiReadResult::Error {
+                            err: ZkError::NoNode,
+                        } => Listed::Gone,
+                        _ => Listed::Unreadable,
+                    })
+                    .collect(),
+            )
+        });
+        for r in futures::future::join_all(reads).await {
+            out.push(r?);
+        }
+    }
+    Ok(out)
+}
+
 /// `tops` (less those under another of them) and every node under them, a level at a time,
 /// parents before children. Paths already gone are left out.
 async fn list_subtrees(dst: &Client, tops: &[String]) -> Result<Vec<String>, ApplyError> {
@@ -105,26 +182,23 @@ async fn list_subtrees(dst: &Client, tops: &[String]) -> Result<Vec<String>, App
     }
     let mut order = Vec::new();
     while !level.is_empty() {
-        let mut listed = Vec::with_capacity(level.len());
-        for chunk in level.chunks(PIPELINE) {
-            let children =
-                futures::future::join_all(chunk.iter().map(|p| dst.get_children(p))).await;
-            listed.extend(
-                chunk
-                    .iter()
-                    .cloned()
-                    .zip(children.into_iter().map(|r| r.map(|(c, _)| c))),
-            );
-        }
         let mut next = Vec::new();
-        for (p, children) in listed {
-            match children {
-                Ok(children) => {
-                    next.extend(children.iter().map(|c| child_of(&p, c)));
-                    order.push(p);
-                }
-                Err(ZkError::NoNode) => {}
-                Err(e) => return Err(ApplyError::on("destination", "getChildren", &p)(e)),
+        for (chunk, listed) in level
+            .chunks(PER_READ)
+            .zip(list(dst, "destination", &level).await?)
+        {
+            for (p, children) in chunk.iter().zip(listed) {
+                let children = match children {
+                    Listed::Children(c) => c,
+                    Listed::Gone => continue,
+                    Listed::Unreadable => match dst.get_children(p).await {
+                        Ok((c, _)) => c,
+                        Err(ZkError::NoNode) => continue,
+                        Err(e) => return Err(ApplyError::on("destination", "getChildren", p)(e)),
+                    },
+                };
+                next.extend(children.iter().map(|c| child_of(p, c)));
+                order.push(p.clone());
             }
         }
         level = next;
