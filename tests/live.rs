@@ -273,8 +273,14 @@ async fn a_mixed_burst_goes_through_the_batched_path_and_ends_equal() {
     // Both sequential parents go on from the source's numbers.
     for q in ["q1", "q2"] {
         let (s_stat, d_stat) = (
-            zs.check_stat(&format!("{root}/{q}")).await.unwrap().unwrap(),
-            zd.check_stat(&format!("{dst_root}/{q}")).await.unwrap().unwrap(),
+            zs.check_stat(&format!("{root}/{q}"))
+                .await
+                .unwrap()
+                .unwrap(),
+            zd.check_stat(&format!("{dst_root}/{q}"))
+                .await
+                .unwrap()
+                .unwrap(),
         );
         assert!(
             d_stat.cversion >= s_stat.cversion,

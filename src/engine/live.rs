@@ -461,7 +461,9 @@ async fn epoch(
             let batch_at = due.unwrap_or_else(tokio::time::Instant::now);
             let resync_wait =
                 resync_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now()));
-            let deletes_at = gate.next_due().map(tokio::time::Instant::from_std);
+            let deletes_at = gate
+                .next_due()
+                .map(|t| tokio::time::Instant::from_std(t) + DELETE_GATHER);
             let records_at = opts
                 .delay
                 .as_ref()
@@ -565,6 +567,10 @@ async fn epoch(
         }
     }
 }
+
+/// Deletes that come due within this of the first one go in the same round: a round costs
+/// the same few round trips for one path or a thousand, and each round holds up the batches.
+const DELETE_GATHER: Duration = Duration::from_millis(20);
 
 /// A pause before the stream tries the destination again after a write failed.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);

@@ -11,21 +11,23 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use verifier::model::{canonical_acl, is_sequential_name, AclEntry, NodeKind};
 use verifier::path;
-use zookeeper_client::{Acl, Acls, Client, Error as ZkError, MultiReadResult};
+use zookeeper_client::{
+    Acl, Acls, Client, Error as ZkError, MultiReadResult, MultiWriteError, MultiWriteResult,
+    MultiWriter,
+};
 
 use super::cversion::raise_cversions;
 use super::multi::commit_setting_aside;
-use super::readers::Readers;
+use super::readers::{ReadSet, Readers};
 use super::{
     apply_data, apply_path, create_mode, dst_path, since_mtime, write_state, Applied, ApplyError,
     LiveOptions, Observer, Pending, SourceState, DATA_CHANGED,
 };
-use crate::engine::kind_for;
 use crate::engine::plan::{desired_kind, Identity};
+use crate::engine::{kind_for, SyncOptions};
 
 pub(super) fn depth(p: &str) -> usize {
     p.bytes().filter(|b| *b == b'/').count()
@@ -57,6 +59,8 @@ pub(super) async fn apply_batch(
     batch: &BTreeMap<String, Pending>,
     observer: &Arc<dyn Observer>,
 ) -> Result<(), ApplyError> {
+    let changed = batch.values().filter(|t| t.kinds != DATA_CHANGED).count();
+    let readers = &readers.for_batch(changed).await?;
     let src = readers.session(0);
     // Owned, so the futures below are Send without higher-ranked lifetimes.
     let mut by_depth: BTreeMap<usize, Vec<(String, Pending)>> = BTreeMap::new();
@@ -69,7 +73,6 @@ pub(super) async fn apply_batch(
         }
     }
     let started = Instant::now();
-    let changed = batch.len() - data_only.len();
     let creates = async {
         let chunks: Vec<(usize, Vec<(String, Pending)>)> = by_depth
             .into_iter()
@@ -81,7 +84,6 @@ pub(super) async fn apply_batch(
             })
             .collect();
         if !chunks.is_empty() {
-            readers.sync().await?;
             apply_created(readers, dst, opts, me, chunks, observer).await?;
         }
         Ok::<Duration, ApplyError>(started.elapsed())
@@ -140,63 +142,162 @@ enum Found {
     Slow,
 }
 
-/// A chunk of one depth as read ahead.
-type ReadChunk = (usize, Vec<((String, Pending), Found)>);
-
-/// Applies the chunks (in depth order) with creates or deletes: reads run
-/// [`CHUNKS_IN_FLIGHT`] ahead; a chunk is written once every chunk of a shallower depth is.
+/// Applies the chunks (in depth order) with creates or deletes. Reads run
+/// [`CHUNKS_IN_FLIGHT`] ahead. A session's requests are applied in the order sent, and a
+/// commit is sent when it is called, so the transactions of new nodes go out as soon as
+/// their chunk is read, parents first, without waiting for the shallower ones to be
+/// acknowledged. A transaction that fails is tried again in order once all are answered
+/// (its children's transactions may have failed for want of a parent); what still fails, and
+/// what the fast path cannot take, goes through [`apply_path`], shallower paths first.
 async fn apply_created(
-    readers: &Readers,
+    readers: &ReadSet<'_>,
     dst: &Client,
     opts: &LiveOptions,
     me: &Identity,
     chunks: Vec<(usize, Vec<(String, Pending)>)>,
     observer: &Arc<dyn Observer>,
 ) -> Result<(), ApplyError> {
+    let o = &opts.sync;
+    let src = readers.session(0);
     let mut reads = futures::stream::iter(chunks)
         .map(|(d, chunk)| async move {
-            read_created_chunk(readers, me, &opts.sync, chunk)
+            read_created_chunk(readers, me, o, chunk)
                 .await
                 .map(|found| (d, found))
         })
         .buffered(CHUNKS_IN_FLIGHT);
-    let mut writes = FuturesUnordered::new();
-    let mut writing_depth = 0;
-    // Chunks read and not yet being written, in depth order.
-    let mut ready: VecDeque<ReadChunk> = VecDeque::new();
-    let mut reads_done = false;
-    loop {
-        // A chunk is written alongside others of its depth, or once no shallower one is left.
-        while writes.len() < CHUNKS_IN_FLIGHT {
-            match ready.front() {
-                Some((d, _)) if *d == writing_depth || writes.is_empty() => {
-                    writing_depth = *d;
-                    if let Some((_, found)) = ready.pop_front() {
-                        writes.push(write_created_chunk(readers, dst, opts, me, found, observer));
+    let mut sent = VecDeque::new();
+    let mut failed: Vec<Vec<NewNode>> = Vec::new();
+    let mut slow: BTreeMap<usize, Vec<(String, Pending)>> = BTreeMap::new();
+    while let Some(read) = reads.next().await {
+        let (d, found) = read?;
+        let mut groups: Vec<Vec<NewNode>> = vec![Vec::new()];
+        let mut bytes = 0usize;
+        for (entry, f) in found {
+            match f {
+                Found::Gone => {
+                    let applied =
+                        write_state(src, dst, opts, me, &entry.0, SourceState::Absent).await?;
+                    if !matches!(applied, Applied::Queued) {
+                        observer.applied(&entry.0, lag_of(&applied, &entry.1));
                     }
                 }
-                _ => break,
+                Found::Slow => slow.entry(d).or_default().push(entry),
+                Found::Create {
+                    data,
+                    mtime_ms,
+                    kind,
+                    acl,
+                } => {
+                    let size = data.len() + entry.0.len() + OP_OVERHEAD;
+                    if bytes + size > o.writer.max_batch_bytes {
+                        groups.push(Vec::new());
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    if let Some(g) = groups.last_mut() {
+                        g.push(NewNode {
+                            entry,
+                            data,
+                            mtime_ms,
+                            kind,
+                            acl,
+                        });
+                    }
+                }
             }
         }
-        if reads_done && ready.is_empty() && writes.is_empty() {
-            return Ok(());
-        }
-        tokio::select! {
-            Some(w) = writes.next(), if !writes.is_empty() => w?,
-            r = reads.next(), if !reads_done && ready.len() < CHUNKS_IN_FLIGHT => match r {
-                None => reads_done = true,
-                Some(read) => ready.push_back(read?),
-            },
+        for group in groups.into_iter().filter(|g| !g.is_empty()) {
+            // Bounded: what is in flight is held twice (here and in the request).
+            if sent.len() >= WRITES_IN_FLIGHT {
+                if let Some((g, reply)) = sent.pop_front() {
+                    settle(opts, observer, g, reply, &mut failed).await?;
+                }
+            }
+            let mut writer = dst.new_multi_writer();
+            for n in &group {
+                add_create(&mut writer, o, n)?;
+            }
+            let commit = writer.commit();
+            sent.push_back((group, futures::FutureExt::boxed(commit)));
         }
     }
+    while let Some((g, reply)) = sent.pop_front() {
+        settle(opts, observer, g, reply, &mut failed).await?;
+    }
+    for group in failed {
+        let first = group.first().map(|n| n.entry.0.clone()).unwrap_or_default();
+        let (written, aside) =
+            commit_setting_aside(dst, group, &first, |w, n| add_create(w, o, n)).await?;
+        report_created(opts, observer, written);
+        for n in aside {
+            slow.entry(depth(&n.entry.0)).or_default().push(n.entry);
+        }
+    }
+    for (_, paths) in slow {
+        let paths: Vec<&(String, Pending)> = paths.iter().collect();
+        one_by_one(&paths, observer, |p| apply_path(src, dst, opts, me, p)).await?;
+    }
+    Ok(())
+}
+
+/// Transactions of new nodes sent and not yet answered, at most: enough to keep the
+/// destination's log busy, few enough to bound the data held.
+const WRITES_IN_FLIGHT: usize = 16;
+
+/// Waits for one transaction of creates: reports it applied, or keeps it to be tried again.
+async fn settle(
+    opts: &LiveOptions,
+    observer: &Arc<dyn Observer>,
+    group: Vec<NewNode>,
+    reply: futures::future::BoxFuture<'_, Reply>,
+    failed: &mut Vec<Vec<NewNode>>,
+) -> Result<(), ApplyError> {
+    match reply.await {
+        Ok(_) => report_created(opts, observer, group),
+        Err(MultiWriteError::OperationFailed { .. }) => failed.push(group),
+        Err(MultiWriteError::RequestFailed { source }) => {
+            let first = group
+                .first()
+                .map(|n| n.entry.0.as_str())
+                .unwrap_or_default();
+            return Err(ApplyError::on("destination", "multi", first)(source));
+        }
+    }
+    Ok(())
+}
+
+/// The reply to one transaction of creates.
+type Reply = Result<Vec<MultiWriteResult>, MultiWriteError>;
+
+/// Tells the guard and the observer about new nodes written.
+fn report_created(opts: &LiveOptions, observer: &Arc<dyn Observer>, written: Vec<NewNode>) {
+    if !written.is_empty() {
+        opts.gate.created(Instant::now(), written.len() as u64);
+    }
+    for n in written {
+        observer.applied(&n.entry.0, since_mtime(n.mtime_ms));
+    }
+}
+
+/// Adds the create of a new node to a transaction.
+fn add_create(w: &mut MultiWriter<'_>, o: &SyncOptions, n: &NewNode) -> Result<(), ApplyError> {
+    let zk_acl: Vec<Acl> = n.acl.iter().map(AclEntry::to_zk).collect();
+    let mut options = create_mode(n.kind).with_acls(Acls::new(&zk_acl));
+    if let NodeKind::Ttl { ttl_ms } = n.kind {
+        options = options.with_ttl(Duration::from_millis(ttl_ms.max(1) as u64));
+    }
+    let dp = dst_path(o, &n.entry.0);
+    w.add_create(&dp, &n.data, &options)
+        .map_err(ApplyError::on("destination", "create", &dp))
 }
 
 /// Reads a chunk of paths with creates or deletes: data and stat in one multi-read, then the
 /// ACLs of the new nodes, spread over the reader sessions.
 async fn read_created_chunk(
-    readers: &Readers,
+    readers: &ReadSet<'_>,
     me: &Identity,
-    o: &crate::engine::SyncOptions,
+    o: &SyncOptions,
     chunk: Vec<(String, Pending)>,
 ) -> Result<Vec<((String, Pending), Found)>, ApplyError> {
     let results = read_chunk(readers.session(0), &chunk).await?;
@@ -235,88 +336,6 @@ async fn read_created_chunk(
     Ok(found)
 }
 
-/// Writes a chunk read ahead: deletes to the deletion guard, new nodes in multi-writes (a
-/// node that exists already, or whose parent is missing, set aside), the rest through
-/// [`apply_path`], several at a time.
-async fn write_created_chunk(
-    readers: &Readers,
-    dst: &Client,
-    opts: &LiveOptions,
-    me: &Identity,
-    found: Vec<((String, Pending), Found)>,
-    observer: &Arc<dyn Observer>,
-) -> Result<(), ApplyError> {
-    let o = &opts.sync;
-    let src = readers.session(0);
-    let first = found
-        .first()
-        .map(|((p, _), _)| p.clone())
-        .unwrap_or_default();
-    let mut slow: Vec<(String, Pending)> = Vec::new();
-    // Creates in groups that fit one transaction.
-    let mut groups: Vec<Vec<NewNode>> = vec![Vec::new()];
-    let mut bytes = 0usize;
-    for (entry, f) in found {
-        match f {
-            Found::Gone => {
-                let applied =
-                    write_state(src, dst, opts, me, &entry.0, SourceState::Absent).await?;
-                if !matches!(applied, Applied::Queued) {
-                    observer.applied(&entry.0, lag_of(&applied, &entry.1));
-                }
-            }
-            Found::Slow => slow.push(entry),
-            Found::Create {
-                data,
-                mtime_ms,
-                kind,
-                acl,
-            } => {
-                let size = data.len() + entry.0.len() + OP_OVERHEAD;
-                if bytes + size > o.writer.max_batch_bytes {
-                    groups.push(Vec::new());
-                    bytes = 0;
-                }
-                bytes += size;
-                if let Some(g) = groups.last_mut() {
-                    g.push(NewNode {
-                        entry,
-                        data,
-                        mtime_ms,
-                        kind,
-                        acl,
-                    });
-                }
-            }
-        }
-    }
-    for group in groups.into_iter().filter(|g| !g.is_empty()) {
-        let (written, aside) = commit_setting_aside(dst, group, &first, |w, n| {
-            let zk_acl: Vec<Acl> = n.acl.iter().map(AclEntry::to_zk).collect();
-            let mut options = create_mode(n.kind).with_acls(Acls::new(&zk_acl));
-            if let NodeKind::Ttl { ttl_ms } = n.kind {
-                options = options.with_ttl(Duration::from_millis(ttl_ms.max(1) as u64));
-            }
-            let dp = dst_path(o, &n.entry.0);
-            w.add_create(&dp, &n.data, &options).map_err(ApplyError::on(
-                "destination",
-                "create",
-                &dp,
-            ))
-        })
-        .await?;
-        if !written.is_empty() {
-            opts.gate.created(Instant::now(), written.len() as u64);
-        }
-        for n in written {
-            observer.applied(&n.entry.0, since_mtime(n.mtime_ms));
-        }
-        slow.extend(aside.into_iter().map(|n| n.entry));
-    }
-    let slow: Vec<&(String, Pending)> = slow.iter().collect();
-    one_by_one(&slow, observer, |p| apply_path(src, dst, opts, me, p)).await
-}
-
 /// A node new on the source, as the fast path creates it.
 struct NewNode {
     entry: (String, Pending),
@@ -330,7 +349,7 @@ struct NewNode {
 /// multi-read form). None: the node goes the slow way (its ACL would lock the copier out, or
 /// it is gone).
 async fn read_acls(
-    readers: &Readers,
+    readers: &ReadSet<'_>,
     me: &Identity,
     copy_acl: bool,
     new: &[Create],

@@ -31,20 +31,39 @@ impl Readers {
         Ok(Readers { sessions })
     }
 
-    /// Brings every extra session's server up to the leader, so reads there see at least
-    /// what the main session has seen (in an ensemble, or behind a load-balanced address, they
-    /// may be served by other servers). Call after the events of a batch arrived and before
-    /// reading for it.
-    pub(super) async fn sync(&self) -> Result<(), ApplyError> {
+    /// The sessions for the reads of one batch of `paths` changed paths. A small batch reads
+    /// on the main session alone; a bigger one first brings every extra session's server up
+    /// to the leader, so reads there see at least what the main session has seen (in an
+    /// ensemble, or behind a load-balanced address, they may be served by other servers).
+    /// Call after the batch's events arrived.
+    pub(super) async fn for_batch(&self, paths: usize) -> Result<ReadSet<'_>, ApplyError> {
+        if paths <= ONE_SESSION_READS {
+            return Ok(ReadSet {
+                sessions: &self.sessions[..1],
+            });
+        }
         let synced =
             futures::future::join_all(self.sessions.iter().skip(1).map(|c| c.sync("/"))).await;
         for r in synced {
             r.map_err(ApplyError::on("source", "sync", "/"))?;
         }
-        Ok(())
+        Ok(ReadSet {
+            sessions: &self.sessions,
+        })
     }
+}
 
-    /// The session for the `i`-th read of a burst.
+/// Up to this many changed paths a batch reads on the main session only: the sync of the
+/// extra sessions would cost more than their help.
+const ONE_SESSION_READS: usize = 64;
+
+/// The sessions one batch reads on.
+pub(super) struct ReadSet<'a> {
+    sessions: &'a [Client],
+}
+
+impl ReadSet<'_> {
+    /// The session for the `i`-th read of a burst (0: the main session).
     pub(super) fn session(&self, i: usize) -> &Client {
         &self.sessions[i % self.sessions.len()]
     }
