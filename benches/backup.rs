@@ -84,6 +84,8 @@ fn main() {
             );
             let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
             let size = doc["manifest"]["objectBytes"].as_f64().unwrap();
+            let short = label.split(' ').next().unwrap();
+            record("backup", &format!("{total} znodes backup to {short}"), total / t.as_secs_f64(), "znodes/s");
             println!(
                 "  backup  to {label:<16} {:>8.0} znodes/s  {:>6.1} MB/s payload  ({:.2}s, snapshot {:.1} MB, peak RSS {rss:.0} MiB)",
                 total / t.as_secs_f64(),
@@ -99,6 +101,7 @@ fn main() {
                 ],
                 &env,
             );
+            record("backup", &format!("{total} znodes restore from {short}"), total / t.as_secs_f64(), "znodes/s");
             println!(
                 "  restore from {label:<14} {:>8.0} znodes/s  {:>6.1} MB/s payload  ({:.2}s incl. checks and verification, peak RSS {rss:.0} MiB)",
                 total / t.as_secs_f64(),

@@ -86,6 +86,28 @@ async fn bench_size(src: &ZkServer, dst: &ZkServer, n: usize) {
     verify_args.push("--no-acl");
     let (verify_noacl_time, _, _) = run_cli(&verify_args);
 
+    let at = format!("{total} znodes");
+    record("copy", &format!("{at} raw multi-create"), raw, "znodes/s");
+    record("copy", &format!("{at} copy"), copy_rate, "znodes/s");
+    record("copy", &format!("{at} copy peak RSS"), copy_rss, "MiB");
+    record(
+        "copy",
+        &format!("{at} re-sync equal tree"),
+        total as f64 / noop_time.as_secs_f64(),
+        "znodes/s",
+    );
+    record(
+        "copy",
+        &format!("{at} verify"),
+        total as f64 / verify_time.as_secs_f64(),
+        "znodes/s per tree",
+    );
+    record(
+        "copy",
+        &format!("{at} verify --no-acl"),
+        total as f64 / verify_noacl_time.as_secs_f64(),
+        "znodes/s per tree",
+    );
     println!("tree of {total} znodes, {PAYLOAD}-byte payloads, fanout {FANOUT}:");
     println!("  raw pipelined multi-create on the destination: {raw:>9.0} znodes/s");
     println!(

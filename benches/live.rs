@@ -99,6 +99,7 @@ async fn catch_up(stats: &Stats) -> Duration {
 /// writes stopped (lag was not growing).
 async fn phase(
     stats: &Stats,
+    what: &str,
     rate: u64,
     writes: impl std::future::Future<Output = f64>,
 ) -> (f64, bool) {
@@ -111,6 +112,9 @@ async fn phase(
     let max = lags.iter().max().copied();
     let kept =
         p99.is_some_and(|p| p < Duration::from_secs(1)) && caught < Duration::from_millis(500);
+    let ms_of = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    record("live", &format!("{what} {rate} w/s p50"), ms_of(p50), "ms");
+    record("live", &format!("{what} {rate} w/s p99"), ms_of(p99), "ms");
     println!(
         "{:>12} {:>12.0} {:>9} {:>9} {:>9} {:>9.0}ms {:>9}",
         rate,
@@ -165,7 +169,7 @@ fn main() {
         let mut writer_limited = false;
         for rate in [1_000u64, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000, 40_000, 50_000] {
             let length = if rate == 1_000 { secs } else { secs / 2.0 };
-            let (achieved, kept) = phase(&stats, rate, write_at(&writers, root, rate, length)).await;
+            let (achieved, kept) = phase(&stats, "setData", rate, write_at(&writers, root, rate, length)).await;
             if kept {
                 best = best.max(achieved as u64);
             }
@@ -177,6 +181,7 @@ fn main() {
                 break;
             }
         }
+        record("live", "highest setData rate sustained", best as f64, "writes/s");
         println!(
             "highest write rate sustained without growing lag: {best} writes/s{}",
             if writer_limited {
@@ -189,7 +194,7 @@ fn main() {
         println!("creates of new nodes:");
         for rate in [1_000u64, 5_000, 10_000] {
             let writes = write_ops(&writers, root, rate, secs / 2.0, true);
-            let (_, kept) = phase(&stats, rate, writes).await;
+            let (_, kept) = phase(&stats, "create", rate, writes).await;
             if !kept {
                 break;
             }

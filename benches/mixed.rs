@@ -364,7 +364,7 @@ async fn phase(
     }
 }
 
-fn print(p: &mut Phase) {
+fn print(p: &mut Phase, delete_delay: &str) {
     let total: usize = p.lags.values().map(Vec::len).sum();
     let mut all: Vec<i64> = p.lags.values().flatten().copied().collect();
     let non_delete: Vec<i64> = p
@@ -386,10 +386,25 @@ fn print(p: &mut Phase) {
         p.writer_cpu,
         p.missing
     );
+    let at = format!("mixed {} w/s delete-delay {delete_delay}s", p.rate);
+    record(
+        "mixed",
+        &format!("{at} p99 w/o deletes"),
+        pct(&mut non_delete.clone(), 0.99) as f64,
+        "ms",
+    );
+    record(
+        "mixed",
+        &format!("{at} equal after last write"),
+        p.catch_up.as_secs_f64(),
+        "s",
+    );
     let mut kinds: Vec<_> = p.lags.keys().copied().collect();
     kinds.sort_unstable();
     for k in kinds {
         let v = p.lags.get_mut(k).unwrap();
+        record("mixed", &format!("{at} {k} p50"), pct(v, 0.5) as f64, "ms");
+        record("mixed", &format!("{at} {k} p99"), pct(v, 0.99) as f64, "ms");
         println!(
             "          {:<10} n={:<6} p50 {:>5} ms  p99 {:>5} ms  max {:>5} ms",
             k,
@@ -460,7 +475,7 @@ async fn run_mix(rates: &[u64], secs: f64, delete_delay: &str) {
     let mut best = 0.0f64;
     for &rate in rates {
         let mut p = phase(&src, &o, &seen, pid, rate, secs).await;
-        print(&mut p);
+        print(&mut p, delete_delay);
         let all: Vec<i64> = p
             .lags
             .iter()
@@ -472,6 +487,12 @@ async fn run_mix(rates: &[u64], secs: f64, delete_delay: &str) {
         }
     }
     let r = verify(&o).await;
+    record(
+        "mixed",
+        &format!("highest mixed rate sustained delete-delay {delete_delay}s"),
+        best,
+        "writes/s",
+    );
     println!(
         "  highest mixed rate with p99 (creates, updates) under 1 s and caught up within 5 s: {best:.0} writes/s; trees {} ({} nodes)",
         if r.equal { "EQUAL" } else { "DIVERGED" },

@@ -699,3 +699,45 @@ pub fn cli(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Appends one benchmark figure to `benches/results.csv` (date, commit, bench, figure,
+/// value, unit, cores), so a regression shows against earlier runs. The file is kept in git;
+/// `BENCH_RESULTS=off` records nothing.
+pub fn record(bench: &str, figure: &str, value: f64, unit: &str) {
+    if std::env::var("BENCH_RESULTS").is_ok_and(|v| v == "off") {
+        return;
+    }
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let commit = std::process::Command::new("git")
+        .args(["-C", dir, "rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = std::process::Command::new("git")
+        .args([
+            "-C", dir, "diff", "--quiet", "HEAD", "--", "src", "verifier",
+        ])
+        .status()
+        .is_ok_and(|s| !s.success());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let date = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
+    let path = std::path::Path::new(dir).join("benches/results.csv");
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    use std::io::Write as _;
+    if new {
+        writeln!(f, "date,commit,bench,figure,value,unit,cores").unwrap();
+    }
+    writeln!(
+        f,
+        "{date},{commit}{},{bench},{figure},{value:.1},{unit},{cores}",
+        if dirty { "+" } else { "" }
+    )
+    .unwrap();
+}
