@@ -425,6 +425,8 @@ async fn verify_loop(
     every: Duration,
 ) {
     let sync = &o.live.sync;
+    // Kept across rounds: each round reads again only the ACLs that changed.
+    let cache = verifier::VerifyCache::new(&sync.source.servers, &sync.destination.servers);
     loop {
         tokio::time::sleep(every).await;
         let pools = tokio::try_join!(
@@ -436,9 +438,13 @@ async fn verify_loop(
             Ok((src, dst)) => {
                 let b = board.clone();
                 let delay = o.live.delay.clone();
+                let sides = judge::Sides {
+                    source: &src,
+                    destination: &dst,
+                    cache: Some(&cache),
+                };
                 judge::judge_delayed(
-                    &src,
-                    &dst,
+                    sides,
                     sync,
                     MAX_SUSPECTS,
                     Duration::from_millis(100),
@@ -452,6 +458,17 @@ async fn verify_loop(
         if let Some(m) = &metrics {
             m.verdict(verdict.as_ref().ok());
         }
+        let (s, d) = cache.stats();
+        tracing::debug!(
+            source_acl_entries = s.entries,
+            source_acl_reads = s.reads,
+            source_acl_hits = s.hits,
+            destination_acl_entries = d.entries,
+            destination_acl_reads = d.reads,
+            destination_acl_hits = d.hits,
+            acl_cache_bytes = s.memory_bytes + d.memory_bytes,
+            "verification ACL cache"
+        );
         let now = Timestamp::now();
         let confirmed = verdict
             .as_ref()

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use verifier::model::{canonical_acl, AclEntry, NodeKind};
-use verifier::{path, Report, VerifyError, VerifyOptions};
+use verifier::{path, AclCache, Report, VerifyCache, VerifyError, VerifyOptions};
 use zookeeper_client::{Client, Error as ZkError};
 
 use super::{kind_for, observable, SyncOptions};
@@ -43,12 +43,22 @@ struct NodeState {
     mzxid: i64,
 }
 
+/// The trees a verification reads: each side's sessions, and the ACL caches of repeated
+/// verifications (see [`VerifyCache`]).
+#[derive(Clone, Copy)]
+pub struct Sides<'a> {
+    pub source: &'a [Client],
+    pub destination: &'a [Client],
+    pub cache: Option<&'a VerifyCache>,
+}
+
 async fn read_node(
     c: &Client,
     p: &str,
     acl: bool,
     o: &SyncOptions,
     source_path: Option<&str>,
+    cache: Option<&AclCache>,
 ) -> Result<Option<NodeState>, ZkError> {
     let (data, stat) = match c.get_data(p).await {
         Ok(v) => v,
@@ -67,14 +77,26 @@ async fn read_node(
         }
         None => observable(reported),
     };
-    let acl = if acl {
+    let acl = if !acl {
+        None
+    } else if let Some(hit) = cache.and_then(|c| c.get(p, &stat)) {
+        // Unchanged since it was read (same czxid, ctime and aversion as the cached one).
+        Some(hit)
+    } else {
+        if let Some(c) = cache {
+            c.count_reads(1);
+        }
         match c.get_acl(p).await {
-            Ok((a, _)) => Some(canonical_acl(a.iter().map(AclEntry::from_zk).collect())),
+            Ok((a, acl_stat)) => {
+                let a = canonical_acl(a.iter().map(AclEntry::from_zk).collect());
+                if let Some(c) = cache {
+                    c.put(p, &acl_stat, &a);
+                }
+                Some(a)
+            }
             Err(ZkError::NoNode) => return Ok(None),
             Err(e) => return Err(e),
         }
-    } else {
-        None
     };
     Ok(Some(NodeState {
         data,
@@ -89,13 +111,15 @@ async fn read_node(
 async fn differs(
     src: &Client,
     dst: &Client,
+    cache: Option<&VerifyCache>,
     o: &SyncOptions,
     rel: &str,
 ) -> Result<Option<i64>, ZkError> {
     let sp = path::join(&o.source_root, rel);
     let dp = path::join(&o.destination_root, rel);
-    let s = read_node(src, &sp, o.copy_acl, o, Some(&sp)).await?;
-    let d = read_node(dst, &dp, o.copy_acl, o, None).await?;
+    let (sc, dc) = (cache.map(|c| &c.source), cache.map(|c| &c.destination));
+    let s = read_node(src, &sp, o.copy_acl, o, Some(&sp), sc).await?;
+    let d = read_node(dst, &dp, o.copy_acl, o, None, dc).await?;
     let same = match (&s, &d) {
         (None, None) => true,
         (Some(a), Some(b)) => a.data == b.data && a.acl == b.acl && a.kind == b.kind,
@@ -114,14 +138,20 @@ pub async fn judge(
     settle: Duration,
     caught_up: impl Fn() -> bool,
 ) -> Result<Verdict, VerifyError> {
-    judge_delayed(src, dst, o, max_paths, settle, caught_up, |_| false).await
+    let sides = Sides {
+        source: src,
+        destination: dst,
+        cache: None,
+    };
+    judge_delayed(sides, o, max_paths, settle, caught_up, |_| false).await
 }
 
 /// [`judge`] for a stream that applies changes late on purpose: a suspect whose source path
-/// has a change still waiting its delay (`delayed`) is lag, whatever the rechecks find.
+/// has a change still waiting its delay (`delayed`) is lag, whatever the rechecks find. With
+/// `sides.cache`, the verification and the rechecks read only the ACLs that changed since the
+/// cache last saw them.
 pub async fn judge_delayed(
-    src: &[Client],
-    dst: &[Client],
+    sides: Sides<'_>,
     o: &SyncOptions,
     max_paths: usize,
     settle: Duration,
@@ -132,7 +162,13 @@ pub async fn judge_delayed(
     v.walk.hash.acl = o.copy_acl;
     v.walk.ephemerals = o.ephemerals;
     v.max_paths = max_paths;
-    let report = verifier::verify(src, &o.source_root, dst, &o.destination_root, v).await?;
+    let (src, dst) = (sides.source, sides.destination);
+    let report = match sides.cache {
+        Some(c) => {
+            verifier::verify_cached(src, &o.source_root, dst, &o.destination_root, v, c).await?
+        }
+        None => verifier::verify(src, &o.source_root, dst, &o.destination_root, v).await?,
+    };
     let mut verdict = Verdict {
         undecided: report
             .divergent_nodes
@@ -167,7 +203,7 @@ pub async fn judge_delayed(
         return Ok(verdict);
     }
     for rel in suspects {
-        if let Some(z) = differs(s, d, o, &rel)
+        if let Some(z) = differs(s, d, sides.cache, o, &rel)
             .await
             .map_err(|e| read_err(&rel, e))?
         {
@@ -186,7 +222,7 @@ pub async fn judge_delayed(
         if delayed(&path::join(&o.source_root, &rel)) {
             continue;
         }
-        match differs(s, d, o, &rel)
+        match differs(s, d, sides.cache, o, &rel)
             .await
             .map_err(|e| read_err(&rel, e))?
         {

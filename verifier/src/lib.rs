@@ -4,6 +4,7 @@
 //! Nothing here knows about Kubernetes. [`hash`] and [`hash::diff`] work on plain in-memory
 //! trees, so most tests need no server.
 
+pub mod acl_cache;
 pub mod hash;
 pub mod model;
 pub mod path;
@@ -11,14 +12,15 @@ pub mod reader;
 pub mod report;
 pub mod zk;
 
+pub use acl_cache::{AclCache, AclCacheStats, VerifyCache};
 pub use hash::{
     compare, diff, Comparer, Comparison, DigestTree, Divergence, DivergenceClass, DivergenceCounts,
     HashOptions, MerkleBuilder,
 };
 pub use model::{AclEntry, Node, NodeKind, NodeStat};
 pub use reader::{
-    fetch_many, fetch_node, walk, walk_nodes, EphemeralPolicy, Fetched, NodeWalkEvent, ReadError,
-    WalkEvent, WalkOptions, WalkTotals, WalkedNode,
+    fetch_many, fetch_many_cached, fetch_node, walk, walk_cached, walk_nodes, EphemeralPolicy,
+    Fetched, NodeWalkEvent, ReadError, WalkEvent, WalkOptions, WalkTotals, WalkedNode,
 };
-pub use report::{verify, Report, VerifyError, VerifyOptions};
+pub use report::{verify, verify_cached, Report, VerifyError, VerifyOptions};
 pub use zk::{connect, connect_pool, ConnectError, ConnectOptions, DigestAuth};

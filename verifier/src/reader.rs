@@ -11,8 +11,9 @@ use std::sync::Arc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use thiserror::Error;
 use tokio::sync::mpsc;
-use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
+use zookeeper_client::{Acl, Client, Error as ZkError, MultiReadResult, Stat};
 
+use crate::acl_cache::AclCache;
 use crate::hash::{digest_node, Digest, HashOptions, TreeKey};
 use crate::model::{canonical_acl, AclEntry, Node, NodeKind, NodeStat};
 use crate::path;
@@ -62,6 +63,23 @@ pub async fn fetch_many(
     paths: &[String],
     acl: bool,
 ) -> Result<Vec<Option<Fetched>>, ReadError> {
+    fetch_many_cached(pool, side, paths, acl, None).await
+}
+
+/// A node's data, stat and children from a multi-read; `None` when it does not exist.
+type DataRead = Option<(Vec<u8>, Stat, Vec<String>)>;
+
+/// [`fetch_many`], taking from `cache` the ACLs of nodes whose stat matches an entry (see
+/// [`AclCache`]) and recording those it reads. The ACLs of paths the cache has no entry for
+/// are asked for alongside the multi-read, as without a cache; those with an entry wait for
+/// the multi-read's stat and are asked for only when it does not match.
+pub async fn fetch_many_cached(
+    pool: &[Client],
+    side: &'static str,
+    paths: &[String],
+    acl: bool,
+    cache: Option<&AclCache>,
+) -> Result<Vec<Option<Fetched>>, ReadError> {
     let Some(main) = pool.first() else {
         return Ok(Vec::new());
     };
@@ -80,21 +98,148 @@ pub async fn fetch_many(
     }
     // All requests leave now; replies are awaited below.
     let data_call = reader.commit();
-    let acl_calls: Vec<_> = if acl {
-        paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| pool[i % pool.len()].get_acl(p))
-            .collect()
-    } else {
-        Vec::new()
+    let cache = cache.filter(|_| acl);
+    let held = match cache {
+        Some(c) => c.holds(paths),
+        None => vec![false; paths.len()],
     };
+    let session = |i: usize| &pool[i % pool.len()];
+    let mut acl_calls: Vec<_> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (acl && !held[i]).then(|| session(i).get_acl(p)))
+        .collect();
     let first = paths.first().map(String::as_str).unwrap_or("/");
     let results = data_call.await.map_err(|e| err("multiRead", first, e))?;
-    let acls = futures::future::join_all(acl_calls).await;
+    let reads = data_reads(side, paths, results)?;
+    let mut cached = vec![None; paths.len()];
+    if let Some(c) = cache {
+        cached = cached_acls(c, paths, &reads, &held);
+        for (i, p) in paths.iter().enumerate() {
+            if held[i] && reads[i].is_some() && cached[i].is_none() {
+                // Changed since it was cached: read it now.
+                acl_calls[i] = Some(session(i).get_acl(p));
+            }
+        }
+        c.count_reads(acl_calls.iter().filter(|a| a.is_some()).count() as u64);
+    }
+    let acls = futures::future::join_all(acl_calls.into_iter().map(|call| async move {
+        match call {
+            Some(call) => Some(call.await),
+            None => None,
+        }
+    }))
+    .await;
     let mut out = Vec::with_capacity(paths.len());
+    let mut fresh = Vec::new();
+    let parts = paths.iter().zip(reads).zip(cached).zip(acls);
+    for (((p, read), cached), reply) in parts {
+        let Some((data, stat, children)) = read else {
+            out.push(None);
+            continue;
+        };
+        let acl = match (cached, reply) {
+            (Some(hit), _) => hit,
+            (None, None) => Vec::new(),
+            (None, Some(reply)) => match read_acl(side, p, reply)? {
+                Some((acl, acl_stat)) => {
+                    if cache.is_some() {
+                        fresh.push((p.as_str(), acl_stat, acl.clone()));
+                    }
+                    acl
+                }
+                // Deleted between the reads.
+                None => {
+                    out.push(None);
+                    continue;
+                }
+            },
+        };
+        let stat = NodeStat::from(&stat);
+        out.push(Some(Fetched {
+            node: Node {
+                data,
+                acl,
+                kind: NodeKind::from_ephemeral_owner(stat.ephemeral_owner),
+                stat,
+            },
+            children,
+        }));
+    }
+    if let Some(c) = cache {
+        // Keyed by the stat of each getACL reply itself, which goes with its ACL.
+        c.put_many(fresh.iter().map(|(p, s, a)| (*p, s, a.as_slice())));
+    }
+    Ok(out)
+}
+
+/// The cached ACLs of the nodes the cache `held` an entry for, where their stat matches.
+fn cached_acls(
+    cache: &AclCache,
+    paths: &[String],
+    reads: &[DataRead],
+    held: &[bool],
+) -> Vec<Option<Vec<AclEntry>>> {
+    let present = |i: usize| held[i] && reads[i].is_some();
+    let known = (0..paths.len())
+        .filter(|i| present(*i))
+        .filter_map(|i| Some((paths[i].as_str(), &reads[i].as_ref()?.1)));
+    let mut found = cache.get_many(known).into_iter();
+    (0..paths.len())
+        .map(|i| {
+            if present(i) {
+                found.next().flatten()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// A getACL reply as a canonical ACL with the reply's stat; `None` when the node is gone.
+fn read_acl(
+    side: &'static str,
+    p: &str,
+    reply: Result<(Vec<Acl>, Stat), ZkError>,
+) -> Result<Option<(Vec<AclEntry>, Stat)>, ReadError> {
+    let err = |op, source| ReadError {
+        side,
+        op,
+        path: p.to_string(),
+        source,
+    };
+    match reply {
+        Ok((acl, stat)) => {
+            let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
+            if acl.iter().any(is_redacted) {
+                return Err(err(
+                    "read the ACL (digest hashes are hidden without ADMIN permission) of",
+                    ZkError::NoAuth,
+                ));
+            }
+            Ok(Some((canonical_acl(acl), stat)))
+        }
+        Err(ZkError::NoNode) => Ok(None),
+        Err(e) => Err(err("getACL", e)),
+    }
+}
+
+/// Splits a multi-read reply (getData, getChildren for each path) into nodes.
+fn data_reads(
+    side: &'static str,
+    paths: &[String],
+    results: Vec<MultiReadResult>,
+) -> Result<Vec<DataRead>, ReadError> {
+    let err = |op, path: &str, source| ReadError {
+        side,
+        op,
+        path: path.to_string(),
+        source,
+    };
+    let unexpected = |op, p: &str| err(op, p, ZkError::UnexpectedError("unexpected reply".into()));
     let mut results = results.into_iter();
-    for (i, p) in paths.iter().enumerate() {
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
         let (Some(d), Some(c)) = (results.next(), results.next()) else {
             return Err(err(
                 "multiRead",
@@ -111,13 +256,7 @@ pub async fn fetch_many(
                 continue;
             }
             MultiReadResult::Error { err: e } => return Err(err("getData", p, e)),
-            _ => {
-                return Err(err(
-                    "getData",
-                    p,
-                    ZkError::UnexpectedError("unexpected reply".into()),
-                ))
-            }
+            _ => return Err(unexpected("getData", p)),
         };
         let children = match c {
             MultiReadResult::Children { children } => children,
@@ -128,43 +267,9 @@ pub async fn fetch_many(
                 continue;
             }
             MultiReadResult::Error { err: e } => return Err(err("getChildren", p, e)),
-            _ => {
-                return Err(err(
-                    "getChildren",
-                    p,
-                    ZkError::UnexpectedError("unexpected reply".into()),
-                ))
-            }
+            _ => return Err(unexpected("getChildren", p)),
         };
-        let acl = match acls.get(i) {
-            None => Vec::new(),
-            Some(Ok((acl, _))) => {
-                let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
-                if acl.iter().any(is_redacted) {
-                    return Err(err(
-                        "read the ACL (digest hashes are hidden without ADMIN permission) of",
-                        p,
-                        ZkError::NoAuth,
-                    ));
-                }
-                canonical_acl(acl)
-            }
-            Some(Err(ZkError::NoNode)) => {
-                out.push(None);
-                continue;
-            }
-            Some(Err(e)) => return Err(err("getACL", p, e.clone())),
-        };
-        let stat = NodeStat::from(&stat);
-        out.push(Some(Fetched {
-            node: Node {
-                data,
-                acl,
-                kind: NodeKind::from_ephemeral_owner(stat.ephemeral_owner),
-                stat,
-            },
-            children,
-        }));
+        out.push(Some((data, stat, children)));
     }
     Ok(out)
 }
@@ -313,8 +418,20 @@ pub fn walk(
     root: String,
     opts: WalkOptions,
 ) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
+    walk_cached(pool, side, root, opts, None)
+}
+
+/// [`walk`] for repeated walks of one side: ACLs come from `cache` where the node's stat
+/// matches (see [`AclCache`]); once the walk ends, the cache holds what it saw.
+pub fn walk_cached(
+    pool: Vec<Client>,
+    side: &'static str,
+    root: String,
+    opts: WalkOptions,
+    cache: Option<AclCache>,
+) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
     let (tx, rx) = mpsc::channel(8);
-    spawn_walk(pool, side, root, opts, tx);
+    spawn_walk(pool, side, root, opts, cache, tx);
     rx
 }
 
@@ -327,7 +444,7 @@ pub fn walk_nodes(
     opts: WalkOptions,
 ) -> mpsc::Receiver<Result<NodeWalkEvent, ReadError>> {
     let (tx, rx) = mpsc::channel(8);
-    spawn_walk(pool, side, root, opts, tx);
+    spawn_walk(pool, side, root, opts, None, tx);
     rx
 }
 
@@ -336,24 +453,45 @@ fn spawn_walk<S: Sink + Send + Sync + 'static>(
     side: &'static str,
     root: String,
     opts: WalkOptions,
+    cache: Option<AclCache>,
     tx: S,
 ) {
     let pool: Arc<[Client]> = pool.into();
+    // Without ACLs in the hash no ACL is read, so there is nothing to keep or drop.
+    let cache = cache.filter(|_| opts.hash.acl);
     tokio::spawn(async move {
-        if let Err(e) = walk_into(pool, side, &root, opts, &tx).await {
-            // The receiver may be gone; then nobody needs the error.
-            tx.fail(e).await;
+        let mark = cache.as_ref().map(|c| (c, c.begin_walk()));
+        let ended = |complete| {
+            if let Some((c, m)) = mark {
+                c.end_walk(m, complete);
+            }
+        };
+        match walk_into(pool, side, &root, opts, cache.as_ref(), &tx).await {
+            // The cache is trimmed before the totals leave, so it is settled when the caller
+            // learns the walk is done.
+            Ok(Some(totals)) => {
+                ended(true);
+                tx.done(totals).await;
+            }
+            Ok(None) => ended(false),
+            Err(e) => {
+                ended(false);
+                // The receiver may be gone; then nobody needs the error.
+                tx.fail(e).await;
+            }
         }
     });
 }
 
+/// Reads and sends the tree; its totals once complete, `None` when the receiver went away.
 async fn walk_into<S: Sink>(
     pool: Arc<[Client]>,
     side: &'static str,
     root: &str,
     opts: WalkOptions,
+    cache: Option<&AclCache>,
     tx: &S,
-) -> Result<(), ReadError> {
+) -> Result<Option<WalkTotals>, ReadError> {
     let window = opts.window.max(1);
     let max_batches = window.div_ceil(BATCH).max(1);
     let lookahead = window * LOOKAHEAD_WINDOWS;
@@ -381,7 +519,7 @@ async fn walk_into<S: Sink>(
             totals.max_mzxid = totals.max_mzxid.max(digest.mzxid);
             chunk.push((rel, digest, node));
             if chunk.len() == CHUNK && !send(tx, &mut chunk).await {
-                return Ok(());
+                return Ok(None);
             }
         }
         // Ask for more, nearest first. The next node to emit is always asked for, whatever the
@@ -403,14 +541,15 @@ async fn walk_into<S: Sink>(
             }
             let abs: Vec<String> = rels.iter().map(|r| path::join(root, &r.0)).collect();
             let pool = pool.clone();
+            let cache = cache.cloned();
             in_flight.push(Box::pin(async move {
-                let r = fetch_many(&pool, side, &abs, opts.hash.acl).await;
+                let r = fetch_many_cached(&pool, side, &abs, opts.hash.acl, cache.as_ref()).await;
                 (rels, r)
             }));
         }
         // Hand over what is ready before waiting on the network.
         if !chunk.is_empty() && !send(tx, &mut chunk).await {
-            return Ok(());
+            return Ok(None);
         }
         let Some((rels, result)) = in_flight.next().await else {
             break;
@@ -447,10 +586,9 @@ async fn walk_into<S: Sink>(
         }
     }
     if !chunk.is_empty() && !send(tx, &mut chunk).await {
-        return Ok(());
+        return Ok(None);
     }
-    tx.done(totals).await;
-    Ok(())
+    Ok(Some(totals))
 }
 
 /// Sends the chunk; false when the receiver is gone (the comparison ended early).

@@ -8,8 +8,9 @@ use zookeeper_client::Client;
 
 use tokio::sync::mpsc;
 
+use crate::acl_cache::VerifyCache;
 use crate::hash::{hex, Advance, Comparer, Digest, Divergence, DivergenceCounts};
-use crate::reader::{walk, ReadError, WalkEvent, WalkOptions, WalkTotals};
+use crate::reader::{walk_cached, ReadError, WalkEvent, WalkOptions, WalkTotals};
 
 #[derive(Clone, Copy, Debug)]
 pub struct VerifyOptions {
@@ -123,18 +124,61 @@ pub async fn verify(
     destination_root: &str,
     opts: VerifyOptions,
 ) -> Result<Report, VerifyError> {
+    verify_with(
+        source,
+        source_root,
+        destination,
+        destination_root,
+        opts,
+        None,
+    )
+    .await
+}
+
+/// [`verify`] for repeated verifications of the same trees: each side takes the ACLs of
+/// nodes unchanged since they were cached from `cache` instead of a getACL per node, and
+/// leaves in it what it read. The first verification with an empty cache reads every ACL.
+pub async fn verify_cached(
+    source: &[Client],
+    source_root: &str,
+    destination: &[Client],
+    destination_root: &str,
+    opts: VerifyOptions,
+    cache: &VerifyCache,
+) -> Result<Report, VerifyError> {
+    verify_with(
+        source,
+        source_root,
+        destination,
+        destination_root,
+        opts,
+        Some(cache),
+    )
+    .await
+}
+
+async fn verify_with(
+    source: &[Client],
+    source_root: &str,
+    destination: &[Client],
+    destination_root: &str,
+    opts: VerifyOptions,
+    cache: Option<&VerifyCache>,
+) -> Result<Report, VerifyError> {
     let started = Instant::now();
-    let mut src = Side::new(walk(
+    let mut src = Side::new(walk_cached(
         source.to_vec(),
         "source",
         source_root.to_string(),
         opts.walk,
+        cache.map(|c| c.source.clone()),
     ));
-    let mut dst = Side::new(walk(
+    let mut dst = Side::new(walk_cached(
         destination.to_vec(),
         "destination",
         destination_root.to_string(),
         opts.walk,
+        cache.map(|c| c.destination.clone()),
     ));
     let mut cmp = Comparer::new(opts.max_paths);
     loop {
