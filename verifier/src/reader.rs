@@ -339,7 +339,9 @@ pub const LOOKAHEAD_WINDOWS: usize = 8;
 
 /// A read node, reduced to what the walk keeps until its turn in tree order (the node itself
 /// only for [`walk_nodes`]). `None`: nothing to emit (vanished, or a skipped ephemeral).
-type Read = Option<(Digest, u64, Option<Node>)>;
+/// Boxed: the walk's maps shift their values on every insert and removal, and a pointer is
+/// cheaper to shift than a digest.
+type Read = Option<Box<(Digest, u64, Option<Node>)>>;
 
 /// One node of a [`walk_nodes`] walk: its relative path, digest and content.
 #[derive(Clone, Debug)]
@@ -508,9 +510,10 @@ async fn walk_into<S: Sink>(
                 break;
             }
             let (TreeKey(rel), read) = entry.remove_entry();
-            let Some(Some((digest, bytes, node))) = read else {
+            let Some(Some(read)) = read else {
                 continue;
             };
+            let (digest, bytes, node) = *read;
             if rel.is_empty() {
                 totals.root_exists = true;
             }
@@ -578,7 +581,7 @@ async fn walk_into<S: Sink>(
                     keep.then(|| {
                         let digest = digest_node(&key.0, &f.node, opts.hash);
                         let bytes = f.node.data.len() as u64;
-                        (digest, bytes, S::KEEP_NODES.then_some(f.node))
+                        Box::new((digest, bytes, S::KEEP_NODES.then_some(f.node)))
                     })
                 }
             };
