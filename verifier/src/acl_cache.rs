@@ -18,11 +18,15 @@
 //! servers, whose zxids have nothing to do with each other ([`VerifyCache`] holds the pair). It
 //! is owned by whoever runs the repeated verifications and passed in; nothing is global.
 //!
-//! Bounded memory: an entry costs [`ENTRY_BYTES`] (65 on 64-bit targets) plus its path's heap
-//! block (the length rounded up to 16, at least 32): about 100 bytes for a 40-byte path, 10 MB
-//! per 100k nodes. An ACL is held once however many nodes share it. A complete walk drops the entries of paths it did not
-//! see, so the cache holds what the last walk saw and does not grow as trees churn; an
-//! incomplete walk (a read error) keeps what the walk before it saw too.
+//! Bounded memory: an entry costs [`ENTRY_BYTES`] (65 on 64-bit targets: the map slot with the
+//! free buckets a map keeps) plus its path's heap block (the length plus 8, rounded up to 16,
+//! at least 32), so about 100 to 120 bytes for paths of 20 to 40 bytes, 10 to 12 MB per 100k
+//! nodes and side; the map's capacity grows by doubling, so [`AclCacheStats::memory_bytes`]
+//! may show up to twice the slot part right after a growth. An ACL is held once however many
+//! nodes share it. A walk marks each entry it looks up or fills; a complete walk then drops the
+//! entries it did not mark (nodes gone, or outside the tree it walked), so the cache holds
+//! what the last walk saw and does not grow as trees churn. An incomplete walk (a read error)
+//! keeps what the walk before it saw too.
 //!
 //! Not covered: a database restored behind the same address to an older snapshot of itself,
 //! then given another setACL, can bring a node back to a cached (czxid, ctime, aversion) with
@@ -133,6 +137,19 @@ pub struct AclCacheStats {
     pub memory_bytes: usize,
 }
 
+/// An entry as a lookup found it.
+pub(crate) struct Cached {
+    key: Key,
+    pub(crate) acl: Arc<[AclEntry]>,
+}
+
+impl Cached {
+    /// The node read with `stat` is the one the entry was made for, with the same ACL.
+    pub(crate) fn matches(&self, stat: &Stat) -> bool {
+        self.key == Key::of(stat)
+    }
+}
+
 /// Marks a walk, for dropping what it did not see when it ends.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WalkMark(u32);
@@ -202,40 +219,41 @@ impl AclCache {
         };
     }
 
-    /// For each path, whether an entry exists at all: the ACL of a path without one is asked
-    /// for at once, without waiting for its stat.
-    pub(crate) fn holds(&self, paths: &[String]) -> Vec<bool> {
-        let s = self.lock();
+    /// The entries of `paths`, looked up before their stats are known: the ACL of a path
+    /// without one is asked for at once, the others wait for the stat to say whether the
+    /// entry still holds (see [`Cached::matches`]). The entries found count as seen by the
+    /// walk under way, whether or not they still hold (one that does not is replaced by the
+    /// getACL that follows).
+    pub(crate) fn lookup(&self, paths: &[String]) -> Vec<Option<Cached>> {
+        let mut s = self.lock();
+        let walk = s.walk;
         paths
             .iter()
-            .map(|p| s.entries.contains_key(p.as_str()))
+            .map(|p| {
+                let e = s.entries.get_mut(p.as_str())?;
+                e.seen = walk;
+                Some(Cached {
+                    key: e.key(),
+                    acl: e.acl.clone(),
+                })
+            })
             .collect()
     }
 
     /// The cached ACL of `path` when `stat` (read with its data) matches the entry's key.
     pub fn get(&self, path: &str, stat: &Stat) -> Option<Vec<AclEntry>> {
-        self.get_many(std::iter::once((path, stat))).pop().flatten()
+        let hit = self
+            .lookup(&[path.to_string()])
+            .pop()
+            .flatten()
+            .filter(|c| c.matches(stat))?;
+        self.count_hits(1);
+        Some(hit.acl.to_vec())
     }
 
-    /// [`AclCache::get`] for many nodes under one lock.
-    pub(crate) fn get_many<'a>(
-        &self,
-        nodes: impl IntoIterator<Item = (&'a str, &'a Stat)>,
-    ) -> Vec<Option<Vec<AclEntry>>> {
-        let mut s = self.lock();
-        let walk = s.walk;
-        let mut hits = 0;
-        let out = nodes
-            .into_iter()
-            .map(|(p, stat)| {
-                let e = s.entries.get_mut(p).filter(|e| e.key() == Key::of(stat))?;
-                e.seen = walk;
-                hits += 1;
-                Some(e.acl.to_vec())
-            })
-            .collect();
-        self.shared.hits.fetch_add(hits, Ordering::Relaxed);
-        out
+    /// Counts ACLs taken from the cache.
+    pub(crate) fn count_hits(&self, n: u64) {
+        self.shared.hits.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts getACL requests sent for reads that use this cache.
@@ -420,7 +438,12 @@ mod tests {
         assert!(c.get("/a", &stat(1, 1, 0)).is_some());
         c.end_walk(w, true);
         assert_eq!(c.stats().entries, 1);
-        assert_eq!(c.holds(&["/a".into(), "/gone".into()]), vec![true, false]);
+        let found = c.lookup(&["/a".into(), "/gone".into()]);
+        assert_eq!(
+            found.iter().map(Option::is_some).collect::<Vec<_>>(),
+            vec![true, false]
+        );
+        drop(found);
 
         // Nothing seen: nothing kept, and no ACL either.
         let w = c.begin_walk();

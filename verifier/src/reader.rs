@@ -99,28 +99,33 @@ pub async fn fetch_many_cached(
     // All requests leave now; replies are awaited below.
     let data_call = reader.commit();
     let cache = cache.filter(|_| acl);
-    let held = match cache {
-        Some(c) => c.holds(paths),
-        None => vec![false; paths.len()],
+    let mut held = match cache {
+        Some(c) => c.lookup(paths),
+        None => paths.iter().map(|_| None).collect(),
     };
     let session = |i: usize| &pool[i % pool.len()];
     let mut acl_calls: Vec<_> = paths
         .iter()
         .enumerate()
-        .map(|(i, p)| (acl && !held[i]).then(|| session(i).get_acl(p)))
+        .map(|(i, p)| (acl && held[i].is_none()).then(|| session(i).get_acl(p)))
         .collect();
     let first = paths.first().map(String::as_str).unwrap_or("/");
     let results = data_call.await.map_err(|e| err("multiRead", first, e))?;
     let reads = data_reads(side, paths, results)?;
-    let mut cached = vec![None; paths.len()];
+    let mut cached: Vec<Option<Vec<AclEntry>>> = vec![None; paths.len()];
     if let Some(c) = cache {
-        cached = cached_acls(c, paths, &reads, &held);
         for (i, p) in paths.iter().enumerate() {
-            if held[i] && reads[i].is_some() && cached[i].is_none() {
+            let (Some(entry), Some((_, stat, _))) = (held[i].take(), &reads[i]) else {
+                continue;
+            };
+            if entry.matches(stat) {
+                cached[i] = Some(entry.acl.to_vec());
+            } else {
                 // Changed since it was cached: read it now.
                 acl_calls[i] = Some(session(i).get_acl(p));
             }
         }
+        c.count_hits(cached.iter().filter(|a| a.is_some()).count() as u64);
         c.count_reads(acl_calls.iter().filter(|a| a.is_some()).count() as u64);
     }
     let acls = futures::future::join_all(acl_calls.into_iter().map(|call| async move {
@@ -171,29 +176,6 @@ pub async fn fetch_many_cached(
         c.put_many(fresh.iter().map(|(p, s, a)| (*p, s, a.as_slice())));
     }
     Ok(out)
-}
-
-/// The cached ACLs of the nodes the cache `held` an entry for, where their stat matches.
-fn cached_acls(
-    cache: &AclCache,
-    paths: &[String],
-    reads: &[DataRead],
-    held: &[bool],
-) -> Vec<Option<Vec<AclEntry>>> {
-    let present = |i: usize| held[i] && reads[i].is_some();
-    let known = (0..paths.len())
-        .filter(|i| present(*i))
-        .filter_map(|i| Some((paths[i].as_str(), &reads[i].as_ref()?.1)));
-    let mut found = cache.get_many(known).into_iter();
-    (0..paths.len())
-        .map(|i| {
-            if present(i) {
-                found.next().flatten()
-            } else {
-                None
-            }
-        })
-        .collect()
 }
 
 /// A getACL reply as a canonical ACL with the reply's stat; `None` when the node is gone.
