@@ -6,7 +6,8 @@
 //! only those that changed: none), and without ACLs (the multi-reads alone, the ceiling of a
 //! cached run). It prints znodes/s per tree, this process's CPU time, how busy the machine was
 //! (both servers and the verifier share its cores), the getACL requests each run sent and the
-//! cache's memory. `-- --window N` reads N nodes at a time per tree instead of the default of
+//! cache's memory, and appends the rates and the memory to `benches/results.csv`.
+//! `-- --window N` reads N nodes at a time per tree instead of the default of
 //! [`verifier::WalkOptions`], which the continuous verifier uses.
 #![allow(clippy::unwrap_used)]
 
@@ -61,7 +62,9 @@ impl Run {
         self.report.source_nodes as f64 / self.secs
     }
 
-    fn line(&self, label: &str, rest: &str) {
+    /// Prints the run and records its rate in `benches/results.csv` as `figure`.
+    fn line(&self, label: &str, figure: &str, rest: &str) {
+        record("reverify", figure, self.rate(), "znodes/s per tree");
         println!(
             "  {label:<36} {:>7.0} znodes/s per tree  ({:.2}s, verifier CPU {:.2}s, machine {:.0}% busy{rest})",
             self.rate(),
@@ -139,19 +142,32 @@ fn main() {
         );
         // First without a cache: the servers' JIT warms up on it, and it is the baseline.
         let plain = verify_once(&src, &dst, root, opts, None).await;
-        plain.line("verify, no cache:", ", a getACL per node");
+        let at = format!("{} znodes window {}", NODES + 1, opts.walk.window);
+        plain.line(
+            "verify, no cache:",
+            &format!("{at} no cache"),
+            ", a getACL per node",
+        );
         let hash = plain.report.source_root_hash.clone();
 
         let cache = VerifyCache::new(&src.connect_string(), &dst.connect_string());
         let mut reads = 0;
-        for label in ["verify, first with an empty cache:", "verify, second with the same cache:"] {
+        let runs = [
+            ("verify, first with an empty cache:", "first cached"),
+            ("verify, second with the same cache:", "second cached"),
+        ];
+        for (label, figure) in runs {
             let run = verify_once(&src, &dst, root, opts, Some(&cache)).await;
             let (s, d) = cache.stats();
             let sent = s.reads + d.reads - reads;
             reads = s.reads + d.reads;
             assert_eq!(run.report.source_root_hash, hash, "the root hash moved");
             assert_eq!(run.report.destination_root_hash, hash);
-            run.line(label, &format!(", {sent} getACL requests"));
+            run.line(
+                label,
+                &format!("{at} {figure}"),
+                &format!(", {sent} getACL requests"),
+            );
         }
 
         // The ceiling of a cached run: the multi-reads alone.
@@ -159,17 +175,19 @@ fn main() {
         no_acl.walk.hash.acl = false;
         verify_once(&src, &dst, root, no_acl, None)
             .await
-            .line("verify without ACLs (ceiling):", "");
+            .line("verify without ACLs (ceiling):", &format!("{at} no ACLs"), "");
 
         let (s, d) = cache.stats();
+        let bytes = (s.memory_bytes + d.memory_bytes) as f64;
+        record("reverify", &format!("{at} ACL cache"), bytes / (1024.0 * 1024.0), "MiB");
         println!(
             "  ACL cache: {} + {} entries, {} + {} distinct ACLs, about {:.1} MiB ({:.0} bytes a node per side)",
             s.entries,
             d.entries,
             s.acls,
             d.acls,
-            (s.memory_bytes + d.memory_bytes) as f64 / (1024.0 * 1024.0),
-            (s.memory_bytes + d.memory_bytes) as f64 / (s.entries + d.entries) as f64
+            bytes / (1024.0 * 1024.0),
+            bytes / (s.entries + d.entries) as f64
         );
     });
 }
