@@ -2,7 +2,11 @@
 //!
 //! `cargo bench --bench copy` prints znodes/s for trees of 10k and 100k znodes (100-byte
 //! payloads), the raw pipelined-create rate of the same destination for a ratio, and the
-//! copier's peak RSS. `cargo bench --bench copy -- --million` adds a 1M-znode copy.
+//! copier's peak RSS. Beside them, the source's own read ceiling: every node's data and
+//! children by pipelined multi-reads, every node's ACL by pipelined getACL calls (ZooKeeper
+//! has no bulk ACL read), both at once, and those reads while the destination takes as many
+//! creates: what a copy does, without the copier. `COPY_EXTRA="--read-window 4096"` passes
+//! extra flags to the copy. `cargo bench --bench copy -- --million` adds a 1M-znode copy.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -10,6 +14,9 @@ mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use zookeeper_client::Client;
 
 use support::*;
 
@@ -54,6 +61,96 @@ fn run_cli(args: &[&str]) -> (Duration, f64, String) {
     )
 }
 
+/// Paths per multi-read and requests in flight: the verifier's reader uses the same shape.
+const READ_CHUNK: usize = 256;
+const IN_FLIGHT: usize = 1024;
+/// Sessions the getACL calls are spread over: as many as the copier reads with.
+const ACL_SESSIONS: usize = verifier::zk::READ_SESSIONS;
+
+/// Reads data and children of every path with pipelined multi-reads; returns the wall time.
+async fn multi_read_all(c: &Client, paths: &[String]) -> Duration {
+    let t = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    for chunk in paths.chunks(READ_CHUNK) {
+        let mut r = c.new_multi_reader();
+        for p in chunk {
+            r.add_get_data(p).unwrap();
+            r.add_get_children(p).unwrap();
+        }
+        in_flight.push(r.commit());
+        if in_flight.len() >= IN_FLIGHT / READ_CHUNK {
+            in_flight.next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = in_flight.next().await {
+        r.unwrap();
+    }
+    t.elapsed()
+}
+
+/// Reads the ACL of every path with pipelined getACL calls over `sessions`.
+async fn get_acl_all(sessions: &[Client], paths: &[String]) -> Duration {
+    let t = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    for (i, p) in paths.iter().enumerate() {
+        in_flight.push(sessions[i % sessions.len()].get_acl(p));
+        if in_flight.len() >= IN_FLIGHT {
+            in_flight.next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = in_flight.next().await {
+        r.unwrap();
+    }
+    t.elapsed()
+}
+
+/// The rates an exact copy is bounded by, in znodes/s.
+struct Ceiling {
+    /// Data and children by multi-read alone.
+    multi: f64,
+    /// ACLs alone.
+    acl: f64,
+    /// Both at once: everything a copy reads.
+    reads: f64,
+    /// Those reads while the destination takes the same number of pipelined creates: the two
+    /// servers share this machine's cores during a copy, so this is the copy's real ceiling.
+    reads_and_creates: f64,
+}
+
+/// Measures [`Ceiling`] on the bench tree under `root`.
+async fn ceiling(src: &ZkServer, dst: &ZkServer, root: &str, n: usize) -> Ceiling {
+    let mut paths = vec![root.to_string()];
+    paths.extend(tree_paths(root, n, FANOUT));
+    let main = client(src).await;
+    let mut sessions = Vec::new();
+    for _ in 0..ACL_SESSIONS {
+        sessions.push(client(src).await);
+    }
+    let rate = |d: Duration| paths.len() as f64 / d.as_secs_f64();
+    let multi = rate(multi_read_all(&main, &paths).await);
+    let acl = rate(get_acl_all(&sessions, &paths).await);
+    let t = Instant::now();
+    tokio::join!(
+        multi_read_all(&main, &paths),
+        get_acl_all(&sessions, &paths)
+    );
+    let reads = rate(t.elapsed());
+    let dc = client(dst).await;
+    let raw_root = format!("/raw-both-{n}");
+    let t = Instant::now();
+    tokio::join!(
+        multi_read_all(&main, &paths),
+        get_acl_all(&sessions, &paths),
+        build_tree(&dc, &raw_root, n, FANOUT, PAYLOAD)
+    );
+    Ceiling {
+        multi,
+        acl,
+        reads,
+        reads_and_creates: rate(t.elapsed()),
+    }
+}
+
 async fn bench_size(src: &ZkServer, dst: &ZkServer, n: usize) {
     let root = format!("/bench-{n}");
     let c = client(src).await;
@@ -65,11 +162,14 @@ async fn bench_size(src: &ZkServer, dst: &ZkServer, n: usize) {
     let t = Instant::now();
     build_tree(&dc, &format!("/raw-{n}"), n, FANOUT, PAYLOAD).await;
     let raw = total as f64 / t.elapsed().as_secs_f64();
+    let ceil = ceiling(src, dst, &root, n).await;
 
     let (s, d) = (src.connect_string(), dst.connect_string());
     let common = ["--source", &s, "--destination", &d, "--root-path", &root];
     let mut sync_args = vec!["sync", "--progress", "0", "--json"];
     sync_args.extend(common);
+    let extra = std::env::var("COPY_EXTRA").unwrap_or_default();
+    sync_args.extend(extra.split_whitespace());
     let (copy_time, copy_rss, _) = run_cli(&sync_args);
     let copy_rate = total as f64 / copy_time.as_secs_f64();
 
@@ -88,6 +188,25 @@ async fn bench_size(src: &ZkServer, dst: &ZkServer, n: usize) {
 
     let at = format!("{total} znodes");
     record("copy", &format!("{at} raw multi-create"), raw, "znodes/s");
+    record(
+        "copy",
+        &format!("{at} source multi-read"),
+        ceil.multi,
+        "znodes/s",
+    );
+    record("copy", &format!("{at} source getACL"), ceil.acl, "znodes/s");
+    record(
+        "copy",
+        &format!("{at} source reads"),
+        ceil.reads,
+        "znodes/s",
+    );
+    record(
+        "copy",
+        &format!("{at} source reads + destination creates"),
+        ceil.reads_and_creates,
+        "znodes/s",
+    );
     record("copy", &format!("{at} copy"), copy_rate, "znodes/s");
     record("copy", &format!("{at} copy peak RSS"), copy_rss, "MiB");
     record(
@@ -111,9 +230,26 @@ async fn bench_size(src: &ZkServer, dst: &ZkServer, n: usize) {
     println!("tree of {total} znodes, {PAYLOAD}-byte payloads, fanout {FANOUT}:");
     println!("  raw pipelined multi-create on the destination: {raw:>9.0} znodes/s");
     println!(
-        "  copy (CLI wall time, empty destination):        {copy_rate:>9.0} znodes/s  ({:.2}s, {:.0}% of raw, peak RSS {copy_rss:.0} MiB)",
+        "  source multi-read (data + children) alone:      {:>9.0} znodes/s",
+        ceil.multi
+    );
+    println!(
+        "  source getACL alone ({ACL_SESSIONS} sessions):               {:>9.0} znodes/s",
+        ceil.acl
+    );
+    println!(
+        "  source reads of an exact copy (both at once):   {:>9.0} znodes/s",
+        ceil.reads
+    );
+    println!(
+        "  those reads + as many creates, at once:         {:>9.0} znodes/s  (the copy's ceiling here)",
+        ceil.reads_and_creates
+    );
+    println!(
+        "  copy (CLI wall time, empty destination):        {copy_rate:>9.0} znodes/s  ({:.2}s, {:.0}% of raw create, {:.0}% of the ceiling, peak RSS {copy_rss:.0} MiB)",
         copy_time.as_secs_f64(),
-        100.0 * copy_rate / raw
+        100.0 * copy_rate / raw,
+        100.0 * copy_rate / ceil.reads_and_creates
     );
     println!(
         "  re-sync of an equal tree (reads only):          {:>9.0} znodes/s  ({:.2}s)",

@@ -65,11 +65,9 @@ pub async fn mk_with(c: &Client, path: &str, data: &[u8], mode: CreateMode, acl:
         .unwrap_or_else(|e| panic!("create {path}: {e}"));
 }
 
-/// Builds `n` nodes under `root` (which is created): `fanout` children per directory,
-/// `payload` bytes each, written with pipelined multi transactions.
-pub async fn build_tree(c: &Client, root: &str, n: usize, fanout: usize, payload: usize) {
-    mk(c, root, b"root").await;
-    // Breadth-first names so that every parent precedes its children.
+/// The `n` paths `build_tree` creates under `root`, breadth first, so every parent precedes
+/// its children.
+pub fn tree_paths(root: &str, n: usize, fanout: usize) -> Vec<String> {
     let mut paths = Vec::with_capacity(n);
     let mut frontier = vec![root.to_string()];
     'outer: loop {
@@ -86,6 +84,14 @@ pub async fn build_tree(c: &Client, root: &str, n: usize, fanout: usize, payload
         }
         frontier = next;
     }
+    paths
+}
+
+/// Builds `n` nodes under `root` (which is created): `fanout` children per directory,
+/// `payload` bytes each, written with pipelined multi transactions.
+pub async fn build_tree(c: &Client, root: &str, n: usize, fanout: usize, payload: usize) {
+    mk(c, root, b"root").await;
+    let paths = tree_paths(root, n, fanout);
     let data: Vec<u8> = (0..payload).map(|i| (i % 251) as u8).collect();
     let mut in_flight = FuturesUnordered::new();
     // Each level completes before the next starts, so parents exist.
