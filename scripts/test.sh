@@ -33,6 +33,15 @@ disk
 section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+section "Layers: no Kubernetes crate under resiliency-core or verifier"
+# The compiler keeps Kubernetes out of these crates' sources; this keeps it out of their
+# manifests too.
+tree=$(cargo tree -e normal -p resiliency-core -p verifier --prefix none)
+if grep -E '^(kube|k8s-openapi)( |-)' <<<"$tree"; then
+    echo "ERROR: resiliency-core or verifier depends on a Kubernetes crate (above)" >&2
+    exit 1
+fi
+
 disk
 section "cargo test --workspace $*"
 cargo test --workspace "$@"

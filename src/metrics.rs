@@ -5,6 +5,8 @@
 
 pub mod compat;
 
+use crate::continuous::StreamMetrics;
+use crate::engine::judge::Verdict;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -323,7 +325,7 @@ pub struct LiveMetrics {
     held: std::sync::atomic::AtomicU64,
 }
 
-fn unix_seconds(t: k8s_openapi::jiff::Timestamp) -> f64 {
+fn unix_seconds(t: jiff::Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
 }
 
@@ -346,24 +348,31 @@ impl LiveMetrics {
         }
     }
 
+    fn side(&self, side: &'static str) -> [(&'static str, String); 3] {
+        let [a, b] = self.labels.clone();
+        [a, b, ("side", side.to_string())]
+    }
+}
+
+impl StreamMetrics for LiveMetrics {
     /// The current lag (see [`crate::continuous::Snapshot::lag`]).
-    pub fn current_lag(&self, lag: std::time::Duration) {
+    fn current_lag(&self, lag: std::time::Duration) {
         metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &self.labels).set(lag.as_secs_f64());
     }
 
-    pub fn heartbeat(&self, seen: Option<k8s_openapi::jiff::Timestamp>) {
+    fn heartbeat(&self, seen: Option<jiff::Timestamp>) {
         if let Some(t) = seen {
             metrics::gauge!(SYNC_LAST_HEARTBEAT_TIMESTAMP_SECONDS, &self.labels)
                 .set(unix_seconds(t));
         }
     }
 
-    pub fn repaired(&self, n: u64) {
+    fn repaired(&self, n: u64) {
         metrics::counter!(SYNC_REPAIRED_PATHS_TOTAL, &self.labels).increment(n);
     }
 
     /// Records the outcome of one lag-aware verification.
-    pub fn verdict(&self, verdict: Option<&crate::engine::judge::Verdict>) {
+    fn verdict(&self, verdict: Option<&Verdict>) {
         let result = match verdict {
             None => "error",
             Some(v) if v.in_sync() => "in_sync",
@@ -378,14 +387,9 @@ impl LiveMetrics {
             metrics::histogram!(VERIFY_DURATION_SECONDS).record(v.report.duration_seconds);
             if v.in_sync() {
                 metrics::gauge!(SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS, &self.labels)
-                    .set(unix_seconds(k8s_openapi::jiff::Timestamp::now()));
+                    .set(unix_seconds(jiff::Timestamp::now()));
             }
         }
-    }
-
-    fn side(&self, side: &'static str) -> [(&'static str, String); 3] {
-        let [a, b] = self.labels.clone();
-        [a, b, ("side", side.to_string())]
     }
 }
 

@@ -399,6 +399,22 @@ pub struct SnapshotStatus {
     pub suspect_reason: Option<String>,
 }
 
+impl From<&resiliency_core::runs::Snapshot> for SnapshotStatus {
+    fn from(s: &resiliency_core::runs::Snapshot) -> SnapshotStatus {
+        SnapshotStatus {
+            name: s.name.clone(),
+            location: s.location.clone(),
+            nodes: s.nodes,
+            data_bytes: s.data_bytes,
+            size_bytes: s.size_bytes,
+            root_hash: s.root_hash.clone(),
+            pruned: s.pruned.clone(),
+            suspect: s.suspect,
+            suspect_reason: s.suspect_reason.clone(),
+        }
+    }
+}
+
 fn default_verify_interval() -> String {
     "5m".into()
 }

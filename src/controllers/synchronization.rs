@@ -295,7 +295,7 @@ fn snapshot_succeeded(
         attempts: 1,
         ..SyncCounters::default()
     });
-    st.snapshot = Some(s.clone());
+    st.snapshot = Some(s.into());
     let done = if snap.restore {
         format!(
             "restored {} nodes of snapshot {} from {}",
@@ -845,7 +845,7 @@ mod tests {
             ..Default::default()
         }));
         let reason = "node count dropped from 1200 to 1 (\u{2212}99.9%) against snapshot db-1";
-        let status = crate::api::automation::SnapshotStatus {
+        let status = crate::runs::Snapshot {
             name: "db-2".into(),
             location: "file:///b".into(),
             nodes: 1,

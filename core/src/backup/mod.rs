@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use object_store::buffered::BufWriter;
 use object_store::{ObjectStore, ObjectStoreExt};
 use thiserror::Error;

@@ -6,13 +6,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use verifier::{Report, VerifyOptions};
 
-use crate::api::automation::SnapshotStatus;
-use crate::api::conditions::Reason;
 use crate::backup::{self, BackupError, BackupOptions, RestoreOptions};
 use crate::engine::{self, SyncError, SyncOptions, SyncSummary};
+use crate::reason::Reason;
 
 /// What a Synchronization runs, by plugin.
 #[derive(Clone, Debug)]
@@ -61,11 +60,30 @@ pub struct RunOutcome {
     pub snapshot: Option<SnapshotOutcome>,
 }
 
+/// A snapshot a backup wrote or a restore read, as a resource's status reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub name: String,
+    /// Where, without credentials, e.g. s3://bucket/ns/db.
+    pub location: String,
+    pub nodes: u64,
+    pub data_bytes: u64,
+    /// Compressed size in the bucket.
+    pub size_bytes: u64,
+    /// The verifier's root hash of the captured tree.
+    pub root_hash: String,
+    /// Snapshots deleted by retention after this backup.
+    pub pruned: Vec<String>,
+    /// Kept, but not counted by retention: see [`backup::Manifest::suspect`].
+    pub suspect: bool,
+    pub suspect_reason: Option<String>,
+}
+
 /// What a backup wrote or a restore read.
 #[derive(Clone, Debug)]
 pub struct SnapshotOutcome {
     pub restore: bool,
-    pub status: SnapshotStatus,
+    pub status: Snapshot,
     /// Backup: read back and checked. Restore: the restored tree hashes to the manifest's root.
     pub verified: bool,
     pub duration_seconds: f64,
@@ -250,7 +268,7 @@ async fn run(job: Job) -> Result<RunOutcome, RunFailure> {
                 .await
                 .map_err(|e| backup_failure(&e))?;
             let m = &sealed.manifest;
-            let status = SnapshotStatus {
+            let status = Snapshot {
                 name: m.name.clone(),
                 location: opts.location.describe(),
                 nodes: m.nodes,
@@ -270,7 +288,7 @@ async fn run(job: Job) -> Result<RunOutcome, RunFailure> {
         }
         Job::Restore(o) => {
             let s = backup::restore(&o).await.map_err(|e| backup_failure(&e))?;
-            let status = SnapshotStatus {
+            let status = Snapshot {
                 name: s.snapshot.clone(),
                 location: o.location.describe(),
                 nodes: s.nodes,
@@ -288,7 +306,7 @@ async fn run(job: Job) -> Result<RunOutcome, RunFailure> {
 
 fn snapshot_outcome(
     restore: bool,
-    status: SnapshotStatus,
+    status: Snapshot,
     verified: bool,
     duration_seconds: f64,
 ) -> RunOutcome {

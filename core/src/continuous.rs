@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use tokio::sync::watch;
 use zookeeper_client::{Acls, CreateMode, Error as ZkError};
 
@@ -16,7 +16,6 @@ use crate::engine::guard::SharedGate;
 use crate::engine::judge;
 use crate::engine::live::{self, LiveOptions, LiveState, Observer};
 use crate::engine::{Allowance, Held, SyncError, SyncSummary};
-use crate::metrics::LiveMetrics;
 
 /// Settings of a continuous sync and its verifier.
 #[derive(Clone, Debug)]
@@ -213,6 +212,16 @@ impl Board {
     }
 }
 
+/// Where a stream's figures go besides its board: Prometheus, in the operator and standalone
+/// mode. Beside every [`Observer`] event, the lag and heartbeat (each second), paths the
+/// verifier repaired and each verification's verdict.
+pub trait StreamMetrics: Observer {
+    fn current_lag(&self, lag: Duration);
+    fn heartbeat(&self, seen: Option<Timestamp>);
+    fn repaired(&self, n: u64);
+    fn verdict(&self, verdict: Option<&judge::Verdict>);
+}
+
 impl Observer for Board {
     fn state(&self, state: LiveState, why: &str) {
         let mut s = self.lock();
@@ -254,7 +263,7 @@ impl Observer for Board {
         s.delayed = waiting;
         s.delayed_since = oldest.and_then(|age| {
             Timestamp::now()
-                .checked_sub(k8s_openapi::jiff::SignedDuration::try_from(age).ok()?)
+                .checked_sub(jiff::SignedDuration::try_from(age).ok()?)
                 .ok()
         });
         s.delay_shortened_to = shortened;
@@ -282,7 +291,7 @@ impl Continuous {
     pub fn start(
         opts: ContinuousOptions,
         extra: Vec<Arc<dyn Observer>>,
-        metrics: Option<Arc<LiveMetrics>>,
+        metrics: Option<Arc<dyn StreamMetrics>>,
     ) -> Continuous {
         let board = Arc::new(Board {
             snap: Mutex::new(Snapshot {
@@ -298,7 +307,7 @@ impl Continuous {
         let mut observers: Vec<Arc<dyn Observer>> = vec![board.clone()];
         observers.extend(extra);
         if let Some(m) = &metrics {
-            observers.push(m.clone());
+            observers.push(m.clone() as Arc<dyn Observer>);
         }
         let observer: Arc<dyn Observer> = Arc::new(live::Tee(observers));
         let mut tasks = Vec::new();
@@ -421,7 +430,7 @@ const MAX_SUSPECTS: usize = 1000;
 async fn verify_loop(
     o: ContinuousOptions,
     board: Arc<Board>,
-    metrics: Option<Arc<LiveMetrics>>,
+    metrics: Option<Arc<dyn StreamMetrics>>,
     every: Duration,
 ) {
     let sync = &o.live.sync;
@@ -590,7 +599,7 @@ impl Registry {
         key: &str,
         generation: Option<i64>,
         opts: ContinuousOptions,
-        metrics: Option<Arc<LiveMetrics>>,
+        metrics: Option<Arc<dyn StreamMetrics>>,
     ) {
         let run = Continuous::start(opts, Vec::new(), metrics);
         // The old one is dropped (stopped) outside the lock.

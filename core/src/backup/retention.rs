@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
+use jiff::Timestamp;
 use object_store::ObjectStoreExt;
 
 use super::format::{self, Manifest, ReadBack, Standing, Suspect};

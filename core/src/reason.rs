@@ -1,0 +1,88 @@
+//! Why a condition has its status: one closed set, shared by Conditions, Events and the
+//! `reason` label of metrics (so none of them can grow without bound). It lives in the core
+//! because runs classify their failures with it.
+
+/// Why a condition has its status. PascalCase, stable: users alert on them. The name of each
+/// variant is its text.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+pub enum Reason {
+    Connected,
+    Unreachable,
+    AuthFailed,
+    SecretNotFound,
+    SecretInvalid,
+    DatabaseNotFound,
+    DatabaseNotReady,
+    InvalidSpec,
+    Pending,
+    Running,
+    Retrying,
+    Succeeded,
+    CopyFailed,
+    Equal,
+    Diverged,
+    VerifySkipped,
+    VerifyFailed,
+    Interrupted,
+    Scheduled,
+    Suspended,
+    ConcurrencyForbidden,
+    DeadlineMissed,
+    Active,
+    Streaming,
+    Syncing,
+    CaughtUp,
+    Behind,
+    LagAboveObjective,
+    HeartbeatLate,
+    NotVerified,
+    Undecided,
+    BucketNotFound,
+    KubernetesClusterNotFound,
+    MassDeletionHeld,
+    SourceEmptyHeld,
+    NoDeletesHeld,
+    DeletesReleased,
+    WriterConflict,
+    ReplicationLoop,
+    Delaying,
+    DelayShortened,
+}
+
+impl Reason {
+    /// The reason a condition's text names, if it is one of ours.
+    pub fn parse(s: &str) -> Option<Reason> {
+        s.parse().ok()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::VariantArray;
+
+    #[test]
+    fn every_reason_reads_back() {
+        for r in Reason::VARIANTS {
+            assert_eq!(Reason::parse(r.as_str()), Some(*r));
+            assert_eq!(r.to_string(), r.as_str());
+        }
+        assert_eq!(Reason::parse("Nope"), None);
+        assert_eq!(Reason::MassDeletionHeld.as_str(), "MassDeletionHeld");
+    }
+}
