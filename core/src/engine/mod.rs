@@ -1,7 +1,7 @@
 //! The replication engine: makes a destination subtree equal to a source subtree.
 //!
-//! It knows nothing of Kubernetes (a test enforces that): the CLI, the standalone mode and the
-//! controllers all drive it through [`SyncOptions`] and [`sync`].
+//! It knows nothing of Kubernetes (its crate has no Kubernetes dependency): the CLI, the
+//! standalone mode and the controllers all drive it through [`SyncOptions`] and [`sync`].
 
 pub mod claim;
 mod copy;
