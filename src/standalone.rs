@@ -343,7 +343,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
                         v.source_nodes,
                         v.destination_nodes,
                         v.divergent_nodes,
-                        &v.source_root_hash[..v.source_root_hash.len().min(16)]
+                        verifier::short_hash(&v.source_root_hash)
                     ));
                 }
                 if let Some(snap) = &d.status.snapshot {
@@ -352,7 +352,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
                         snap.name,
                         snap.nodes,
                         snap.size_bytes,
-                        &snap.root_hash[..snap.root_hash.len().min(16)],
+                        verifier::short_hash(&snap.root_hash),
                         snap.location
                     ));
                 }
@@ -468,7 +468,7 @@ fn live_changes(old: &LiveSynchronizationStatus, new: &LiveSynchronizationStatus
             new.undecided_nodes.unwrap_or(0),
             new.source_root_hash
                 .as_deref()
-                .map(|h| &h[..h.len().min(16)])
+                .map(verifier::short_hash)
                 .unwrap_or("-"),
             new.lag.as_deref().unwrap_or("-")
         ));

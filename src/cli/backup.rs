@@ -330,7 +330,7 @@ pub async fn run_snapshots(a: SnapshotsArgs) -> ExitCode {
                         m.nodes,
                         m.object_bytes,
                         m.root_path,
-                        &m.root_hash[..m.root_hash.len().min(16)],
+                        verifier::short_hash(&m.root_hash),
                         match &m.suspect {
                             Some(s) => format!("SUSPECT: {}", s.reason),
                             None => m.standing().as_str().to_string(),

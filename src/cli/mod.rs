@@ -910,7 +910,7 @@ fn verify_line(v: &crate::continuous::VerifyOutcome) -> String {
         Ok(v) if v.in_sync => format!(
             "verify: IN SYNC ({} nodes, root hash {}, {} suspected and cleared as lag)",
             v.source_nodes,
-            &v.source_root_hash[..v.source_root_hash.len().min(16)],
+            verifier::short_hash(&v.source_root_hash),
             v.suspected
         ),
         Ok(v) => format!(

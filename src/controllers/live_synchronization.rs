@@ -462,7 +462,7 @@ fn report(
                             format!(
                                 "{} nodes equal (root hash {})",
                                 r.source_nodes,
-                                &r.source_root_hash[..r.source_root_hash.len().min(16)]
+                                verifier::short_hash(&r.source_root_hash)
                             ),
                         ));
                     } else if r.confirmed_count > 0 {

@@ -234,6 +234,15 @@ impl MerkleBuilder {
     }
 }
 
+/// Hex digits of a root hash shown where a full one is too long (a line of output, a
+/// condition message): 64 bits, plenty to tell two trees apart by eye.
+pub const SHORT_HASH_CHARS: usize = 16;
+
+/// The first [`SHORT_HASH_CHARS`] of a hex hash (all of it when shorter).
+pub fn short_hash(hex: &str) -> &str {
+    hex.get(..SHORT_HASH_CHARS).unwrap_or(hex)
+}
+
 /// Lowercase hex of a hash, as reported.
 pub fn hex(h: &Hash) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()

@@ -14,8 +14,8 @@ pub mod zk;
 
 pub use acl_cache::{AclCache, AclCacheStats, VerifyCache};
 pub use hash::{
-    compare, diff, Comparer, Comparison, DigestTree, Divergence, DivergenceClass, DivergenceCounts,
-    HashOptions, MerkleBuilder,
+    compare, diff, short_hash, Comparer, Comparison, DigestTree, Divergence, DivergenceClass,
+    DivergenceCounts, HashOptions, MerkleBuilder,
 };
 pub use model::{AclEntry, Node, NodeKind, NodeStat};
 pub use reader::{
