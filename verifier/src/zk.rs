@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use base64::Engine as _;
 use sha1::Digest as _;
 use thiserror::Error;
@@ -73,11 +75,18 @@ impl ConnectOptions {
 
 #[derive(Debug, Error)]
 pub enum ConnectError {
-    #[error("{role} ensemble {servers:?} is unreachable: no session within {timeout:?}")]
+    #[error(
+        "{role} ensemble {servers:?} is unreachable: no session within {timeout:?} \
+         ({attempts} attempts, each on every server of the connect string; last error: {last})"
+    )]
     Unreachable {
         role: &'static str,
         servers: String,
         timeout: Duration,
+        /// Rounds of attempts: each tries every server once.
+        attempts: u32,
+        /// What the last round failed with.
+        last: String,
     },
     #[error("{role} ensemble {servers:?} refused the session: {source}")]
     Refused {
@@ -92,7 +101,8 @@ pub enum ConnectError {
     InvalidServers { role: &'static str, servers: String },
 }
 
-/// Opens a session and authenticates. `role` ("source" or "destination") names the side in errors.
+/// Opens a session and authenticates, trying every server again with backoff until
+/// `connect_timeout` has passed. `role` ("source" or "destination") names the side in errors.
 pub async fn connect(role: &'static str, opts: &ConnectOptions) -> Result<Client, ConnectError> {
     if opts.servers.trim().is_empty()
         || opts
@@ -108,9 +118,55 @@ pub async fn connect(role: &'static str, opts: &ConnectOptions) -> Result<Client
             servers: opts.servers.clone(),
         });
     }
+    let deadline = Instant::now() + opts.connect_timeout;
+    let mut pause = RETRY_FIRST;
+    let mut attempts = 0;
+    let mut last = String::new();
+    loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, connector(opts, left).connect(&opts.servers)).await {
+            // A round cut short by the deadline says less than the one before it.
+            Err(_) if last.is_empty() => last = "timed out".to_string(),
+            Err(_) => {}
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) if e == ZkError::NoHosts || is_transient(&e) => last = e.to_string(),
+            Ok(Err(source)) => {
+                return Err(ConnectError::Refused {
+                    role,
+                    servers: opts.servers.clone(),
+                    source,
+                })
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ConnectError::Unreachable {
+                role,
+                servers: opts.servers.clone(),
+                timeout: opts.connect_timeout,
+                attempts,
+                last: std::mem::take(&mut last),
+            });
+        }
+        tracing::debug!(role, servers = %opts.servers, attempts, %last, "no session yet, trying again");
+        // The last round runs at the deadline, so the whole timeout is used.
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+}
+
+/// Pause after a failed round of attempts, doubled after each up to [`RETRY_MAX`]. A server
+/// that is starting (a new ensemble, each step of a rolling restart) answers ruok but closes
+/// sessions ("ZooKeeperServer not running") for a moment: one round is not enough.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// One round: every server of the connect string once (fail eagerly), within `left`.
+fn connector(opts: &ConnectOptions, left: Duration) -> zookeeper_client::Connector {
     let mut connector = Client::connector()
         .with_session_timeout(opts.session_timeout)
-        .with_connection_timeout(opts.connect_timeout.min(opts.session_timeout))
+        .with_connection_timeout(left.min(opts.session_timeout))
         .with_fail_eagerly();
     if let Some(auth) = &opts.auth {
         connector = connector.with_auth(
@@ -118,23 +174,7 @@ pub async fn connect(role: &'static str, opts: &ConnectOptions) -> Result<Client
             format!("{}:{}", auth.user, auth.password).as_bytes(),
         );
     }
-    let unreachable = || ConnectError::Unreachable {
-        role,
-        servers: opts.servers.clone(),
-        timeout: opts.connect_timeout,
-    };
-    match tokio::time::timeout(opts.connect_timeout, connector.connect(&opts.servers)).await {
-        Err(_) => Err(unreachable()),
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(ZkError::NoHosts | ZkError::Timeout | ZkError::ConnectionLoss)) => {
-            Err(unreachable())
-        }
-        Ok(Err(source)) => Err(ConnectError::Refused {
-            role,
-            servers: opts.servers.clone(),
-            source,
-        }),
-    }
+    connector
 }
 
 /// Errors a fresh attempt can cure: the connection or session, not the request.
