@@ -1,5 +1,6 @@
 //! Connecting while a server starts: a fresh or restarting ZooKeeper refuses connections, then
 //! answers ruok but closes sessions for a moment. A connect keeps trying until its timeout.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
