@@ -129,6 +129,24 @@ pub fn sync_opts(src: &ZkServer, root: &str, dst: &ZkServer, dst_root: &str) -> 
     o
 }
 
+/// Waits until the verifier finds the trees equal (a stream converges within seconds once the
+/// source stops changing).
+pub async fn converges(o: &SyncOptions) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = verify(o).await;
+        if r.equal {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never converged: {}",
+            r.render()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Verifies with the same connection settings and policies as `o`.
 pub async fn verify(o: &SyncOptions) -> Report {
     let src = verifier::connect_pool("source", &o.source, 2)
