@@ -21,8 +21,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # cc: glibc and libgcc, which the Rust binary links against; no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /out/resiliency-operator /usr/local/bin/resiliency-operator
-# The image's nonroot user. Nothing depends on this UID (OpenShift assigns another) and the
-# binary writes no files, so a read-only root filesystem works.
+# The image's nonroot user. Nothing depends on this UID (OpenShift assigns another). The
+# binary writes only TMPDIR (backup verification and restores stage a snapshot object there):
+# with a read-only root filesystem, mount a volume there, as deploy/kubernetes does at /tmp.
 USER 65532:65532
 # /metrics, /healthz and /readyz.
 EXPOSE 8080
