@@ -8,6 +8,7 @@ pub mod operator;
 pub mod remote_cluster;
 pub mod resolve;
 pub mod schedule;
+pub mod serve;
 pub mod standalone;
 pub mod telemetry;
 

@@ -6,7 +6,6 @@
 pub mod apply;
 pub mod bucket;
 pub mod database;
-pub mod http;
 pub mod kubernetes_cluster;
 pub mod leader;
 pub mod live_synchronization;
@@ -33,6 +32,7 @@ use crate::api::assets::Database;
 use crate::api::automation::{LiveSynchronization, Synchronization, SynchronizationPlan};
 use crate::controllers::synchronization::Note;
 use crate::runs::{cause_chain, Runs};
+use crate::serve::{http, shutdown};
 pub use apply::Error;
 
 /// The three controllers; `--controllers` picks some, all by default.
@@ -292,22 +292,6 @@ enum Crd {
     Bucket,
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub(crate) async fn termination() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// Resolves once `rx` says true (or its sender is gone).
 async fn when_set(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
@@ -472,7 +456,7 @@ pub async fn run(
     }
     let mut died = None;
     tokio::select! {
-        _ = termination() => tracing::info!("termination signal: shutting down"),
+        _ = shutdown::termination() => tracing::info!("termination signal: shutting down"),
         Some(done) = tasks.join_next() => {
             let w = done.map(|w| w.name()).unwrap_or("unknown");
             health.set_broken();
