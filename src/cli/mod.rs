@@ -61,7 +61,7 @@ pub struct OperatorArgs {
         value_delimiter = ',',
         default_value = "database,synchronization,synchronizationplan"
     )]
-    pub controllers: Vec<crate::operator::Which>,
+    pub controllers: Vec<crate::operator::ControllerGroup>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "RESILIENCY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: std::net::SocketAddr,

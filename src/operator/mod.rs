@@ -35,20 +35,22 @@ use crate::runs::{cause_chain, Runs};
 use crate::serve::{http, shutdown};
 pub use apply::Error;
 
-/// The three controllers; `--controllers` picks some, all by default.
+/// One `--controllers` value (all by default): the controllers that run under one Lease and
+/// one Deployment, and share one `controller` label. Database also checks Buckets and
+/// KubernetesClusters; Synchronization also drives LiveSynchronizations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
-pub enum Which {
+pub enum ControllerGroup {
     Database,
     Synchronization,
     Synchronizationplan,
 }
 
-impl Which {
+impl ControllerGroup {
     pub fn name(self) -> &'static str {
         match self {
-            Which::Database => database::NAME,
-            Which::Synchronization => synchronization::NAME,
-            Which::Synchronizationplan => synchronization_plan::NAME,
+            ControllerGroup::Database => database::NAME,
+            ControllerGroup::Synchronization => synchronization::NAME,
+            ControllerGroup::Synchronizationplan => synchronization_plan::NAME,
         }
     }
 
@@ -59,7 +61,7 @@ impl Which {
 }
 
 pub struct Settings {
-    pub controllers: Vec<Which>,
+    pub controllers: Vec<ControllerGroup>,
     pub listen: SocketAddr,
     /// Namespace of the Leases; None disables leader election (one replica only).
     pub lease_namespace: Option<String>,
@@ -95,11 +97,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(client: Client, which: Which, instance: Option<String>) -> Shared {
+    pub fn new(client: Client, group: ControllerGroup, instance: Option<String>) -> Shared {
         Shared {
-            events: apply::Events::new(client.clone(), &which.component(), instance),
+            events: apply::Events::new(client.clone(), &group.component(), instance),
             client,
-            controller: which.name(),
+            controller: group.name(),
             failures: Arc::default(),
         }
     }
@@ -204,19 +206,21 @@ pub fn log_result<K: Resource, E: std::error::Error + 'static, QE: std::error::E
 
 /// Fails early, with the fix in the message, when the API server is unreachable, we lack
 /// permission, or a CRD is missing, instead of logging watch errors forever.
-async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), OperatorError> {
+async fn preflight(client: &Client, controllers: &[ControllerGroup]) -> Result<(), OperatorError> {
     let lp = ListParams::default().limit(1);
     // Each controller's own kind, plus the Databases the Synchronization controller watches.
     let mut crds = Vec::new();
-    for w in controllers {
-        match w {
-            Which::Database => crds.extend([Crd::Database, Crd::Bucket, Crd::KubernetesCluster]),
-            Which::Synchronization => crds.extend([
+    for group in controllers {
+        match group {
+            ControllerGroup::Database => {
+                crds.extend([Crd::Database, Crd::Bucket, Crd::KubernetesCluster])
+            }
+            ControllerGroup::Synchronization => crds.extend([
                 Crd::Synchronization,
                 Crd::LiveSynchronization,
                 Crd::Database,
             ]),
-            Which::Synchronizationplan => {
+            ControllerGroup::Synchronizationplan => {
                 crds.extend([Crd::SynchronizationPlan, Crd::Synchronization])
             }
         }
@@ -315,15 +319,15 @@ impl Workers {
 /// Runs one controller until it is told to stop. Used with and without leader election.
 /// The synchronization controller also drives LiveSynchronizations, under the same Lease.
 async fn run_one(
-    which: Which,
+    group: ControllerGroup,
     client: Client,
     instance: Option<String>,
     stop: watch::Receiver<bool>,
     workers: Workers,
 ) {
-    let shared = Shared::new(client, which, instance);
-    match which {
-        Which::Database => {
+    let shared = Shared::new(client, group, instance);
+    match group {
+        ControllerGroup::Database => {
             // Buckets and KubernetesClusters are assets too: checked in the same process,
             // under the same Lease.
             let buckets = database::Ctx::new(shared.clone());
@@ -334,7 +338,7 @@ async fn run_one(
                 kubernetes_cluster::run(Arc::new(clusters), when_set(stop))
             );
         }
-        Which::Synchronization => {
+        ControllerGroup::Synchronization => {
             let live = live_synchronization::Ctx::new(shared.clone(), workers.live);
             let ctx = synchronization::Ctx {
                 shared,
@@ -345,7 +349,7 @@ async fn run_one(
                 live_synchronization::run(Arc::new(live), when_set(stop))
             );
         }
-        Which::Synchronizationplan => {
+        ControllerGroup::Synchronizationplan => {
             let ctx = synchronization_plan::Ctx { shared };
             synchronization_plan::run(Arc::new(ctx), when_set(stop)).await
         }
@@ -355,23 +359,23 @@ async fn run_one(
 /// Campaigns for the controller's Lease, runs the controller while holding it, stands by
 /// again when it is lost, and releases it on shutdown.
 async fn supervise(
-    which: Which,
+    group: ControllerGroup,
     client: Client,
     settings: Arc<Settings>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let name = which.name();
+    let name = group.name();
     let instance = Some(settings.identity.clone());
     let Some(ns) = settings.lease_namespace.clone() else {
         metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
-        run_one(which, client, instance, shutdown, Workers::default()).await;
+        run_one(group, client, instance, shutdown, Workers::default()).await;
         return;
     };
-    let cfg = leader::LeaseConfig::new(&which.component(), &ns, &settings.identity);
+    let cfg = leader::LeaseConfig::new(&group.component(), &ns, &settings.identity);
     let mut elector = leader::Elector::new(client.clone(), cfg);
     loop {
         metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(0.0);
-        tracing::info!(controller = name, lease = %which.component(), "standing by for the Lease");
+        tracing::info!(controller = name, lease = %group.component(), "standing by for the Lease");
         if !elector.acquire(&mut shutdown).await {
             return;
         }
@@ -380,7 +384,7 @@ async fn supervise(
         // Owned here: losing the Lease aborts the controller, and its runs must go with it.
         let workers = Workers::default();
         let mut controller = tokio::spawn(run_one(
-            which,
+            group,
             client.clone(),
             instance.clone(),
             stop_rx,
@@ -442,23 +446,23 @@ pub async fn run(
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
     preflight(&client, &settings.controllers).await?;
     health.set_ready();
-    tracing::info!(controllers = ?settings.controllers.iter().map(|w| w.name()).collect::<Vec<_>>(),
+    tracing::info!(controllers = ?settings.controllers.iter().map(|g| g.name()).collect::<Vec<_>>(),
         identity = %settings.identity, "operator started");
 
     let settings = Arc::new(settings);
     let mut tasks = tokio::task::JoinSet::new();
-    for w in settings.controllers.clone() {
+    for group in settings.controllers.clone() {
         let (client, settings, rx) = (client.clone(), settings.clone(), shutdown_rx.clone());
         tasks.spawn(async move {
-            supervise(w, client, settings, rx).await;
-            w
+            supervise(group, client, settings, rx).await;
+            group
         });
     }
     let mut died = None;
     tokio::select! {
         _ = shutdown::termination() => tracing::info!("termination signal: shutting down"),
         Some(done) = tasks.join_next() => {
-            let w = done.map(|w| w.name()).unwrap_or("unknown");
+            let w = done.map(|g| g.name()).unwrap_or("unknown");
             health.set_broken();
             died = Some(w);
         }
@@ -485,11 +489,11 @@ mod tests {
     #[test]
     fn components_match_the_deployments_and_leases() {
         assert_eq!(
-            Which::Database.component(),
+            ControllerGroup::Database.component(),
             "resiliency-operator-database-controller"
         );
         assert_eq!(
-            Which::Synchronizationplan.component(),
+            ControllerGroup::Synchronizationplan.component(),
             "resiliency-operator-synchronizationplan-controller"
         );
     }
