@@ -22,7 +22,7 @@ use resiliency_operator::controllers::synchronization::WAITING_RECHECK;
 use resiliency_operator::operator::leader::{Elector, Ended, LeaseConfig};
 use resiliency_operator::operator::synchronization::{FINALIZER, RUN_POLL};
 use resiliency_operator::operator::{
-    database, synchronization, synchronization_plan, ControllerGroup, Shared,
+    database, synchronization, synchronization_plan, ControllerGroup, Process, Shared,
 };
 use resiliency_operator::runs::Runs;
 use support::*;
@@ -148,7 +148,12 @@ fn mock_client() -> (Client, ApiServer) {
 }
 
 fn shared(client: Client, group: ControllerGroup) -> Shared {
-    Shared::new(client, group, Some("test-replica".into()))
+    Shared::new(
+        client,
+        group,
+        Some("test-replica".into()),
+        &Process::default(),
+    )
 }
 
 fn database(name: &str, servers: &[String]) -> Database {

@@ -59,7 +59,7 @@ pub async fn run(
         NAME,
         ctx,
         resolve::bucket_secret_name,
-        crate::metrics::compat::register_buckets,
+        crate::metrics::compat::Exports::register_buckets,
         reconcile,
         stop,
     )

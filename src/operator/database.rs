@@ -19,6 +19,7 @@ use super::Shared;
 use crate::api::assets::Database;
 use crate::api::conditions::{find, types};
 use crate::controllers::database::{self as decide, RECHECK};
+use crate::metrics::compat::Exports;
 use crate::resolve;
 
 pub const NAME: &str = "database";
@@ -104,7 +105,12 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
         return Ok(Action::requeue(wait));
     }
     let data = secret.as_ref().map(resolve::secret_data);
-    let routed = super::remote::route(&ctx.shared.client, &ns, (*db).clone()).await?;
+    let routed = ctx
+        .shared
+        .process
+        .remotes
+        .route(&ctx.shared.client, &ns, (*db).clone())
+        .await?;
     let servers = |d: &Database| {
         d.spec
             .zookeeper
@@ -134,7 +140,7 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
             probed.map_err(|mut failed| {
                 // Through a tunnel, "connection refused" on loopback says little; the
                 // tunnel's own failure says why.
-                if let Some(why) = super::remote::last_tunnel_error(&ns, &db) {
+                if let Some(why) = ctx.shared.process.remotes.last_tunnel_error(&ns, &db) {
                     failed.message = format!(
                         "{} (through KubernetesCluster {}: {why})",
                         failed.message,
@@ -173,13 +179,17 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.shared.client.clone();
+    let exports = ctx.shared.process.exports.clone();
     // Metadata only: the controller never caches credentials.
     let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
     let controller = Controller::new(
         Api::<Database>::all(client),
         watcher::Config::default().any_semantic(),
     );
-    crate::metrics::compat::register_databases(controller.store());
+    ctx.shared
+        .process
+        .exports
+        .register_databases(controller.store());
     controller
         .watches(secrets, watcher::Config::default(), |s| {
             Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
@@ -195,7 +205,7 @@ pub async fn run(
         )
         .for_each(|r| async move { super::log_result(NAME, r) })
         .await;
-    crate::metrics::compat::unregister(NAME);
+    exports.unregister(NAME);
 }
 
 /// Runs the controller of an asset checked with the Secret its spec names (`secret_of`):
@@ -205,7 +215,7 @@ pub async fn run_checked_with_secret<K, Fut>(
     name: &'static str,
     ctx: Arc<Ctx>,
     secret_of: fn(&K) -> Option<&str>,
-    register: fn(kube::runtime::reflector::Store<K>),
+    register: fn(&Exports, kube::runtime::reflector::Store<K>),
     reconcile: fn(Arc<K>, Arc<Ctx>) -> Fut,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
@@ -224,7 +234,8 @@ pub async fn run_checked_with_secret<K, Fut>(
         Api::<K>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    register(controller.store());
+    let exports = ctx.shared.process.exports.clone();
+    register(&exports, controller.store());
     let store = controller.store();
     let secrets = Api::<PartialObjectMeta<Secret>>::all(client);
     controller
@@ -248,7 +259,7 @@ pub async fn run_checked_with_secret<K, Fut>(
         )
         .for_each(|r| async move { super::log_result(name, r) })
         .await;
-    crate::metrics::compat::unregister(name);
+    exports.unregister(name);
 }
 
 #[cfg(test)]

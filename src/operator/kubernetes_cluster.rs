@@ -74,7 +74,7 @@ pub async fn run(
         NAME,
         ctx,
         secret_of,
-        crate::metrics::compat::register_kubernetes_clusters,
+        crate::metrics::compat::Exports::register_kubernetes_clusters,
         reconcile,
         stop,
     )

@@ -88,7 +88,7 @@ pub async fn reconcile(ls: Arc<LiveSynchronization>, ctx: Arc<Ctx>) -> Result<Ac
         Some((g, snap)) => *g != ls.metadata.generation || snap.failed.is_some(),
     };
     let endpoints = if must_resolve {
-        read_endpoints(&ctx.shared.client, &ns, &ls.spec.config).await?
+        read_endpoints(&ctx.shared, &ns, &ls.spec.config).await?
     } else {
         Default::default()
     };
@@ -163,7 +163,7 @@ pub async fn run(
         Api::<LiveSynchronization>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    crate::metrics::compat::register_live(controller.store());
+    ctx.shared.process.exports.register_live(controller.store());
     wake_users_on_endpoint_changes(controller, client, users_of)
         .graceful_shutdown_on(stop)
         .run(
@@ -176,6 +176,6 @@ pub async fn run(
         )
         .for_each(|r| async move { super::log_result(NAME, r) })
         .await;
-    crate::metrics::compat::unregister_live();
+    ctx.shared.process.exports.unregister_live();
     ctx.live.clear();
 }

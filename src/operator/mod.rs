@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use crate::api::assets::Database;
 use crate::api::automation::{LiveSynchronization, Synchronization, SynchronizationPlan};
 use crate::controllers::synchronization::Note;
+use crate::metrics::compat::Exports;
 use crate::runs::{cause_chain, Runs};
 use crate::serve::{http, shutdown};
 pub use apply::Error;
@@ -86,22 +87,37 @@ pub enum OperatorError {
     ControllerDied(&'static str),
 }
 
+/// What the controllers in one process share, whichever Leases it holds: the tunnels and
+/// clients into other clusters, and the Astronetes names its `/metrics` renders.
+#[derive(Clone, Default)]
+pub struct Process {
+    pub remotes: Arc<remote::Remotes>,
+    pub exports: Arc<Exports>,
+}
+
 /// What every reconciler of one controller shares.
 #[derive(Clone)]
 pub struct Shared {
     pub client: Client,
     pub events: apply::Events,
     pub controller: &'static str,
+    pub process: Process,
     /// Consecutive failures per object, for the growing retry delay.
     failures: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Shared {
-    pub fn new(client: Client, group: ControllerGroup, instance: Option<String>) -> Shared {
+    pub fn new(
+        client: Client,
+        group: ControllerGroup,
+        instance: Option<String>,
+        process: &Process,
+    ) -> Shared {
         Shared {
             events: apply::Events::new(client.clone(), &group.component(), instance),
             client,
             controller: group.name(),
+            process: process.clone(),
             failures: Arc::default(),
         }
     }
@@ -322,10 +338,11 @@ async fn run_one(
     group: ControllerGroup,
     client: Client,
     instance: Option<String>,
+    process: Process,
     stop: watch::Receiver<bool>,
     workers: Workers,
 ) {
-    let shared = Shared::new(client, group, instance);
+    let shared = Shared::new(client, group, instance, &process);
     match group {
         ControllerGroup::Database => {
             // Buckets and KubernetesClusters are assets too: checked in the same process,
@@ -362,13 +379,22 @@ async fn supervise(
     group: ControllerGroup,
     client: Client,
     settings: Arc<Settings>,
+    process: Process,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = group.name();
     let instance = Some(settings.identity.clone());
     let Some(ns) = settings.lease_namespace.clone() else {
         metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
-        run_one(group, client, instance, shutdown, Workers::default()).await;
+        run_one(
+            group,
+            client,
+            instance,
+            process,
+            shutdown,
+            Workers::default(),
+        )
+        .await;
         return;
     };
     let cfg = leader::LeaseConfig::new(&group.component(), &ns, &settings.identity);
@@ -387,6 +413,7 @@ async fn supervise(
             group,
             client.clone(),
             instance.clone(),
+            process.clone(),
             stop_rx,
             workers.clone(),
         ));
@@ -425,13 +452,14 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Result<(), OperatorError> {
     let health = Arc::new(http::Health::default());
+    let process = Process::default();
     let listener = http::bind(settings.listen)
         .await
         .map_err(OperatorError::Listen)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(http::serve(
         listener,
-        http::router(health.clone(), metrics.clone()),
+        http::router_with_exports(health.clone(), metrics.clone(), process.exports.clone()),
         when_set(shutdown_rx.clone()),
     ));
     if let Some(h) = metrics.clone() {
@@ -453,8 +481,9 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     for group in settings.controllers.clone() {
         let (client, settings, rx) = (client.clone(), settings.clone(), shutdown_rx.clone());
+        let process = process.clone();
         tasks.spawn(async move {
-            supervise(group, client, settings, rx).await;
+            supervise(group, client, settings, process, rx).await;
             group
         });
     }

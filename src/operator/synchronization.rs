@@ -56,7 +56,7 @@ pub(super) type Buckets = BTreeMap<String, (Option<Bucket>, Option<SecretData>)>
 /// object is `None`; any other API error fails the reconcile (and is retried), so an API
 /// outage never looks like a deletion.
 pub(super) async fn read_sync_endpoints(
-    client: &kube::Client,
+    shared: &Shared,
     ns: &str,
     plugin: Plugin,
     config: &SyncConfig,
@@ -66,7 +66,8 @@ pub(super) async fn read_sync_endpoints(
         Direction::Backup => (vec![&config.source_name], Some(&config.destination_name)),
         Direction::Restore => (vec![&config.destination_name], Some(&config.source_name)),
     };
-    let dbs = read_databases(client, ns, &db_names).await?;
+    let dbs = read_databases(shared, ns, &db_names).await?;
+    let client = &shared.client;
     let mut buckets = BTreeMap::new();
     if let Some(name) = bucket {
         let b = Api::<Bucket>::namespaced(client.clone(), ns)
@@ -88,18 +89,15 @@ pub(super) async fn read_sync_endpoints(
 
 /// Reads both Databases of a sync config and their Secrets (see [`read_sync_endpoints`]).
 pub(super) async fn read_endpoints(
-    client: &kube::Client,
+    shared: &Shared,
     ns: &str,
     config: &SyncConfig,
 ) -> Result<Endpoints, Error> {
-    read_databases(client, ns, &[&config.source_name, &config.destination_name]).await
+    read_databases(shared, ns, &[&config.source_name, &config.destination_name]).await
 }
 
-async fn read_databases(
-    client: &kube::Client,
-    ns: &str,
-    names: &[&String],
-) -> Result<Endpoints, Error> {
+async fn read_databases(shared: &Shared, ns: &str, names: &[&String]) -> Result<Endpoints, Error> {
+    let client = &shared.client;
     let dbs = Api::<Database>::namespaced(client.clone(), ns);
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     let mut out = BTreeMap::new();
@@ -120,7 +118,10 @@ async fn read_databases(
             None => None,
         };
         let found = match db {
-            Some(db) => super::remote::route(client, ns, db)
+            Some(db) => shared
+                .process
+                .remotes
+                .route(client, ns, db)
                 .await?
                 .map(|db| (Some(db), secret)),
             None => Ok((None, secret)),
@@ -189,7 +190,7 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
 
     let run = ctx.runs.state(&uid);
     let (endpoints, buckets) = if decide::needs_endpoints(&s, run.as_ref()) {
-        read_sync_endpoints(&ctx.shared.client, &ns, s.spec.plugin, &s.spec.config).await?
+        read_sync_endpoints(&ctx.shared, &ns, s.spec.plugin, &s.spec.config).await?
     } else {
         Default::default()
     };
@@ -384,7 +385,10 @@ pub async fn run(
         Api::<Synchronization>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    crate::metrics::compat::register_synchronizations(controller.store());
+    ctx.shared
+        .process
+        .exports
+        .register_synchronizations(controller.store());
     wake_users_on_endpoint_changes(controller, client, users_of)
         .graceful_shutdown_on(stop)
         .run(
@@ -397,7 +401,7 @@ pub async fn run(
         )
         .for_each(|r| async move { super::log_result(NAME, r) })
         .await;
-    crate::metrics::compat::unregister(NAME);
+    ctx.shared.process.exports.unregister(NAME);
     // Shutting down: the next leader restarts unfinished runs.
     ctx.runs.clear();
 }

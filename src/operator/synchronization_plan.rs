@@ -124,11 +124,15 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.shared.client.clone();
+    let exports = ctx.shared.process.exports.clone();
     let controller = Controller::new(
         Api::<SynchronizationPlan>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    crate::metrics::compat::register_plans(controller.store());
+    ctx.shared
+        .process
+        .exports
+        .register_plans(controller.store());
     controller
         .owns(
             Api::<Synchronization>::all(client),
@@ -145,7 +149,7 @@ pub async fn run(
         )
         .for_each(|r| async move { super::log_result(NAME, r) })
         .await;
-    crate::metrics::compat::unregister(NAME);
+    exports.unregister(NAME);
 }
 
 #[cfg(test)]
