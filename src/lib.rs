@@ -11,6 +11,7 @@ pub mod schedule;
 pub mod serve;
 pub mod standalone;
 pub mod telemetry;
+pub mod text;
 
 // The Kubernetes-free core, re-exported under the paths the rest of the crate uses.
 pub use resiliency_core::{backup, continuous, engine, runs};

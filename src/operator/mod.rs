@@ -181,7 +181,7 @@ impl Shared {
         let note = Note {
             warning: true,
             reason: crate::api::conditions::Reason::Retrying,
-            message: apply::truncate(&cause_chain(err), 1024),
+            message: crate::text::truncate(&cause_chain(err), apply::EVENT_NOTE_MAX_BYTES),
         };
         tokio::spawn(async move { events.publish(&obj, "Reconcile", &note).await });
         Action::requeue(delay)
