@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
@@ -15,6 +14,7 @@ use kube::Api;
 use tokio::time::Instant;
 
 use super::apply::{self, Error};
+use super::shared::{drive, HasShared};
 use super::Shared;
 use crate::api::assets::Database;
 use crate::api::conditions::{find, types};
@@ -29,6 +29,12 @@ pub const NAME: &str = "database";
 pub struct Ctx {
     pub shared: Shared,
     pub(super) checks: Checks,
+}
+
+impl HasShared for Ctx {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Ctx {
@@ -190,21 +196,10 @@ pub async fn run(
         .process
         .exports
         .register_databases(controller.store());
-    controller
-        .watches(secrets, watcher::Config::default(), |s| {
-            Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
-        })
-        .graceful_shutdown_on(stop)
-        .run(
-            |db, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(db, ctx, reconcile)
-            },
-            |db, err, ctx| ctx.shared.error_policy(&*db, err),
-            ctx,
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
+    let controller = controller.watches(secrets, watcher::Config::default(), |s| {
+        Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
+    });
+    drive(NAME, controller, reconcile, ctx, stop).await;
     exports.unregister(NAME);
 }
 
@@ -238,27 +233,16 @@ pub async fn run_checked_with_secret<K, Fut>(
     register(&exports, controller.store());
     let store = controller.store();
     let secrets = Api::<PartialObjectMeta<Secret>>::all(client);
-    controller
-        .watches(secrets, watcher::Config::default(), move |s| {
-            let (ns, secret) = (s.namespace(), s.name_any());
-            store
-                .state()
-                .iter()
-                .filter(|o| o.namespace() == ns && secret_of(o) == Some(secret.as_str()))
-                .map(|o| ObjectRef::from_obj(&**o))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stop)
-        .run(
-            move |o, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(o, ctx, reconcile)
-            },
-            |o, err, ctx| ctx.shared.error_policy(&*o, err),
-            ctx,
-        )
-        .for_each(|r| async move { super::log_result(name, r) })
-        .await;
+    let controller = controller.watches(secrets, watcher::Config::default(), move |s| {
+        let (ns, secret) = (s.namespace(), s.name_any());
+        store
+            .state()
+            .iter()
+            .filter(|o| o.namespace() == ns && secret_of(o) == Some(secret.as_str()))
+            .map(|o| ObjectRef::from_obj(&**o))
+            .collect::<Vec<_>>()
+    });
+    drive(name, controller, reconcile, ctx, stop).await;
     exports.unregister(name);
 }
 

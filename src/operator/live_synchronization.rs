@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -17,6 +16,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 
 use super::apply::{self, Error};
+use super::shared::{drive, HasShared};
 use super::synchronization::{
     read_endpoints, set_finalizer, uses, wake_users_on_endpoint_changes, FINALIZER, RUN_POLL,
 };
@@ -37,6 +37,12 @@ pub struct Ctx {
     pub live: Registry,
     /// When each object's status was last written, for [`decide::status_due`].
     written: Mutex<HashMap<String, Instant>>,
+}
+
+impl HasShared for Ctx {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Ctx {
@@ -164,18 +170,8 @@ pub async fn run(
         watcher::Config::default().any_semantic(),
     );
     ctx.shared.process.exports.register_live(controller.store());
-    wake_users_on_endpoint_changes(controller, client, users_of)
-        .graceful_shutdown_on(stop)
-        .run(
-            |s, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(s, ctx, reconcile)
-            },
-            |s, err, ctx| ctx.shared.error_policy(&*s, err),
-            ctx.clone(),
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
+    let controller = wake_users_on_endpoint_changes(controller, client, users_of);
+    drive(NAME, controller, reconcile, ctx.clone(), stop).await;
     ctx.shared.process.exports.unregister_live();
     ctx.live.clear();
 }

@@ -9,32 +9,27 @@ pub mod database;
 pub mod kubernetes_cluster;
 pub mod leader;
 pub mod live_synchronization;
+mod preflight;
 pub mod remote;
+pub mod shared;
 pub mod synchronization;
 pub mod synchronization_plan;
 
-use std::collections::HashMap;
-use std::fmt::Debug;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::ValueEnum;
-use kube::api::ListParams;
-use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Client, Resource};
+use kube::Client;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::api::assets::Database;
-use crate::api::automation::{LiveSynchronization, Synchronization, SynchronizationPlan};
-use crate::controllers::synchronization::Note;
 use crate::metrics::compat::Exports;
-use crate::runs::{cause_chain, Runs};
+use crate::runs::Runs;
 use crate::serve::{http, shutdown};
 pub use apply::Error;
+use preflight::preflight;
+pub use shared::Shared;
 
 /// One `--controllers` value (all by default): the controllers that run under one Lease and
 /// one Deployment, and share one `controller` label. Database also checks Buckets and
@@ -93,223 +88,6 @@ pub enum OperatorError {
 pub struct Process {
     pub remotes: Arc<remote::Remotes>,
     pub exports: Arc<Exports>,
-}
-
-/// What every reconciler of one controller shares.
-#[derive(Clone)]
-pub struct Shared {
-    pub client: Client,
-    pub events: apply::Events,
-    pub controller: &'static str,
-    pub process: Process,
-    /// Consecutive failures per object, for the growing retry delay.
-    failures: Arc<Mutex<HashMap<String, u32>>>,
-}
-
-impl Shared {
-    pub fn new(
-        client: Client,
-        group: ControllerGroup,
-        instance: Option<String>,
-        process: &Process,
-    ) -> Shared {
-        Shared {
-            events: apply::Events::new(client.clone(), &group.component(), instance),
-            client,
-            controller: group.name(),
-            process: process.clone(),
-            failures: Arc::default(),
-        }
-    }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs one reconcile with a span, its duration and error metrics, and resets the
-    /// object's retry delay when it succeeds.
-    pub async fn instrument<K, C, F, Fut>(
-        self,
-        obj: Arc<K>,
-        ctx: Arc<C>,
-        f: F,
-    ) -> Result<Action, Error>
-    where
-        K: Resource,
-        F: FnOnce(Arc<K>, Arc<C>) -> Fut,
-        Fut: Future<Output = Result<Action, Error>>,
-    {
-        use tracing::Instrument;
-        let key = object_key(&*obj);
-        let span = tracing::info_span!("reconcile", controller = self.controller, object = %key);
-        let started = Instant::now();
-        let result = f(obj, ctx).instrument(span).await;
-        let c = self.controller;
-        metrics::counter!(crate::metrics::RECONCILE_TOTAL, "controller" => c).increment(1);
-        metrics::histogram!(crate::metrics::RECONCILE_DURATION_SECONDS, "controller" => c)
-            .record(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(_) => {
-                self.failures().remove(&key);
-            }
-            Err(e) => {
-                metrics::counter!(crate::metrics::RECONCILE_ERRORS_TOTAL, "controller" => c, "reason" => e.reason())
-                    .increment(1);
-            }
-        }
-        result
-    }
-
-    /// Retries a failed reconcile after 5 s, doubling per consecutive failure up to 5 min, and
-    /// publishes one Warning Event with the cause chain.
-    pub fn error_policy<K>(&self, obj: &K, err: &Error) -> Action
-    where
-        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-    {
-        let key = object_key(obj);
-        let n = {
-            let mut f = self.failures();
-            let n = f.entry(key.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        let delay = retry_delay(n);
-        tracing::warn!(controller = self.controller, object = %key, reason = err.reason(),
-            retry_in_seconds = delay.as_secs(), error = %cause_chain(err), "reconcile failed");
-        let events = self.events.clone();
-        let obj = obj.clone();
-        let note = Note {
-            warning: true,
-            reason: crate::api::conditions::Reason::Retrying,
-            message: crate::text::truncate(&cause_chain(err), apply::EVENT_NOTE_MAX_BYTES),
-        };
-        tokio::spawn(async move { events.publish(&obj, "Reconcile", &note).await });
-        Action::requeue(delay)
-    }
-}
-
-/// 5 s after the first failure, doubling up to 5 min.
-pub fn retry_delay(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(6);
-    Duration::from_secs(5u64 << exp).min(Duration::from_secs(300))
-}
-
-fn object_key<K: Resource>(obj: &K) -> String {
-    format!(
-        "{}/{}",
-        obj.meta().namespace.as_deref().unwrap_or_default(),
-        obj.meta().name.as_deref().unwrap_or_default()
-    )
-}
-
-/// Logs what the controller stream yields: errors from the reconciler are handled (and logged)
-/// by the error policy; watch errors are logged here.
-pub fn log_result<K: Resource, E: std::error::Error + 'static, QE: std::error::Error + 'static>(
-    controller: &'static str,
-    r: Result<(ObjectRef<K>, Action), controller::Error<E, QE>>,
-) where
-    K::DynamicType: Debug,
-{
-    match r {
-        Ok((obj, _)) => tracing::debug!(controller, object = %obj.name, "reconciled"),
-        Err(controller::Error::ReconcilerFailed(_, obj)) => {
-            tracing::debug!(controller, object = %obj.name, "reconcile failed; retry scheduled")
-        }
-        Err(controller::Error::ObjectNotFound(_)) => {}
-        Err(e) => tracing::warn!(controller, error = %cause_chain(&e), "controller"),
-    }
-}
-
-/// Fails early, with the fix in the message, when the API server is unreachable, we lack
-/// permission, or a CRD is missing, instead of logging watch errors forever.
-async fn preflight(client: &Client, controllers: &[ControllerGroup]) -> Result<(), OperatorError> {
-    let lp = ListParams::default().limit(1);
-    // Each controller's own kind, plus the Databases the Synchronization controller watches.
-    let mut crds = Vec::new();
-    for group in controllers {
-        match group {
-            ControllerGroup::Database => {
-                crds.extend([Crd::Database, Crd::Bucket, Crd::KubernetesCluster])
-            }
-            ControllerGroup::Synchronization => crds.extend([
-                Crd::Synchronization,
-                Crd::LiveSynchronization,
-                Crd::Database,
-            ]),
-            ControllerGroup::Synchronizationplan => {
-                crds.extend([Crd::SynchronizationPlan, Crd::Synchronization])
-            }
-        }
-    }
-    crds.sort();
-    crds.dedup();
-    for crd in crds {
-        let c = client.clone();
-        let (name, result) = match crd {
-            Crd::Database => (
-                "databases.assets.astronetes.io",
-                Api::<Database>::all(c).list_metadata(&lp).await.map(|_| ()),
-            ),
-            Crd::Synchronization => (
-                "synchronizations.automation.astronetes.io",
-                Api::<Synchronization>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-            Crd::SynchronizationPlan => (
-                "synchronizationplans.automation.astronetes.io",
-                Api::<SynchronizationPlan>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-            Crd::KubernetesCluster => (
-                "kubernetesclusters.assets.astronetes.io",
-                Api::<crate::api::assets::KubernetesCluster>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-            Crd::Bucket => (
-                "buckets.assets.astronetes.io",
-                Api::<crate::api::assets::Bucket>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-            Crd::LiveSynchronization => (
-                "livesynchronizations.automation.astronetes.io",
-                Api::<LiveSynchronization>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-        };
-        match result {
-            Ok(()) => {}
-            Err(e) if apply::is_not_found(&e) => {
-                return Err(OperatorError::CrdMissing(name.into()))
-            }
-            Err(source) => {
-                return Err(OperatorError::Preflight {
-                    what: format!("listing {name}"),
-                    source,
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Crd {
-    Database,
-    KubernetesCluster,
-    Synchronization,
-    SynchronizationPlan,
-    LiveSynchronization,
-    Bucket,
 }
 
 /// Resolves once `rx` says true (or its sender is gone).
@@ -508,12 +286,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retries_back_off_to_five_minutes() {
-        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
-        assert_eq!(secs, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
-    }
 
     #[test]
     fn components_match_the_deployments_and_leases() {

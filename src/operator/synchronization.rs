@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -20,6 +19,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 
 use super::apply::{self, Error};
+use super::shared::{drive, HasShared};
 use super::Shared;
 use crate::api::assets::Bucket;
 use crate::api::assets::Database;
@@ -42,6 +42,12 @@ pub const RUN_POLL: Duration = Duration::from_secs(2);
 pub struct Ctx {
     pub shared: Shared,
     pub runs: Runs,
+}
+
+impl HasShared for Ctx {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// Both Databases of a sync config and their Secrets, by Database name; a Database in another
@@ -389,18 +395,8 @@ pub async fn run(
         .process
         .exports
         .register_synchronizations(controller.store());
-    wake_users_on_endpoint_changes(controller, client, users_of)
-        .graceful_shutdown_on(stop)
-        .run(
-            |s, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(s, ctx, reconcile)
-            },
-            |s, err, ctx| ctx.shared.error_policy(&*s, err),
-            ctx.clone(),
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
+    let controller = wake_users_on_endpoint_changes(controller, client, users_of);
+    drive(NAME, controller, reconcile, ctx.clone(), stop).await;
     ctx.shared.process.exports.unregister(NAME);
     // Shutting down: the next leader restarts unfinished runs.
     ctx.runs.clear();

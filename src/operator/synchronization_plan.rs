@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
@@ -11,6 +10,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{self, is_conflict, is_not_found, Error};
+use super::shared::{drive, HasShared};
 use super::Shared;
 use crate::api::automation::{Synchronization, SynchronizationPlan};
 use crate::api::conditions::Reason;
@@ -21,6 +21,12 @@ pub const NAME: &str = "synchronizationplan";
 
 pub struct Ctx {
     pub shared: Shared,
+}
+
+impl HasShared for Ctx {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// The plan's child for `slot`, owned by the plan so deleting the plan deletes its history.
@@ -133,22 +139,11 @@ pub async fn run(
         .process
         .exports
         .register_plans(controller.store());
-    controller
-        .owns(
-            Api::<Synchronization>::all(client),
-            watcher::Config::default().labels(PLAN_LABEL),
-        )
-        .graceful_shutdown_on(stop)
-        .run(
-            |p, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(p, ctx, reconcile)
-            },
-            |p, err, ctx| ctx.shared.error_policy(&*p, err),
-            ctx,
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
+    let controller = controller.owns(
+        Api::<Synchronization>::all(client),
+        watcher::Config::default().labels(PLAN_LABEL),
+    );
+    drive(NAME, controller, reconcile, ctx, stop).await;
     exports.unregister(NAME);
 }
 
