@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 use kube::Api;
 
 use super::apply::{self, Error};
-use super::database::{Ctx, Inputs};
+use super::database::{report, Ctx, Inputs};
 use crate::api::assets::Bucket;
 use crate::controllers::bucket as decide;
 use crate::controllers::database::RECHECK;
@@ -40,12 +40,10 @@ pub async fn reconcile(b: Arc<Bucket>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }),
     };
     let status = decide::desired(&b, outcome, Timestamp::now());
-    let api = Api::<Bucket>::namespaced(ctx.shared.client.clone(), &ns);
-    apply::status(&api, &*b, b.status.as_ref(), &status).await?;
-    let old = b.status.as_ref().map(|s| s.conditions.as_slice());
-    if let Some(note) = apply::ready_transition(old, &status.conditions) {
-        ctx.shared.events.publish(&*b, "Check", &note).await;
-    }
+    report(&ctx, &*b, &ns, b.status.as_ref(), &status, |s| {
+        &s.conditions
+    })
+    .await?;
     ctx.checks.done(uid, inputs);
     Ok(Action::requeue(RECHECK))
 }
