@@ -151,6 +151,19 @@ async fn run_one(
     }
 }
 
+/// How long a controller may take to stop on shutdown before it is aborted: within the
+/// kubelet's default 30 s grace period, with time left to release the Lease.
+const GRACEFUL_STOP: Duration = Duration::from_secs(20);
+
+/// Sets whether this replica leads `controller`.
+fn set_leader(controller: &'static str, leads: bool) {
+    metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => controller).set(if leads {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 /// Campaigns for the controller's Lease, runs the controller while holding it, stands by
 /// again when it is lost, and releases it on shutdown.
 async fn supervise(
@@ -163,65 +176,80 @@ async fn supervise(
     let name = group.name();
     let instance = Some(settings.identity.clone());
     let Some(ns) = settings.lease_namespace.clone() else {
-        metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
-        run_one(
-            group,
-            client,
-            instance,
-            process,
-            shutdown,
-            Workers::default(),
-        )
-        .await;
+        set_leader(name, true);
+        let workers = Workers::default();
+        run_one(group, client, instance, process, shutdown, workers).await;
         return;
     };
     let cfg = leader::LeaseConfig::new(&group.component(), &ns, &settings.identity);
     let mut elector = leader::Elector::new(client.clone(), cfg);
     loop {
-        metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(0.0);
+        set_leader(name, false);
         tracing::info!(controller = name, lease = %group.component(), "standing by for the Lease");
         if !elector.acquire(&mut shutdown).await {
             return;
         }
-        metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        // Owned here: losing the Lease aborts the controller, and its runs must go with it.
-        let workers = Workers::default();
-        let mut controller = tokio::spawn(run_one(
+        set_leader(name, true);
+        let term = lead(
             group,
-            client.clone(),
-            instance.clone(),
-            process.clone(),
-            stop_rx,
-            workers.clone(),
-        ));
-        let ended = tokio::select! {
-            ended = elector.hold(&mut shutdown) => ended,
-            _ = &mut controller => leader::Ended::Lost,
-        };
-        match ended {
-            leader::Ended::Lost => {
-                // Stop acting at once: the next leader may start within the lease duration.
+            &client,
+            &instance,
+            &process,
+            &mut elector,
+            &mut shutdown,
+        );
+        if term.await == leader::Ended::Shutdown {
+            elector.release().await;
+            set_leader(name, false);
+            return;
+        }
+    }
+}
+
+/// One term as leader: runs the controller while `elector` holds the Lease, and stops it when
+/// the Lease is lost (at once) or shutdown is asked for (within [`GRACEFUL_STOP`]).
+async fn lead(
+    group: ControllerGroup,
+    client: &Client,
+    instance: &Option<String>,
+    process: &Process,
+    elector: &mut leader::Elector,
+    shutdown: &mut watch::Receiver<bool>,
+) -> leader::Ended {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Owned here: losing the Lease aborts the controller, and its runs must go with it.
+    let workers = Workers::default();
+    let mut controller = tokio::spawn(run_one(
+        group,
+        client.clone(),
+        instance.clone(),
+        process.clone(),
+        stop_rx,
+        workers.clone(),
+    ));
+    let ended = tokio::select! {
+        ended = elector.hold(shutdown) => ended,
+        _ = &mut controller => leader::Ended::Lost,
+    };
+    match ended {
+        leader::Ended::Lost => {
+            // Stop acting at once: the next leader may start within the lease duration.
+            controller.abort();
+            let _ = controller.await;
+            tracing::warn!(controller = group.name(), "lost the Lease; standing by");
+        }
+        leader::Ended::Shutdown => {
+            let _ = stop_tx.send(true);
+            if tokio::time::timeout(GRACEFUL_STOP, &mut controller)
+                .await
+                .is_err()
+            {
                 controller.abort();
-                let _ = controller.await;
-                workers.clear();
-                tracing::warn!(controller = name, "lost the Lease; standing by");
-            }
-            leader::Ended::Shutdown => {
-                let _ = stop_tx.send(true);
-                if tokio::time::timeout(Duration::from_secs(20), &mut controller)
-                    .await
-                    .is_err()
-                {
-                    controller.abort();
-                }
-                workers.clear();
-                elector.release().await;
-                metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(0.0);
-                return;
             }
         }
     }
+    workers.clear();
+    ended
 }
 
 /// The `operator` subcommand.
@@ -241,13 +269,7 @@ pub async fn run(
         when_set(shutdown_rx.clone()),
     ));
     if let Some(h) = metrics.clone() {
-        // Histograms need periodic upkeep to stay bounded.
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                h.run_upkeep();
-            }
-        });
+        http::spawn_upkeep(h);
     }
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
     preflight(&client, &settings.controllers).await?;

@@ -73,44 +73,10 @@ pub async fn reconcile(plan: Arc<SynchronizationPlan>, ctx: Arc<Ctx>) -> Result<
         .collect();
     let mut d = decide::desired(&plan, &children, now);
 
-    for child in &d.delete {
-        let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..Default::default()
-        };
-        match syncs.delete(child, &dp).await {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(Error::api("deleting", "Synchronization", &ns, child)(e)),
-        }
-    }
+    prune(&syncs, &ns, &d.delete).await?;
     if let Some((child, slot)) = &d.create {
-        let s = owned_child(&plan, child, *slot);
-        match syncs.create(&PostParams::default(), &s).await {
-            Ok(_) => {}
-            // Created by an earlier pass that crashed before writing the status: reuse it,
-            // unless it is somebody else's.
-            Err(e) if is_conflict(&e) => {
-                let existing = syncs.get_opt(child).await.map_err(Error::api(
-                    "reading",
-                    "Synchronization",
-                    &ns,
-                    child,
-                ))?;
-                let ours = existing.as_ref().is_some_and(|s| {
-                    s.labels().get(PLAN_LABEL) == Some(&name) && is_child(&plan, s)
-                });
-                if !ours {
-                    d.notes.push(Note {
-                        warning: true,
-                        reason: Reason::Active,
-                        message: format!(
-                            "Synchronization {child} already exists and does not belong to this plan; slot {slot} skipped"
-                        ),
-                    });
-                }
-            }
-            Err(e) => return Err(Error::api("creating", "Synchronization", &ns, child)(e)),
+        if let Some(note) = create(&syncs, &plan, &ns, child, *slot).await? {
+            d.notes.push(note);
         }
     }
     apply::status(&plans, &*plan, plan.status.as_ref(), &d.status).await?;
@@ -122,6 +88,58 @@ pub async fn reconcile(plan: Arc<SynchronizationPlan>, ctx: Arc<Ctx>) -> Result<
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Deletes the children past the plan's history limits (gone already is fine).
+async fn prune(syncs: &Api<Synchronization>, ns: &str, children: &[String]) -> Result<(), Error> {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    for child in children {
+        match syncs.delete(child, &dp).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(Error::api("deleting", "Synchronization", ns, child)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the child `child` of the due `slot`; the Note says why a slot was skipped.
+async fn create(
+    syncs: &Api<Synchronization>,
+    plan: &SynchronizationPlan,
+    ns: &str,
+    child: &str,
+    slot: Timestamp,
+) -> Result<Option<Note>, Error> {
+    let s = owned_child(plan, child, slot);
+    match syncs.create(&PostParams::default(), &s).await {
+        Ok(_) => Ok(None),
+        // Created by an earlier pass that crashed before writing the status: reuse it,
+        // unless it is somebody else's.
+        Err(e) if is_conflict(&e) => {
+            let existing = syncs.get_opt(child).await.map_err(Error::api(
+                "reading",
+                "Synchronization",
+                ns,
+                child,
+            ))?;
+            let name = plan.name_any();
+            let ours = existing
+                .as_ref()
+                .is_some_and(|s| s.labels().get(PLAN_LABEL) == Some(&name) && is_child(plan, s));
+            Ok((!ours).then(|| Note {
+                warning: true,
+                reason: Reason::Active,
+                message: format!(
+                    "Synchronization {child} already exists and does not belong to this plan; slot {slot} skipped"
+                ),
+            }))
+        }
+        Err(e) => Err(Error::api("creating", "Synchronization", ns, child)(e)),
+    }
 }
 
 /// The controller, until `stop` resolves. Children wake their plan when they change phase.
