@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -17,6 +18,13 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
+
+/// The longest a DNS label may be (RFC 1035).
+const DNS_LABEL_MAX: usize = 63;
+/// How long to wait after a failed accept (out of file descriptors, say) instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a finished port-forward may take to report why it failed.
+const FORWARD_ERROR_WAIT: Duration = Duration::from_millis(100);
 
 /// Where in the remote cluster a `HOST:PORT` of a Database leads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -70,7 +78,7 @@ pub fn parse_target(server: &str, default_namespace: &str) -> Result<Target, Str
                  or a StatefulSet pod (POD.SERVICE.NAMESPACE.svc.cluster.local) of that cluster";
     let dns_label = |l: &str| {
         !l.is_empty()
-            && l.len() <= 63
+            && l.len() <= DNS_LABEL_MAX
             && l.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
@@ -227,9 +235,7 @@ async fn forward(
     let copied = tokio::io::copy_bidirectional(local, &mut remote).await;
     drop(remote);
     if let Some(errors) = errors {
-        if let Ok(Some(e)) =
-            tokio::time::timeout(std::time::Duration::from_millis(100), errors).await
-        {
+        if let Ok(Some(e)) = tokio::time::timeout(FORWARD_ERROR_WAIT, errors).await {
             return Err(forward_err(e));
         }
     }
@@ -273,8 +279,7 @@ impl Tunnel {
                 let socket = match listener.accept().await {
                     Ok((socket, _)) => socket,
                     Err(_) => {
-                        // Out of file descriptors, say: wait instead of spinning.
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 };
