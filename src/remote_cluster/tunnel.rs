@@ -173,34 +173,7 @@ async fn pick(
                 .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
                 .await
                 .map_err(api_err)?;
-            // Ready pods with the pod port the Service port maps to (a named targetPort
-            // resolves per slice, so it is read from the slice, never guessed).
-            let mut ready: Vec<(String, u16)> = Vec::new();
-            for slice in &slices.items {
-                let Some(pod_port) = slice
-                    .ports
-                    .iter()
-                    .flatten()
-                    .find(|p| p.name == svc_port.name)
-                    .and_then(|p| p.port)
-                    .and_then(|p| u16::try_from(p).ok())
-                else {
-                    continue;
-                };
-                for ep in &slice.endpoints {
-                    let is_ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                    let pod = ep
-                        .target_ref
-                        .as_ref()
-                        .filter(|r| r.kind.as_deref() == Some("Pod"))
-                        .and_then(|r| r.name.clone());
-                    if let (true, Some(pod)) = (is_ready, pod) {
-                        ready.push((pod, pod_port));
-                    }
-                }
-            }
-            ready.sort();
-            ready.dedup();
+            let mut ready = ready_pods(&slices.items, svc_port.name.as_deref());
             if ready.is_empty() {
                 return Err(resolve_err("the Service has no ready pods".into()));
             }
@@ -208,6 +181,38 @@ async fn pick(
             Ok((namespace.clone(), pod, pod_port))
         }
     }
+}
+
+/// The ready pods behind a Service, with the pod port its port `port_name` maps to (a named
+/// targetPort resolves per slice, so it is read from the slice, never guessed); sorted.
+fn ready_pods(slices: &[EndpointSlice], port_name: Option<&str>) -> Vec<(String, u16)> {
+    let mut ready = Vec::new();
+    for slice in slices {
+        let Some(pod_port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == port_name)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let is_ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            let pod = ep
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.clone());
+            if let (true, Some(pod)) = (is_ready, pod) {
+                ready.push((pod, pod_port));
+            }
+        }
+    }
+    ready.sort();
+    ready.dedup();
+    ready
 }
 
 /// Forwards one accepted connection to a pod of `target`.
