@@ -256,12 +256,9 @@ impl Exports {
     pub fn register_synchronizations(&self, store: Store<Synchronization>) {
         self.register(
             "synchronization",
-            from_store(store, |s: &Synchronization| Sample {
-                kind: "Synchronization",
-                namespace: s.namespace().unwrap_or_default(),
-                name: s.name_any(),
-                status: synchronization_status(s),
-                objects: Some(synchronization_objects(s)),
+            from_store(store, |s: &Synchronization| {
+                let objects = Some(synchronization_objects(s));
+                sample_of("Synchronization", s, synchronization_status(s), objects)
             }),
         );
     }
@@ -269,12 +266,8 @@ impl Exports {
     pub fn register_plans(&self, store: Store<SynchronizationPlan>) {
         self.register(
             "synchronizationplan",
-            from_store(store, |p: &SynchronizationPlan| Sample {
-                kind: "SynchronizationPlan",
-                namespace: p.namespace().unwrap_or_default(),
-                name: p.name_any(),
-                status: plan_status(p),
-                objects: None,
+            from_store(store, |p: &SynchronizationPlan| {
+                sample_of("SynchronizationPlan", p, plan_status(p), None)
             }),
         );
     }
@@ -302,13 +295,8 @@ fn asset_sample<K: kube::Resource>(
     obj: &K,
     conditions: Option<&[Condition]>,
 ) -> Sample {
-    Sample {
-        kind,
-        namespace: obj.namespace().unwrap_or_default(),
-        name: obj.name_any(),
-        status: asset_status(obj.meta().deletion_timestamp.is_some(), conditions),
-        objects: None,
-    }
+    let status = asset_status(obj.meta().deletion_timestamp.is_some(), conditions);
+    sample_of(kind, obj, status, None)
 }
 
 /// Any asset's status: Terminating while deleted, else from its Ready condition.
@@ -320,12 +308,27 @@ pub fn asset_status(deleting: bool, conditions: Option<&[Condition]>) -> Status 
 }
 
 pub fn live_sample(l: &LiveSynchronization) -> Sample {
+    sample_of(
+        "LiveSynchronization",
+        l,
+        live_status(l),
+        Some(live_objects(l)),
+    )
+}
+
+/// The sample of `obj`, exported as `kind`.
+fn sample_of<K: kube::Resource>(
+    kind: &'static str,
+    obj: &K,
+    status: Status,
+    objects: Option<Objects>,
+) -> Sample {
     Sample {
-        kind: "LiveSynchronization",
-        namespace: l.namespace().unwrap_or_default(),
-        name: l.name_any(),
-        status: live_status(l),
-        objects: Some(live_objects(l)),
+        kind,
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        status,
+        objects,
     }
 }
 

@@ -40,10 +40,8 @@ pub async fn reconcile(b: Arc<Bucket>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }),
     };
     let status = decide::desired(&b, outcome, Timestamp::now());
-    report(&ctx, &*b, &ns, b.status.as_ref(), &status, |s| {
-        &s.conditions
-    })
-    .await?;
+    let old = b.status.as_ref();
+    report(&ctx, &*b, &ns, old, &status, |s| &s.conditions).await?;
     ctx.checks.done(uid, inputs);
     Ok(Action::requeue(RECHECK))
 }

@@ -15,7 +15,7 @@ use kube::Api;
 use tokio::time::Instant;
 
 use super::apply::{self, Error};
-use super::shared::{drive, HasShared};
+use super::shared::{drive, HasShared, Watched};
 use super::Shared;
 use crate::api::assets::Database;
 use crate::api::conditions::{find, types};
@@ -243,13 +243,7 @@ pub async fn run_checked_with_secret<K, Fut>(
     reconcile: fn(Arc<K>, Arc<Ctx>) -> Fut,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {
     use kube::ResourceExt;

@@ -51,10 +51,8 @@ pub async fn reconcile(kc: Arc<KubernetesCluster>, ctx: Arc<Ctx>) -> Result<Acti
     }
     let outcome = check(&kc, secret.as_ref()).await;
     let status = decide::desired(&kc, outcome, Timestamp::now());
-    report(&ctx, &*kc, &ns, kc.status.as_ref(), &status, |s| {
-        &s.conditions
-    })
-    .await?;
+    let old = kc.status.as_ref();
+    report(&ctx, &*kc, &ns, old, &status, |s| &s.conditions).await?;
     ctx.checks.done(uid, inputs);
     Ok(Action::requeue(RECHECK))
 }

@@ -234,21 +234,25 @@ impl Elector {
                     )
                 };
                 lease.spec = Some(self.spec(acquired, now, transitions));
-                match self
-                    .api
-                    .replace(&self.cfg.name, &PostParams::default(), &lease)
-                    .await
-                {
-                    Ok(l) => {
-                        self.held = Some(l);
-                        Ok(None)
-                    }
+                match self.replace(&lease).await {
+                    Ok(()) => Ok(None),
                     // Someone wrote it since we read it: read again.
                     Err(e) if is_conflict(&e) => Ok(Some(Duration::ZERO)),
                     Err(e) => Err(e),
                 }
             }
         }
+    }
+
+    /// Writes `lease` over the one read (its resourceVersion guards the write); once written,
+    /// it is the Lease we hold.
+    async fn replace(&mut self, lease: &Lease) -> Result<(), kube::Error> {
+        let written = self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), lease)
+            .await?;
+        self.held = Some(written);
+        Ok(())
     }
 
     fn spec(&self, acquired: Timestamp, renewed: Timestamp, transitions: i32) -> LeaseSpec {
@@ -314,15 +318,8 @@ impl Elector {
             return Ok(false);
         }
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        match self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(l) => {
-                self.held = Some(l);
-                Ok(true)
-            }
+        match self.replace(&lease).await {
+            Ok(()) => Ok(true),
             Err(e) if is_conflict(&e) => {
                 // Changed behind us: read it and try again only if it is still ours.
                 self.held = None;

@@ -150,6 +150,17 @@ pub fn log_result<K: Resource, E: std::error::Error + 'static, QE: std::error::E
     }
 }
 
+/// A kind a controller watches: what kube's Controller asks of it.
+pub trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
 /// A controller's context: everything it needs, its [`Shared`] among it.
 pub trait HasShared: Send + Sync + 'static {
     fn shared(&self) -> &Shared;
@@ -165,7 +176,7 @@ pub async fn drive<K, C, Fut>(
     ctx: Arc<C>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Watched,
     C: HasShared,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {

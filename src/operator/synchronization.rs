@@ -19,7 +19,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 
 use super::apply::{self, Error};
-use super::shared::{drive, HasShared};
+use super::shared::{drive, HasShared, Watched};
 use super::Shared;
 use crate::api::assets::Bucket;
 use crate::api::assets::Database;
@@ -405,13 +405,7 @@ pub(super) fn wake_users_on_endpoint_changes<K>(
     users: fn(&Store<K>, &str, &str) -> Vec<ObjectRef<K>>,
 ) -> Controller<K>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let by_db = controller.store();
     let by_secret = controller.store();
