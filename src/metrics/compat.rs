@@ -338,6 +338,17 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One sample line: `metric{kind,namespace,name,status} value`.
+fn write_line(out: &mut String, metric: &str, s: &Sample, status: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "{metric}{{kind=\"{}\",namespace=\"{}\",name=\"{}\",status=\"{status}\"}} {value}",
+        s.kind,
+        escape(&s.namespace),
+        escape(&s.name),
+    );
+}
+
 /// Prometheus text for `samples`.
 pub fn render_samples(samples: &[Sample]) -> String {
     let mut out = String::new();
@@ -361,15 +372,7 @@ pub fn render_samples(samples: &[Sample]) -> String {
         let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
         for s in mine {
             for v in Status::ALL {
-                let _ = writeln!(
-                    out,
-                    "{metric}{{kind=\"{}\",namespace=\"{}\",name=\"{}\",status=\"{}\"}} {}",
-                    s.kind,
-                    escape(&s.namespace),
-                    escape(&s.name),
-                    v.as_str(),
-                    u8::from(s.status == v)
-                );
+                write_line(&mut out, metric, s, v.as_str(), u64::from(s.status == v));
             }
         }
     }
@@ -389,13 +392,7 @@ pub fn render_samples(samples: &[Sample]) -> String {
                 ("OutOfSync", out_of_sync),
                 ("Unknown", unknown),
             ] {
-                let _ = writeln!(
-                    out,
-                    "{metric}{{kind=\"{}\",namespace=\"{}\",name=\"{}\",status=\"{status}\"}} {n}",
-                    s.kind,
-                    escape(&s.namespace),
-                    escape(&s.name),
-                );
+                write_line(&mut out, metric, s, status, n);
             }
         }
     }
