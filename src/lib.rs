@@ -8,8 +8,10 @@ pub mod operator;
 pub mod remote_cluster;
 pub mod resolve;
 pub mod schedule;
+pub mod serve;
 pub mod standalone;
 pub mod telemetry;
+pub mod text;
 
 // The Kubernetes-free core, re-exported under the paths the rest of the crate uses.
 pub use resiliency_core::{backup, continuous, engine, runs};

@@ -55,7 +55,6 @@ pub const VERIFY_RUNS_TOTAL: &str = "resiliency_verify_runs_total";
 /// When a verification last found the trees equal (the last good sync).
 pub const SYNC_LAST_GOOD_SYNC_TIMESTAMP_SECONDS: &str =
     "resiliency_sync_last_good_sync_timestamp_seconds";
-/// Always 1, with the `version` label.
 /// Watch events received by a continuous sync.
 pub const SYNC_WATCH_EVENTS_TOTAL: &str = "resiliency_sync_watch_events_total";
 /// ZooKeeper sessions a continuous sync opened again after a gap, by side.
@@ -89,6 +88,7 @@ pub const SYNC_DELAYED_CHANGES: &str = "resiliency_sync_delayed_changes";
 pub const BACKUP_DURATION_SECONDS: &str = "resiliency_backup_duration_seconds";
 /// Connections through tunnels to ZooKeeper in other clusters, by cluster and outcome.
 pub const TUNNEL_CONNECTIONS_TOTAL: &str = "resiliency_tunnel_connections_total";
+/// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "resiliency_build_info";
 
 /// Every name above, for tests that check dashboards and rules only use exported metrics.
@@ -325,7 +325,8 @@ pub struct LiveMetrics {
     held: std::sync::atomic::AtomicU64,
 }
 
-fn unix_seconds(t: jiff::Timestamp) -> f64 {
+/// A point in time as a `_timestamp_seconds` gauge holds it.
+pub fn unix_seconds(t: jiff::Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
 }
 

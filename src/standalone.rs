@@ -252,7 +252,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if !m.live.is_empty() || !m.plans.is_empty() {
         tokio::spawn(async move {
-            crate::operator::termination().await;
+            crate::serve::shutdown::termination().await;
             let _ = stop_tx.send(true);
         });
     }

@@ -22,7 +22,7 @@ use resiliency_operator::controllers::synchronization::WAITING_RECHECK;
 use resiliency_operator::operator::leader::{Elector, Ended, LeaseConfig};
 use resiliency_operator::operator::synchronization::{FINALIZER, RUN_POLL};
 use resiliency_operator::operator::{
-    database, synchronization, synchronization_plan, Shared, Which,
+    database, synchronization, synchronization_plan, ControllerGroup, Process, Shared,
 };
 use resiliency_operator::runs::Runs;
 use support::*;
@@ -147,8 +147,13 @@ fn mock_client() -> (Client, ApiServer) {
     )
 }
 
-fn shared(client: Client, which: Which) -> Shared {
-    Shared::new(client, which, Some("test-replica".into()))
+fn shared(client: Client, group: ControllerGroup) -> Shared {
+    Shared::new(
+        client,
+        group,
+        Some("test-replica".into()),
+        &Process::default(),
+    )
 }
 
 fn database(name: &str, servers: &[String]) -> Database {
@@ -227,7 +232,10 @@ const SECRETS_PATH: &str = "/api/v1/namespaces/team-a/secrets";
 async fn database_connects_reports_version_and_stays_quiet_until_the_recheck() {
     let (src, _) = shared_pair();
     let (client, mut api) = mock_client();
-    let ctx = Arc::new(database::Ctx::new(shared(client, Which::Database)));
+    let ctx = Arc::new(database::Ctx::new(shared(
+        client,
+        ControllerGroup::Database,
+    )));
     let mut db = database("zk-src", &[src.connect_string()]);
     api.knows(format!("{DB_PATH}/zk-src"), &db);
 
@@ -285,7 +293,10 @@ async fn database_connects_reports_version_and_stays_quiet_until_the_recheck() {
 async fn database_without_its_secret_says_which_and_warns() {
     let (src, _) = shared_pair();
     let (client, mut api) = mock_client();
-    let ctx = Arc::new(database::Ctx::new(shared(client, Which::Database)));
+    let ctx = Arc::new(database::Ctx::new(shared(
+        client,
+        ControllerGroup::Database,
+    )));
     let db = database("zk-nosecret", &[src.connect_string()]);
     api.knows(format!("{DB_PATH}/zk-nosecret"), &db);
     let task = tokio::spawn(database::reconcile(Arc::new(db), ctx));
@@ -315,7 +326,10 @@ async fn database_without_its_secret_says_which_and_warns() {
 async fn database_unreachable_is_a_condition_not_an_error() {
     let port = free_port();
     let (client, mut api) = mock_client();
-    let ctx = Arc::new(database::Ctx::new(shared(client, Which::Database)));
+    let ctx = Arc::new(database::Ctx::new(shared(
+        client,
+        ControllerGroup::Database,
+    )));
     let db = database("zk-down", &[format!("127.0.0.1:{port}")]);
     api.knows(format!("{DB_PATH}/zk-down"), &db);
     let task = tokio::spawn(database::reconcile(Arc::new(db), ctx));
@@ -340,7 +354,7 @@ async fn database_unreachable_is_a_condition_not_an_error() {
 #[tokio::test]
 async fn an_api_error_fails_the_reconcile_and_publishes_one_warning() {
     let (client, mut api) = mock_client();
-    let shared = shared(client, Which::Database);
+    let shared = shared(client, ControllerGroup::Database);
     let ctx = Arc::new(database::Ctx::new(shared.clone()));
     let db = database("zk-forbidden", &["127.0.0.1:1".into()]);
     let task = tokio::spawn(database::reconcile(Arc::new(db.clone()), ctx));
@@ -411,7 +425,7 @@ async fn serve_endpoints(api: &mut ApiServer, src: &str, dst: &str) {
 
 fn sync_ctx(client: Client) -> Arc<synchronization::Ctx> {
     Arc::new(synchronization::Ctx {
-        shared: shared(client, Which::Synchronization),
+        shared: shared(client, ControllerGroup::Synchronization),
         runs: Runs::new(),
     })
 }
@@ -629,7 +643,7 @@ fn plan_object(
 
 fn plan_ctx(client: Client) -> Arc<synchronization_plan::Ctx> {
     Arc::new(synchronization_plan::Ctx {
-        shared: shared(client, Which::Synchronizationplan),
+        shared: shared(client, ControllerGroup::Synchronizationplan),
     })
 }
 

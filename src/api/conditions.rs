@@ -29,6 +29,10 @@ pub mod types {
 
 pub use resiliency_core::Reason;
 
+/// The longest condition message we write: the API server allows 32 KiB; ours are short, but a
+/// cause chain may not be.
+const MESSAGE_MAX_BYTES: usize = 1024;
+
 /// A condition to set: the status, reason and message; times and generation are filled in by
 /// [`set_condition`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,16 +84,7 @@ pub fn set_condition(
         (false, false) => "False",
     }
     .to_string();
-    // The API server limits messages to 32 KiB; ours are short, but a cause chain may not be.
-    let mut message = want.message;
-    if message.len() > 1024 {
-        let mut cut = 1024;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-        message.push('…');
-    }
+    let message = crate::text::truncate(&want.message, MESSAGE_MAX_BYTES);
     match list.iter_mut().find(|c| c.type_ == want.type_) {
         Some(c) => {
             if c.status != status {

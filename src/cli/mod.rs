@@ -61,7 +61,7 @@ pub struct OperatorArgs {
         value_delimiter = ',',
         default_value = "database,synchronization,synchronizationplan"
     )]
-    pub controllers: Vec<crate::operator::Which>,
+    pub controllers: Vec<crate::operator::ControllerGroup>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "RESILIENCY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: std::net::SocketAddr,
@@ -772,11 +772,11 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
             Ok(h) => h,
             Err(e) => return fail(a.endpoints.json, &e),
         };
-        let listener = match crate::operator::http::bind(addr).await {
+        let listener = match crate::serve::http::bind(addr).await {
             Ok(l) => l,
             Err(e) => return fail(a.endpoints.json, &e),
         };
-        let health = Arc::new(crate::operator::http::Health::default());
+        let health = Arc::new(crate::serve::http::Health::default());
         health.set_ready();
         let upkeep = handle.clone();
         tokio::spawn(async move {
@@ -785,8 +785,8 @@ async fn run_continuous(a: &SyncArgs, mut opts: SyncOptions) -> ExitCode {
                 upkeep.run_upkeep();
             }
         });
-        let router = crate::operator::http::router(health, Some(handle));
-        tokio::spawn(crate::operator::http::serve(
+        let router = crate::serve::http::router(health, Some(handle));
+        tokio::spawn(crate::serve::http::serve(
             listener,
             router,
             std::future::pending(),

@@ -13,8 +13,9 @@
 //! A controller exports the kinds it leads, so a standby replica exports none of them.
 
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 
@@ -91,7 +92,7 @@ fn is_failure(reason: &str) -> bool {
 
 /// From the Ready condition: True is Ready, False for a failure reason is Failed, False for
 /// anything else (being checked, starting) is Progressing; no condition yet is Unknown.
-fn from_ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Status {
+fn from_ready(conditions: &[Condition]) -> Status {
     match find(conditions, types::READY) {
         None => Status::Unknown,
         Some(c) if c.status == "True" => Status::Ready,
@@ -188,22 +189,96 @@ impl Sample {
 
 type Source = Box<dyn Fn() -> Vec<Sample> + Send + Sync>;
 
-/// What each running controller exports, by controller name.
-static SOURCES: Mutex<Vec<(&'static str, Source)>> = Mutex::new(Vec::new());
+/// The conditions of an asset, if it has a status.
+type Conditions<K> = fn(&K) -> Option<&[Condition]>;
 
-fn sources() -> std::sync::MutexGuard<'static, Vec<(&'static str, Source)>> {
-    SOURCES.lock().unwrap_or_else(|p| p.into_inner())
+/// What each running controller exports, by controller name: one per operator process, filled
+/// by the controllers it leads and rendered by its `/metrics`.
+#[derive(Default)]
+pub struct Exports {
+    sources: Mutex<Vec<(&'static str, Source)>>,
 }
 
-/// Exports `f`'s samples under `key` until [`unregister`].
-pub fn register(key: &'static str, f: Source) {
-    let mut s = sources();
-    s.retain(|(k, _)| *k != key);
-    s.push((key, f));
-}
+impl Exports {
+    fn sources(&self) -> MutexGuard<'_, Vec<(&'static str, Source)>> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
-pub fn unregister(key: &'static str) {
-    sources().retain(|(k, _)| *k != key);
+    /// Exports `f`'s samples under `key` until [`Exports::unregister`].
+    pub fn register(&self, key: &'static str, f: Source) {
+        let mut s = self.sources();
+        s.retain(|(k, _)| *k != key);
+        s.push((key, f));
+    }
+
+    pub fn unregister(&self, key: &'static str) {
+        self.sources().retain(|(k, _)| *k != key);
+    }
+
+    /// Prometheus text for everything registered now.
+    pub fn render(&self) -> String {
+        let samples: Vec<Sample> = self.sources().iter().flat_map(|(_, f)| f()).collect();
+        render_samples(&samples)
+    }
+
+    /// Exports the assets in `store` under `key` as `kind`.
+    fn register_assets<K>(
+        &self,
+        key: &'static str,
+        kind: &'static str,
+        store: Store<K>,
+        conditions: Conditions<K>,
+    ) where
+        K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let sample = move |o: &K| asset_sample(kind, o, conditions(o));
+        self.register(key, from_store(store, sample));
+    }
+
+    pub fn register_databases(&self, store: Store<Database>) {
+        self.register_assets("database", "Database", store, |d| {
+            d.status.as_ref().map(|s| &s.conditions[..])
+        });
+    }
+
+    pub fn register_buckets(&self, store: Store<Bucket>) {
+        self.register_assets("bucket", "Bucket", store, |b| {
+            b.status.as_ref().map(|s| &s.conditions[..])
+        });
+    }
+
+    pub fn register_kubernetes_clusters(&self, store: Store<KubernetesCluster>) {
+        self.register_assets("kubernetescluster", "KubernetesCluster", store, |k| {
+            k.status.as_ref().map(|s| &s.conditions[..])
+        });
+    }
+
+    pub fn register_synchronizations(&self, store: Store<Synchronization>) {
+        self.register(
+            "synchronization",
+            from_store(store, |s: &Synchronization| {
+                let objects = Some(synchronization_objects(s));
+                sample_of("Synchronization", s, synchronization_status(s), objects)
+            }),
+        );
+    }
+
+    pub fn register_plans(&self, store: Store<SynchronizationPlan>) {
+        self.register(
+            "synchronizationplan",
+            from_store(store, |p: &SynchronizationPlan| {
+                sample_of("SynchronizationPlan", p, plan_status(p), None)
+            }),
+        );
+    }
+
+    pub fn register_live(&self, store: Store<LiveSynchronization>) {
+        self.register("livesynchronization", from_store(store, live_sample));
+    }
+
+    pub fn unregister_live(&self) {
+        self.unregister("livesynchronization");
+    }
 }
 
 fn from_store<K, F>(store: Store<K>, f: F) -> Source
@@ -214,104 +289,46 @@ where
     Box::new(move || store.state().iter().map(|o| f(o)).collect())
 }
 
-pub fn register_databases(store: Store<Database>) {
-    register(
-        "database",
-        from_store(store, |d: &Database| {
-            asset_sample("Database", d, d.status.as_ref().map(|s| &s.conditions[..]))
-        }),
-    );
-}
-
-pub fn register_buckets(store: Store<Bucket>) {
-    register(
-        "bucket",
-        from_store(store, |b: &Bucket| {
-            asset_sample("Bucket", b, b.status.as_ref().map(|s| &s.conditions[..]))
-        }),
-    );
-}
-
-pub fn register_kubernetes_clusters(store: Store<KubernetesCluster>) {
-    register(
-        "kubernetescluster",
-        from_store(store, |k: &KubernetesCluster| {
-            asset_sample(
-                "KubernetesCluster",
-                k,
-                k.status.as_ref().map(|s| &s.conditions[..]),
-            )
-        }),
-    );
-}
-
 /// An asset's sample: Terminating while deleted, else from its Ready condition.
 fn asset_sample<K: kube::Resource>(
     kind: &'static str,
     obj: &K,
-    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+    conditions: Option<&[Condition]>,
 ) -> Sample {
-    Sample {
-        kind,
-        namespace: obj.namespace().unwrap_or_default(),
-        name: obj.name_any(),
-        status: asset_status(obj.meta().deletion_timestamp.is_some(), conditions),
-        objects: None,
-    }
+    let status = asset_status(obj.meta().deletion_timestamp.is_some(), conditions);
+    sample_of(kind, obj, status, None)
 }
 
 /// Any asset's status: Terminating while deleted, else from its Ready condition.
-pub fn asset_status(
-    deleting: bool,
-    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
-) -> Status {
+pub fn asset_status(deleting: bool, conditions: Option<&[Condition]>) -> Status {
     if deleting {
         return Status::Terminating;
     }
     conditions.map(from_ready).unwrap_or(Status::Unknown)
 }
 
-pub fn register_synchronizations(store: Store<Synchronization>) {
-    register(
-        "synchronization",
-        from_store(store, |s: &Synchronization| Sample {
-            kind: "Synchronization",
-            namespace: s.namespace().unwrap_or_default(),
-            name: s.name_any(),
-            status: synchronization_status(s),
-            objects: Some(synchronization_objects(s)),
-        }),
-    );
-}
-
-pub fn register_plans(store: Store<SynchronizationPlan>) {
-    register(
-        "synchronizationplan",
-        from_store(store, |p: &SynchronizationPlan| Sample {
-            kind: "SynchronizationPlan",
-            namespace: p.namespace().unwrap_or_default(),
-            name: p.name_any(),
-            status: plan_status(p),
-            objects: None,
-        }),
-    );
-}
-
-pub fn register_live(store: Store<LiveSynchronization>) {
-    register("livesynchronization", from_store(store, live_sample));
-}
-
-pub fn unregister_live() {
-    unregister("livesynchronization");
-}
-
 pub fn live_sample(l: &LiveSynchronization) -> Sample {
+    sample_of(
+        "LiveSynchronization",
+        l,
+        live_status(l),
+        Some(live_objects(l)),
+    )
+}
+
+/// The sample of `obj`, exported as `kind`.
+fn sample_of<K: kube::Resource>(
+    kind: &'static str,
+    obj: &K,
+    status: Status,
+    objects: Option<Objects>,
+) -> Sample {
     Sample {
-        kind: "LiveSynchronization",
-        namespace: l.namespace().unwrap_or_default(),
-        name: l.name_any(),
-        status: live_status(l),
-        objects: Some(live_objects(l)),
+        kind,
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        status,
+        objects,
     }
 }
 
@@ -319,6 +336,17 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// One sample line: `metric{kind,namespace,name,status} value`.
+fn write_line(out: &mut String, metric: &str, s: &Sample, status: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "{metric}{{kind=\"{}\",namespace=\"{}\",name=\"{}\",status=\"{status}\"}} {value}",
+        s.kind,
+        escape(&s.namespace),
+        escape(&s.name),
+    );
 }
 
 /// Prometheus text for `samples`.
@@ -344,15 +372,7 @@ pub fn render_samples(samples: &[Sample]) -> String {
         let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
         for s in mine {
             for v in Status::ALL {
-                let _ = writeln!(
-                    out,
-                    "{metric}{{kind=\"{}\",namespace=\"{}\",name=\"{}\",status=\"{}\"}} {}",
-                    s.kind,
-                    escape(&s.namespace),
-                    escape(&s.name),
-                    v.as_str(),
-                    u8::from(s.status == v)
-                );
+                write_line(&mut out, metric, s, v.as_str(), u64::from(s.status == v));
             }
         }
     }
@@ -372,23 +392,11 @@ pub fn render_samples(samples: &[Sample]) -> String {
                 ("OutOfSync", out_of_sync),
                 ("Unknown", unknown),
             ] {
-                let _ = writeln!(
-                    out,
-                    "{metric}{{kind=\"{}\",namespace=\"{}\",name=\"{}\",status=\"{status}\"}} {n}",
-                    s.kind,
-                    escape(&s.namespace),
-                    escape(&s.name),
-                );
+                write_line(&mut out, metric, s, status, n);
             }
         }
     }
     out
-}
-
-/// Prometheus text for everything registered now.
-pub fn render() -> String {
-    let samples: Vec<Sample> = sources().iter().flat_map(|(_, f)| f()).collect();
-    render_samples(&samples)
 }
 
 #[cfg(test)]

@@ -11,9 +11,13 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::controllers::synchronization::Note;
+use crate::text::truncate;
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "resiliency-operator";
+
+/// The API server refuses an Event whose note is longer than 1 KiB.
+pub const EVENT_NOTE_MAX_BYTES: usize = 1024;
 
 /// A reconcile that could not finish; the controller retries it with a growing backoff.
 #[derive(Debug, Error)]
@@ -159,7 +163,7 @@ impl Events {
                 EventType::Normal
             },
             reason: note.reason.as_str().to_string(),
-            note: Some(truncate(&note.message, 1024)),
+            note: Some(truncate(&note.message, EVENT_NOTE_MAX_BYTES)),
             action: action.to_string(),
             secondary: None,
         };
@@ -185,18 +189,6 @@ impl Events {
     }
 }
 
-/// At most `max` bytes, cut on a character boundary (Event notes are limited to 1 KiB).
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
-}
-
 /// The Event for a Ready transition between two condition lists (status or reason changed),
 /// so a periodic check publishes one per transition, not one per check.
 pub fn ready_transition(
@@ -219,15 +211,6 @@ pub fn ready_transition(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truncation_keeps_characters_whole() {
-        assert_eq!(truncate("abc", 3), "abc");
-        let s = "é".repeat(600);
-        let t = truncate(&s, 1024);
-        assert!(t.len() <= 1024);
-        assert!(t.ends_with("..."));
-    }
 
     #[test]
     fn api_errors_map_to_bounded_reasons() {

@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 use kube::Api;
 
 use super::apply::{self, Error};
-use super::database::{Ctx, Inputs};
+use super::database::{report, Ctx, Inputs};
 use crate::api::assets::Bucket;
 use crate::controllers::bucket as decide;
 use crate::controllers::database::RECHECK;
@@ -40,12 +40,8 @@ pub async fn reconcile(b: Arc<Bucket>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }),
     };
     let status = decide::desired(&b, outcome, Timestamp::now());
-    let api = Api::<Bucket>::namespaced(ctx.shared.client.clone(), &ns);
-    apply::status(&api, &*b, b.status.as_ref(), &status).await?;
-    let old = b.status.as_ref().map(|s| s.conditions.as_slice());
-    if let Some(note) = apply::ready_transition(old, &status.conditions) {
-        ctx.shared.events.publish(&*b, "Check", &note).await;
-    }
+    let old = b.status.as_ref();
+    report(&ctx, &*b, &ns, old, &status, |s| &s.conditions).await?;
     ctx.checks.done(uid, inputs);
     Ok(Action::requeue(RECHECK))
 }
@@ -59,7 +55,7 @@ pub async fn run(
         NAME,
         ctx,
         resolve::bucket_secret_name,
-        crate::metrics::compat::register_buckets,
+        crate::metrics::compat::Exports::register_buckets,
         reconcile,
         stop,
     )

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
@@ -15,11 +15,13 @@ use kube::Api;
 use tokio::time::Instant;
 
 use super::apply::{self, Error};
+use super::shared::{drive, HasShared, Watched};
 use super::Shared;
 use crate::api::assets::Database;
 use crate::api::conditions::{find, types};
-use crate::controllers::database::{self as decide, RECHECK};
-use crate::resolve;
+use crate::controllers::database::{self as decide, Probe, ProbeFailure, RECHECK};
+use crate::metrics::compat::Exports;
+use crate::resolve::{self, ResolveError};
 
 pub const NAME: &str = "database";
 
@@ -28,6 +30,12 @@ pub const NAME: &str = "database";
 pub struct Ctx {
     pub shared: Shared,
     pub(super) checks: Checks,
+}
+
+impl HasShared for Ctx {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Ctx {
@@ -104,7 +112,40 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
         return Ok(Action::requeue(wait));
     }
     let data = secret.as_ref().map(resolve::secret_data);
-    let routed = super::remote::route(&ctx.shared.client, &ns, (*db).clone()).await?;
+    let routed = ctx
+        .shared
+        .process
+        .remotes
+        .route(&ctx.shared.client, &ns, (*db).clone())
+        .await?;
+    let outcome = match routed.and_then(|r| {
+        let options = resolve::connect_options(&r, data.as_ref());
+        options.map(|o| (o, r))
+    }) {
+        Err(e) => Err(Err(e)),
+        Ok((options, routed)) => check(&ctx, &ns, &db, &routed, &options).await,
+    };
+    let status = decide::desired(&db, outcome, Timestamp::now());
+    let ready = find(&status.conditions, types::READY).map(|c| c.status == "True");
+    let old = db.status.as_ref();
+    report(&ctx, &*db, &ns, old, &status, |s| &s.conditions).await?;
+    if let Some(ready) = ready {
+        metrics::gauge!(crate::metrics::DATABASE_READY, "namespace" => ns, "name" => name)
+            .set(if ready { 1.0 } else { 0.0 });
+    }
+    ctx.checks.done(uid, inputs);
+    Ok(Action::requeue(RECHECK))
+}
+
+/// Connects to the Database as `routed` (its servers through tunnels, if it lives in another
+/// cluster) and reports the servers and failures as its spec names them.
+async fn check(
+    ctx: &Ctx,
+    ns: &str,
+    db: &Database,
+    routed: &Database,
+    options: &verifier::ConnectOptions,
+) -> Result<Probe, Result<ProbeFailure, ResolveError>> {
     let servers = |d: &Database| {
         d.spec
             .zookeeper
@@ -114,56 +155,56 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
             .unwrap_or_default()
     };
     // Loopback tunnel address -> the server as the spec names it, for the status.
-    let named: Vec<(String, String)> = match &routed {
-        Ok(r) => servers(r).into_iter().zip(servers(&db)).collect(),
-        Err(_) => Vec::new(),
-    };
-    let outcome = match routed.and_then(|r| resolve::connect_options(&r, data.as_ref())) {
-        Err(e) => Err(Err(e)),
-        Ok(o) => {
-            let admin = db.spec.zookeeper.as_ref().and_then(|z| z.admin.as_ref());
-            let probed = decide::probe(&o, admin).await.map(|mut p| {
-                if let Some((_, spec)) = named
-                    .iter()
-                    .find(|(addr, _)| Some(addr) == p.server.as_ref())
-                {
-                    p.server = Some(spec.clone());
-                }
-                p
-            });
-            probed.map_err(|mut failed| {
-                // Through a tunnel, "connection refused" on loopback says little; the
-                // tunnel's own failure says why.
-                if let Some(why) = super::remote::last_tunnel_error(&ns, &db) {
-                    failed.message = format!(
-                        "{} (through KubernetesCluster {}: {why})",
-                        failed.message,
-                        db.spec
-                            .kubernetes_cluster_name
-                            .as_deref()
-                            .unwrap_or_default()
-                    );
-                }
-                Ok(failed)
-            })
+    let named: Vec<(String, String)> = servers(routed).into_iter().zip(servers(db)).collect();
+    let admin = db.spec.zookeeper.as_ref().and_then(|z| z.admin.as_ref());
+    let mut probed = decide::probe(options, admin).await.map_err(|mut failed| {
+        // Through a tunnel, "connection refused" on loopback says little; the tunnel's own
+        // failure says why.
+        if let Some(why) = ctx.shared.process.remotes.last_tunnel_error(ns, db) {
+            failed.message = format!(
+                "{} (through KubernetesCluster {}: {why})",
+                failed.message,
+                db.spec
+                    .kubernetes_cluster_name
+                    .as_deref()
+                    .unwrap_or_default()
+            );
         }
-    };
-    let status = decide::desired(&db, outcome, Timestamp::now());
-    let api = Api::<Database>::namespaced(ctx.shared.client.clone(), &ns);
-    apply::status(&api, &*db, db.status.as_ref(), &status).await?;
+        Ok(failed)
+    })?;
+    if let Some((_, spec)) = named
+        .iter()
+        .find(|(addr, _)| Some(addr) == probed.server.as_ref())
+    {
+        probed.server = Some(spec.clone());
+    }
+    Ok(probed)
+}
 
-    if let Some(new) = find(&status.conditions, types::READY) {
-        let ready = new.status == "True";
-        metrics::gauge!(crate::metrics::DATABASE_READY, "namespace" => ns.clone(), "name" => name.clone())
-            .set(if ready { 1.0 } else { 0.0 });
+/// The end of every asset check: write the status and publish one Event per Ready
+/// transition, not one per periodic check.
+pub(super) async fn report<K, S>(
+    ctx: &Ctx,
+    obj: &K,
+    ns: &str,
+    old: Option<&S>,
+    new: &S,
+    conditions: fn(&S) -> &Vec<Condition>,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    let api = Api::<K>::namespaced(ctx.shared.client.clone(), ns);
+    apply::status(&api, obj, old, new).await?;
+    let old = old.map(|s| conditions(s).as_slice());
+    if let Some(note) = apply::ready_transition(old, conditions(new)) {
+        ctx.shared.events.publish(obj, "Check", &note).await;
     }
-    // One Event per transition, not one per periodic check.
-    let old = db.status.as_ref().map(|s| s.conditions.as_slice());
-    if let Some(note) = apply::ready_transition(old, &status.conditions) {
-        ctx.shared.events.publish(&*db, "Check", &note).await;
-    }
-    ctx.checks.done(uid, inputs);
-    Ok(Action::requeue(RECHECK))
+    Ok(())
 }
 
 /// The controller: Databases, and the Secret of the same name (metadata only: the controller
@@ -173,29 +214,22 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.shared.client.clone();
+    let exports = ctx.shared.process.exports.clone();
     // Metadata only: the controller never caches credentials.
     let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
     let controller = Controller::new(
         Api::<Database>::all(client),
         watcher::Config::default().any_semantic(),
     );
-    crate::metrics::compat::register_databases(controller.store());
-    controller
-        .watches(secrets, watcher::Config::default(), |s| {
-            Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
-        })
-        .graceful_shutdown_on(stop)
-        .run(
-            |db, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(db, ctx, reconcile)
-            },
-            |db, err, ctx| ctx.shared.error_policy(&*db, err),
-            ctx,
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
-    crate::metrics::compat::unregister(NAME);
+    ctx.shared
+        .process
+        .exports
+        .register_databases(controller.store());
+    let controller = controller.watches(secrets, watcher::Config::default(), |s| {
+        Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
+    });
+    drive(NAME, controller, reconcile, ctx, stop).await;
+    exports.unregister(NAME);
 }
 
 /// Runs the controller of an asset checked with the Secret its spec names (`secret_of`):
@@ -205,17 +239,11 @@ pub async fn run_checked_with_secret<K, Fut>(
     name: &'static str,
     ctx: Arc<Ctx>,
     secret_of: fn(&K) -> Option<&str>,
-    register: fn(kube::runtime::reflector::Store<K>),
+    register: fn(&Exports, kube::runtime::reflector::Store<K>),
     reconcile: fn(Arc<K>, Arc<Ctx>) -> Fut,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {
     use kube::ResourceExt;
@@ -224,31 +252,21 @@ pub async fn run_checked_with_secret<K, Fut>(
         Api::<K>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    register(controller.store());
+    let exports = ctx.shared.process.exports.clone();
+    register(&exports, controller.store());
     let store = controller.store();
     let secrets = Api::<PartialObjectMeta<Secret>>::all(client);
-    controller
-        .watches(secrets, watcher::Config::default(), move |s| {
-            let (ns, secret) = (s.namespace(), s.name_any());
-            store
-                .state()
-                .iter()
-                .filter(|o| o.namespace() == ns && secret_of(o) == Some(secret.as_str()))
-                .map(|o| ObjectRef::from_obj(&**o))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(stop)
-        .run(
-            move |o, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(o, ctx, reconcile)
-            },
-            |o, err, ctx| ctx.shared.error_policy(&*o, err),
-            ctx,
-        )
-        .for_each(|r| async move { super::log_result(name, r) })
-        .await;
-    crate::metrics::compat::unregister(name);
+    let controller = controller.watches(secrets, watcher::Config::default(), move |s| {
+        let (ns, secret) = (s.namespace(), s.name_any());
+        store
+            .state()
+            .iter()
+            .filter(|o| o.namespace() == ns && secret_of(o) == Some(secret.as_str()))
+            .map(|o| ObjectRef::from_obj(&**o))
+            .collect::<Vec<_>>()
+    });
+    drive(name, controller, reconcile, ctx, stop).await;
+    exports.unregister(name);
 }
 
 #[cfg(test)]

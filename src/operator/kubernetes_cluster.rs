@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::Api;
 
 use super::apply::{self, Error};
-use super::database::{Ctx, Inputs};
+use super::database::{report, Ctx, Inputs};
 use crate::api::assets::KubernetesCluster;
 use crate::controllers::database::RECHECK;
 use crate::controllers::kubernetes_cluster::{self as decide, Outcome};
@@ -51,12 +51,8 @@ pub async fn reconcile(kc: Arc<KubernetesCluster>, ctx: Arc<Ctx>) -> Result<Acti
     }
     let outcome = check(&kc, secret.as_ref()).await;
     let status = decide::desired(&kc, outcome, Timestamp::now());
-    let api = Api::<KubernetesCluster>::namespaced(ctx.shared.client.clone(), &ns);
-    apply::status(&api, &*kc, kc.status.as_ref(), &status).await?;
-    let old = kc.status.as_ref().map(|s| s.conditions.as_slice());
-    if let Some(note) = apply::ready_transition(old, &status.conditions) {
-        ctx.shared.events.publish(&*kc, "Check", &note).await;
-    }
+    let old = kc.status.as_ref();
+    report(&ctx, &*kc, &ns, old, &status, |s| &s.conditions).await?;
     ctx.checks.done(uid, inputs);
     Ok(Action::requeue(RECHECK))
 }
@@ -74,7 +70,7 @@ pub async fn run(
         NAME,
         ctx,
         secret_of,
-        crate::metrics::compat::register_kubernetes_clusters,
+        crate::metrics::compat::Exports::register_kubernetes_clusters,
         reconcile,
         stop,
     )

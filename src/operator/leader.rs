@@ -18,6 +18,18 @@ use tokio::time::Instant;
 
 use super::apply::{is_conflict, is_not_found};
 
+/// How long a Lease stays held without renewal (client-go's default).
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How often the holder renews: three tries within one lease duration.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// The holder stands down after this long without renewal, well before the Lease expires.
+const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// How often a candidate looks again.
+const RETRY: Duration = Duration::from_secs(2);
+/// The duration a released Lease is left with: the shortest there is, so a standby takes it
+/// at its next look.
+const RELEASED_LEASE_SECONDS: i32 = 1;
+
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
     /// Lease name, e.g. resiliency-operator-database-controller.
@@ -42,10 +54,10 @@ impl LeaseConfig {
             name: name.to_string(),
             namespace: namespace.to_string(),
             identity: identity.to_string(),
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
-            renew_deadline: Duration::from_secs(10),
-            retry: Duration::from_secs(2),
+            duration: LEASE_DURATION,
+            renew_every: RENEW_EVERY,
+            renew_deadline: RENEW_DEADLINE,
+            retry: RETRY,
         }
     }
 }
@@ -108,7 +120,9 @@ pub fn step(
             now
         }
     };
-    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
+    let duration = spec
+        .lease_duration_seconds
+        .map_or(LEASE_DURATION, |s| Duration::from_secs(s.max(1) as u64));
     let expires = first_seen + duration;
     if now >= expires {
         Step::Take
@@ -220,21 +234,25 @@ impl Elector {
                     )
                 };
                 lease.spec = Some(self.spec(acquired, now, transitions));
-                match self
-                    .api
-                    .replace(&self.cfg.name, &PostParams::default(), &lease)
-                    .await
-                {
-                    Ok(l) => {
-                        self.held = Some(l);
-                        Ok(None)
-                    }
+                match self.replace(&lease).await {
+                    Ok(()) => Ok(None),
                     // Someone wrote it since we read it: read again.
                     Err(e) if is_conflict(&e) => Ok(Some(Duration::ZERO)),
                     Err(e) => Err(e),
                 }
             }
         }
+    }
+
+    /// Writes `lease` over the one read (its resourceVersion guards the write); once written,
+    /// it is the Lease we hold.
+    async fn replace(&mut self, lease: &Lease) -> Result<(), kube::Error> {
+        let written = self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), lease)
+            .await?;
+        self.held = Some(written);
+        Ok(())
     }
 
     fn spec(&self, acquired: Timestamp, renewed: Timestamp, transitions: i32) -> LeaseSpec {
@@ -300,15 +318,8 @@ impl Elector {
             return Ok(false);
         }
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        match self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(l) => {
-                self.held = Some(l);
-                Ok(true)
-            }
+        match self.replace(&lease).await {
+            Ok(()) => Ok(true),
             Err(e) if is_conflict(&e) => {
                 // Changed behind us: read it and try again only if it is still ours.
                 self.held = None;
@@ -338,7 +349,7 @@ impl Elector {
         if let Some(spec) = lease.spec.as_mut() {
             spec.holder_identity = None;
             spec.renew_time = Some(MicroTime(Timestamp::now()));
-            spec.lease_duration_seconds = Some(1);
+            spec.lease_duration_seconds = Some(RELEASED_LEASE_SECONDS);
         }
         match self
             .api

@@ -9,21 +9,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::Api;
 
 use super::apply::{self, Error};
+use super::shared::{drive, HasShared};
 use super::synchronization::{
-    read_endpoints, set_finalizer, uses, wake_users_on_endpoint_changes, FINALIZER, RUN_POLL,
+    finalize, read_endpoints, uses, wake_users_on_endpoint_changes, RUN_POLL,
 };
 use super::Shared;
-use crate::api::automation::LiveSynchronization;
+use crate::api::automation::{LiveSynchronization, LiveSynchronizationStatus};
 use crate::api::conditions::Reason;
-use crate::continuous::Registry;
+use crate::continuous::{Registry, Snapshot};
 use crate::controllers::live_synchronization::{self as decide, LiveAction};
 use crate::controllers::synchronization::Note;
 use crate::engine::Allowance;
@@ -37,6 +37,12 @@ pub struct Ctx {
     pub live: Registry,
     /// When each object's status was last written, for [`decide::status_due`].
     written: Mutex<HashMap<String, Instant>>,
+}
+
+impl HasShared for Ctx {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Ctx {
@@ -57,43 +63,30 @@ pub async fn reconcile(ls: Arc<LiveSynchronization>, ctx: Arc<Ctx>) -> Result<Ac
     let (ns, name) = apply::key(&*ls, "LiveSynchronization")?;
     let uid = ls.metadata.uid.clone().unwrap_or_default();
     let api = Api::<LiveSynchronization>::namespaced(ctx.shared.client.clone(), &ns);
-    let has_finalizer = ls.finalizers().iter().any(|f| f == FINALIZER);
-
-    if ls.metadata.deletion_timestamp.is_some() {
-        if has_finalizer {
-            let was_running = ctx.live.get(&uid).is_some();
-            ctx.live.stop(&uid);
-            ctx.written().remove(&uid);
-            if was_running {
-                let note = Note {
-                    warning: false,
-                    reason: Reason::Interrupted,
-                    message: "deleted: the stream was stopped; destination data is left as it is"
-                        .into(),
-                };
-                ctx.shared.events.publish(&*ls, "Delete", &note).await;
-            }
-            set_finalizer(&api, &*ls, false).await?;
-        }
-        return Ok(Action::await_change());
-    }
-    if !has_finalizer {
-        set_finalizer(&api, &*ls, true).await?;
-        return Ok(Action::await_change());
+    let stop = || {
+        let was_running = ctx.live.get(&uid).is_some();
+        ctx.live.stop(&uid);
+        ctx.written().remove(&uid);
+        was_running
+    };
+    let stopped = Note {
+        warning: false,
+        reason: Reason::Interrupted,
+        message: "deleted: the stream was stopped; destination data is left as it is".into(),
+    };
+    // A stream always runs for a LiveSynchronization: the finalizer is always wanted.
+    if let Some(action) = finalize(&api, &*ls, &ctx.shared.events, true, stop, stopped).await? {
+        return Ok(action);
     }
 
     let run = ctx.live.get(&uid);
-    let must_resolve = match &run {
-        None => true,
-        Some((g, snap)) => *g != ls.metadata.generation || snap.failed.is_some(),
-    };
-    let endpoints = if must_resolve {
-        read_endpoints(&ctx.shared.client, &ns, &ls.spec.config).await?
+    let endpoints = if must_resolve(&ls, run.as_ref()) {
+        read_endpoints(&ctx.shared, &ns, &ls.spec.config).await?
     } else {
         Default::default()
     };
     let now = Timestamp::now();
-    let d = decide::desired(
+    let mut d = decide::desired(
         &ls,
         || {
             resolve::resolve_live(&ls, |n| {
@@ -103,20 +96,14 @@ pub async fn reconcile(ls: Arc<LiveSynchronization>, ctx: Arc<Ctx>) -> Result<Ac
         run.as_ref().map(|(g, s)| (*g, s)),
         now,
     );
-
-    let mut d = d;
     if let LiveAction::Release { token, deletes } = &d.action {
         let result = ctx.live.release(&uid, Allowance::UpTo(*deletes));
         if let Some(note) = decide::released(&mut d.status, token, *deletes, result, now) {
             d.notes.push(note);
         }
     }
-    let since = ctx.written().get(&uid).map(|t| t.elapsed());
-    if decide::status_due(ls.status.as_ref(), &d.status, since)
-        && apply::status(&api, &*ls, ls.status.as_ref(), &d.status).await?
-    {
-        ctx.written().insert(uid.clone(), Instant::now());
-    }
+
+    write_status(&ctx, &api, &ls, &uid, &d.status).await?;
     ctx.shared
         .events
         .publish_all(&*ls, "Stream", &d.notes)
@@ -136,6 +123,31 @@ pub async fn reconcile(ls: Arc<LiveSynchronization>, ctx: Arc<Ctx>) -> Result<Ac
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Whether the Databases must be read: no stream yet, the spec changed under it, or it failed.
+fn must_resolve(ls: &LiveSynchronization, run: Option<&(Option<i64>, Snapshot)>) -> bool {
+    match run {
+        None => true,
+        Some((g, snap)) => *g != ls.metadata.generation || snap.failed.is_some(),
+    }
+}
+
+/// Writes `status` when [`decide::status_due`] says so, and remembers when it did.
+async fn write_status(
+    ctx: &Ctx,
+    api: &Api<LiveSynchronization>,
+    ls: &LiveSynchronization,
+    uid: &str,
+    status: &LiveSynchronizationStatus,
+) -> Result<(), Error> {
+    let since = ctx.written().get(uid).map(|t| t.elapsed());
+    if decide::status_due(ls.status.as_ref(), status, since)
+        && apply::status(api, ls, ls.status.as_ref(), status).await?
+    {
+        ctx.written().insert(uid.to_string(), Instant::now());
+    }
+    Ok(())
 }
 
 /// The LiveSynchronizations in `ns` that use the Database `db`.
@@ -163,19 +175,9 @@ pub async fn run(
         Api::<LiveSynchronization>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    crate::metrics::compat::register_live(controller.store());
-    wake_users_on_endpoint_changes(controller, client, users_of)
-        .graceful_shutdown_on(stop)
-        .run(
-            |s, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(s, ctx, reconcile)
-            },
-            |s, err, ctx| ctx.shared.error_policy(&*s, err),
-            ctx.clone(),
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
-    crate::metrics::compat::unregister_live();
+    ctx.shared.process.exports.register_live(controller.store());
+    let controller = wake_users_on_endpoint_changes(controller, client, users_of);
+    drive(NAME, controller, reconcile, ctx.clone(), stop).await;
+    ctx.shared.process.exports.unregister_live();
     ctx.live.clear();
 }

@@ -6,49 +6,47 @@
 pub mod apply;
 pub mod bucket;
 pub mod database;
-pub mod http;
 pub mod kubernetes_cluster;
 pub mod leader;
 pub mod live_synchronization;
+mod preflight;
 pub mod remote;
+pub mod shared;
 pub mod synchronization;
 pub mod synchronization_plan;
 
-use std::collections::HashMap;
-use std::fmt::Debug;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::ValueEnum;
-use kube::api::ListParams;
-use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Client, Resource};
+use kube::Client;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::api::assets::Database;
-use crate::api::automation::{LiveSynchronization, Synchronization, SynchronizationPlan};
-use crate::controllers::synchronization::Note;
-use crate::runs::{cause_chain, Runs};
+use crate::metrics::compat::Exports;
+use crate::runs::Runs;
+use crate::serve::{http, shutdown};
 pub use apply::Error;
+use preflight::preflight;
+pub use shared::Shared;
 
-/// The three controllers; `--controllers` picks some, all by default.
+/// One `--controllers` value (all by default): the controllers that run under one Lease and
+/// one Deployment, and share one `controller` label. Database also checks Buckets and
+/// KubernetesClusters; Synchronization also drives LiveSynchronizations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
-pub enum Which {
+pub enum ControllerGroup {
     Database,
     Synchronization,
     Synchronizationplan,
 }
 
-impl Which {
+impl ControllerGroup {
     pub fn name(self) -> &'static str {
         match self {
-            Which::Database => database::NAME,
-            Which::Synchronization => synchronization::NAME,
-            Which::Synchronizationplan => synchronization_plan::NAME,
+            ControllerGroup::Database => database::NAME,
+            ControllerGroup::Synchronization => synchronization::NAME,
+            ControllerGroup::Synchronizationplan => synchronization_plan::NAME,
         }
     }
 
@@ -59,7 +57,7 @@ impl Which {
 }
 
 pub struct Settings {
-    pub controllers: Vec<Which>,
+    pub controllers: Vec<ControllerGroup>,
     pub listen: SocketAddr,
     /// Namespace of the Leases; None disables leader election (one replica only).
     pub lease_namespace: Option<String>,
@@ -84,228 +82,12 @@ pub enum OperatorError {
     ControllerDied(&'static str),
 }
 
-/// What every reconciler of one controller shares.
-#[derive(Clone)]
-pub struct Shared {
-    pub client: Client,
-    pub events: apply::Events,
-    pub controller: &'static str,
-    /// Consecutive failures per object, for the growing retry delay.
-    failures: Arc<Mutex<HashMap<String, u32>>>,
-}
-
-impl Shared {
-    pub fn new(client: Client, which: Which, instance: Option<String>) -> Shared {
-        Shared {
-            events: apply::Events::new(client.clone(), &which.component(), instance),
-            client,
-            controller: which.name(),
-            failures: Arc::default(),
-        }
-    }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs one reconcile with a span, its duration and error metrics, and resets the
-    /// object's retry delay when it succeeds.
-    pub async fn instrument<K, C, F, Fut>(
-        self,
-        obj: Arc<K>,
-        ctx: Arc<C>,
-        f: F,
-    ) -> Result<Action, Error>
-    where
-        K: Resource,
-        F: FnOnce(Arc<K>, Arc<C>) -> Fut,
-        Fut: Future<Output = Result<Action, Error>>,
-    {
-        use tracing::Instrument;
-        let key = object_key(&*obj);
-        let span = tracing::info_span!("reconcile", controller = self.controller, object = %key);
-        let started = Instant::now();
-        let result = f(obj, ctx).instrument(span).await;
-        let c = self.controller;
-        metrics::counter!(crate::metrics::RECONCILE_TOTAL, "controller" => c).increment(1);
-        metrics::histogram!(crate::metrics::RECONCILE_DURATION_SECONDS, "controller" => c)
-            .record(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(_) => {
-                self.failures().remove(&key);
-            }
-            Err(e) => {
-                metrics::counter!(crate::metrics::RECONCILE_ERRORS_TOTAL, "controller" => c, "reason" => e.reason())
-                    .increment(1);
-            }
-        }
-        result
-    }
-
-    /// Retries a failed reconcile after 5 s, doubling per consecutive failure up to 5 min, and
-    /// publishes one Warning Event with the cause chain.
-    pub fn error_policy<K>(&self, obj: &K, err: &Error) -> Action
-    where
-        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-    {
-        let key = object_key(obj);
-        let n = {
-            let mut f = self.failures();
-            let n = f.entry(key.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        let delay = retry_delay(n);
-        tracing::warn!(controller = self.controller, object = %key, reason = err.reason(),
-            retry_in_seconds = delay.as_secs(), error = %cause_chain(err), "reconcile failed");
-        let events = self.events.clone();
-        let obj = obj.clone();
-        let note = Note {
-            warning: true,
-            reason: crate::api::conditions::Reason::Retrying,
-            message: apply::truncate(&cause_chain(err), 1024),
-        };
-        tokio::spawn(async move { events.publish(&obj, "Reconcile", &note).await });
-        Action::requeue(delay)
-    }
-}
-
-/// 5 s after the first failure, doubling up to 5 min.
-pub fn retry_delay(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(6);
-    Duration::from_secs(5u64 << exp).min(Duration::from_secs(300))
-}
-
-fn object_key<K: Resource>(obj: &K) -> String {
-    format!(
-        "{}/{}",
-        obj.meta().namespace.as_deref().unwrap_or_default(),
-        obj.meta().name.as_deref().unwrap_or_default()
-    )
-}
-
-/// Logs what the controller stream yields: errors from the reconciler are handled (and logged)
-/// by the error policy; watch errors are logged here.
-pub fn log_result<K: Resource, E: std::error::Error + 'static, QE: std::error::Error + 'static>(
-    controller: &'static str,
-    r: Result<(ObjectRef<K>, Action), controller::Error<E, QE>>,
-) where
-    K::DynamicType: Debug,
-{
-    match r {
-        Ok((obj, _)) => tracing::debug!(controller, object = %obj.name, "reconciled"),
-        Err(controller::Error::ReconcilerFailed(_, obj)) => {
-            tracing::debug!(controller, object = %obj.name, "reconcile failed; retry scheduled")
-        }
-        Err(controller::Error::ObjectNotFound(_)) => {}
-        Err(e) => tracing::warn!(controller, error = %cause_chain(&e), "controller"),
-    }
-}
-
-/// Fails early, with the fix in the message, when the API server is unreachable, we lack
-/// permission, or a CRD is missing, instead of logging watch errors forever.
-async fn preflight(client: &Client, controllers: &[Which]) -> Result<(), OperatorError> {
-    let lp = ListParams::default().limit(1);
-    // Each controller's own kind, plus the Databases the Synchronization controller watches.
-    let mut crds = Vec::new();
-    for w in controllers {
-        match w {
-            Which::Database => crds.extend([Crd::Database, Crd::Bucket, Crd::KubernetesCluster]),
-            Which::Synchronization => crds.extend([
-                Crd::Synchronization,
-                Crd::LiveSynchronization,
-                Crd::Database,
-            ]),
-            Which::Synchronizationplan => {
-                crds.extend([Crd::SynchronizationPlan, Crd::Synchronization])
-            }
-        }
-    }
-    crds.sort();
-    crds.dedup();
-    for crd in crds {
-        let c = client.clone();
-        let (name, result) = match crd {
-            Crd::Database => (
-                "databases.assets.astronetes.io",
-                Api::<Database>::all(c).list_metadata(&lp).await.map(|_| ()),
-            ),
-            Crd::Synchronization => (
-                "synchronizations.automation.astronetes.io",
-                Api::<Synchronization>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-            Crd::SynchronizationPlan => (
-                "synchronizationplans.automation.astronetes.io",
-                Api::<SynchronizationPlan>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-            Crd::KubernetesCluster => (
-                "kubernetesclusters.assets.astronetes.io",
-                Api::<crate::api::assets::KubernetesCluster>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-            Crd::Bucket => (
-                "buckets.assets.astronetes.io",
-                Api::<crate::api::assets::Bucket>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-            Crd::LiveSynchronization => (
-                "livesynchronizations.automation.astronetes.io",
-                Api::<LiveSynchronization>::all(c)
-                    .list_metadata(&lp)
-                    .await
-                    .map(|_| ()),
-            ),
-        };
-        match result {
-            Ok(()) => {}
-            Err(e) if apply::is_not_found(&e) => {
-                return Err(OperatorError::CrdMissing(name.into()))
-            }
-            Err(source) => {
-                return Err(OperatorError::Preflight {
-                    what: format!("listing {name}"),
-                    source,
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Crd {
-    Database,
-    KubernetesCluster,
-    Synchronization,
-    SynchronizationPlan,
-    LiveSynchronization,
-    Bucket,
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub(crate) async fn termination() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+/// What the controllers in one process share, whichever Leases it holds: the tunnels and
+/// clients into other clusters, and the Astronetes names its `/metrics` renders.
+#[derive(Clone, Default)]
+pub struct Process {
+    pub remotes: Arc<remote::Remotes>,
+    pub exports: Arc<Exports>,
 }
 
 /// Resolves once `rx` says true (or its sender is gone).
@@ -331,15 +113,16 @@ impl Workers {
 /// Runs one controller until it is told to stop. Used with and without leader election.
 /// The synchronization controller also drives LiveSynchronizations, under the same Lease.
 async fn run_one(
-    which: Which,
+    group: ControllerGroup,
     client: Client,
     instance: Option<String>,
+    process: Process,
     stop: watch::Receiver<bool>,
     workers: Workers,
 ) {
-    let shared = Shared::new(client, which, instance);
-    match which {
-        Which::Database => {
+    let shared = Shared::new(client, group, instance, &process);
+    match group {
+        ControllerGroup::Database => {
             // Buckets and KubernetesClusters are assets too: checked in the same process,
             // under the same Lease.
             let buckets = database::Ctx::new(shared.clone());
@@ -350,7 +133,7 @@ async fn run_one(
                 kubernetes_cluster::run(Arc::new(clusters), when_set(stop))
             );
         }
-        Which::Synchronization => {
+        ControllerGroup::Synchronization => {
             let live = live_synchronization::Ctx::new(shared.clone(), workers.live);
             let ctx = synchronization::Ctx {
                 shared,
@@ -361,74 +144,112 @@ async fn run_one(
                 live_synchronization::run(Arc::new(live), when_set(stop))
             );
         }
-        Which::Synchronizationplan => {
+        ControllerGroup::Synchronizationplan => {
             let ctx = synchronization_plan::Ctx { shared };
             synchronization_plan::run(Arc::new(ctx), when_set(stop)).await
         }
     }
 }
 
+/// How long a controller may take to stop on shutdown before it is aborted: within the
+/// kubelet's default 30 s grace period, with time left to release the Lease.
+const GRACEFUL_STOP: Duration = Duration::from_secs(20);
+
+/// Sets whether this replica leads `controller`.
+fn set_leader(controller: &'static str, leads: bool) {
+    metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => controller).set(if leads {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 /// Campaigns for the controller's Lease, runs the controller while holding it, stands by
 /// again when it is lost, and releases it on shutdown.
 async fn supervise(
-    which: Which,
+    group: ControllerGroup,
     client: Client,
     settings: Arc<Settings>,
+    process: Process,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let name = which.name();
+    let name = group.name();
     let instance = Some(settings.identity.clone());
     let Some(ns) = settings.lease_namespace.clone() else {
-        metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
-        run_one(which, client, instance, shutdown, Workers::default()).await;
+        set_leader(name, true);
+        let workers = Workers::default();
+        run_one(group, client, instance, process, shutdown, workers).await;
         return;
     };
-    let cfg = leader::LeaseConfig::new(&which.component(), &ns, &settings.identity);
+    let cfg = leader::LeaseConfig::new(&group.component(), &ns, &settings.identity);
     let mut elector = leader::Elector::new(client.clone(), cfg);
     loop {
-        metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(0.0);
-        tracing::info!(controller = name, lease = %which.component(), "standing by for the Lease");
+        set_leader(name, false);
+        tracing::info!(controller = name, lease = %group.component(), "standing by for the Lease");
         if !elector.acquire(&mut shutdown).await {
             return;
         }
-        metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(1.0);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        // Owned here: losing the Lease aborts the controller, and its runs must go with it.
-        let workers = Workers::default();
-        let mut controller = tokio::spawn(run_one(
-            which,
-            client.clone(),
-            instance.clone(),
-            stop_rx,
-            workers.clone(),
-        ));
-        let ended = tokio::select! {
-            ended = elector.hold(&mut shutdown) => ended,
-            _ = &mut controller => leader::Ended::Lost,
-        };
-        match ended {
-            leader::Ended::Lost => {
-                // Stop acting at once: the next leader may start within the lease duration.
+        set_leader(name, true);
+        let term = lead(
+            group,
+            &client,
+            &instance,
+            &process,
+            &mut elector,
+            &mut shutdown,
+        );
+        if term.await == leader::Ended::Shutdown {
+            elector.release().await;
+            set_leader(name, false);
+            return;
+        }
+    }
+}
+
+/// One term as leader: runs the controller while `elector` holds the Lease, and stops it when
+/// the Lease is lost (at once) or shutdown is asked for (within [`GRACEFUL_STOP`]).
+async fn lead(
+    group: ControllerGroup,
+    client: &Client,
+    instance: &Option<String>,
+    process: &Process,
+    elector: &mut leader::Elector,
+    shutdown: &mut watch::Receiver<bool>,
+) -> leader::Ended {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Owned here: losing the Lease aborts the controller, and its runs must go with it.
+    let workers = Workers::default();
+    let mut controller = tokio::spawn(run_one(
+        group,
+        client.clone(),
+        instance.clone(),
+        process.clone(),
+        stop_rx,
+        workers.clone(),
+    ));
+    let ended = tokio::select! {
+        ended = elector.hold(shutdown) => ended,
+        _ = &mut controller => leader::Ended::Lost,
+    };
+    match ended {
+        leader::Ended::Lost => {
+            // Stop acting at once: the next leader may start within the lease duration.
+            controller.abort();
+            let _ = controller.await;
+            tracing::warn!(controller = group.name(), "lost the Lease; standing by");
+        }
+        leader::Ended::Shutdown => {
+            let _ = stop_tx.send(true);
+            if tokio::time::timeout(GRACEFUL_STOP, &mut controller)
+                .await
+                .is_err()
+            {
                 controller.abort();
-                let _ = controller.await;
-                workers.clear();
-                tracing::warn!(controller = name, "lost the Lease; standing by");
-            }
-            leader::Ended::Shutdown => {
-                let _ = stop_tx.send(true);
-                if tokio::time::timeout(Duration::from_secs(20), &mut controller)
-                    .await
-                    .is_err()
-                {
-                    controller.abort();
-                }
-                workers.clear();
-                elector.release().await;
-                metrics::gauge!(crate::metrics::CONTROLLER_LEADER, "controller" => name).set(0.0);
-                return;
             }
         }
     }
+    workers.clear();
+    ended
 }
 
 /// The `operator` subcommand.
@@ -437,44 +258,40 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Result<(), OperatorError> {
     let health = Arc::new(http::Health::default());
+    let process = Process::default();
     let listener = http::bind(settings.listen)
         .await
         .map_err(OperatorError::Listen)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = tokio::spawn(http::serve(
         listener,
-        http::router(health.clone(), metrics.clone()),
+        http::router_with_exports(health.clone(), metrics.clone(), process.exports.clone()),
         when_set(shutdown_rx.clone()),
     ));
     if let Some(h) = metrics.clone() {
-        // Histograms need periodic upkeep to stay bounded.
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                h.run_upkeep();
-            }
-        });
+        http::spawn_upkeep(h);
     }
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
     preflight(&client, &settings.controllers).await?;
     health.set_ready();
-    tracing::info!(controllers = ?settings.controllers.iter().map(|w| w.name()).collect::<Vec<_>>(),
+    tracing::info!(controllers = ?settings.controllers.iter().map(|g| g.name()).collect::<Vec<_>>(),
         identity = %settings.identity, "operator started");
 
     let settings = Arc::new(settings);
     let mut tasks = tokio::task::JoinSet::new();
-    for w in settings.controllers.clone() {
+    for group in settings.controllers.clone() {
         let (client, settings, rx) = (client.clone(), settings.clone(), shutdown_rx.clone());
+        let process = process.clone();
         tasks.spawn(async move {
-            supervise(w, client, settings, rx).await;
-            w
+            supervise(group, client, settings, process, rx).await;
+            group
         });
     }
     let mut died = None;
     tokio::select! {
-        _ = termination() => tracing::info!("termination signal: shutting down"),
+        _ = shutdown::termination() => tracing::info!("termination signal: shutting down"),
         Some(done) = tasks.join_next() => {
-            let w = done.map(|w| w.name()).unwrap_or("unknown");
+            let w = done.map(|g| g.name()).unwrap_or("unknown");
             health.set_broken();
             died = Some(w);
         }
@@ -493,19 +310,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_back_off_to_five_minutes() {
-        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
-        assert_eq!(secs, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
-    }
-
-    #[test]
     fn components_match_the_deployments_and_leases() {
         assert_eq!(
-            Which::Database.component(),
+            ControllerGroup::Database.component(),
             "resiliency-operator-database-controller"
         );
         assert_eq!(
-            Which::Synchronizationplan.component(),
+            ControllerGroup::Synchronizationplan.component(),
             "resiliency-operator-synchronizationplan-controller"
         );
     }

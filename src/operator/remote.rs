@@ -3,9 +3,10 @@
 //! The controllers route here; the engine and the verifier see plain `127.0.0.1:PORT`s.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::config::Kubeconfig;
 use kube::{Api, Client};
 
 use super::apply::Error;
@@ -13,22 +14,43 @@ use crate::api::assets::{Database, KubernetesCluster};
 use crate::remote_cluster::{self, tunnel};
 use crate::resolve::{self, ResolveError};
 
-/// One set of tunnels and one client per cluster for the whole process, shared by the
-/// controllers in it.
-static TUNNELS: LazyLock<tunnel::Tunnels> = LazyLock::new(tunnel::Tunnels::default);
-/// By cluster (namespace/name): the kubeconfig fingerprint, the client, the default namespace.
-type Clients = HashMap<String, (String, Client, String)>;
-static CLIENTS: LazyLock<Mutex<Clients>> = LazyLock::new(Default::default);
+/// The namespace a kubeconfig that sets none means, as with kubectl.
+const DEFAULT_NAMESPACE: &str = "default";
 
-/// The client for the KubernetesCluster `ns/name` as its Secret is now, with the namespace
-/// its kubeconfig defaults to. Read at each use, so rotated credentials reach every process
-/// and every running stream; the client is rebuilt only when the kubeconfig changed.
-async fn current_client(
+/// The tunnels and clients into other clusters: one set per operator process, shared by the
+/// controllers in it, so a tunnel's address never changes under a running stream.
+#[derive(Default)]
+pub struct Remotes {
+    tunnels: tunnel::Tunnels,
+    /// By cluster (see [`cluster_key`]).
+    clients: Mutex<HashMap<String, Cached>>,
+}
+
+/// A cluster's client and the namespace its kubeconfig defaults to, built from the kubeconfig
+/// with this fingerprint.
+#[derive(Clone)]
+struct Cached {
+    fingerprint: String,
+    client: Client,
+    default_namespace: String,
+}
+
+/// A KubernetesCluster's kubeconfig, with the name of the Secret it came from.
+type Found = (Kubeconfig, String);
+
+/// The key of a KubernetesCluster `ns/name`, for its client and its tunnels.
+fn cluster_key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+/// The kubeconfig of the KubernetesCluster `ns/name`, as its Secret is now. `Ok(Err(_))` is a
+/// problem with the cluster or its Secret; `Err(_)` an API error.
+async fn read_kubeconfig(
     mgmt: &Client,
     ns: &str,
     name: &str,
     database: &str,
-) -> Result<Result<(Client, String), ResolveError>, Error> {
+) -> Result<Result<Found, ResolveError>, Error> {
     let Some(cluster) = Api::<KubernetesCluster>::namespaced(mgmt.clone(), ns)
         .get_opt(name)
         .await
@@ -50,127 +72,188 @@ async fn current_client(
             .map_err(Error::api("reading", "Secret", ns, &secret_name))?
     };
     let data = secret.as_ref().map(resolve::secret_data);
-    let kubeconfig = match remote_cluster::kubeconfig_for(&cluster, data.as_ref()) {
-        Ok(k) => k,
-        Err(e) => return Ok(Err(e)),
-    };
-    let fingerprint = serde_json::to_vec(&kubeconfig)
-        .map(|b| blake3::hash(&b).to_hex().to_string())
-        .unwrap_or_default();
-    let key = format!("{ns}/{name}");
-    let cached = CLIENTS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-        .filter(|(fp, _, _)| *fp == fingerprint)
-        .map(|(_, c, default_ns)| (c.clone(), default_ns.clone()));
-    if let Some(found) = cached {
-        return Ok(Ok(found));
-    }
-    let default_ns = remote_cluster::namespace(&kubeconfig).unwrap_or_else(|| "default".into());
-    let client = match remote_cluster::client(kubeconfig).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Ok(Err(ResolveError::SecretInvalid {
-                name: secret_name,
-                message: e.to_string(),
-            }))
-        }
-    };
-    CLIENTS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key, (fingerprint, client.clone(), default_ns.clone()));
-    Ok(Ok((client, default_ns)))
+    Ok(remote_cluster::kubeconfig_for(&cluster, data.as_ref()).map(|k| (k, secret_name)))
 }
 
-/// `db` as it should be connected to: itself, or (for a Database in a KubernetesCluster) a copy
-/// whose servers are loopback tunnels. `Ok(Err(_))` is a problem to report in status; `Err(_)`
-/// an API error to retry.
-pub async fn route(
-    client: &Client,
-    ns: &str,
-    mut db: Database,
-) -> Result<Result<Database, ResolveError>, Error> {
-    let Some(cluster_name) = db.spec.kubernetes_cluster_name.clone() else {
-        return Ok(Ok(db));
-    };
-    let db_name = db.metadata.name.clone().unwrap_or_default();
-    let default_ns = match current_client(client, ns, &cluster_name, &db_name).await? {
-        Ok((_, default_ns)) => default_ns,
-        Err(e) => return Ok(Err(e)),
-    };
-    let key = format!("{ns}/{cluster_name}");
-    // Each connection through a tunnel asks for the cluster's client as it is then.
-    let source: tunnel::ClientSource = {
-        let (mgmt, ns, cluster) = (client.clone(), ns.to_string(), cluster_name.clone());
+impl Remotes {
+    fn clients(&self) -> MutexGuard<'_, HashMap<String, Cached>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client for the KubernetesCluster `ns/name` as its Secret is now, with the namespace
+    /// its kubeconfig defaults to. Read at each use, so rotated credentials reach every
+    /// process and every running stream; the client is rebuilt only when the kubeconfig
+    /// changed.
+    async fn current_client(
+        &self,
+        mgmt: &Client,
+        ns: &str,
+        name: &str,
+        database: &str,
+    ) -> Result<Result<(Client, String), ResolveError>, Error> {
+        let (kubeconfig, secret_name) = match read_kubeconfig(mgmt, ns, name, database).await? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        let fingerprint = serde_json::to_vec(&kubeconfig)
+            .map(|b| blake3::hash(&b).to_hex().to_string())
+            .unwrap_or_default();
+        let key = cluster_key(ns, name);
+        let cached = self
+            .clients()
+            .get(&key)
+            .filter(|c| c.fingerprint == fingerprint)
+            .map(|c| (c.client.clone(), c.default_namespace.clone()));
+        if let Some(found) = cached {
+            return Ok(Ok(found));
+        }
+        let default_namespace =
+            remote_cluster::namespace(&kubeconfig).unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+        let client = match remote_cluster::client(kubeconfig).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(Err(ResolveError::SecretInvalid {
+                    name: secret_name,
+                    message: e.to_string(),
+                }))
+            }
+        };
+        let found = (client.clone(), default_namespace.clone());
+        self.clients().insert(
+            key,
+            Cached {
+                fingerprint,
+                client,
+                default_namespace,
+            },
+        );
+        Ok(Ok(found))
+    }
+
+    /// What a tunnel into `ns/cluster` asks at each connection for the cluster's client as it
+    /// is then.
+    fn client_source(
+        self: &Arc<Self>,
+        mgmt: &Client,
+        ns: &str,
+        cluster: &str,
+        database: &str,
+    ) -> tunnel::ClientSource {
+        let (remotes, mgmt, ns, cluster, db) = (
+            self.clone(),
+            mgmt.clone(),
+            ns.to_string(),
+            cluster.to_string(),
+            database.to_string(),
+        );
         Arc::new(move || {
-            let (mgmt, ns, cluster, db) =
-                (mgmt.clone(), ns.clone(), cluster.clone(), db_name.clone());
+            let (remotes, mgmt, ns, cluster, db) = (
+                remotes.clone(),
+                mgmt.clone(),
+                ns.clone(),
+                cluster.clone(),
+                db.clone(),
+            );
             Box::pin(async move {
-                match current_client(&mgmt, &ns, &cluster, &db).await {
+                match remotes.current_client(&mgmt, &ns, &cluster, &db).await {
                     Ok(Ok((c, _))) => Ok(c),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
             })
         })
-    };
-    let Some(servers) = db
-        .spec
-        .zookeeper
-        .as_mut()
-        .and_then(|z| z.client.as_mut())
-        .map(|c| &mut c.servers)
-    else {
-        // Nothing to route: the resolver reports the missing servers.
-        return Ok(Ok(db));
-    };
-    let mut routed = Vec::with_capacity(servers.len());
-    for (i, server) in servers.iter().enumerate() {
-        let target = match tunnel::parse_target(server, &default_ns) {
-            Ok(t) => t,
-            Err(m) => {
-                return Ok(Err(ResolveError::InvalidSpec {
+    }
+
+    /// `db` as it should be connected to: itself, or (for a Database in a KubernetesCluster) a
+    /// copy whose servers are loopback tunnels. `Ok(Err(_))` is a problem to report in status;
+    /// `Err(_)` an API error to retry.
+    pub async fn route(
+        self: &Arc<Self>,
+        client: &Client,
+        ns: &str,
+        mut db: Database,
+    ) -> Result<Result<Database, ResolveError>, Error> {
+        let Some(cluster_name) = db.spec.kubernetes_cluster_name.clone() else {
+            return Ok(Ok(db));
+        };
+        let db_name = db.metadata.name.clone().unwrap_or_default();
+        let default_ns = match self
+            .current_client(client, ns, &cluster_name, &db_name)
+            .await?
+        {
+            Ok((_, default_ns)) => default_ns,
+            Err(e) => return Ok(Err(e)),
+        };
+        let source = self.client_source(client, ns, &cluster_name, &db_name);
+        let Some(servers) = db
+            .spec
+            .zookeeper
+            .as_mut()
+            .and_then(|z| z.client.as_mut())
+            .map(|c| &mut c.servers)
+        else {
+            // Nothing to route: the resolver reports the missing servers.
+            return Ok(Ok(db));
+        };
+        let key = cluster_key(ns, &cluster_name);
+        match self
+            .tunnel_each(&key, &cluster_name, &source, servers, &default_ns)
+            .await
+        {
+            Ok(routed) => *servers = routed,
+            Err(e) => return Ok(Err(e)),
+        }
+        // Routed: what is left are loopback addresses to connect to directly.
+        db.spec.kubernetes_cluster_name = None;
+        Ok(Ok(db))
+    }
+
+    /// The loopback address of a tunnel to each of `servers` in the cluster `key`.
+    async fn tunnel_each(
+        &self,
+        key: &str,
+        cluster_name: &str,
+        source: &tunnel::ClientSource,
+        servers: &[String],
+        default_ns: &str,
+    ) -> Result<Vec<String>, ResolveError> {
+        let mut routed = Vec::with_capacity(servers.len());
+        for (i, server) in servers.iter().enumerate() {
+            let target = tunnel::parse_target(server, default_ns).map_err(|m| {
+                ResolveError::InvalidSpec {
                     field: format!("spec.zookeeper.client.servers[{i}]"),
                     message: format!("{m} (spec.kubernetesClusterName is {cluster_name})"),
-                }))
-            }
-        };
-        match TUNNELS.route(&key, &source, target).await {
-            Ok(t) => routed.push(t.local.to_string()),
-            Err(e) => {
-                return Ok(Err(ResolveError::InvalidSpec {
+                }
+            })?;
+            let t = self.tunnels.route(key, source, target).await.map_err(|e| {
+                ResolveError::InvalidSpec {
                     field: "spec.kubernetesClusterName".into(),
                     message: format!("opening a loopback listener for {server}: {e}"),
-                }))
-            }
+                }
+            })?;
+            routed.push(t.local.to_string());
         }
+        Ok(routed)
     }
-    *servers = routed;
-    // Routed: what is left are loopback addresses to connect to directly.
-    db.spec.kubernetes_cluster_name = None;
-    Ok(Ok(db))
-}
 
-/// Why the last connection to `db`'s cluster failed, for a status message (None when the
-/// Database is reached directly or nothing failed).
-pub fn last_tunnel_error(ns: &str, db: &Database) -> Option<String> {
-    let cluster = db.spec.kubernetes_cluster_name.as_ref()?;
-    let key = format!("{ns}/{cluster}");
-    let default_ns = CLIENTS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-        .map(|(_, _, ns)| ns.clone())?;
-    let targets: Vec<_> = db
-        .spec
-        .zookeeper
-        .as_ref()
-        .and_then(|z| z.client.as_ref())
-        .into_iter()
-        .flat_map(|c| c.servers.iter())
-        .filter_map(|s| tunnel::parse_target(s, &default_ns).ok())
-        .collect();
-    TUNNELS.last_error(&key, &targets)
+    /// Why the last connection to `db`'s cluster failed, for a status message (None when the
+    /// Database is reached directly or nothing failed).
+    pub fn last_tunnel_error(&self, ns: &str, db: &Database) -> Option<String> {
+        let cluster = db.spec.kubernetes_cluster_name.as_ref()?;
+        let key = cluster_key(ns, cluster);
+        let default_ns = self
+            .clients()
+            .get(&key)
+            .map(|c| c.default_namespace.clone())?;
+        let targets: Vec<_> = db
+            .spec
+            .zookeeper
+            .as_ref()
+            .and_then(|z| z.client.as_ref())
+            .into_iter()
+            .flat_map(|c| c.servers.iter())
+            .filter_map(|s| tunnel::parse_target(s, &default_ns).ok())
+            .collect();
+        self.tunnels.last_error(&key, &targets)
+    }
 }

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -20,6 +19,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 
 use super::apply::{self, Error};
+use super::shared::{drive, HasShared, Watched};
 use super::Shared;
 use crate::api::assets::Bucket;
 use crate::api::assets::Database;
@@ -44,6 +44,12 @@ pub struct Ctx {
     pub runs: Runs,
 }
 
+impl HasShared for Ctx {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
 /// Both Databases of a sync config and their Secrets, by Database name; a Database in another
 /// cluster comes with its servers routed through tunnels (see [`super::remote`]).
 pub(super) type Endpoints = BTreeMap<String, resolve::Found>;
@@ -56,7 +62,7 @@ pub(super) type Buckets = BTreeMap<String, (Option<Bucket>, Option<SecretData>)>
 /// object is `None`; any other API error fails the reconcile (and is retried), so an API
 /// outage never looks like a deletion.
 pub(super) async fn read_sync_endpoints(
-    client: &kube::Client,
+    shared: &Shared,
     ns: &str,
     plugin: Plugin,
     config: &SyncConfig,
@@ -66,7 +72,8 @@ pub(super) async fn read_sync_endpoints(
         Direction::Backup => (vec![&config.source_name], Some(&config.destination_name)),
         Direction::Restore => (vec![&config.destination_name], Some(&config.source_name)),
     };
-    let dbs = read_databases(client, ns, &db_names).await?;
+    let dbs = read_databases(shared, ns, &db_names).await?;
+    let client = &shared.client;
     let mut buckets = BTreeMap::new();
     if let Some(name) = bucket {
         let b = Api::<Bucket>::namespaced(client.clone(), ns)
@@ -88,18 +95,15 @@ pub(super) async fn read_sync_endpoints(
 
 /// Reads both Databases of a sync config and their Secrets (see [`read_sync_endpoints`]).
 pub(super) async fn read_endpoints(
-    client: &kube::Client,
+    shared: &Shared,
     ns: &str,
     config: &SyncConfig,
 ) -> Result<Endpoints, Error> {
-    read_databases(client, ns, &[&config.source_name, &config.destination_name]).await
+    read_databases(shared, ns, &[&config.source_name, &config.destination_name]).await
 }
 
-async fn read_databases(
-    client: &kube::Client,
-    ns: &str,
-    names: &[&String],
-) -> Result<Endpoints, Error> {
+async fn read_databases(shared: &Shared, ns: &str, names: &[&String]) -> Result<Endpoints, Error> {
+    let client = &shared.client;
     let dbs = Api::<Database>::namespaced(client.clone(), ns);
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     let mut out = BTreeMap::new();
@@ -120,7 +124,10 @@ async fn read_databases(
             None => None,
         };
         let found = match db {
-            Some(db) => super::remote::route(client, ns, db)
+            Some(db) => shared
+                .process
+                .remotes
+                .route(client, ns, db)
                 .await?
                 .map(|db| (Some(db), secret)),
             None => Ok((None, secret)),
@@ -156,40 +163,68 @@ where
     Ok(())
 }
 
+/// Whether `obj` carries our finalizer.
+fn has_finalizer<K: kube::Resource>(obj: &K) -> bool {
+    obj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// The finalizer step of a kind with a worker behind it. Deleted: stop the worker (`stop`
+/// says whether one was running; `stopped` is the Event that says so) and let go of the
+/// object. Otherwise hold the finalizer while `wanted`. `Some(action)` ends the reconcile.
+pub(super) async fn finalize<K>(
+    api: &Api<K>,
+    obj: &K,
+    events: &apply::Events,
+    wanted: bool,
+    stop: impl FnOnce() -> bool,
+    stopped: Note,
+) -> Result<Option<Action>, Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let held = has_finalizer(obj);
+    if obj.meta().deletion_timestamp.is_some() {
+        if held {
+            if stop() {
+                events.publish(obj, "Delete", &stopped).await;
+            }
+            set_finalizer(api, obj, false).await?;
+        }
+        return Ok(Some(Action::await_change()));
+    }
+    if wanted && !held {
+        // Recorded before any worker starts; the patch wakes us again.
+        set_finalizer(api, obj, true).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    Ok(None)
+}
+
 pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let (ns, name) = apply::key(&*s, "Synchronization")?;
     let uid = s.metadata.uid.clone().unwrap_or_default();
     let api = Api::<Synchronization>::namespaced(ctx.shared.client.clone(), &ns);
-    let has_finalizer = s.finalizers().iter().any(|f| f == FINALIZER);
+    let had_finalizer = has_finalizer(&*s);
     // Held deletes settle a run like an end does, until a person releases them.
     let finished = decide::settled(&s);
-
-    if s.metadata.deletion_timestamp.is_some() {
-        if has_finalizer {
-            let was_running = ctx.runs.state(&uid).is_some();
-            ctx.runs.stop(&uid);
-            if was_running {
-                let note = Note {
-                    warning: true,
-                    reason: Reason::Interrupted,
-                    message: "deleted while running: the copy was stopped; destination data is left as it is"
-                        .into(),
-                };
-                ctx.shared.events.publish(&*s, "Delete", &note).await;
-            }
-            set_finalizer(&api, &s, false).await?;
-        }
-        return Ok(Action::await_change());
-    }
-    if !finished && !has_finalizer {
-        // Recorded before any run starts; the patch wakes us again.
-        set_finalizer(&api, &s, true).await?;
-        return Ok(Action::await_change());
+    let stop = || {
+        let was_running = ctx.runs.state(&uid).is_some();
+        ctx.runs.stop(&uid);
+        was_running
+    };
+    let stopped = Note {
+        warning: true,
+        reason: Reason::Interrupted,
+        message: "deleted while running: the copy was stopped; destination data is left as it is"
+            .into(),
+    };
+    if let Some(action) = finalize(&api, &*s, &ctx.shared.events, !finished, stop, stopped).await? {
+        return Ok(action);
     }
 
     let run = ctx.runs.state(&uid);
     let (endpoints, buckets) = if decide::needs_endpoints(&s, run.as_ref()) {
-        read_sync_endpoints(&ctx.shared.client, &ns, s.spec.plugin, &s.spec.config).await?
+        read_sync_endpoints(&ctx.shared, &ns, s.spec.plugin, &s.spec.config).await?
     } else {
         Default::default()
     };
@@ -211,23 +246,10 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
     apply::status(&api, &*s, s.status.as_ref(), &d.status).await?;
     ctx.shared.events.publish_all(&*s, "Sync", &d.notes).await;
     if !finished && (d.status.phase.is_finished() || d.status.phase == Phase::Held) {
-        // A plan's runs are reported under the plan's name: one series per plan, not per run.
-        let series = s
-            .labels()
-            .get(crate::controllers::synchronization_plan::PLAN_LABEL)
-            .cloned()
-            .unwrap_or_else(|| name.clone());
-        record_outcome(&ns, &series, s.spec.plugin, &d.status);
+        record_outcome(&ns, &series(&s, &name), s.spec.plugin, &d.status);
     }
-    match d.action {
-        decide::Action::Start(job) => ctx.runs.start(&uid, *job),
-        // The outcome is forgotten only once the cache shows it stored (the watch event of
-        // the status just written brings us back here). Forgetting earlier would let a
-        // reconcile on a stale object see "Running, no run" and start the copy again.
-        decide::Action::Forget if finished => ctx.runs.stop(&uid),
-        decide::Action::Forget | decide::Action::Nothing => {}
-    }
-    if finished && has_finalizer && ctx.runs.state(&uid).is_none() {
+    act(&ctx.runs, &uid, d.action, finished);
+    if finished && had_finalizer && ctx.runs.state(&uid).is_none() {
         // No worker any more: nothing to stop on deletion.
         set_finalizer(&api, &s, false).await?;
     }
@@ -239,36 +261,32 @@ pub async fn reconcile(s: Arc<Synchronization>, ctx: Arc<Ctx>) -> Result<Action,
     })
 }
 
+/// Starts or forgets the run of `uid` as decided.
+fn act(runs: &Runs, uid: &str, action: decide::Action, finished: bool) {
+    match action {
+        decide::Action::Start(job) => runs.start(uid, *job),
+        // The outcome is forgotten only once the cache shows it stored (the watch event of
+        // the status just written brings us back here). Forgetting earlier would let a
+        // reconcile on a stale object see "Running, no run" and start the copy again.
+        decide::Action::Forget if finished => runs.stop(uid),
+        decide::Action::Forget | decide::Action::Nothing => {}
+    }
+}
+
+/// The name a run's metrics go under: a plan's runs are reported under the plan's name, one
+/// series per plan, not per run.
+fn series(s: &Synchronization, name: &str) -> String {
+    s.labels()
+        .get(crate::controllers::synchronization_plan::PLAN_LABEL)
+        .cloned()
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// The metrics of a run that just ended (or held its deletes).
 fn record_outcome(ns: &str, name: &str, plugin: Plugin, st: &SynchronizationStatus) {
     use crate::metrics as m;
     let labels = [("namespace", ns.to_string()), ("name", name.to_string())];
-    let diverged = st.verification.as_ref().is_some_and(|v| !v.equal);
-    let result = match st.phase {
-        Phase::Succeeded if diverged => "diverged",
-        Phase::Succeeded => "succeeded",
-        Phase::Held => "held",
-        _ => "failed",
-    };
-    metrics::counter!(m::SYNC_RUNS_TOTAL, "mode" => "once", "result" => result).increment(1);
-    let held = st
-        .deletion_guard
-        .as_ref()
-        .and_then(|g| g.held.as_ref())
-        .map_or(0, |h| h.deletes);
-    m::deletes_held(&labels, held, held);
-    let failed =
-        crate::api::conditions::find(&st.conditions, crate::api::conditions::types::FAILED)
-            .filter(|c| c.status == "True")
-            .map(|c| c.reason.as_str());
-    match failed {
-        Some("WriterConflict") => m::claims_refused(&labels, "writer_conflict"),
-        Some("ReplicationLoop") => m::claims_refused(&labels, "replication_loop"),
-        _ => {}
-    }
-    if let (Some(a), Some(b)) = (&st.start_time, &st.completion_time) {
-        let secs = b.0.duration_since(a.0).as_secs_f64().max(0.0);
-        metrics::histogram!(m::SYNC_DURATION_SECONDS, "mode" => "once").record(secs);
-    }
+    record_result(&labels, st);
     if let Some(c) = &st.counters {
         for (op, n) in [
             ("create", c.created),
@@ -285,36 +303,75 @@ fn record_outcome(ns: &str, name: &str, plugin: Plugin, st: &SynchronizationStat
         metrics::histogram!(m::VERIFY_DURATION_SECONDS).record(v.duration_seconds);
     }
     if st.phase == Phase::Succeeded {
-        if let Some(t) = &st.completion_time {
-            metrics::gauge!(m::SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS, &labels)
-                .set(t.0.as_millisecond() as f64 / 1000.0);
-        }
-        if let (Some(snap), Some(t)) = (&st.snapshot, &st.completion_time) {
-            let op = if plugin.direction() == Direction::Restore {
-                "restore"
-            } else {
-                "backup"
-            };
-            let with_op = [
-                ("namespace", ns.to_string()),
-                ("name", name.to_string()),
-                ("operation", op.to_string()),
-            ];
-            metrics::gauge!(m::BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS, &with_op)
-                .set(t.0.as_millisecond() as f64 / 1000.0);
-            if op == "backup" {
-                metrics::gauge!(m::BACKUP_SIZE_BYTES, &labels).set(snap.size_bytes as f64);
-                metrics::gauge!(m::BACKUP_LAST_SNAPSHOT_SUSPECT, &labels).set(if snap.suspect {
-                    1.0
-                } else {
-                    0.0
-                });
-            }
-            if let Some(a) = &st.start_time {
-                let secs = t.0.duration_since(a.0).as_secs_f64().max(0.0);
-                metrics::histogram!(m::BACKUP_DURATION_SECONDS, "operation" => op).record(secs);
-            }
-        }
+        record_success(&labels, plugin, st);
+    }
+}
+
+/// How the run ended, what it held, why it was refused, and how long it took.
+fn record_result(labels: &[(&'static str, String); 2], st: &SynchronizationStatus) {
+    use crate::metrics as m;
+    let diverged = st.verification.as_ref().is_some_and(|v| !v.equal);
+    let result = match st.phase {
+        Phase::Succeeded if diverged => "diverged",
+        Phase::Succeeded => "succeeded",
+        Phase::Held => "held",
+        _ => "failed",
+    };
+    metrics::counter!(m::SYNC_RUNS_TOTAL, "mode" => "once", "result" => result).increment(1);
+    let held = st
+        .deletion_guard
+        .as_ref()
+        .and_then(|g| g.held.as_ref())
+        .map_or(0, |h| h.deletes);
+    m::deletes_held(labels, held, held);
+    let failed =
+        crate::api::conditions::find(&st.conditions, crate::api::conditions::types::FAILED)
+            .filter(|c| c.status == "True")
+            .map(|c| c.reason.as_str());
+    match failed {
+        Some("WriterConflict") => m::claims_refused(labels, "writer_conflict"),
+        Some("ReplicationLoop") => m::claims_refused(labels, "replication_loop"),
+        _ => {}
+    }
+    if let (Some(a), Some(b)) = (&st.start_time, &st.completion_time) {
+        let secs = b.0.duration_since(a.0).as_secs_f64().max(0.0);
+        metrics::histogram!(m::SYNC_DURATION_SECONDS, "mode" => "once").record(secs);
+    }
+}
+
+/// When the run last succeeded, and for a backup or restore its snapshot.
+fn record_success(
+    labels: &[(&'static str, String); 2],
+    plugin: Plugin,
+    st: &SynchronizationStatus,
+) {
+    use crate::metrics as m;
+    let Some(t) = &st.completion_time else {
+        return;
+    };
+    metrics::gauge!(m::SYNC_LAST_SUCCESS_TIMESTAMP_SECONDS, labels).set(m::unix_seconds(t.0));
+    let Some(snap) = &st.snapshot else {
+        return;
+    };
+    let op = if plugin.direction() == Direction::Restore {
+        "restore"
+    } else {
+        "backup"
+    };
+    let [ns, name] = labels.clone();
+    let with_op = [ns, name, ("operation", op.to_string())];
+    metrics::gauge!(m::BACKUP_LAST_SUCCESS_TIMESTAMP_SECONDS, &with_op).set(m::unix_seconds(t.0));
+    if op == "backup" {
+        metrics::gauge!(m::BACKUP_SIZE_BYTES, labels).set(snap.size_bytes as f64);
+        metrics::gauge!(m::BACKUP_LAST_SNAPSHOT_SUSPECT, labels).set(if snap.suspect {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    if let Some(a) = &st.start_time {
+        let secs = t.0.duration_since(a.0).as_secs_f64().max(0.0);
+        metrics::histogram!(m::BACKUP_DURATION_SECONDS, "operation" => op).record(secs);
     }
 }
 
@@ -348,13 +405,7 @@ pub(super) fn wake_users_on_endpoint_changes<K>(
     users: fn(&Store<K>, &str, &str) -> Vec<ObjectRef<K>>,
 ) -> Controller<K>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let by_db = controller.store();
     let by_secret = controller.store();
@@ -384,20 +435,13 @@ pub async fn run(
         Api::<Synchronization>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    crate::metrics::compat::register_synchronizations(controller.store());
-    wake_users_on_endpoint_changes(controller, client, users_of)
-        .graceful_shutdown_on(stop)
-        .run(
-            |s, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(s, ctx, reconcile)
-            },
-            |s, err, ctx| ctx.shared.error_policy(&*s, err),
-            ctx.clone(),
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
-    crate::metrics::compat::unregister(NAME);
+    ctx.shared
+        .process
+        .exports
+        .register_synchronizations(controller.store());
+    let controller = wake_users_on_endpoint_changes(controller, client, users_of);
+    drive(NAME, controller, reconcile, ctx.clone(), stop).await;
+    ctx.shared.process.exports.unregister(NAME);
     // Shutting down: the next leader restarts unfinished runs.
     ctx.runs.clear();
 }

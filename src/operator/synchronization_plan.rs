@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
@@ -11,6 +10,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{self, is_conflict, is_not_found, Error};
+use super::shared::{drive, HasShared};
 use super::Shared;
 use crate::api::automation::{Synchronization, SynchronizationPlan};
 use crate::api::conditions::Reason;
@@ -21,6 +21,12 @@ pub const NAME: &str = "synchronizationplan";
 
 pub struct Ctx {
     pub shared: Shared,
+}
+
+impl HasShared for Ctx {
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// The plan's child for `slot`, owned by the plan so deleting the plan deletes its history.
@@ -67,44 +73,10 @@ pub async fn reconcile(plan: Arc<SynchronizationPlan>, ctx: Arc<Ctx>) -> Result<
         .collect();
     let mut d = decide::desired(&plan, &children, now);
 
-    for child in &d.delete {
-        let dp = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..Default::default()
-        };
-        match syncs.delete(child, &dp).await {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(Error::api("deleting", "Synchronization", &ns, child)(e)),
-        }
-    }
+    prune(&syncs, &ns, &d.delete).await?;
     if let Some((child, slot)) = &d.create {
-        let s = owned_child(&plan, child, *slot);
-        match syncs.create(&PostParams::default(), &s).await {
-            Ok(_) => {}
-            // Created by an earlier pass that crashed before writing the status: reuse it,
-            // unless it is somebody else's.
-            Err(e) if is_conflict(&e) => {
-                let existing = syncs.get_opt(child).await.map_err(Error::api(
-                    "reading",
-                    "Synchronization",
-                    &ns,
-                    child,
-                ))?;
-                let ours = existing.as_ref().is_some_and(|s| {
-                    s.labels().get(PLAN_LABEL) == Some(&name) && is_child(&plan, s)
-                });
-                if !ours {
-                    d.notes.push(Note {
-                        warning: true,
-                        reason: Reason::Active,
-                        message: format!(
-                            "Synchronization {child} already exists and does not belong to this plan; slot {slot} skipped"
-                        ),
-                    });
-                }
-            }
-            Err(e) => return Err(Error::api("creating", "Synchronization", &ns, child)(e)),
+        if let Some(note) = create(&syncs, &plan, &ns, child, *slot).await? {
+            d.notes.push(note);
         }
     }
     apply::status(&plans, &*plan, plan.status.as_ref(), &d.status).await?;
@@ -118,34 +90,79 @@ pub async fn reconcile(plan: Arc<SynchronizationPlan>, ctx: Arc<Ctx>) -> Result<
     })
 }
 
+/// Deletes the children past the plan's history limits (gone already is fine).
+async fn prune(syncs: &Api<Synchronization>, ns: &str, children: &[String]) -> Result<(), Error> {
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    for child in children {
+        match syncs.delete(child, &dp).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(Error::api("deleting", "Synchronization", ns, child)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the child `child` of the due `slot`; the Note says why a slot was skipped.
+async fn create(
+    syncs: &Api<Synchronization>,
+    plan: &SynchronizationPlan,
+    ns: &str,
+    child: &str,
+    slot: Timestamp,
+) -> Result<Option<Note>, Error> {
+    let s = owned_child(plan, child, slot);
+    match syncs.create(&PostParams::default(), &s).await {
+        Ok(_) => Ok(None),
+        // Created by an earlier pass that crashed before writing the status: reuse it,
+        // unless it is somebody else's.
+        Err(e) if is_conflict(&e) => {
+            let existing = syncs.get_opt(child).await.map_err(Error::api(
+                "reading",
+                "Synchronization",
+                ns,
+                child,
+            ))?;
+            let name = plan.name_any();
+            let ours = existing
+                .as_ref()
+                .is_some_and(|s| s.labels().get(PLAN_LABEL) == Some(&name) && is_child(plan, s));
+            Ok((!ours).then(|| Note {
+                warning: true,
+                reason: Reason::Active,
+                message: format!(
+                    "Synchronization {child} already exists and does not belong to this plan; slot {slot} skipped"
+                ),
+            }))
+        }
+        Err(e) => Err(Error::api("creating", "Synchronization", ns, child)(e)),
+    }
+}
+
 /// The controller, until `stop` resolves. Children wake their plan when they change phase.
 pub async fn run(
     ctx: Arc<Ctx>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.shared.client.clone();
+    let exports = ctx.shared.process.exports.clone();
     let controller = Controller::new(
         Api::<SynchronizationPlan>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     );
-    crate::metrics::compat::register_plans(controller.store());
-    controller
-        .owns(
-            Api::<Synchronization>::all(client),
-            watcher::Config::default().labels(PLAN_LABEL),
-        )
-        .graceful_shutdown_on(stop)
-        .run(
-            |p, ctx: Arc<Ctx>| {
-                let shared = ctx.shared.clone();
-                shared.instrument(p, ctx, reconcile)
-            },
-            |p, err, ctx| ctx.shared.error_policy(&*p, err),
-            ctx,
-        )
-        .for_each(|r| async move { super::log_result(NAME, r) })
-        .await;
-    crate::metrics::compat::unregister(NAME);
+    ctx.shared
+        .process
+        .exports
+        .register_plans(controller.store());
+    let controller = controller.owns(
+        Api::<Synchronization>::all(client),
+        watcher::Config::default().labels(PLAN_LABEL),
+    );
+    drive(NAME, controller, reconcile, ctx, stop).await;
+    exports.unregister(NAME);
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -17,6 +18,13 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
+
+/// The longest a DNS label may be (RFC 1035).
+const DNS_LABEL_MAX: usize = 63;
+/// How long to wait after a failed accept (out of file descriptors, say) instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a finished port-forward may take to report why it failed.
+const FORWARD_ERROR_WAIT: Duration = Duration::from_millis(100);
 
 /// Where in the remote cluster a `HOST:PORT` of a Database leads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -70,7 +78,7 @@ pub fn parse_target(server: &str, default_namespace: &str) -> Result<Target, Str
                  or a StatefulSet pod (POD.SERVICE.NAMESPACE.svc.cluster.local) of that cluster";
     let dns_label = |l: &str| {
         !l.is_empty()
-            && l.len() <= 63
+            && l.len() <= DNS_LABEL_MAX
             && l.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
@@ -165,34 +173,7 @@ async fn pick(
                 .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
                 .await
                 .map_err(api_err)?;
-            // Ready pods with the pod port the Service port maps to (a named targetPort
-            // resolves per slice, so it is read from the slice, never guessed).
-            let mut ready: Vec<(String, u16)> = Vec::new();
-            for slice in &slices.items {
-                let Some(pod_port) = slice
-                    .ports
-                    .iter()
-                    .flatten()
-                    .find(|p| p.name == svc_port.name)
-                    .and_then(|p| p.port)
-                    .and_then(|p| u16::try_from(p).ok())
-                else {
-                    continue;
-                };
-                for ep in &slice.endpoints {
-                    let is_ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                    let pod = ep
-                        .target_ref
-                        .as_ref()
-                        .filter(|r| r.kind.as_deref() == Some("Pod"))
-                        .and_then(|r| r.name.clone());
-                    if let (true, Some(pod)) = (is_ready, pod) {
-                        ready.push((pod, pod_port));
-                    }
-                }
-            }
-            ready.sort();
-            ready.dedup();
+            let mut ready = ready_pods(&slices.items, svc_port.name.as_deref());
             if ready.is_empty() {
                 return Err(resolve_err("the Service has no ready pods".into()));
             }
@@ -200,6 +181,38 @@ async fn pick(
             Ok((namespace.clone(), pod, pod_port))
         }
     }
+}
+
+/// The ready pods behind a Service, with the pod port its port `port_name` maps to (a named
+/// targetPort resolves per slice, so it is read from the slice, never guessed); sorted.
+fn ready_pods(slices: &[EndpointSlice], port_name: Option<&str>) -> Vec<(String, u16)> {
+    let mut ready = Vec::new();
+    for slice in slices {
+        let Some(pod_port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == port_name)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            let is_ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            let pod = ep
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.clone());
+            if let (true, Some(pod)) = (is_ready, pod) {
+                ready.push((pod, pod_port));
+            }
+        }
+    }
+    ready.sort();
+    ready.dedup();
+    ready
 }
 
 /// Forwards one accepted connection to a pod of `target`.
@@ -227,9 +240,7 @@ async fn forward(
     let copied = tokio::io::copy_bidirectional(local, &mut remote).await;
     drop(remote);
     if let Some(errors) = errors {
-        if let Ok(Some(e)) =
-            tokio::time::timeout(std::time::Duration::from_millis(100), errors).await
-        {
+        if let Ok(Some(e)) = tokio::time::timeout(FORWARD_ERROR_WAIT, errors).await {
             return Err(forward_err(e));
         }
     }
@@ -273,8 +284,7 @@ impl Tunnel {
                 let socket = match listener.accept().await {
                     Ok((socket, _)) => socket,
                     Err(_) => {
-                        // Out of file descriptors, say: wait instead of spinning.
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 };

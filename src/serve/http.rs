@@ -15,6 +15,8 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::metrics::compat::Exports;
+
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
@@ -43,20 +45,35 @@ impl Health {
 struct AppState {
     health: Arc<Health>,
     metrics: Option<PrometheusHandle>,
+    exports: Arc<Exports>,
 }
 
+/// The routes, for a mode that exports no Astronetes names (the CLI's).
 pub fn router(health: Arc<Health>, metrics: Option<PrometheusHandle>) -> Router {
+    router_with_exports(health, metrics, Arc::default())
+}
+
+/// The routes, with the Astronetes names of `exports` after the recorder's metrics.
+pub fn router_with_exports(
+    health: Arc<Health>,
+    metrics: Option<PrometheusHandle>,
+    exports: Arc<Exports>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { health, metrics })
+        .with_state(AppState {
+            health,
+            metrics,
+            exports,
+        })
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     let mut body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     // The Astronetes names, computed from the caches of the controllers this replica leads.
-    body.push_str(&crate::metrics::compat::render());
+    body.push_str(&s.exports.render());
     (
         [(
             header::CONTENT_TYPE,
@@ -80,6 +97,19 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
+}
+
+/// How often histograms get their upkeep.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the recorder's upkeep every [`UPKEEP_EVERY`]: histograms need it to stay bounded.
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(UPKEEP_EVERY).await;
+            handle.run_upkeep();
+        }
+    });
 }
 
 /// Binds `addr` (an error names the address) and serves until `shutdown` resolves.
