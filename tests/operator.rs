@@ -943,6 +943,37 @@ async fn a_holder_that_cannot_renew_stands_down_before_the_lease_expires() {
     assert!(held < Duration::from_secs(1), "{held:?}");
 }
 
+#[tokio::test]
+async fn a_holder_whose_renewal_never_answers_stands_down_before_the_lease_expires() {
+    let (client, mut api) = mock_client();
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let mut elector = Elector::new(client, lease_cfg("pod-a"));
+    let task = tokio::spawn(async move {
+        assert!(elector.acquire(&mut stop).await);
+        let held = tokio::time::Instant::now();
+        (elector.hold(&mut stop).await, held.elapsed())
+    });
+    api.expect("GET", LEASE_PATH).await.not_found();
+    api.expect(
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/resiliency-operator/leases?",
+    )
+    .await
+    .echo();
+    // The API server takes the renewal and never answers it (kept, so the connection stays
+    // open rather than failing).
+    let unanswered = api.expect("PUT", format!("{LEASE_PATH}?").as_str()).await;
+    let (ended, held) = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the holder waited on the renewal past its deadline")
+        .unwrap();
+    assert_eq!(ended, Ended::Lost);
+    // Stood down at the renew deadline (0.5 s), before the 1 s lease could expire for the
+    // others: the controller and its runs are stopped on Lost.
+    assert!(held < Duration::from_secs(1), "{held:?}");
+    drop(unanswered);
+}
+
 // ---------------------------------------------------------------- The binary
 
 /// `operator` against an API server without our CRDs: exits 2 and says how to install them,

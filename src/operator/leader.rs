@@ -278,7 +278,16 @@ impl Elector {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return Ended::Shutdown,
             }
-            match self.renew().await {
+            // Bounded by the time left to the deadline: a PUT that never answers must not keep
+            // this replica acting while a standby takes the Lease.
+            let left = self.cfg.renew_deadline.saturating_sub(renewed.elapsed());
+            let Ok(renewal) = tokio::time::timeout(left, self.renew()).await else {
+                tracing::error!(lease = %self.cfg.name,
+                    "leader election: no answer to the renewal within the deadline; standing down");
+                self.held = None;
+                return Ended::Lost;
+            };
+            match renewal {
                 Ok(true) => {
                     renewed = Instant::now();
                     wait = self.cfg.renew_every;
