@@ -19,9 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use verifier::model::{canonical_acl, AclEntry, NodeKind};
 use verifier::{path, ConnectOptions};
-use zookeeper_client::{
-    Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkError, EventType, SessionState,
-};
+use zookeeper_client::{Acl, AddWatchMode, Client, Error as ZkError, EventType, SessionState};
 
 mod batch;
 mod cversion;
@@ -38,6 +36,7 @@ pub use deletes::delete_destination_subtree;
 
 use super::guard::{LiveGate, SharedGate};
 use super::plan::{desired_kind, Identity};
+use super::writer::create_options;
 use super::{kind_for, Held, HoldReason, SyncError, SyncOptions, SyncSummary};
 
 /// Net deletes (deletes minus creates) are judged over this sliding window, so a `deleteall`
@@ -741,13 +740,6 @@ fn child_of(parent: &str, name: &str) -> String {
     }
 }
 
-fn create_mode(kind: NodeKind) -> CreateMode {
-    match kind {
-        NodeKind::Container => CreateMode::Container,
-        _ => CreateMode::Persistent,
-    }
-}
-
 /// Only the data of `p` changed (no create or delete event): copy it with one read and one
 /// write. ACLs fire no event and kinds cannot change without a delete, so neither is compared
 /// here; anything unexpected falls back to [`apply_path`].
@@ -911,10 +903,7 @@ async fn write_state(
                 target.clone()
             };
             let zk_acl: Vec<Acl> = create_acl.iter().map(AclEntry::to_zk).collect();
-            let mut options = create_mode(kind).with_acls(Acls::new(&zk_acl));
-            if let NodeKind::Ttl { ttl_ms } = kind {
-                options = options.with_ttl(Duration::from_millis(ttl_ms.max(1) as u64));
-            }
+            let options = create_options(kind, &zk_acl);
             match dst.create(&dp, &data, &options).await {
                 Ok(_) | Err(ZkError::NodeExists) => {}
                 Err(ZkError::NoNode) => {

@@ -15,18 +15,18 @@ use futures::StreamExt;
 use verifier::model::{canonical_acl, is_sequential_name, AclEntry, NodeKind};
 use verifier::path;
 use zookeeper_client::{
-    Acl, Acls, Client, Error as ZkError, MultiReadResult, MultiWriteError, MultiWriteResult,
-    MultiWriter,
+    Acl, Client, Error as ZkError, MultiReadResult, MultiWriteError, MultiWriteResult, MultiWriter,
 };
 
 use super::cversion::raise_cversions;
 use super::multi::commit_setting_aside;
 use super::readers::{ReadSet, Readers};
 use super::{
-    apply_data, apply_path, create_mode, dst_path, since_mtime, write_state, Applied, ApplyError,
-    LiveOptions, Observer, Pending, SourceState, DATA_CHANGED,
+    apply_data, apply_path, dst_path, since_mtime, write_state, Applied, ApplyError, LiveOptions,
+    Observer, Pending, SourceState, DATA_CHANGED,
 };
 use crate::engine::plan::{desired_kind, Identity};
+use crate::engine::writer::create_options;
 use crate::engine::{kind_for, SyncOptions};
 
 pub(super) fn depth(p: &str) -> usize {
@@ -283,12 +283,8 @@ fn report_created(opts: &LiveOptions, observer: &Arc<dyn Observer>, written: Vec
 /// Adds the create of a new node to a transaction.
 fn add_create(w: &mut MultiWriter<'_>, o: &SyncOptions, n: &NewNode) -> Result<(), ApplyError> {
     let zk_acl: Vec<Acl> = n.acl.iter().map(AclEntry::to_zk).collect();
-    let mut options = create_mode(n.kind).with_acls(Acls::new(&zk_acl));
-    if let NodeKind::Ttl { ttl_ms } = n.kind {
-        options = options.with_ttl(Duration::from_millis(ttl_ms.max(1) as u64));
-    }
     let dp = dst_path(o, &n.entry.0);
-    w.add_create(&dp, &n.data, &options)
+    w.add_create(&dp, &n.data, &create_options(n.kind, &zk_acl))
         .map_err(ApplyError::on("destination", "create", &dp))
 }
 
