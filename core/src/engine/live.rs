@@ -35,9 +35,15 @@ use deletes::apply_deletes;
 pub use deletes::delete_destination_subtree;
 
 use super::guard::{LiveGate, SharedGate};
-use super::plan::{desired_kind, Identity};
+use super::plan::{desired_kind, plan_create_acl, Identity};
 use super::writer::create_options;
 use super::{kind_for, Held, HoldReason, SyncError, SyncOptions, SyncSummary};
+
+/// What the stream needs on a node it creates to go on with it as events come (reading and
+/// setting its data, creating and deleting its children), where a one-shot copy needs only the
+/// child operations it still has to do: a node whose final ACL denies any of these is created
+/// with the staging ACL, then locked (the stream holds no staging plan across batches).
+const STREAM_NEEDS: i32 = verifier::model::perms::ALL & !verifier::model::perms::ADMIN;
 
 /// Net deletes (deletes minus creates) are judged over this sliding window, so a `deleteall`
 /// that removes a tree node by node counts as one burst, while queue churn never trips it.
@@ -891,18 +897,9 @@ async fn write_state(
     };
     match existing {
         None => {
-            let target = acl.clone().unwrap_or_else(|| vec![AclEntry::open()]);
             // A node whose ACL would lock the copier out is created open to it, then locked.
-            let locked = !me.grants(
-                &target,
-                verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
-            );
-            let create_acl = if locked {
-                me.staging_acl()
-            } else {
-                target.clone()
-            };
-            let zk_acl: Vec<Acl> = create_acl.iter().map(AclEntry::to_zk).collect();
+            let plan = plan_create_acl(me, acl.as_deref(), STREAM_NEEDS);
+            let zk_acl: Vec<Acl> = plan.create_with.iter().map(AclEntry::to_zk).collect();
             let options = create_options(kind, &zk_acl);
             match dst.create(&dp, &data, &options).await {
                 Ok(_) | Err(ZkError::NodeExists) => {}
@@ -921,7 +918,7 @@ async fn write_state(
                 Err(e) => return Err(ApplyError::on("destination", "create", &dp)(e)),
             }
             lo.gate.created(Instant::now(), 1);
-            if locked {
+            if let Some(target) = plan.set_at_end {
                 let zk: Vec<Acl> = target.iter().map(AclEntry::to_zk).collect();
                 dst.set_acl(&dp, &zk, None).await.map_err(ApplyError::on(
                     "destination",

@@ -23,7 +23,7 @@ use super::multi::commit_setting_aside;
 use super::readers::{ReadSet, Readers};
 use super::{
     apply_data, apply_path, dst_path, since_mtime, write_state, Applied, ApplyError, LiveOptions,
-    Observer, Pending, SourceState, DATA_CHANGED,
+    Observer, Pending, SourceState, DATA_CHANGED, STREAM_NEEDS,
 };
 use crate::engine::plan::{desired_kind, Identity};
 use crate::engine::writer::create_options;
@@ -362,11 +362,8 @@ async fn read_acls(
         match r {
             Ok((acl, _)) => {
                 let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
-                let usable = !acl.iter().any(verifier::reader::is_redacted)
-                    && me.grants(
-                        &acl,
-                        verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
-                    );
+                let usable =
+                    !acl.iter().any(verifier::reader::is_redacted) && me.grants(&acl, STREAM_NEEDS);
                 out.push(usable.then(|| canonical_acl(acl)));
             }
             Err(ZkError::NoNode) => out.push(None),
