@@ -60,8 +60,6 @@ pub struct LiveOptions {
     pub batch_window: Duration,
     /// Dirty paths kept while the destination is away; beyond this a full sync is run instead.
     pub max_pending: usize,
-    /// Paths of one depth applied concurrently.
-    pub concurrency: usize,
     /// A full sync this often while streaming (None: only after gaps). ZooKeeper fires no
     /// watch event for an ACL change, so only a re-walk copies one.
     pub resync_interval: Option<Duration>,
@@ -85,7 +83,6 @@ impl LiveOptions {
             sync,
             batch_window: Duration::from_millis(2),
             max_pending,
-            concurrency: 64,
             resync_interval: Some(Duration::from_secs(600)),
             gate,
             delay: None,
