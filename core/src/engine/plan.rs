@@ -208,7 +208,11 @@ mod tests {
 
     #[test]
     fn a_new_node_is_staged_only_when_its_acl_denies_what_is_needed() {
-        let src = vec![AclEntry::new(perms::READ | perms::CREATE, "world", "anyone")];
+        let src = vec![AclEntry::new(
+            perms::READ | perms::CREATE,
+            "world",
+            "anyone",
+        )];
         let ok = plan_create_acl(&me(), Some(&src), perms::CREATE);
         assert_eq!((ok.create_with, ok.set_at_end), (src.clone(), None));
         let staged = plan_create_acl(&me(), Some(&src), perms::ALL & !perms::ADMIN);
