@@ -42,7 +42,7 @@ pub use observer::{quantile, Observer, Stats, StatsInner, Tee};
 pub use stream::run;
 
 use super::guard::{LiveGate, SharedGate};
-use super::SyncOptions;
+use super::{SyncError, SyncOptions};
 
 /// What the stream needs on a node it creates to go on with it as events come (reading and
 /// setting its data, creating and deleting its children), where a one-shot copy needs only the
@@ -137,7 +137,18 @@ struct ApplyError {
     side: &'static str,
     op: &'static str,
     path: String,
-    source: ZkError,
+    source: ApplyCause,
+}
+
+/// What went wrong with one path.
+#[derive(Debug, thiserror::Error)]
+enum ApplyCause {
+    #[error(transparent)]
+    Zk(#[from] ZkError),
+    /// The destination node is of another kind than the source's: only the full pass
+    /// recreates a subtree. Worded as the ZooKeeper error it once travelled as.
+    #[error("bad arguments: node kind differs")]
+    KindDiffers,
 }
 
 impl ApplyError {
@@ -147,17 +158,49 @@ impl ApplyError {
             side,
             op,
             path,
-            source,
+            source: ApplyCause::Zk(source),
+        }
+    }
+
+    /// The destination node `dp` is of another kind than its source.
+    fn kind_differs(dp: &str) -> ApplyError {
+        ApplyError {
+            side: "destination",
+            op: "kind",
+            path: dp.to_string(),
+            source: ApplyCause::KindDiffers,
+        }
+    }
+
+    /// The ZooKeeper error, when a request failed.
+    fn zk(&self) -> Option<&ZkError> {
+        match &self.source {
+            ApplyCause::Zk(e) => Some(e),
+            ApplyCause::KindDiffers => None,
         }
     }
 
     /// A lost connection or session: retry the same paths later.
     fn is_transient(&self) -> bool {
-        verifier::zk::is_transient(&self.source)
-            || matches!(
-                self.source,
-                ZkError::SessionExpired | ZkError::ConnectionLoss | ZkError::ClientClosed
-            )
+        self.zk().is_some_and(|e| {
+            verifier::zk::is_transient(e)
+                || matches!(
+                    e,
+                    ZkError::SessionExpired | ZkError::ConnectionLoss | ZkError::ClientClosed
+                )
+        })
+    }
+
+    /// The error as a one-shot copy reports it.
+    fn into_sync(self) -> SyncError {
+        match self.source {
+            ApplyCause::Zk(source) => SyncError::Write {
+                op: self.op,
+                path: self.path,
+                source,
+            },
+            ApplyCause::KindDiffers => SyncError::KindDiffers { path: self.path },
+        }
     }
 }
 

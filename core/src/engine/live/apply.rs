@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use verifier::model::{canonical_acl, AclEntry, NodeKind};
 use verifier::path;
-use zookeeper_client::{Acl, Client, Error as ZkError};
+use zookeeper_client::{Acl, Client, Error as ZkError, Stat};
 
 use super::{dst_path, Applied, ApplyError, LiveOptions, STREAM_NEEDS};
 use crate::engine::plan::{desired_kind, plan_create_acl, Identity};
@@ -136,104 +136,123 @@ pub(super) async fn write_state(
     state: SourceState,
 ) -> Result<Applied, ApplyError> {
     let o = &lo.sync;
-    let dp = dst_path(o, p);
     let node = match state {
         SourceState::Skipped => return Ok(Applied::Unchanged),
-        SourceState::Absent => {
-            if p == o.source_root {
-                // The whole source root is gone: stop here, as a one-shot sync would, rather
-                // than wipe the destination copy (it may be the only one left).
-                return Err(ApplyError::on("source", "getData", p)(ZkError::NoNode));
-            }
-            if !o.prune {
-                return Ok(Applied::Unchanged);
-            }
-            // Through the deletion guard: applied after its delay, unless the burst is held.
-            lo.gate.offer(p, Instant::now());
-            return Ok(Applied::Queued);
-        }
+        SourceState::Absent => return offer_delete(lo, p),
         SourceState::Node(n) => n,
     };
-    let SourceNode {
-        data,
-        mtime_ms,
-        kind,
-        acl,
-    } = node;
-    let existing = match dst.get_data(&dp).await {
-        Ok(v) => Some(v),
-        Err(ZkError::NoNode) => None,
-        Err(e) => return Err(ApplyError::on("destination", "getData", &dp)(e)),
-    };
-    match existing {
-        None => {
-            // A node whose ACL would lock the copier out is created open to it, then locked.
-            let plan = plan_create_acl(me, acl.as_deref(), STREAM_NEEDS);
-            let zk_acl: Vec<Acl> = plan.create_with.iter().map(AclEntry::to_zk).collect();
-            let options = create_options(kind, &zk_acl);
-            match dst.create(&dp, &data, &options).await {
-                Ok(_) | Err(ZkError::NodeExists) => {}
-                Err(ZkError::NoNode) => {
-                    // The parent is missing on the destination: bring it first, then retry.
-                    if let Some(parent) =
-                        path::parent(p).filter(|pp| pp.len() >= o.source_root.len())
-                    {
-                        Box::pin(apply_path(src, dst, lo, me, parent)).await?;
-                    }
-                    match dst.create(&dp, &data, &options).await {
-                        Ok(_) | Err(ZkError::NodeExists) => {}
-                        Err(e) => return Err(ApplyError::on("destination", "create", &dp)(e)),
-                    }
-                }
-                Err(e) => return Err(ApplyError::on("destination", "create", &dp)(e)),
-            }
-            lo.gate.created(Instant::now(), 1);
-            if let Some(target) = plan.set_at_end {
-                let zk: Vec<Acl> = target.iter().map(AclEntry::to_zk).collect();
-                dst.set_acl(&dp, &zk, None).await.map_err(ApplyError::on(
-                    "destination",
-                    "setACL",
-                    &dp,
-                ))?;
-            }
-            Ok(Applied::Written { mtime_ms })
+    let dp = dst_path(o, p);
+    match dst.get_data(&dp).await {
+        Ok((current, stat)) => update_node(dst, &dp, node, &current, &stat).await,
+        Err(ZkError::NoNode) => create_node(src, dst, lo, me, p, &dp, node).await,
+        Err(e) => Err(ApplyError::on("destination", "getData", &dp)(e)),
+    }
+}
+
+/// The source node at `p` is gone: its delete goes through the deletion guard, applied after
+/// its delay unless the burst is held.
+fn offer_delete(lo: &LiveOptions, p: &str) -> Result<Applied, ApplyError> {
+    let o = &lo.sync;
+    if p == o.source_root {
+        // The whole source root is gone: stop here, as a one-shot sync would, rather than
+        // wipe the destination copy (it may be the only one left).
+        return Err(ApplyError::on("source", "getData", p)(ZkError::NoNode));
+    }
+    if !o.prune {
+        return Ok(Applied::Unchanged);
+    }
+    lo.gate.offer(p, Instant::now());
+    Ok(Applied::Queued)
+}
+
+/// Creates the destination node `dp` of the source path `p` (its missing parents first), then
+/// locks it with its final ACL when it had to be created with the staging one.
+async fn create_node(
+    src: &Client,
+    dst: &Client,
+    lo: &LiveOptions,
+    me: &Identity,
+    p: &str,
+    dp: &str,
+    node: SourceNode,
+) -> Result<Applied, ApplyError> {
+    // A node whose ACL would lock the copier out is created open to it, then locked.
+    let plan = plan_create_acl(me, node.acl.as_deref(), STREAM_NEEDS);
+    let zk_acl: Vec<Acl> = plan.create_with.iter().map(AclEntry::to_zk).collect();
+    let options = create_options(node.kind, &zk_acl);
+    let create = || async {
+        match dst.create(dp, &node.data, &options).await {
+            Ok(_) | Err(ZkError::NodeExists) => Ok(()),
+            Err(e) => Err(e),
         }
-        Some((current, dstat)) => {
-            let current_kind = NodeKind::from_ephemeral_owner(dstat.ephemeral_owner);
-            if observable(current_kind) != observable(kind) {
-                // A kind change needs the subtree recreated: the full pass does that.
-                return Err(ApplyError::on("destination", "kind", &dp)(
-                    ZkError::BadArguments(&"node kind differs"),
-                ));
+    };
+    match create().await {
+        Ok(()) => {}
+        Err(ZkError::NoNode) => {
+            // The parent is missing on the destination: bring it first, then retry.
+            if let Some(parent) = path::parent(p).filter(|pp| pp.len() >= lo.sync.source_root.len())
+            {
+                Box::pin(apply_path(src, dst, lo, me, parent)).await?;
             }
-            let mut wrote = false;
-            if current != data {
-                dst.set_data(&dp, &data, None)
-                    .await
-                    .map_err(ApplyError::on("destination", "setData", &dp))?;
-                wrote = true;
-            }
-            if let Some(acl) = &acl {
-                let (cur, _) =
-                    dst.get_acl(&dp)
-                        .await
-                        .map_err(ApplyError::on("destination", "getACL", &dp))?;
-                let cur = canonical_acl(cur.iter().map(AclEntry::from_zk).collect());
-                if &cur != acl {
-                    let zk: Vec<Acl> = acl.iter().map(AclEntry::to_zk).collect();
-                    dst.set_acl(&dp, &zk, None).await.map_err(ApplyError::on(
-                        "destination",
-                        "setACL",
-                        &dp,
-                    ))?;
-                    wrote = true;
-                }
-            }
-            Ok(if wrote {
-                Applied::Written { mtime_ms }
-            } else {
-                Applied::Unchanged
-            })
+            create()
+                .await
+                .map_err(ApplyError::on("destination", "create", dp))?;
+        }
+        Err(e) => return Err(ApplyError::on("destination", "create", dp)(e)),
+    }
+    lo.gate.created(Instant::now(), 1);
+    if let Some(target) = plan.set_at_end {
+        set_acl(dst, dp, &target).await?;
+    }
+    Ok(Applied::Written {
+        mtime_ms: node.mtime_ms,
+    })
+}
+
+/// Makes the existing destination node `dp` (holding `current`) equal to `node`: its data,
+/// and its ACL when ACLs are copied.
+async fn update_node(
+    dst: &Client,
+    dp: &str,
+    node: SourceNode,
+    current: &[u8],
+    stat: &Stat,
+) -> Result<Applied, ApplyError> {
+    let current_kind = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
+    if observable(current_kind) != observable(node.kind) {
+        // A kind change needs the subtree recreated: the full pass does that.
+        return Err(ApplyError::kind_differs(dp));
+    }
+    let mut wrote = false;
+    if current != node.data {
+        dst.set_data(dp, &node.data, None)
+            .await
+            .map_err(ApplyError::on("destination", "setData", dp))?;
+        wrote = true;
+    }
+    if let Some(acl) = &node.acl {
+        let (cur, _) =
+            dst.get_acl(dp)
+                .await
+                .map_err(ApplyError::on("destination", "getACL", dp))?;
+        if canonical_acl(cur.iter().map(AclEntry::from_zk).collect()) != *acl {
+            set_acl(dst, dp, acl).await?;
+            wrote = true;
         }
     }
+    Ok(if wrote {
+        Applied::Written {
+            mtime_ms: node.mtime_ms,
+        }
+    } else {
+        Applied::Unchanged
+    })
+}
+
+async fn set_acl(dst: &Client, dp: &str, acl: &[AclEntry]) -> Result<(), ApplyError> {
+    let zk: Vec<Acl> = acl.iter().map(AclEntry::to_zk).collect();
+    dst.set_acl(dp, &zk, None)
+        .await
+        .map(|_| ())
+        .map_err(ApplyError::on("destination", "setACL", dp))
 }

@@ -455,7 +455,10 @@ impl Streamer<'_> {
         if let Some(end) = interrupted(&e, observer) {
             return Some(end);
         }
-        if matches!(e.source, ZkError::SessionExpired | ZkError::ClientClosed) {
+        if matches!(
+            e.zk(),
+            Some(ZkError::SessionExpired | ZkError::ClientClosed)
+        ) {
             // A new destination session; the dirty set is still complete.
             if let Ok(c) = verifier::connect("destination", &opts.sync.destination).await {
                 self.dst = c;
