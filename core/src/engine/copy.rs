@@ -19,7 +19,9 @@ use verifier::{path, ReadError};
 use zookeeper_client::{Client, Error as ZkError};
 
 use super::error::SyncError;
-use super::plan::{cversion_bump_pairs, desired_kind, plan_acl, Identity, CVERSION_BUMP_CHILD};
+use super::plan::{
+    cversion_bump_pairs, desired_kind, plan_acl, AclPlan, Identity, CVERSION_BUMP_CHILD,
+};
 use super::writer::{self, Op, Queued};
 use super::{PlannedChange, SyncOptions, SyncSummary};
 use verifier::model::perms;
@@ -56,6 +58,25 @@ enum Done {
 }
 
 type TaskFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Done>, ReadError>> + Send + 'a>>;
+
+/// Permissions the copier needs on an existing node: WRITE for new data, CREATE for new
+/// children, DELETE for pruned ones, both to raise the cversion.
+fn update_needs(data: bool, creates: bool, deletes: bool, raise_cversion: bool) -> i32 {
+    let mut required = 0;
+    if data {
+        required |= perms::WRITE;
+    }
+    if creates {
+        required |= perms::CREATE;
+    }
+    if deletes {
+        required |= perms::DELETE;
+    }
+    if raise_cversion {
+        required |= perms::CREATE | perms::DELETE;
+    }
+    required
+}
 
 /// What a destination parent's cversion must reach.
 struct CversionTarget {
@@ -241,15 +262,7 @@ impl<'a> Planner<'a> {
             self.deferred_acls.push((dst_abs, final_acl));
         }
         if src.node.stat.cversion > 0 {
-            self.cversion.insert(
-                rel.clone(),
-                CversionTarget {
-                    source: src.node.stat.cversion,
-                    predicted: 0,
-                    children: 0,
-                    container: kind == NodeKind::Container,
-                },
-            );
+            self.track_cversion(&rel, src.node.stat.cversion, 0, 0, kind);
         }
         for child in children {
             stack.push(Task::Visit {
@@ -272,66 +285,27 @@ impl<'a> Planner<'a> {
         let dst_abs = self.dst_path(&rel);
         let src_names = self.child_names(&rel, &src, &self.opts.source_root);
         let dst_names = self.child_names(&rel, &dst, &self.opts.destination_root);
-        let data_differs = src.node.data != dst.node.data;
         let to_delete: Vec<&String> = if self.opts.prune {
             dst_names.difference(&src_names).collect()
         } else {
             Vec::new()
         };
-        let mut required = 0;
-        if data_differs {
-            required |= perms::WRITE;
-        }
-        if src_names.iter().any(|n| !dst_names.contains(n)) {
-            required |= perms::CREATE;
-        }
-        if !to_delete.is_empty() {
-            required |= perms::DELETE;
-        }
-        if src.node.stat.cversion > dst.node.stat.cversion {
-            required |= perms::CREATE | perms::DELETE;
-        }
+        let data = (src.node.data != dst.node.data).then_some(src.node.data);
+        let raise_cversion = src.node.stat.cversion > dst.node.stat.cversion;
+        let required = update_needs(
+            data.is_some(),
+            src_names.iter().any(|n| !dst_names.contains(n)),
+            !to_delete.is_empty(),
+            raise_cversion,
+        );
         let target = self.opts.copy_acl.then_some(src.node.acl.as_slice());
         let acl = plan_acl(self.me, target, Some(&dst.node.acl), required);
-        if let Some(staging) = acl.set_before {
-            self.emit(Op::SetAcl {
-                path: dst_abs.clone(),
-                acl: staging,
-            })
+        self.emit_update(dst_abs, &name, kind, acl, data, &dst.node.acl)
             .await?;
-        }
-        if data_differs {
-            self.emit(Op::SetData {
-                path: dst_abs.clone(),
-                data: src.node.data,
-            })
-            .await?;
-            self.summary.updated.add(kind, &name);
-        }
-        if let Some(final_acl) = acl.set_after {
-            self.emit(Op::SetAcl {
-                path: dst_abs.clone(),
-                acl: final_acl,
-            })
-            .await?;
-            self.summary.acl_updated += 1;
-        }
-        if let Some(final_acl) = acl.set_at_end {
-            if final_acl != dst.node.acl {
-                self.summary.acl_updated += 1;
-            }
-            self.deferred_acls.push((dst_abs, final_acl));
-        }
-        if src.node.stat.cversion > dst.node.stat.cversion {
-            self.cversion.insert(
-                rel.clone(),
-                CversionTarget {
-                    source: src.node.stat.cversion,
-                    predicted: i64::from(dst.node.stat.cversion),
-                    children: (dst_names.len() - to_delete.len()) as i64,
-                    container: kind == NodeKind::Container,
-                },
-            );
+        if raise_cversion {
+            let children = (dst_names.len() - to_delete.len()) as i64;
+            let predicted = i64::from(dst.node.stat.cversion);
+            self.track_cversion(&rel, src.node.stat.cversion, predicted, children, kind);
         }
         for child in to_delete {
             stack.push(Task::Remove {
@@ -347,6 +321,67 @@ impl<'a> Planner<'a> {
             });
         }
         Ok(())
+    }
+
+    /// Emits the writes of an existing node in the order its ACL plan needs: the staging ACL,
+    /// the new data, the final ACL (now, or deferred to the end of the copy).
+    async fn emit_update(
+        &mut self,
+        dst_abs: String,
+        name: &str,
+        kind: NodeKind,
+        acl: AclPlan,
+        data: Option<Vec<u8>>,
+        current_acl: &[AclEntry],
+    ) -> Result<(), SyncError> {
+        if let Some(staging) = acl.set_before {
+            self.emit(Op::SetAcl {
+                path: dst_abs.clone(),
+                acl: staging,
+            })
+            .await?;
+        }
+        if let Some(data) = data {
+            self.emit(Op::SetData {
+                path: dst_abs.clone(),
+                data,
+            })
+            .await?;
+            self.summary.updated.add(kind, name);
+        }
+        if let Some(final_acl) = acl.set_after {
+            self.emit(Op::SetAcl {
+                path: dst_abs.clone(),
+                acl: final_acl,
+            })
+            .await?;
+            self.summary.acl_updated += 1;
+        }
+        if let Some(final_acl) = acl.set_at_end {
+            if final_acl != current_acl {
+                self.summary.acl_updated += 1;
+            }
+            self.deferred_acls.push((dst_abs, final_acl));
+        }
+        Ok(())
+    }
+
+    /// Remembers that the cversion of `rel` must reach the source's `source`.
+    fn track_cversion(
+        &mut self,
+        rel: &str,
+        source: i32,
+        predicted: i64,
+        children: i64,
+        kind: NodeKind,
+    ) {
+        let target = CversionTarget {
+            source,
+            predicted,
+            children,
+            container: kind == NodeKind::Container,
+        };
+        self.cversion.insert(rel.to_string(), target);
     }
 
     async fn remove(
