@@ -73,6 +73,9 @@ pub struct VerifySummary {
     pub duration_seconds: f64,
 }
 
+/// Heartbeats missed before the heartbeat counts as late: one is a slow write, three a stall.
+pub const HEARTBEAT_MISSES: u32 = 3;
+
 /// Paths listed in a status.
 pub const MAX_LISTED: usize = 10;
 
@@ -184,14 +187,15 @@ impl Snapshot {
         stream.max(heartbeat).max(delayed)
     }
 
-    /// The heartbeat is on and has not reached the destination for three intervals.
+    /// The heartbeat is on and has not reached the destination for [`HEARTBEAT_MISSES`]
+    /// intervals.
     pub fn heartbeat_late(&self, now: Timestamp) -> bool {
         self.heartbeat_interval.is_some_and(|every| {
             let seen = self.heartbeat_seen.unwrap_or(self.started);
             now.duration_since(seen)
                 .try_into()
                 .unwrap_or(Duration::ZERO)
-                > every * 3
+                > every * HEARTBEAT_MISSES
         })
     }
 
@@ -320,21 +324,8 @@ impl Continuous {
             tasks.push(tokio::spawn(heartbeat_loop(c, h, b)).abort_handle());
         }
         if let Some(m) = metrics {
-            // The current lag is a function of time (it grows while the stream is stuck), so
-            // the gauge is refreshed on a clock, not only when something happens.
             let b = board.clone();
-            tasks.push(
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
-                    loop {
-                        tick.tick().await;
-                        let snap = b.lock().clone();
-                        m.current_lag(snap.lag(Timestamp::now()));
-                        m.heartbeat(snap.heartbeat_seen);
-                    }
-                })
-                .abort_handle(),
-            );
+            tasks.push(tokio::spawn(lag_gauge(b, m)).abort_handle());
         }
         let gate = opts.live.gate.clone();
         let main = {
@@ -404,6 +395,21 @@ impl Drop for Continuous {
     }
 }
 
+/// How often the lag and heartbeat gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
+
+/// The current lag is a function of time (it grows while the stream is stuck), so the gauge
+/// is refreshed on a clock, not only when something happens.
+async fn lag_gauge(board: Arc<Board>, m: Arc<dyn StreamMetrics>) {
+    let mut tick = tokio::time::interval(GAUGE_EVERY);
+    loop {
+        tick.tick().await;
+        let snap = board.lock().clone();
+        m.current_lag(snap.lag(Timestamp::now()));
+        m.heartbeat(snap.heartbeat_seen);
+    }
+}
+
 /// How long a dropped stream may take to stop and withdraw its claim before it is aborted.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -426,6 +432,13 @@ fn summarize(v: &judge::Verdict) -> VerifySummary {
 /// Suspects judged per verification; beyond, the rest count as undecided.
 const MAX_SUSPECTS: usize = 1000;
 
+/// Sessions a verification reads each side on (ACL reads are spread over them).
+const VERIFY_SESSIONS: usize = 2;
+
+/// Between the two rechecks of a suspect: a few batch windows, enough for a change in
+/// flight to land.
+const RECHECK_SETTLE: Duration = Duration::from_millis(100);
+
 /// Verifies every `every`, lag-aware; repairs confirmed divergence when asked.
 async fn verify_loop(
     o: ContinuousOptions,
@@ -438,79 +451,105 @@ async fn verify_loop(
     let cache = verifier::VerifyCache::new(&sync.source.servers, &sync.destination.servers);
     loop {
         tokio::time::sleep(every).await;
-        let pools = tokio::try_join!(
-            verifier::connect_pool("source", &sync.source, 2),
-            verifier::connect_pool("destination", &sync.destination, 2)
-        );
-        let verdict = match pools {
-            Err(e) => Err(cause_chain(&e)),
-            Ok((src, dst)) => {
-                let b = board.clone();
-                let delay = o.live.delay.clone();
-                let sides = judge::Sides {
-                    source: &src,
-                    destination: &dst,
-                    cache: Some(&cache),
-                };
-                judge::judge_delayed(
-                    sides,
-                    sync,
-                    MAX_SUSPECTS,
-                    Duration::from_millis(100),
-                    move || b.lock().caught_up,
-                    move |p| delay.as_ref().is_some_and(|q| q.pending(p)),
-                )
-                .await
-                .map_err(|e| cause_chain(&e))
-            }
-        };
+        let verdict = verify_once(&o, &board, &cache).await;
         if let Some(m) = &metrics {
             m.verdict(verdict.as_ref().ok());
         }
-        let (s, d) = cache.stats();
-        tracing::debug!(
-            source_acl_entries = s.entries,
-            source_acl_reads = s.reads,
-            source_acl_hits = s.hits,
-            destination_acl_entries = d.entries,
-            destination_acl_reads = d.reads,
-            destination_acl_hits = d.hits,
-            acl_cache_bytes = s.memory_bytes + d.memory_bytes,
-            "verification ACL cache"
-        );
-        let now = Timestamp::now();
+        log_cache(&cache);
+        record_verdict(&board, &verdict);
         let confirmed = verdict
             .as_ref()
             .map(|v| v.confirmed.clone())
             .unwrap_or_default();
-        {
-            let mut s = board.lock();
-            if let Ok(v) = &verdict {
-                if v.in_sync() {
-                    s.last_good_sync = Some(now);
-                }
-            }
-            s.last_verify = Some(VerifyOutcome {
-                at: now,
-                result: verdict.as_ref().map(summarize).map_err(Clone::clone),
-            });
-        }
         if o.repair && !confirmed.is_empty() {
             let nodes = verdict.as_ref().map_or(0, |v| v.report.destination_nodes);
-            let guard = o.live.gate.full_sync_guard();
-            let r = judge::repair(sync, &confirmed, guard, nodes).await;
-            let mut s = board.lock();
-            match r {
-                Ok(n) => {
-                    s.repaired_total += n as u64;
-                    s.last_repair_error = None;
-                    if let Some(m) = &metrics {
-                        m.repaired(n as u64);
-                    }
-                }
-                Err(e) => s.last_repair_error = Some(cause_chain(&e)),
+            repair(&o, &board, metrics.as_deref(), &confirmed, nodes).await;
+        }
+    }
+}
+
+/// One lag-aware verification on fresh sessions; the error as a line.
+async fn verify_once(
+    o: &ContinuousOptions,
+    board: &Arc<Board>,
+    cache: &verifier::VerifyCache,
+) -> Result<judge::Verdict, String> {
+    let sync = &o.live.sync;
+    let (src, dst) = tokio::try_join!(
+        verifier::connect_pool("source", &sync.source, VERIFY_SESSIONS),
+        verifier::connect_pool("destination", &sync.destination, VERIFY_SESSIONS)
+    )
+    .map_err(|e| cause_chain(&e))?;
+    let b = board.clone();
+    let delay = o.live.delay.clone();
+    let sides = judge::Sides {
+        source: &src,
+        destination: &dst,
+        cache: Some(cache),
+    };
+    judge::judge_delayed(
+        sides,
+        sync,
+        MAX_SUSPECTS,
+        RECHECK_SETTLE,
+        move || b.lock().caught_up,
+        move |p| delay.as_ref().is_some_and(|q| q.pending(p)),
+    )
+    .await
+    .map_err(|e| cause_chain(&e))
+}
+
+/// What the verification ACL cache holds and saved, for the debug log.
+fn log_cache(cache: &verifier::VerifyCache) {
+    let (s, d) = cache.stats();
+    tracing::debug!(
+        source_acl_entries = s.entries,
+        source_acl_reads = s.reads,
+        source_acl_hits = s.hits,
+        destination_acl_entries = d.entries,
+        destination_acl_reads = d.reads,
+        destination_acl_hits = d.hits,
+        acl_cache_bytes = s.memory_bytes + d.memory_bytes,
+        "verification ACL cache"
+    );
+}
+
+/// Puts a verification's outcome on the board.
+fn record_verdict(board: &Board, verdict: &Result<judge::Verdict, String>) {
+    let now = Timestamp::now();
+    let mut s = board.lock();
+    if let Ok(v) = verdict {
+        if v.in_sync() {
+            s.last_good_sync = Some(now);
+        }
+    }
+    s.last_verify = Some(VerifyOutcome {
+        at: now,
+        result: verdict.as_ref().map(summarize).map_err(Clone::clone),
+    });
+}
+
+/// Re-syncs the confirmed divergent paths (of a destination of `nodes`) and records how it
+/// went.
+async fn repair(
+    o: &ContinuousOptions,
+    board: &Board,
+    metrics: Option<&dyn StreamMetrics>,
+    confirmed: &[String],
+    nodes: u64,
+) {
+    let guard = o.live.gate.full_sync_guard();
+    let r = judge::repair(&o.live.sync, confirmed, guard, nodes).await;
+    let mut s = board.lock();
+    match r {
+        Ok(n) => {
+            s.repaired_total += n as u64;
+            s.last_repair_error = None;
+            if let Some(m) = metrics {
+                m.repaired(n as u64);
             }
         }
+        Err(e) => s.last_repair_error = Some(cause_chain(&e)),
     }
 }
 
