@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use zookeeper_client::{Acl, Client, Error as ZkError, MultiReadResult, Stat};
 
-use crate::acl_cache::AclCache;
+use crate::acl_cache::{AclCache, Cached};
 use crate::hash::{digest_node, Digest, HashOptions, TreeKey};
 use crate::model::{canonical_acl, AclEntry, Node, NodeKind, NodeStat};
 use crate::path;
@@ -83,51 +83,31 @@ pub async fn fetch_many_cached(
     let Some(main) = pool.first() else {
         return Ok(Vec::new());
     };
-    let err = |op, path: &str, source| ReadError {
-        side,
-        op,
-        path: path.to_string(),
-        source,
-    };
-    let mut reader = main.new_multi_reader();
-    for p in paths {
-        reader
-            .add_get_data(p)
-            .and_then(|_| reader.add_get_children(p))
-            .map_err(|e| err("multiRead", p, e))?;
-    }
     // All requests leave now; replies are awaited below.
-    let data_call = reader.commit();
+    let data_call = multi_read(main, side, paths)?;
     let cache = cache.filter(|_| acl);
     let mut held = match cache {
         Some(c) => c.lookup(paths),
         None => paths.iter().map(|_| None).collect(),
     };
-    let session = |i: usize| &pool[i % pool.len()];
-    let mut acl_calls: Vec<_> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (acl && held[i].is_none()).then(|| session(i).get_acl(p)))
+    let acl_call = |i: usize| pool[i % pool.len()].get_acl(&paths[i]);
+    let mut acl_calls: Vec<_> = (0..paths.len())
+        .map(|i| (acl && held[i].is_none()).then(|| acl_call(i)))
         .collect();
     let first = paths.first().map(String::as_str).unwrap_or("/");
-    let results = data_call.await.map_err(|e| err("multiRead", first, e))?;
+    let results = data_call
+        .await
+        .map_err(|e| read_error(side, "multiRead", first, e))?;
     let reads = data_reads(side, paths, results)?;
-    let mut cached: Vec<Option<Vec<AclEntry>>> = vec![None; paths.len()];
-    if let Some(c) = cache {
-        for (i, p) in paths.iter().enumerate() {
-            let (Some(entry), Some((_, stat, _))) = (held[i].take(), &reads[i]) else {
-                continue;
-            };
-            if entry.matches(stat) {
-                cached[i] = Some(entry.acl.to_vec());
-            } else {
-                // Changed since it was cached: read it now.
-                acl_calls[i] = Some(session(i).get_acl(p));
-            }
+    let cached = match cache {
+        Some(c) => {
+            let cached = take_cached(&mut held, &reads, &mut acl_calls, acl_call);
+            c.count_hits(cached.iter().filter(|a| a.is_some()).count() as u64);
+            c.count_reads(acl_calls.iter().filter(|a| a.is_some()).count() as u64);
+            cached
         }
-        c.count_hits(cached.iter().filter(|a| a.is_some()).count() as u64);
-        c.count_reads(acl_calls.iter().filter(|a| a.is_some()).count() as u64);
-    }
+        None => vec![None; paths.len()],
+    };
     let acls = futures::future::join_all(acl_calls.into_iter().map(|call| async move {
         match call {
             Some(call) => Some(call.await),
@@ -135,6 +115,78 @@ pub async fn fetch_many_cached(
         }
     }))
     .await;
+    let (out, fresh) = assemble(side, paths, reads, cached, acls, cache.is_some())?;
+    if let Some(c) = cache {
+        // Keyed by the stat of each getACL reply itself, which goes with its ACL.
+        c.put_many(fresh.iter().map(|(p, s, a)| (*p, s, a.as_slice())));
+    }
+    Ok(out)
+}
+
+fn read_error(side: &'static str, op: &'static str, path: &str, source: ZkError) -> ReadError {
+    ReadError {
+        side,
+        op,
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// Sends one multi-read of data and children of every path; the reply comes with the future.
+fn multi_read<'a>(
+    main: &'a Client,
+    side: &'static str,
+    paths: &[String],
+) -> Result<impl Future<Output = Result<Vec<MultiReadResult>, ZkError>> + 'a, ReadError> {
+    let mut reader = main.new_multi_reader();
+    for p in paths {
+        reader
+            .add_get_data(p)
+            .and_then(|_| reader.add_get_children(p))
+            .map_err(|e| read_error(side, "multiRead", p, e))?;
+    }
+    Ok(reader.commit())
+}
+
+/// The cached ACLs of the nodes whose stat matches their entry in `held`; for those that
+/// changed since, a getACL goes out now (`acl_call`) into `acl_calls`.
+fn take_cached<F>(
+    held: &mut [Option<Cached>],
+    reads: &[DataRead],
+    acl_calls: &mut [Option<F>],
+    acl_call: impl Fn(usize) -> F,
+) -> Vec<Option<Vec<AclEntry>>> {
+    let mut cached: Vec<Option<Vec<AclEntry>>> = vec![None; reads.len()];
+    for (i, read) in reads.iter().enumerate() {
+        let (Some(entry), Some((_, stat, _))) = (held[i].take(), read) else {
+            continue;
+        };
+        if entry.matches(stat) {
+            cached[i] = Some(entry.acl.to_vec());
+        } else {
+            // Changed since it was cached: read it now.
+            acl_calls[i] = Some(acl_call(i));
+        }
+    }
+    cached
+}
+
+/// A getACL reply.
+type AclReply = Result<(Vec<Acl>, Stat), ZkError>;
+
+/// An ACL read for the cache: the path, the stat of its getACL reply and the ACL.
+type FreshAcl<'p> = (&'p str, Stat, Vec<AclEntry>);
+
+/// The nodes out of their data reads and their ACLs (cached, or getACL replies); also the
+/// ACLs read, for the cache when `caching`.
+fn assemble<'p>(
+    side: &'static str,
+    paths: &'p [String],
+    reads: Vec<DataRead>,
+    cached: Vec<Option<Vec<AclEntry>>>,
+    acls: Vec<Option<AclReply>>,
+    caching: bool,
+) -> Result<(Vec<Option<Fetched>>, Vec<FreshAcl<'p>>), ReadError> {
     let mut out = Vec::with_capacity(paths.len());
     let mut fresh = Vec::new();
     let parts = paths.iter().zip(reads).zip(cached).zip(acls);
@@ -148,7 +200,7 @@ pub async fn fetch_many_cached(
             (None, None) => Vec::new(),
             (None, Some(reply)) => match read_acl(side, p, reply)? {
                 Some((acl, acl_stat)) => {
-                    if cache.is_some() {
+                    if caching {
                         fresh.push((p.as_str(), acl_stat, acl.clone()));
                     }
                     acl
@@ -171,18 +223,14 @@ pub async fn fetch_many_cached(
             children,
         }));
     }
-    if let Some(c) = cache {
-        // Keyed by the stat of each getACL reply itself, which goes with its ACL.
-        c.put_many(fresh.iter().map(|(p, s, a)| (*p, s, a.as_slice())));
-    }
-    Ok(out)
+    Ok((out, fresh))
 }
 
 /// A getACL reply as a canonical ACL with the reply's stat; `None` when the node is gone.
 fn read_acl(
     side: &'static str,
     p: &str,
-    reply: Result<(Vec<Acl>, Stat), ZkError>,
+    reply: AclReply,
 ) -> Result<Option<(Vec<AclEntry>, Stat)>, ReadError> {
     let err = |op, source| ReadError {
         side,
@@ -476,19 +524,77 @@ async fn walk_into<S: Sink>(
     cache: Option<&AclCache>,
     tx: &S,
 ) -> Result<Option<WalkTotals>, ReadError> {
-    let window = opts.window.max(1);
-    let max_batches = window.div_ceil(BATCH).max(1);
-    let lookahead = window * LOOKAHEAD_WINDOWS;
-    let mut totals = WalkTotals::default();
-    // Known nodes not yet asked for, and asked ones not yet emitted (`None` until read).
-    let mut unasked: BTreeSet<TreeKey> = BTreeSet::from([TreeKey(String::new())]);
-    let mut asked: BTreeMap<TreeKey, Option<Read>> = BTreeMap::new();
-    let mut in_flight: FuturesUnordered<BatchFuture> = FuturesUnordered::new();
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut w = Walk::new(pool, side, root, opts, cache);
     loop {
-        // Emit, in tree order, every node whose read is back and that nothing unread precedes.
-        while let Some(entry) = asked.first_entry() {
-            if entry.get().is_none() || unasked.first().is_some_and(|u| u < entry.key()) {
+        if !w.emit_ready(tx).await {
+            return Ok(None);
+        }
+        w.ask_more();
+        // Hand over what is ready before waiting on the network.
+        if !w.chunk.is_empty() && !send(tx, &mut w.chunk).await {
+            return Ok(None);
+        }
+        let Some((rels, result)) = w.in_flight.next().await else {
+            break;
+        };
+        w.take_reads(rels, result?, S::KEEP_NODES);
+    }
+    if !w.chunk.is_empty() && !send(tx, &mut w.chunk).await {
+        return Ok(None);
+    }
+    Ok(Some(w.totals))
+}
+
+/// A walk under way: the known nodes not yet asked for, the asked ones not yet emitted, the
+/// reads in flight and the chunk being filled.
+struct Walk<'a> {
+    pool: Arc<[Client]>,
+    side: &'static str,
+    root: &'a str,
+    opts: WalkOptions,
+    cache: Option<&'a AclCache>,
+    /// Multi-reads in flight at most.
+    max_batches: usize,
+    /// Nodes asked for and not yet emitted at most.
+    lookahead: usize,
+    totals: WalkTotals,
+    unasked: BTreeSet<TreeKey>,
+    /// `None` until read.
+    asked: BTreeMap<TreeKey, Option<Read>>,
+    in_flight: FuturesUnordered<BatchFuture>,
+    chunk: Vec<(String, Digest, Option<Node>)>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(
+        pool: Arc<[Client]>,
+        side: &'static str,
+        root: &'a str,
+        opts: WalkOptions,
+        cache: Option<&'a AclCache>,
+    ) -> Walk<'a> {
+        let window = opts.window.max(1);
+        Walk {
+            pool,
+            side,
+            root,
+            opts,
+            cache,
+            max_batches: window.div_ceil(BATCH).max(1),
+            lookahead: window * LOOKAHEAD_WINDOWS,
+            totals: WalkTotals::default(),
+            unasked: BTreeSet::from([TreeKey(String::new())]),
+            asked: BTreeMap::new(),
+            in_flight: FuturesUnordered::new(),
+            chunk: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    /// Emits, in tree order, every node whose read is back and that nothing unread precedes.
+    /// False when the receiver is gone.
+    async fn emit_ready<S: Sink>(&mut self, tx: &S) -> bool {
+        while let Some(entry) = self.asked.first_entry() {
+            if entry.get().is_none() || self.unasked.first().is_some_and(|u| u < entry.key()) {
                 break;
             }
             let (TreeKey(rel), read) = entry.remove_entry();
@@ -496,84 +602,78 @@ async fn walk_into<S: Sink>(
                 continue;
             };
             let (digest, bytes, node) = *read;
-            if rel.is_empty() {
-                totals.root_exists = true;
-            }
-            totals.nodes += 1;
-            totals.bytes += bytes;
-            totals.max_mzxid = totals.max_mzxid.max(digest.mzxid);
-            chunk.push((rel, digest, node));
-            if chunk.len() == CHUNK && !send(tx, &mut chunk).await {
-                return Ok(None);
+            let t = &mut self.totals;
+            t.root_exists |= rel.is_empty();
+            t.nodes += 1;
+            t.bytes += bytes;
+            t.max_mzxid = t.max_mzxid.max(digest.mzxid);
+            self.chunk.push((rel, digest, node));
+            if self.chunk.len() == CHUNK && !send(tx, &mut self.chunk).await {
+                return false;
             }
         }
-        // Ask for more, nearest first. The next node to emit is always asked for, whatever the
-        // lookahead, or the walk would wait on itself.
-        while in_flight.len() < max_batches && !unasked.is_empty() {
-            let front_unasked = match (unasked.first(), asked.first_key_value()) {
+        true
+    }
+
+    /// Asks for more, nearest first. The next node to emit is always asked for, whatever the
+    /// lookahead, or the walk would wait on itself.
+    fn ask_more(&mut self) {
+        while self.in_flight.len() < self.max_batches && !self.unasked.is_empty() {
+            let front_unasked = match (self.unasked.first(), self.asked.first_key_value()) {
                 (Some(u), Some((a, _))) => u < a,
                 (Some(_), None) => true,
                 _ => false,
             };
-            if asked.len() >= lookahead && !front_unasked {
+            if self.asked.len() >= self.lookahead && !front_unasked {
                 break;
             }
             let mut rels = Vec::with_capacity(BATCH);
             while rels.len() < BATCH {
-                let Some(k) = unasked.pop_first() else { break };
-                asked.insert(k.clone(), None);
+                let Some(k) = self.unasked.pop_first() else {
+                    break;
+                };
+                self.asked.insert(k.clone(), None);
                 rels.push(k);
             }
-            let abs: Vec<String> = rels.iter().map(|r| path::join(root, &r.0)).collect();
-            let pool = pool.clone();
-            let cache = cache.cloned();
-            in_flight.push(Box::pin(async move {
-                let r = fetch_many_cached(&pool, side, &abs, opts.hash.acl, cache.as_ref()).await;
+            let abs: Vec<String> = rels.iter().map(|r| path::join(self.root, &r.0)).collect();
+            let (pool, side, acl) = (self.pool.clone(), self.side, self.opts.hash.acl);
+            let cache = self.cache.cloned();
+            self.in_flight.push(Box::pin(async move {
+                let r = fetch_many_cached(&pool, side, &abs, acl, cache.as_ref()).await;
                 (rels, r)
             }));
         }
-        // Hand over what is ready before waiting on the network.
-        if !chunk.is_empty() && !send(tx, &mut chunk).await {
-            return Ok(None);
-        }
-        let Some((rels, result)) = in_flight.next().await else {
-            break;
-        };
-        for (key, fetched) in rels.into_iter().zip(result?) {
-            let read = match fetched {
-                // Deleted while we walked, so simply not part of the tree.
-                None => None,
-                Some(mut f) => {
-                    let keep = match (f.node.kind, opts.ephemerals) {
-                        (NodeKind::Ephemeral, EphemeralPolicy::Skip) => false,
-                        (NodeKind::Ephemeral, EphemeralPolicy::Persistent) => {
-                            f.node.kind = NodeKind::Persistent;
-                            true
-                        }
-                        _ => true,
-                    };
-                    if keep {
-                        for name in &f.children {
-                            let child = path::child(&key.0, name);
-                            if !path::is_reserved(&path::join(root, &child)) {
-                                unasked.insert(TreeKey(child));
-                            }
-                        }
-                    }
-                    keep.then(|| {
-                        let digest = digest_node(&key.0, &f.node, opts.hash);
-                        let bytes = f.node.data.len() as u64;
-                        Box::new((digest, bytes, S::KEEP_NODES.then_some(f.node)))
-                    })
-                }
-            };
-            asked.insert(key, Some(read));
+    }
+
+    /// Records the nodes of one multi-read; their children become known.
+    fn take_reads(&mut self, rels: Vec<TreeKey>, fetched: Vec<Option<Fetched>>, keep: bool) {
+        for (key, fetched) in rels.into_iter().zip(fetched) {
+            // None: deleted while we walked, so simply not part of the tree.
+            let read = fetched.and_then(|f| self.read(&key, f, keep));
+            self.asked.insert(key, Some(read));
         }
     }
-    if !chunk.is_empty() && !send(tx, &mut chunk).await {
-        return Ok(None);
+
+    /// What the walk keeps of a node read at `key` (None: a skipped ephemeral); its children
+    /// are added to the nodes to ask for.
+    fn read(&mut self, key: &TreeKey, mut f: Fetched, keep_node: bool) -> Read {
+        match (f.node.kind, self.opts.ephemerals) {
+            (NodeKind::Ephemeral, EphemeralPolicy::Skip) => return None,
+            (NodeKind::Ephemeral, EphemeralPolicy::Persistent) => {
+                f.node.kind = NodeKind::Persistent;
+            }
+            _ => {}
+        }
+        for name in &f.children {
+            let child = path::child(&key.0, name);
+            if !path::is_reserved(&path::join(self.root, &child)) {
+                self.unasked.insert(TreeKey(child));
+            }
+        }
+        let digest = digest_node(&key.0, &f.node, self.opts.hash);
+        let bytes = f.node.data.len() as u64;
+        Some(Box::new((digest, bytes, keep_node.then_some(f.node))))
     }
-    Ok(Some(totals))
 }
 
 /// Sends the chunk; false when the receiver is gone (the comparison ended early).
