@@ -26,6 +26,10 @@ use super::writer::{self, Op, Queued};
 use super::{PlannedChange, SyncOptions, SyncSummary};
 use verifier::model::perms;
 
+/// Ops planned and not yet taken by the writer: enough to fill its transactions; the memory
+/// budget, not this, bounds the bytes held.
+const PLANNED_OPS: usize = 4096;
+
 /// Work for the walk.
 enum Task {
     /// Compare the node at `rel` on both sides. `dst_absent`: its destination parent was just
@@ -594,7 +598,7 @@ pub(super) async fn pass(
     pre: Preflight,
     progress: Arc<super::Progress>,
 ) -> Result<SyncSummary, SyncError> {
-    let (tx, rx) = mpsc::channel::<Queued>(4096);
+    let (tx, rx) = mpsc::channel::<Queued>(PLANNED_OPS);
     let mut planner = Planner {
         opts,
         me,

@@ -75,9 +75,16 @@ pub struct LiveOptions {
     pub delay: Option<Arc<DelayQueue>>,
 }
 
+/// Long enough to coalesce a burst of writes to one node, short next to any lag objective.
+const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// Dirty paths held through a destination outage before a full sync replaces them.
+const DEFAULT_MAX_PENDING: usize = 100_000;
+/// How stale an ACL change (which fires no event) may get on the copy.
+const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(600);
+
 impl LiveOptions {
     pub fn new(sync: SyncOptions) -> LiveOptions {
-        let max_pending = 100_000;
+        let max_pending = DEFAULT_MAX_PENDING;
         let gate = Arc::new(LiveGate::new(
             sync.guard,
             GUARD_WINDOW,
@@ -86,9 +93,9 @@ impl LiveOptions {
         ));
         LiveOptions {
             sync,
-            batch_window: Duration::from_millis(2),
+            batch_window: DEFAULT_BATCH_WINDOW,
             max_pending,
-            resync_interval: Some(Duration::from_secs(600)),
+            resync_interval: Some(DEFAULT_RESYNC_INTERVAL),
             gate,
             delay: None,
         }

@@ -407,6 +407,11 @@ pub(crate) async fn sync_with(
 }
 
 /// The passes of a copy, each on fresh sessions, under the claim (taken on the first).
+/// A failed pass waits this long before the next, doubled after each failure up to
+/// [`PASS_RETRY_DOUBLINGS`] times (8 s): a blip costs little, a long outage few passes.
+const PASS_RETRY_BASE: Duration = Duration::from_millis(500);
+const PASS_RETRY_DOUBLINGS: u32 = 4;
+
 async fn attempts(
     opts: &SyncOptions,
     me: &plan::Identity,
@@ -447,7 +452,7 @@ async fn attempts(
                 return Ok(summary);
             }
             Err(e) if e.is_transient() && attempt <= opts.retries => {
-                let wait = Duration::from_millis(500u64 << (attempt - 1).min(4));
+                let wait = PASS_RETRY_BASE * (1u32 << (attempt - 1).min(PASS_RETRY_DOUBLINGS));
                 tracing::warn!(attempt, error = %e, retry_in = ?wait, "copy pass failed; starting a new pass");
                 tokio::time::sleep(wait).await;
             }

@@ -54,6 +54,9 @@ pub(super) async fn apply_path(
     write_state(src, dst, lo, me, p, state).await
 }
 
+/// Bytes of an ACL entry besides its id (scheme, permissions, slot), for the delay bound.
+const ACL_ENTRY_OVERHEAD: usize = 16;
+
 /// What the source holds at a path, as the copy needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum SourceState {
@@ -78,9 +81,9 @@ impl SourceState {
         match self {
             SourceState::Node(n) => {
                 n.data.len()
-                    + n.acl
-                        .as_ref()
-                        .map_or(0, |a| a.iter().map(|e| e.id.len() + 16).sum())
+                    + n.acl.as_ref().map_or(0, |a| {
+                        a.iter().map(|e| e.id.len() + ACL_ENTRY_OVERHEAD).sum()
+                    })
             }
             _ => 0,
         }
