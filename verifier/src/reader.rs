@@ -232,12 +232,7 @@ fn read_acl(
     p: &str,
     reply: AclReply,
 ) -> Result<Option<(Vec<AclEntry>, Stat)>, ReadError> {
-    let err = |op, source| ReadError {
-        side,
-        op,
-        path: p.to_string(),
-        source,
-    };
+    let err = |op, source| read_error(side, op, p, source);
     match reply {
         Ok((acl, stat)) => {
             let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
@@ -260,12 +255,7 @@ fn data_reads(
     paths: &[String],
     results: Vec<MultiReadResult>,
 ) -> Result<Vec<DataRead>, ReadError> {
-    let err = |op, path: &str, source| ReadError {
-        side,
-        op,
-        path: path.to_string(),
-        source,
-    };
+    let err = |op, path: &str, source| read_error(side, op, path, source);
     let unexpected = |op, p: &str| err(op, p, ZkError::UnexpectedError("unexpected reply".into()));
     let mut results = results.into_iter();
     let mut out = Vec::with_capacity(paths.len());

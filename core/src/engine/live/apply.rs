@@ -23,15 +23,11 @@ pub(super) async fn apply_data(
     p: &str,
 ) -> Result<Applied, ApplyError> {
     let o = &lo.sync;
-    let (data, stat) = match src.get_data(p).await {
-        Ok(v) => v,
-        Err(ZkError::NoNode) => return apply_path(src, dst, lo, me, p).await,
-        Err(e) => return Err(ApplyError::on("source", "getData", p)(e)),
+    let (data, stat) = match read_data(src, o, p).await? {
+        None => return apply_path(src, dst, lo, me, p).await,
+        Some((_, _, None)) => return Ok(Applied::Unchanged),
+        Some((data, stat, Some(_))) => (data, stat),
     };
-    let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
-    if desired_kind(kind_for(&o.type_rules, p, reported), o.ephemerals).is_none() {
-        return Ok(Applied::Unchanged);
-    }
     let dp = dst_path(o, p);
     match dst.set_data(&dp, &data, None).await {
         Ok(_) => Ok(Applied::Written {
@@ -90,20 +86,40 @@ impl SourceState {
     }
 }
 
+/// The data and stat of the source node at `p` (None: no such node), with the kind the copy
+/// gives it (None: an ephemeral the policy leaves out).
+async fn read_data(
+    src: &Client,
+    o: &SyncOptions,
+    p: &str,
+) -> Result<Option<(Vec<u8>, Stat, Option<NodeKind>)>, ApplyError> {
+    match src.get_data(p).await {
+        Ok((data, stat)) => {
+            let kind = copied_kind(o, p, &stat);
+            Ok(Some((data, stat, kind)))
+        }
+        Err(ZkError::NoNode) => Ok(None),
+        Err(e) => Err(ApplyError::on("source", "getData", p)(e)),
+    }
+}
+
+/// The kind the copy gives the source node at `p` read with `stat` (type rules, ephemeral
+/// policy); None when it is not copied.
+pub(super) fn copied_kind(o: &SyncOptions, p: &str, stat: &Stat) -> Option<NodeKind> {
+    let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
+    desired_kind(kind_for(&o.type_rules, p, reported), o.ephemerals)
+}
+
 /// Reads the node at `p` with its ACL.
 pub(super) async fn read_source(
     src: &Client,
     o: &SyncOptions,
     p: &str,
 ) -> Result<SourceState, ApplyError> {
-    let (data, stat) = match src.get_data(p).await {
-        Ok(v) => v,
-        Err(ZkError::NoNode) => return Ok(SourceState::Absent),
-        Err(e) => return Err(ApplyError::on("source", "getData", p)(e)),
-    };
-    let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
-    let Some(kind) = desired_kind(kind_for(&o.type_rules, p, reported), o.ephemerals) else {
-        return Ok(SourceState::Skipped);
+    let (data, stat, kind) = match read_data(src, o, p).await? {
+        None => return Ok(SourceState::Absent),
+        Some((_, _, None)) => return Ok(SourceState::Skipped),
+        Some((data, stat, Some(kind))) => (data, stat, kind),
     };
     let acl: Option<Vec<AclEntry>> = if o.copy_acl {
         let (acl, _) = match src.get_acl(p).await {

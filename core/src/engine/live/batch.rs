@@ -18,6 +18,7 @@ use zookeeper_client::{
     Acl, Client, Error as ZkError, MultiReadResult, MultiWriteError, MultiWriteResult, MultiWriter,
 };
 
+use super::apply::copied_kind;
 use super::cversion::raise_cversions;
 use super::multi::commit_setting_aside;
 use super::readers::{ReadSet, Readers};
@@ -25,9 +26,9 @@ use super::{
     apply_data, apply_path, dst_path, since_mtime, write_state, Applied, ApplyError, LiveOptions,
     Observer, Pending, SourceState, DATA_CHANGED, STREAM_NEEDS,
 };
-use crate::engine::plan::{desired_kind, Identity};
+use crate::engine::plan::Identity;
 use crate::engine::writer::create_options;
-use crate::engine::{kind_for, SyncOptions};
+use crate::engine::SyncOptions;
 
 pub(super) fn depth(p: &str) -> usize {
     p.bytes().filter(|b| *b == b'/').count()
@@ -367,13 +368,10 @@ async fn read_created_chunk(
     let mut new = Vec::new();
     for (entry, r) in chunk.into_iter().zip(results) {
         match r {
-            MultiReadResult::Data { data, stat } => {
-                let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
-                match desired_kind(kind_for(&o.type_rules, &entry.0, reported), o.ephemerals) {
-                    Some(kind) => new.push((entry, data, stat.mtime, kind)),
-                    None => found.push((entry, Found::Slow)),
-                }
-            }
+            MultiReadResult::Data { data, stat } => match copied_kind(o, &entry.0, &stat) {
+                Some(kind) => new.push((entry, data, stat.mtime, kind)),
+                None => found.push((entry, Found::Slow)),
+            },
             MultiReadResult::Error {
                 err: ZkError::NoNode,
             } => found.push((entry, Found::Gone)),
