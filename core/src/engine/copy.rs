@@ -6,25 +6,25 @@
 //! kept, all small next to the tree.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
 use verifier::model::{AclEntry, NodeKind};
-use verifier::reader::{fetch_many, fetch_node, Fetched, BATCH};
+use verifier::reader::{fetch_node, Fetched};
 use verifier::{path, ReadError};
-use zookeeper_client::{Client, Error as ZkError};
+use zookeeper_client::Client;
 
 use super::error::SyncError;
 use super::plan::{
     cversion_bump_pairs, desired_kind, plan_acl, AclPlan, Identity, CVERSION_BUMP_CHILD,
 };
 use super::writer::{self, Op, Queued};
+
+mod walk;
 use super::{PlannedChange, SyncOptions, SyncSummary};
 use verifier::model::perms;
+use walk::walk;
 
 /// Ops planned and not yet taken by the writer: enough to fill its transactions; the memory
 /// budget, not this, bounds the bytes held.
@@ -60,8 +60,6 @@ enum Done {
         visited: bool,
     },
 }
-
-type TaskFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Done>, ReadError>> + Send + 'a>>;
 
 /// Permissions the copier needs on an existing node: WRITE for new data, CREATE for new
 /// children, DELETE for pruned ones, both to raise the cversion.
@@ -503,37 +501,6 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Lists a destination subtree, parents before children, with each node's kind.
-async fn collect_subtree(client: &Client, top: &str) -> Result<Vec<(String, NodeKind)>, ReadError> {
-    let mut out = Vec::new();
-    let mut in_flight = FuturesUnordered::new();
-    let fetch = |p: String| async move {
-        let r = client.get_children(&p).await;
-        (p, r)
-    };
-    in_flight.push(fetch(top.to_string()));
-    while let Some((p, r)) = in_flight.next().await {
-        match r {
-            Ok((children, stat)) => {
-                for c in children {
-                    in_flight.push(fetch(format!("{p}/{c}")));
-                }
-                out.push((p, NodeKind::from_ephemeral_owner(stat.ephemeral_owner)));
-            }
-            Err(ZkError::NoNode) => {}
-            Err(source) => {
-                return Err(ReadError {
-                    side: "destination",
-                    op: "getChildren",
-                    path: p,
-                    source,
-                })
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Facts about both roots, read before anything is written.
 pub(super) struct Preflight {
     pub destination_root_exists: bool,
@@ -653,119 +620,4 @@ async fn plan_all(
     walk(planner, src, dst, !pre.destination_root_exists).await?;
     planner.judge_deletes().await?;
     planner.finish().await
-}
-
-/// Reads a batch of nodes from both sides (the destination only where it may exist).
-async fn visit_batch(
-    src: &[Client],
-    dst: &[Client],
-    opts: &SyncOptions,
-    visits: Vec<(String, bool)>,
-) -> Result<Vec<Done>, ReadError> {
-    let src_paths: Vec<String> = visits
-        .iter()
-        .map(|(r, _)| path::join(&opts.source_root, r))
-        .collect();
-    let dst_paths: Vec<String> = visits
-        .iter()
-        .filter(|(_, absent)| !absent)
-        .map(|(r, _)| path::join(&opts.destination_root, r))
-        .collect();
-    let (s, d) = tokio::join!(
-        fetch_many(src, "source", &src_paths, opts.copy_acl),
-        async {
-            if dst_paths.is_empty() {
-                Ok(Vec::new())
-            } else {
-                fetch_many(dst, "destination", &dst_paths, true).await
-            }
-        }
-    );
-    let mut d = d?.into_iter();
-    Ok(visits
-        .into_iter()
-        .zip(s?)
-        .map(|((rel, absent), src)| Done::Visited {
-            rel,
-            src,
-            dst: if absent { None } else { d.next().flatten() },
-        })
-        .collect())
-}
-
-async fn walk(
-    planner: &mut Planner<'_>,
-    src: &[Client],
-    dst: &[Client],
-    root_dst_absent: bool,
-) -> Result<(), SyncError> {
-    let opts = planner.opts;
-    let mut stack = vec![Task::Visit {
-        rel: String::new(),
-        dst_absent: root_dst_absent,
-    }];
-    let mut in_flight: FuturesUnordered<TaskFuture<'_>> = FuturesUnordered::new();
-    let who_src = opts.source_identity();
-    let who_dst = opts.destination_identity();
-    let batches = opts.read_window.div_ceil(BATCH).max(1);
-    loop {
-        while in_flight.len() < batches {
-            let Some(task) = stack.pop() else { break };
-            match task {
-                Task::Visit { rel, dst_absent } => {
-                    // Group the visits on top of the stack into one batch.
-                    let mut visits = vec![(rel, dst_absent)];
-                    while visits.len() < BATCH && matches!(stack.last(), Some(Task::Visit { .. })) {
-                        if let Some(Task::Visit { rel, dst_absent }) = stack.pop() {
-                            visits.push((rel, dst_absent));
-                        }
-                    }
-                    in_flight.push(Box::pin(visit_batch(src, dst, opts, visits)));
-                }
-                Task::Remove {
-                    rel,
-                    replace_with,
-                    visited,
-                } => {
-                    let dst_abs = path::join(&opts.destination_root, &rel);
-                    in_flight.push(Box::pin(async move {
-                        let nodes = collect_subtree(&dst[0], &dst_abs).await?;
-                        Ok(vec![Done::Collected {
-                            rel,
-                            nodes,
-                            replace_with,
-                            visited,
-                        }])
-                    }));
-                }
-            }
-        }
-        let Some(done) = in_flight.next().await else {
-            break;
-        };
-        let done = done.map_err(|e| {
-            let who = if e.side == "source" {
-                &who_src
-            } else {
-                &who_dst
-            };
-            SyncError::from_read(e, who)
-        })?;
-        for d in done {
-            match d {
-                Done::Visited { rel, src, dst } => planner.visit(rel, src, dst, &mut stack).await?,
-                Done::Collected {
-                    rel,
-                    nodes,
-                    replace_with,
-                    visited,
-                } => {
-                    planner
-                        .remove(rel, nodes, replace_with, visited, &mut stack)
-                        .await?
-                }
-            }
-        }
-    }
-    Ok(())
 }
