@@ -171,40 +171,6 @@ fn identity(c: &ConnectOptions) -> String {
 }
 
 /// Nodes per kind. Sequential nodes are persistent nodes with a sequence suffix.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn type_rules_apply_to_persistent_nodes_only() {
-        let rules = vec![
-            TypeRule::new("/app/locks/*", NodeKind::Container).expect("glob"),
-            TypeRule::new("/app/**/session-*", NodeKind::Ttl { ttl_ms: 60_000 }).expect("glob"),
-        ];
-        assert_eq!(
-            kind_for(&rules, "/app/locks/a", NodeKind::Persistent),
-            NodeKind::Container
-        );
-        assert_eq!(
-            kind_for(&rules, "/app/locks/a/b", NodeKind::Persistent),
-            NodeKind::Persistent
-        );
-        assert_eq!(
-            kind_for(&rules, "/app/x/y/session-1", NodeKind::Persistent),
-            NodeKind::Ttl { ttl_ms: 60_000 }
-        );
-        assert_eq!(
-            kind_for(&rules, "/app/locks/a", NodeKind::Ephemeral),
-            NodeKind::Ephemeral
-        );
-        assert_eq!(observable(NodeKind::Container), NodeKind::Persistent);
-        assert_eq!(
-            observable(NodeKind::Ttl { ttl_ms: 1 }),
-            NodeKind::Persistent
-        );
-    }
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KindCounts {
     pub persistent: u64,
@@ -547,4 +513,38 @@ async fn precheck(
         .ok()? as u64
         + 1;
     opts.guard.precheck(source_nodes, destination_nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_rules_apply_to_persistent_nodes_only() {
+        let rules = vec![
+            TypeRule::new("/app/locks/*", NodeKind::Container).expect("glob"),
+            TypeRule::new("/app/**/session-*", NodeKind::Ttl { ttl_ms: 60_000 }).expect("glob"),
+        ];
+        assert_eq!(
+            kind_for(&rules, "/app/locks/a", NodeKind::Persistent),
+            NodeKind::Container
+        );
+        assert_eq!(
+            kind_for(&rules, "/app/locks/a/b", NodeKind::Persistent),
+            NodeKind::Persistent
+        );
+        assert_eq!(
+            kind_for(&rules, "/app/x/y/session-1", NodeKind::Persistent),
+            NodeKind::Ttl { ttl_ms: 60_000 }
+        );
+        assert_eq!(
+            kind_for(&rules, "/app/locks/a", NodeKind::Ephemeral),
+            NodeKind::Ephemeral
+        );
+        assert_eq!(observable(NodeKind::Container), NodeKind::Persistent);
+        assert_eq!(
+            observable(NodeKind::Ttl { ttl_ms: 1 }),
+            NodeKind::Persistent
+        );
+    }
 }
