@@ -331,6 +331,28 @@ async fn a_source_restart_and_a_destination_restart_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_source_session_is_replaced_and_the_tree_re_walked() {
+    /// Stats, plus why each epoch ended and which sides were reconnected.
+    #[derive(Default)]
+    struct Epochs {
+        stats: Stats,
+        restarts: std::sync::Mutex<Vec<String>>,
+        reconnected: std::sync::Mutex<Vec<&'static str>>,
+    }
+    impl live::Observer for Epochs {
+        fn state(&self, state: LiveState, why: &str) {
+            if state == LiveState::Connecting {
+                self.restarts.lock().unwrap().push(why.to_string());
+            }
+            self.stats.state(state, why);
+        }
+        fn full_sync(&self, summary: &resiliency_operator::engine::SyncSummary) {
+            self.stats.full_sync(summary);
+        }
+        fn reconnected(&self, side: &'static str) {
+            self.reconnected.lock().unwrap().push(side);
+        }
+    }
+
     let mut src = ZkServer::start_default();
     let dst = ZkServer::start_default();
     let root = "/live-expiry";
@@ -338,8 +360,17 @@ async fn an_expired_source_session_is_replaced_and_the_tree_re_walked() {
     build_tree(&zs, root, 100, 10, 16).await;
     let mut o = sync_opts(&src, root, &dst, root);
     o.source.session_timeout = Duration::from_secs(4);
-    let run = start(LiveOptions::new(o.clone()));
-    run.streaming().await;
+    let epochs = Arc::new(Epochs::default());
+    let (stop, rx) = watch::channel(false);
+    let observer: Arc<dyn live::Observer> = epochs.clone();
+    let opts = LiveOptions::new(o.clone());
+    let task = tokio::spawn(async move { live::run(&opts, observer, rx).await });
+    wait_for("the first full sync", Duration::from_secs(60), || async {
+        let s = epochs.stats.snapshot();
+        s.full_syncs >= 1 && s.state == Some(LiveState::Streaming)
+    })
+    .await;
+    assert_eq!(epochs.stats.snapshot().full_syncs, 1);
     // Down for longer than the session timeout: the session expires.
     src.stop();
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -349,10 +380,28 @@ async fn an_expired_source_session_is_replaced_and_the_tree_re_walked() {
         mk(&zs, &format!("{root}/after-expiry-{i}"), b"e").await;
     }
     converges(&o).await;
+    // The epoch ended because the session expired (not a mere reconnect), a new source
+    // session replaced it, and the tree was walked again on it.
+    let restarts = epochs.restarts.lock().unwrap().clone();
+    assert!(
+        restarts.iter().any(|why| why == "source session Expired"),
+        "the source session never expired: {restarts:?}"
+    );
+    assert!(
+        epochs.reconnected.lock().unwrap().contains(&"source"),
+        "no new source session"
+    );
+    let s = epochs.stats.snapshot();
+    assert!(s.full_syncs >= 2, "no second full sync: {s:?}");
     // And it keeps streaming on the new session.
     mk(&zs, &format!("{root}/streamed-after-expiry"), b"s").await;
     converges(&o).await;
-    run.stop().await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the stream did not stop")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,9 @@ use crate::engine::judge;
 use crate::engine::live::{self, LiveOptions, LiveState, Observer};
 use crate::engine::{Allowance, Held, SyncError, SyncSummary};
 
+mod snapshot;
+pub use snapshot::{Reach, Snapshot, VerifyOutcome, VerifySummary, HEARTBEAT_MISSES, MAX_LISTED};
+
 /// Settings of a continuous sync and its verifier.
 #[derive(Clone, Debug)]
 pub struct ContinuousOptions {
@@ -47,157 +50,6 @@ impl ContinuousOptions {
 pub struct HeartbeatOptions {
     pub path: String,
     pub interval: Duration,
-}
-
-/// Whether a side answers: unknown until the first connection attempt.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Reach {
-    pub ok: Option<bool>,
-    pub why: String,
-}
-
-/// What one lag-aware verification concluded.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VerifySummary {
-    pub in_sync: bool,
-    /// Confirmed divergent paths (relative to the roots), at most [`MAX_LISTED`].
-    pub confirmed: Vec<String>,
-    pub confirmed_count: u64,
-    pub undecided: u64,
-    /// Differences the full verification saw, including those cleared as lag.
-    pub suspected: u64,
-    pub source_nodes: u64,
-    pub destination_nodes: u64,
-    pub source_root_hash: String,
-    pub destination_root_hash: String,
-    pub duration_seconds: f64,
-}
-
-/// Paths listed in a status.
-pub const MAX_LISTED: usize = 10;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct VerifyOutcome {
-    pub at: Timestamp,
-    pub result: Result<VerifySummary, String>,
-}
-
-/// Everything a driver needs to report, at one instant.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Snapshot {
-    pub started: Timestamp,
-    pub state: Option<LiveState>,
-    pub why: String,
-    /// Nothing pending after the last batch.
-    pub caught_up: bool,
-    /// The last instant the stream was known caught up.
-    pub caught_up_at: Option<Timestamp>,
-    /// Lag of the last applied change.
-    pub last_applied_lag: Option<Duration>,
-    pub applied_total: u64,
-    pub full_syncs: u64,
-    pub last_full_sync: Option<Timestamp>,
-    pub source: Reach,
-    pub destination: Reach,
-    pub last_verify: Option<VerifyOutcome>,
-    /// The last verification that found both trees equal.
-    pub last_good_sync: Option<Timestamp>,
-    pub repaired_total: u64,
-    pub last_repair_error: Option<String>,
-    pub heartbeat_interval: Option<Duration>,
-    /// When the last heartbeat reached the destination.
-    pub heartbeat_seen: Option<Timestamp>,
-    /// Why the heartbeat cannot be written, while it cannot.
-    pub heartbeat_error: Option<String>,
-    /// An error no retry can fix: the stream stopped.
-    pub failed: Option<(Timestamp, String)>,
-    /// Deletes the deletion guard holds, and since when.
-    pub held: Option<(Timestamp, Held)>,
-    /// Delayed apply: the configured delay.
-    pub apply_delay: Option<Duration>,
-    /// Changes recorded and waiting their delay, and when the oldest of them was recorded.
-    pub delayed: usize,
-    pub delayed_since: Option<Timestamp>,
-    /// The delay the record bound cut changes to, when it did.
-    pub delay_shortened_to: Option<Duration>,
-}
-
-impl Snapshot {
-    /// Nothing happened yet.
-    pub fn new(started: Timestamp, heartbeat_interval: Option<Duration>) -> Snapshot {
-        Snapshot {
-            started,
-            state: None,
-            why: String::new(),
-            caught_up: false,
-            caught_up_at: None,
-            last_applied_lag: None,
-            applied_total: 0,
-            full_syncs: 0,
-            last_full_sync: None,
-            source: Reach::default(),
-            destination: Reach::default(),
-            last_verify: None,
-            last_good_sync: None,
-            repaired_total: 0,
-            last_repair_error: None,
-            heartbeat_interval,
-            heartbeat_seen: None,
-            heartbeat_error: None,
-            failed: None,
-            held: None,
-            apply_delay: None,
-            delayed: 0,
-            delayed_since: None,
-            delay_shortened_to: None,
-        }
-    }
-
-    /// The replication lag now. Streaming and caught up: zero, so the lag does not grow while
-    /// the source is idle. Streaming with changes pending: the lag of the last applied change.
-    /// Not streaming (a re-walk, a retry, an unreachable side): the time since the stream was
-    /// last known caught up, a safe upper bound that grows until it is again. With the
-    /// heartbeat on, also the time the next heartbeat is overdue, which shows a stalled stream
-    /// that no event would reveal.
-    pub fn lag(&self, now: Timestamp) -> Duration {
-        let since = |t: Timestamp| -> Duration {
-            now.duration_since(t).try_into().unwrap_or(Duration::ZERO)
-        };
-        let cut_off = self.source.ok == Some(false) || self.destination.ok == Some(false);
-        let stream = match self.state {
-            _ if self.failed.is_some() || cut_off => {
-                since(self.caught_up_at.unwrap_or(self.started))
-            }
-            Some(LiveState::Streaming) if self.caught_up => Duration::ZERO,
-            Some(LiveState::Streaming) => self.last_applied_lag.unwrap_or_default(),
-            _ => since(self.caught_up_at.unwrap_or(self.started)),
-        };
-        // A delayed stream is as far behind as the oldest change still waiting.
-        let delayed = self.delayed_since.map_or(Duration::ZERO, since);
-        let heartbeat = match self.heartbeat_interval {
-            Some(every) => {
-                let seen = self.heartbeat_seen.unwrap_or(self.started);
-                since(seen).saturating_sub(every)
-            }
-            None => Duration::ZERO,
-        };
-        stream.max(heartbeat).max(delayed)
-    }
-
-    /// The heartbeat is on and has not reached the destination for three intervals.
-    pub fn heartbeat_late(&self, now: Timestamp) -> bool {
-        self.heartbeat_interval.is_some_and(|every| {
-            let seen = self.heartbeat_seen.unwrap_or(self.started);
-            now.duration_since(seen)
-                .try_into()
-                .unwrap_or(Duration::ZERO)
-                > every * 3
-        })
-    }
-
-    pub fn streaming(&self) -> bool {
-        self.failed.is_none() && self.state == Some(LiveState::Streaming)
-    }
 }
 
 /// Keeps the snapshot up to date from the stream's observations.
@@ -320,21 +172,8 @@ impl Continuous {
             tasks.push(tokio::spawn(heartbeat_loop(c, h, b)).abort_handle());
         }
         if let Some(m) = metrics {
-            // The current lag is a function of time (it grows while the stream is stuck), so
-            // the gauge is refreshed on a clock, not only when something happens.
             let b = board.clone();
-            tasks.push(
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
-                    loop {
-                        tick.tick().await;
-                        let snap = b.lock().clone();
-                        m.current_lag(snap.lag(Timestamp::now()));
-                        m.heartbeat(snap.heartbeat_seen);
-                    }
-                })
-                .abort_handle(),
-            );
+            tasks.push(tokio::spawn(lag_gauge(b, m)).abort_handle());
         }
         let gate = opts.live.gate.clone();
         let main = {
@@ -404,6 +243,21 @@ impl Drop for Continuous {
     }
 }
 
+/// How often the lag and heartbeat gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
+
+/// The current lag is a function of time (it grows while the stream is stuck), so the gauge
+/// is refreshed on a clock, not only when something happens.
+async fn lag_gauge(board: Arc<Board>, m: Arc<dyn StreamMetrics>) {
+    let mut tick = tokio::time::interval(GAUGE_EVERY);
+    loop {
+        tick.tick().await;
+        let snap = board.lock().clone();
+        m.current_lag(snap.lag(Timestamp::now()));
+        m.heartbeat(snap.heartbeat_seen);
+    }
+}
+
 /// How long a dropped stream may take to stop and withdraw its claim before it is aborted.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -426,6 +280,13 @@ fn summarize(v: &judge::Verdict) -> VerifySummary {
 /// Suspects judged per verification; beyond, the rest count as undecided.
 const MAX_SUSPECTS: usize = 1000;
 
+/// Sessions a verification reads each side on (ACL reads are spread over them).
+const VERIFY_SESSIONS: usize = 2;
+
+/// Between the two rechecks of a suspect: a few batch windows, enough for a change in
+/// flight to land.
+const RECHECK_SETTLE: Duration = Duration::from_millis(100);
+
 /// Verifies every `every`, lag-aware; repairs confirmed divergence when asked.
 async fn verify_loop(
     o: ContinuousOptions,
@@ -438,79 +299,105 @@ async fn verify_loop(
     let cache = verifier::VerifyCache::new(&sync.source.servers, &sync.destination.servers);
     loop {
         tokio::time::sleep(every).await;
-        let pools = tokio::try_join!(
-            verifier::connect_pool("source", &sync.source, 2),
-            verifier::connect_pool("destination", &sync.destination, 2)
-        );
-        let verdict = match pools {
-            Err(e) => Err(cause_chain(&e)),
-            Ok((src, dst)) => {
-                let b = board.clone();
-                let delay = o.live.delay.clone();
-                let sides = judge::Sides {
-                    source: &src,
-                    destination: &dst,
-                    cache: Some(&cache),
-                };
-                judge::judge_delayed(
-                    sides,
-                    sync,
-                    MAX_SUSPECTS,
-                    Duration::from_millis(100),
-                    move || b.lock().caught_up,
-                    move |p| delay.as_ref().is_some_and(|q| q.pending(p)),
-                )
-                .await
-                .map_err(|e| cause_chain(&e))
-            }
-        };
+        let verdict = verify_once(&o, &board, &cache).await;
         if let Some(m) = &metrics {
             m.verdict(verdict.as_ref().ok());
         }
-        let (s, d) = cache.stats();
-        tracing::debug!(
-            source_acl_entries = s.entries,
-            source_acl_reads = s.reads,
-            source_acl_hits = s.hits,
-            destination_acl_entries = d.entries,
-            destination_acl_reads = d.reads,
-            destination_acl_hits = d.hits,
-            acl_cache_bytes = s.memory_bytes + d.memory_bytes,
-            "verification ACL cache"
-        );
-        let now = Timestamp::now();
+        log_cache(&cache);
+        record_verdict(&board, &verdict);
         let confirmed = verdict
             .as_ref()
             .map(|v| v.confirmed.clone())
             .unwrap_or_default();
-        {
-            let mut s = board.lock();
-            if let Ok(v) = &verdict {
-                if v.in_sync() {
-                    s.last_good_sync = Some(now);
-                }
-            }
-            s.last_verify = Some(VerifyOutcome {
-                at: now,
-                result: verdict.as_ref().map(summarize).map_err(Clone::clone),
-            });
-        }
         if o.repair && !confirmed.is_empty() {
             let nodes = verdict.as_ref().map_or(0, |v| v.report.destination_nodes);
-            let guard = o.live.gate.full_sync_guard();
-            let r = judge::repair(sync, &confirmed, guard, nodes).await;
-            let mut s = board.lock();
-            match r {
-                Ok(n) => {
-                    s.repaired_total += n as u64;
-                    s.last_repair_error = None;
-                    if let Some(m) = &metrics {
-                        m.repaired(n as u64);
-                    }
-                }
-                Err(e) => s.last_repair_error = Some(cause_chain(&e)),
+            repair(&o, &board, metrics.as_deref(), &confirmed, nodes).await;
+        }
+    }
+}
+
+/// One lag-aware verification on fresh sessions; the error as a line.
+async fn verify_once(
+    o: &ContinuousOptions,
+    board: &Arc<Board>,
+    cache: &verifier::VerifyCache,
+) -> Result<judge::Verdict, String> {
+    let sync = &o.live.sync;
+    let (src, dst) = tokio::try_join!(
+        verifier::connect_pool("source", &sync.source, VERIFY_SESSIONS),
+        verifier::connect_pool("destination", &sync.destination, VERIFY_SESSIONS)
+    )
+    .map_err(|e| cause_chain(&e))?;
+    let b = board.clone();
+    let delay = o.live.delay.clone();
+    let sides = judge::Sides {
+        source: &src,
+        destination: &dst,
+        cache: Some(cache),
+    };
+    judge::judge_delayed(
+        sides,
+        sync,
+        MAX_SUSPECTS,
+        RECHECK_SETTLE,
+        move || b.lock().caught_up,
+        move |p| delay.as_ref().is_some_and(|q| q.pending(p)),
+    )
+    .await
+    .map_err(|e| cause_chain(&e))
+}
+
+/// What the verification ACL cache holds and saved, for the debug log.
+fn log_cache(cache: &verifier::VerifyCache) {
+    let (s, d) = cache.stats();
+    tracing::debug!(
+        source_acl_entries = s.entries,
+        source_acl_reads = s.reads,
+        source_acl_hits = s.hits,
+        destination_acl_entries = d.entries,
+        destination_acl_reads = d.reads,
+        destination_acl_hits = d.hits,
+        acl_cache_bytes = s.memory_bytes + d.memory_bytes,
+        "verification ACL cache"
+    );
+}
+
+/// Puts a verification's outcome on the board.
+fn record_verdict(board: &Board, verdict: &Result<judge::Verdict, String>) {
+    let now = Timestamp::now();
+    let mut s = board.lock();
+    if let Ok(v) = verdict {
+        if v.in_sync() {
+            s.last_good_sync = Some(now);
+        }
+    }
+    s.last_verify = Some(VerifyOutcome {
+        at: now,
+        result: verdict.as_ref().map(summarize).map_err(Clone::clone),
+    });
+}
+
+/// Re-syncs the confirmed divergent paths (of a destination of `nodes`) and records how it
+/// went.
+async fn repair(
+    o: &ContinuousOptions,
+    board: &Board,
+    metrics: Option<&dyn StreamMetrics>,
+    confirmed: &[String],
+    nodes: u64,
+) {
+    let guard = o.live.gate.full_sync_guard();
+    let r = judge::repair(&o.live.sync, confirmed, guard, nodes).await;
+    let mut s = board.lock();
+    match r {
+        Ok(n) => {
+            s.repaired_total += n as u64;
+            s.last_repair_error = None;
+            if let Some(m) = metrics {
+                m.repaired(n as u64);
             }
         }
+        Err(e) => s.last_repair_error = Some(cause_chain(&e)),
     }
 }
 

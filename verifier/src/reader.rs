@@ -3,20 +3,19 @@
 //! The client writes each request to the socket when the call is made and resolves the reply
 //! later, so keeping many calls in flight turns round trips into throughput.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use thiserror::Error;
-use tokio::sync::mpsc;
 use zookeeper_client::{Acl, Client, Error as ZkError, MultiReadResult, Stat};
 
-use crate::acl_cache::AclCache;
-use crate::hash::{digest_node, Digest, HashOptions, TreeKey};
+use crate::acl_cache::{AclCache, Cached};
 use crate::model::{canonical_acl, AclEntry, Node, NodeKind, NodeStat};
-use crate::path;
+
+mod walk;
+pub use walk::{
+    walk, walk_cached, walk_nodes, EphemeralPolicy, NodeWalkEvent, WalkEvent, WalkOptions,
+    WalkTotals, WalkedNode, LOOKAHEAD_WINDOWS,
+};
 
 /// A read that failed, with the path and the call.
 #[derive(Debug, Error)]
@@ -83,51 +82,31 @@ pub async fn fetch_many_cached(
     let Some(main) = pool.first() else {
         return Ok(Vec::new());
     };
-    let err = |op, path: &str, source| ReadError {
-        side,
-        op,
-        path: path.to_string(),
-        source,
-    };
-    let mut reader = main.new_multi_reader();
-    for p in paths {
-        reader
-            .add_get_data(p)
-            .and_then(|_| reader.add_get_children(p))
-            .map_err(|e| err("multiRead", p, e))?;
-    }
     // All requests leave now; replies are awaited below.
-    let data_call = reader.commit();
+    let data_call = multi_read(main, side, paths)?;
     let cache = cache.filter(|_| acl);
     let mut held = match cache {
         Some(c) => c.lookup(paths),
         None => paths.iter().map(|_| None).collect(),
     };
-    let session = |i: usize| &pool[i % pool.len()];
-    let mut acl_calls: Vec<_> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (acl && held[i].is_none()).then(|| session(i).get_acl(p)))
+    let acl_call = |i: usize| pool[i % pool.len()].get_acl(&paths[i]);
+    let mut acl_calls: Vec<_> = (0..paths.len())
+        .map(|i| (acl && held[i].is_none()).then(|| acl_call(i)))
         .collect();
     let first = paths.first().map(String::as_str).unwrap_or("/");
-    let results = data_call.await.map_err(|e| err("multiRead", first, e))?;
+    let results = data_call
+        .await
+        .map_err(|e| read_error(side, "multiRead", first, e))?;
     let reads = data_reads(side, paths, results)?;
-    let mut cached: Vec<Option<Vec<AclEntry>>> = vec![None; paths.len()];
-    if let Some(c) = cache {
-        for (i, p) in paths.iter().enumerate() {
-            let (Some(entry), Some((_, stat, _))) = (held[i].take(), &reads[i]) else {
-                continue;
-            };
-            if entry.matches(stat) {
-                cached[i] = Some(entry.acl.to_vec());
-            } else {
-                // Changed since it was cached: read it now.
-                acl_calls[i] = Some(session(i).get_acl(p));
-            }
+    let cached = match cache {
+        Some(c) => {
+            let cached = take_cached(&mut held, &reads, &mut acl_calls, acl_call);
+            c.count_hits(cached.iter().filter(|a| a.is_some()).count() as u64);
+            c.count_reads(acl_calls.iter().filter(|a| a.is_some()).count() as u64);
+            cached
         }
-        c.count_hits(cached.iter().filter(|a| a.is_some()).count() as u64);
-        c.count_reads(acl_calls.iter().filter(|a| a.is_some()).count() as u64);
-    }
+        None => vec![None; paths.len()],
+    };
     let acls = futures::future::join_all(acl_calls.into_iter().map(|call| async move {
         match call {
             Some(call) => Some(call.await),
@@ -135,6 +114,78 @@ pub async fn fetch_many_cached(
         }
     }))
     .await;
+    let (out, fresh) = assemble(side, paths, reads, cached, acls, cache.is_some())?;
+    if let Some(c) = cache {
+        // Keyed by the stat of each getACL reply itself, which goes with its ACL.
+        c.put_many(fresh.iter().map(|(p, s, a)| (*p, s, a.as_slice())));
+    }
+    Ok(out)
+}
+
+fn read_error(side: &'static str, op: &'static str, path: &str, source: ZkError) -> ReadError {
+    ReadError {
+        side,
+        op,
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// Sends one multi-read of data and children of every path; the reply comes with the future.
+fn multi_read<'a>(
+    main: &'a Client,
+    side: &'static str,
+    paths: &[String],
+) -> Result<impl Future<Output = Result<Vec<MultiReadResult>, ZkError>> + 'a, ReadError> {
+    let mut reader = main.new_multi_reader();
+    for p in paths {
+        reader
+            .add_get_data(p)
+            .and_then(|_| reader.add_get_children(p))
+            .map_err(|e| read_error(side, "multiRead", p, e))?;
+    }
+    Ok(reader.commit())
+}
+
+/// The cached ACLs of the nodes whose stat matches their entry in `held`; for those that
+/// changed since, a getACL goes out now (`acl_call`) into `acl_calls`.
+fn take_cached<F>(
+    held: &mut [Option<Cached>],
+    reads: &[DataRead],
+    acl_calls: &mut [Option<F>],
+    acl_call: impl Fn(usize) -> F,
+) -> Vec<Option<Vec<AclEntry>>> {
+    let mut cached: Vec<Option<Vec<AclEntry>>> = vec![None; reads.len()];
+    for (i, read) in reads.iter().enumerate() {
+        let (Some(entry), Some((_, stat, _))) = (held[i].take(), read) else {
+            continue;
+        };
+        if entry.matches(stat) {
+            cached[i] = Some(entry.acl.to_vec());
+        } else {
+            // Changed since it was cached: read it now.
+            acl_calls[i] = Some(acl_call(i));
+        }
+    }
+    cached
+}
+
+/// A getACL reply.
+type AclReply = Result<(Vec<Acl>, Stat), ZkError>;
+
+/// An ACL read for the cache: the path, the stat of its getACL reply and the ACL.
+type FreshAcl<'p> = (&'p str, Stat, Vec<AclEntry>);
+
+/// The nodes out of their data reads and their ACLs (cached, or getACL replies); also the
+/// ACLs read, for the cache when `caching`.
+fn assemble<'p>(
+    side: &'static str,
+    paths: &'p [String],
+    reads: Vec<DataRead>,
+    cached: Vec<Option<Vec<AclEntry>>>,
+    acls: Vec<Option<AclReply>>,
+    caching: bool,
+) -> Result<(Vec<Option<Fetched>>, Vec<FreshAcl<'p>>), ReadError> {
     let mut out = Vec::with_capacity(paths.len());
     let mut fresh = Vec::new();
     let parts = paths.iter().zip(reads).zip(cached).zip(acls);
@@ -148,7 +199,7 @@ pub async fn fetch_many_cached(
             (None, None) => Vec::new(),
             (None, Some(reply)) => match read_acl(side, p, reply)? {
                 Some((acl, acl_stat)) => {
-                    if cache.is_some() {
+                    if caching {
                         fresh.push((p.as_str(), acl_stat, acl.clone()));
                     }
                     acl
@@ -171,25 +222,16 @@ pub async fn fetch_many_cached(
             children,
         }));
     }
-    if let Some(c) = cache {
-        // Keyed by the stat of each getACL reply itself, which goes with its ACL.
-        c.put_many(fresh.iter().map(|(p, s, a)| (*p, s, a.as_slice())));
-    }
-    Ok(out)
+    Ok((out, fresh))
 }
 
 /// A getACL reply as a canonical ACL with the reply's stat; `None` when the node is gone.
 fn read_acl(
     side: &'static str,
     p: &str,
-    reply: Result<(Vec<Acl>, Stat), ZkError>,
+    reply: AclReply,
 ) -> Result<Option<(Vec<AclEntry>, Stat)>, ReadError> {
-    let err = |op, source| ReadError {
-        side,
-        op,
-        path: p.to_string(),
-        source,
-    };
+    let err = |op, source| read_error(side, op, p, source);
     match reply {
         Ok((acl, stat)) => {
             let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
@@ -212,12 +254,7 @@ fn data_reads(
     paths: &[String],
     results: Vec<MultiReadResult>,
 ) -> Result<Vec<DataRead>, ReadError> {
-    let err = |op, path: &str, source| ReadError {
-        side,
-        op,
-        path: path.to_string(),
-        source,
-    };
+    let err = |op, path: &str, source| read_error(side, op, path, source);
     let unexpected = |op, p: &str| err(op, p, ZkError::UnexpectedError("unexpected reply".into()));
     let mut results = results.into_iter();
     let mut out = Vec::with_capacity(paths.len());
@@ -262,322 +299,4 @@ pub const BATCH: usize = 64;
 /// A digest ACL entry whose hash the server replaced with "x".
 pub fn is_redacted(e: &AclEntry) -> bool {
     e.scheme == "digest" && e.id.ends_with(":x")
-}
-
-/// What to do with ephemeral nodes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum EphemeralPolicy {
-    /// Leave them out: they belong to live sessions of the cluster they are on.
-    #[default]
-    Skip,
-    /// Treat them as persistent nodes (what a sync with the same policy creates).
-    Persistent,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct WalkOptions {
-    pub hash: HashOptions,
-    pub ephemerals: EphemeralPolicy,
-    /// Nodes read concurrently.
-    pub window: usize,
-}
-
-impl Default for WalkOptions {
-    fn default() -> Self {
-        WalkOptions {
-            hash: HashOptions::default(),
-            ephemerals: EphemeralPolicy::Skip,
-            window: 512,
-        }
-    }
-}
-
-/// What a walk sends: digests in tree order, a chunk at a time, then its totals.
-#[derive(Debug)]
-pub enum WalkEvent {
-    Nodes(Vec<(String, Digest)>),
-    Done(WalkTotals),
-}
-
-/// Totals of a finished walk.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WalkTotals {
-    /// False when the root path does not exist.
-    pub root_exists: bool,
-    pub nodes: u64,
-    /// Data bytes read.
-    pub bytes: u64,
-    /// Highest mzxid seen: the tree reflects the server at least up to here.
-    pub max_mzxid: i64,
-}
-
-/// Digests sent per [`WalkEvent::Nodes`].
-const CHUNK: usize = 256;
-
-/// Nodes read ahead of the one to emit next, at most this many windows: they wait as digests,
-/// so this bounds the walk's memory whatever the tree's size.
-pub const LOOKAHEAD_WINDOWS: usize = 8;
-
-/// A read node, reduced to what the walk keeps until its turn in tree order (the node itself
-/// only for [`walk_nodes`]). `None`: nothing to emit (vanished, or a skipped ephemeral).
-/// Boxed: the walk's maps shift their values on every insert and removal, and a pointer is
-/// cheaper to shift than a digest.
-type Read = Option<Box<(Digest, u64, Option<Node>)>>;
-
-/// One node of a [`walk_nodes`] walk: its relative path, digest and content.
-#[derive(Clone, Debug)]
-pub struct WalkedNode {
-    pub rel: String,
-    pub digest: Digest,
-    pub node: Node,
-}
-
-/// What [`walk_nodes`] sends: nodes in tree order, a chunk at a time, then its totals.
-#[derive(Debug)]
-pub enum NodeWalkEvent {
-    Nodes(Vec<WalkedNode>),
-    Done(WalkTotals),
-}
-
-/// Where a walk's chunks go: digests only, or whole nodes.
-trait Sink {
-    /// Whether whole nodes are kept until their turn.
-    const KEEP_NODES: bool;
-    /// False when the receiver is gone.
-    fn chunk(
-        &self,
-        nodes: Vec<(String, Digest, Option<Node>)>,
-    ) -> impl Future<Output = bool> + Send;
-    fn done(&self, totals: WalkTotals) -> impl Future<Output = ()> + Send;
-    fn fail(&self, e: ReadError) -> impl Future<Output = ()> + Send;
-}
-
-impl Sink for mpsc::Sender<Result<WalkEvent, ReadError>> {
-    const KEEP_NODES: bool = false;
-    async fn chunk(&self, nodes: Vec<(String, Digest, Option<Node>)>) -> bool {
-        let nodes = nodes.into_iter().map(|(r, d, _)| (r, d)).collect();
-        self.send(Ok(WalkEvent::Nodes(nodes))).await.is_ok()
-    }
-    async fn done(&self, totals: WalkTotals) {
-        let _ = self.send(Ok(WalkEvent::Done(totals))).await;
-    }
-    async fn fail(&self, e: ReadError) {
-        let _ = self.send(Err(e)).await;
-    }
-}
-
-impl Sink for mpsc::Sender<Result<NodeWalkEvent, ReadError>> {
-    const KEEP_NODES: bool = true;
-    async fn chunk(&self, nodes: Vec<(String, Digest, Option<Node>)>) -> bool {
-        let nodes = nodes
-            .into_iter()
-            .filter_map(|(rel, digest, node)| node.map(|node| WalkedNode { rel, digest, node }))
-            .collect();
-        self.send(Ok(NodeWalkEvent::Nodes(nodes))).await.is_ok()
-    }
-    async fn done(&self, totals: WalkTotals) {
-        let _ = self.send(Ok(NodeWalkEvent::Done(totals))).await;
-    }
-    async fn fail(&self, e: ReadError) {
-        let _ = self.send(Err(e)).await;
-    }
-}
-
-type BatchFuture =
-    Pin<Box<dyn Future<Output = (Vec<TreeKey>, Result<Vec<Option<Fetched>>, ReadError>)> + Send>>;
-
-/// Walks the tree under `root` in a background task and streams its digests in tree order
-/// (each parent right before its subtree, siblings by name), so that two trees can be compared
-/// while they are read. `/zookeeper` is never read. `pool` as in [`fetch_many`]. A read error
-/// ends the stream.
-///
-/// Reads are pipelined in multi-read batches, `window` nodes in flight, always the known nodes
-/// nearest in tree order to the next one to emit, so the children of nodes read ahead are read
-/// ahead too. At most [`LOOKAHEAD_WINDOWS`] windows of nodes are read and not yet emitted: memory
-/// is bounded by that, the tree's depth and its fan-out, never by its size.
-pub fn walk(
-    pool: Vec<Client>,
-    side: &'static str,
-    root: String,
-    opts: WalkOptions,
-) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
-    walk_cached(pool, side, root, opts, None)
-}
-
-/// [`walk`] for repeated walks of one side: ACLs come from `cache` where the node's stat
-/// matches (see [`AclCache`]); once the walk ends, the cache holds what it saw.
-pub fn walk_cached(
-    pool: Vec<Client>,
-    side: &'static str,
-    root: String,
-    opts: WalkOptions,
-    cache: Option<AclCache>,
-) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
-    let (tx, rx) = mpsc::channel(8);
-    spawn_walk(pool, side, root, opts, cache, tx);
-    rx
-}
-
-/// [`walk`], sending whole nodes (data, ACL, kind, stat) with their digests: what a backup
-/// needs. The read-ahead holds whole nodes, so use a smaller `window` for trees of big nodes.
-pub fn walk_nodes(
-    pool: Vec<Client>,
-    side: &'static str,
-    root: String,
-    opts: WalkOptions,
-) -> mpsc::Receiver<Result<NodeWalkEvent, ReadError>> {
-    let (tx, rx) = mpsc::channel(8);
-    spawn_walk(pool, side, root, opts, None, tx);
-    rx
-}
-
-fn spawn_walk<S: Sink + Send + Sync + 'static>(
-    pool: Vec<Client>,
-    side: &'static str,
-    root: String,
-    opts: WalkOptions,
-    cache: Option<AclCache>,
-    tx: S,
-) {
-    let pool: Arc<[Client]> = pool.into();
-    // Without ACLs in the hash no ACL is read, so there is nothing to keep or drop.
-    let cache = cache.filter(|_| opts.hash.acl);
-    tokio::spawn(async move {
-        let mark = cache.as_ref().map(|c| (c, c.begin_walk()));
-        let ended = |complete| {
-            if let Some((c, m)) = mark {
-                c.end_walk(m, complete);
-            }
-        };
-        match walk_into(pool, side, &root, opts, cache.as_ref(), &tx).await {
-            // The cache is trimmed before the totals leave, so it is settled when the caller
-            // learns the walk is done.
-            Ok(Some(totals)) => {
-                ended(true);
-                tx.done(totals).await;
-            }
-            Ok(None) => ended(false),
-            Err(e) => {
-                ended(false);
-                // The receiver may be gone; then nobody needs the error.
-                tx.fail(e).await;
-            }
-        }
-    });
-}
-
-/// Reads and sends the tree; its totals once complete, `None` when the receiver went away.
-async fn walk_into<S: Sink>(
-    pool: Arc<[Client]>,
-    side: &'static str,
-    root: &str,
-    opts: WalkOptions,
-    cache: Option<&AclCache>,
-    tx: &S,
-) -> Result<Option<WalkTotals>, ReadError> {
-    let window = opts.window.max(1);
-    let max_batches = window.div_ceil(BATCH).max(1);
-    let lookahead = window * LOOKAHEAD_WINDOWS;
-    let mut totals = WalkTotals::default();
-    // Known nodes not yet asked for, and asked ones not yet emitted (`None` until read).
-    let mut unasked: BTreeSet<TreeKey> = BTreeSet::from([TreeKey(String::new())]);
-    let mut asked: BTreeMap<TreeKey, Option<Read>> = BTreeMap::new();
-    let mut in_flight: FuturesUnordered<BatchFuture> = FuturesUnordered::new();
-    let mut chunk = Vec::with_capacity(CHUNK);
-    loop {
-        // Emit, in tree order, every node whose read is back and that nothing unread precedes.
-        while let Some(entry) = asked.first_entry() {
-            if entry.get().is_none() || unasked.first().is_some_and(|u| u < entry.key()) {
-                break;
-            }
-            let (TreeKey(rel), read) = entry.remove_entry();
-            let Some(Some(read)) = read else {
-                continue;
-            };
-            let (digest, bytes, node) = *read;
-            if rel.is_empty() {
-                totals.root_exists = true;
-            }
-            totals.nodes += 1;
-            totals.bytes += bytes;
-            totals.max_mzxid = totals.max_mzxid.max(digest.mzxid);
-            chunk.push((rel, digest, node));
-            if chunk.len() == CHUNK && !send(tx, &mut chunk).await {
-                return Ok(None);
-            }
-        }
-        // Ask for more, nearest first. The next node to emit is always asked for, whatever the
-        // lookahead, or the walk would wait on itself.
-        while in_flight.len() < max_batches && !unasked.is_empty() {
-            let front_unasked = match (unasked.first(), asked.first_key_value()) {
-                (Some(u), Some((a, _))) => u < a,
-                (Some(_), None) => true,
-                _ => false,
-            };
-            if asked.len() >= lookahead && !front_unasked {
-                break;
-            }
-            let mut rels = Vec::with_capacity(BATCH);
-            while rels.len() < BATCH {
-                let Some(k) = unasked.pop_first() else { break };
-                asked.insert(k.clone(), None);
-                rels.push(k);
-            }
-            let abs: Vec<String> = rels.iter().map(|r| path::join(root, &r.0)).collect();
-            let pool = pool.clone();
-            let cache = cache.cloned();
-            in_flight.push(Box::pin(async move {
-                let r = fetch_many_cached(&pool, side, &abs, opts.hash.acl, cache.as_ref()).await;
-                (rels, r)
-            }));
-        }
-        // Hand over what is ready before waiting on the network.
-        if !chunk.is_empty() && !send(tx, &mut chunk).await {
-            return Ok(None);
-        }
-        let Some((rels, result)) = in_flight.next().await else {
-            break;
-        };
-        for (key, fetched) in rels.into_iter().zip(result?) {
-            let read = match fetched {
-                // Deleted while we walked, so simply not part of the tree.
-                None => None,
-                Some(mut f) => {
-                    let keep = match (f.node.kind, opts.ephemerals) {
-                        (NodeKind::Ephemeral, EphemeralPolicy::Skip) => false,
-                        (NodeKind::Ephemeral, EphemeralPolicy::Persistent) => {
-                            f.node.kind = NodeKind::Persistent;
-                            true
-                        }
-                        _ => true,
-                    };
-                    if keep {
-                        for name in &f.children {
-                            let child = path::child(&key.0, name);
-                            if !path::is_reserved(&path::join(root, &child)) {
-                                unasked.insert(TreeKey(child));
-                            }
-                        }
-                    }
-                    keep.then(|| {
-                        let digest = digest_node(&key.0, &f.node, opts.hash);
-                        let bytes = f.node.data.len() as u64;
-                        Box::new((digest, bytes, S::KEEP_NODES.then_some(f.node)))
-                    })
-                }
-            };
-            asked.insert(key, Some(read));
-        }
-    }
-    if !chunk.is_empty() && !send(tx, &mut chunk).await {
-        return Ok(None);
-    }
-    Ok(Some(totals))
-}
-
-/// Sends the chunk; false when the receiver is gone (the comparison ended early).
-async fn send<S: Sink>(tx: &S, chunk: &mut Vec<(String, Digest, Option<Node>)>) -> bool {
-    let nodes = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
-    tx.chunk(nodes).await
 }

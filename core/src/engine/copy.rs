@@ -6,23 +6,29 @@
 //! kept, all small next to the tree.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
 use verifier::model::{AclEntry, NodeKind};
-use verifier::reader::{fetch_many, fetch_node, Fetched, BATCH};
+use verifier::reader::{fetch_node, Fetched};
 use verifier::{path, ReadError};
-use zookeeper_client::{Client, Error as ZkError};
+use zookeeper_client::Client;
 
 use super::error::SyncError;
-use super::plan::{cversion_bump_pairs, desired_kind, plan_acl, Identity, CVERSION_BUMP_CHILD};
+use super::plan::{
+    cversion_bump_pairs, desired_kind, plan_acl, AclPlan, Identity, CVERSION_BUMP_CHILD,
+};
 use super::writer::{self, Op, Queued};
+
+mod walk;
 use super::{PlannedChange, SyncOptions, SyncSummary};
 use verifier::model::perms;
+use walk::walk;
+
+/// Ops planned and not yet taken by the writer: enough to fill its transactions; the memory
+/// budget, not this, bounds the bytes held.
+const PLANNED_OPS: usize = 4096;
 
 /// Work for the walk.
 enum Task {
@@ -55,7 +61,24 @@ enum Done {
     },
 }
 
-type TaskFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Done>, ReadError>> + Send + 'a>>;
+/// Permissions the copier needs on an existing node: WRITE for new data, CREATE for new
+/// children, DELETE for pruned ones, both to raise the cversion.
+fn update_needs(data: bool, creates: bool, deletes: bool, raise_cversion: bool) -> i32 {
+    let mut required = 0;
+    if data {
+        required |= perms::WRITE;
+    }
+    if creates {
+        required |= perms::CREATE;
+    }
+    if deletes {
+        required |= perms::DELETE;
+    }
+    if raise_cversion {
+        required |= perms::CREATE | perms::DELETE;
+    }
+    required
+}
 
 /// What a destination parent's cversion must reach.
 struct CversionTarget {
@@ -241,15 +264,7 @@ impl<'a> Planner<'a> {
             self.deferred_acls.push((dst_abs, final_acl));
         }
         if src.node.stat.cversion > 0 {
-            self.cversion.insert(
-                rel.clone(),
-                CversionTarget {
-                    source: src.node.stat.cversion,
-                    predicted: 0,
-                    children: 0,
-                    container: kind == NodeKind::Container,
-                },
-            );
+            self.track_cversion(&rel, src.node.stat.cversion, 0, 0, kind);
         }
         for child in children {
             stack.push(Task::Visit {
@@ -272,66 +287,27 @@ impl<'a> Planner<'a> {
         let dst_abs = self.dst_path(&rel);
         let src_names = self.child_names(&rel, &src, &self.opts.source_root);
         let dst_names = self.child_names(&rel, &dst, &self.opts.destination_root);
-        let data_differs = src.node.data != dst.node.data;
         let to_delete: Vec<&String> = if self.opts.prune {
             dst_names.difference(&src_names).collect()
         } else {
             Vec::new()
         };
-        let mut required = 0;
-        if data_differs {
-            required |= perms::WRITE;
-        }
-        if src_names.iter().any(|n| !dst_names.contains(n)) {
-            required |= perms::CREATE;
-        }
-        if !to_delete.is_empty() {
-            required |= perms::DELETE;
-        }
-        if src.node.stat.cversion > dst.node.stat.cversion {
-            required |= perms::CREATE | perms::DELETE;
-        }
+        let data = (src.node.data != dst.node.data).then_some(src.node.data);
+        let raise_cversion = src.node.stat.cversion > dst.node.stat.cversion;
+        let required = update_needs(
+            data.is_some(),
+            src_names.iter().any(|n| !dst_names.contains(n)),
+            !to_delete.is_empty(),
+            raise_cversion,
+        );
         let target = self.opts.copy_acl.then_some(src.node.acl.as_slice());
         let acl = plan_acl(self.me, target, Some(&dst.node.acl), required);
-        if let Some(staging) = acl.set_before {
-            self.emit(Op::SetAcl {
-                path: dst_abs.clone(),
-                acl: staging,
-            })
+        self.emit_update(dst_abs, &name, kind, acl, data, &dst.node.acl)
             .await?;
-        }
-        if data_differs {
-            self.emit(Op::SetData {
-                path: dst_abs.clone(),
-                data: src.node.data,
-            })
-            .await?;
-            self.summary.updated.add(kind, &name);
-        }
-        if let Some(final_acl) = acl.set_after {
-            self.emit(Op::SetAcl {
-                path: dst_abs.clone(),
-                acl: final_acl,
-            })
-            .await?;
-            self.summary.acl_updated += 1;
-        }
-        if let Some(final_acl) = acl.set_at_end {
-            if final_acl != dst.node.acl {
-                self.summary.acl_updated += 1;
-            }
-            self.deferred_acls.push((dst_abs, final_acl));
-        }
-        if src.node.stat.cversion > dst.node.stat.cversion {
-            self.cversion.insert(
-                rel.clone(),
-                CversionTarget {
-                    source: src.node.stat.cversion,
-                    predicted: i64::from(dst.node.stat.cversion),
-                    children: (dst_names.len() - to_delete.len()) as i64,
-                    container: kind == NodeKind::Container,
-                },
-            );
+        if raise_cversion {
+            let children = (dst_names.len() - to_delete.len()) as i64;
+            let predicted = i64::from(dst.node.stat.cversion);
+            self.track_cversion(&rel, src.node.stat.cversion, predicted, children, kind);
         }
         for child in to_delete {
             stack.push(Task::Remove {
@@ -347,6 +323,67 @@ impl<'a> Planner<'a> {
             });
         }
         Ok(())
+    }
+
+    /// Emits the writes of an existing node in the order its ACL plan needs: the staging ACL,
+    /// the new data, the final ACL (now, or deferred to the end of the copy).
+    async fn emit_update(
+        &mut self,
+        dst_abs: String,
+        name: &str,
+        kind: NodeKind,
+        acl: AclPlan,
+        data: Option<Vec<u8>>,
+        current_acl: &[AclEntry],
+    ) -> Result<(), SyncError> {
+        if let Some(staging) = acl.set_before {
+            self.emit(Op::SetAcl {
+                path: dst_abs.clone(),
+                acl: staging,
+            })
+            .await?;
+        }
+        if let Some(data) = data {
+            self.emit(Op::SetData {
+                path: dst_abs.clone(),
+                data,
+            })
+            .await?;
+            self.summary.updated.add(kind, name);
+        }
+        if let Some(final_acl) = acl.set_after {
+            self.emit(Op::SetAcl {
+                path: dst_abs.clone(),
+                acl: final_acl,
+            })
+            .await?;
+            self.summary.acl_updated += 1;
+        }
+        if let Some(final_acl) = acl.set_at_end {
+            if final_acl != current_acl {
+                self.summary.acl_updated += 1;
+            }
+            self.deferred_acls.push((dst_abs, final_acl));
+        }
+        Ok(())
+    }
+
+    /// Remembers that the cversion of `rel` must reach the source's `source`.
+    fn track_cversion(
+        &mut self,
+        rel: &str,
+        source: i32,
+        predicted: i64,
+        children: i64,
+        kind: NodeKind,
+    ) {
+        let target = CversionTarget {
+            source,
+            predicted,
+            children,
+            container: kind == NodeKind::Container,
+        };
+        self.cversion.insert(rel.to_string(), target);
     }
 
     async fn remove(
@@ -464,37 +501,6 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Lists a destination subtree, parents before children, with each node's kind.
-async fn collect_subtree(client: &Client, top: &str) -> Result<Vec<(String, NodeKind)>, ReadError> {
-    let mut out = Vec::new();
-    let mut in_flight = FuturesUnordered::new();
-    let fetch = |p: String| async move {
-        let r = client.get_children(&p).await;
-        (p, r)
-    };
-    in_flight.push(fetch(top.to_string()));
-    while let Some((p, r)) = in_flight.next().await {
-        match r {
-            Ok((children, stat)) => {
-                for c in children {
-                    in_flight.push(fetch(format!("{p}/{c}")));
-                }
-                out.push((p, NodeKind::from_ephemeral_owner(stat.ephemeral_owner)));
-            }
-            Err(ZkError::NoNode) => {}
-            Err(source) => {
-                return Err(ReadError {
-                    side: "destination",
-                    op: "getChildren",
-                    path: p,
-                    source,
-                })
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Facts about both roots, read before anything is written.
 pub(super) struct Preflight {
     pub destination_root_exists: bool,
@@ -559,7 +565,7 @@ pub(super) async fn pass(
     pre: Preflight,
     progress: Arc<super::Progress>,
 ) -> Result<SyncSummary, SyncError> {
-    let (tx, rx) = mpsc::channel::<Queued>(4096);
+    let (tx, rx) = mpsc::channel::<Queued>(PLANNED_OPS);
     let mut planner = Planner {
         opts,
         me,
@@ -614,119 +620,4 @@ async fn plan_all(
     walk(planner, src, dst, !pre.destination_root_exists).await?;
     planner.judge_deletes().await?;
     planner.finish().await
-}
-
-/// Reads a batch of nodes from both sides (the destination only where it may exist).
-async fn visit_batch(
-    src: &[Client],
-    dst: &[Client],
-    opts: &SyncOptions,
-    visits: Vec<(String, bool)>,
-) -> Result<Vec<Done>, ReadError> {
-    let src_paths: Vec<String> = visits
-        .iter()
-        .map(|(r, _)| path::join(&opts.source_root, r))
-        .collect();
-    let dst_paths: Vec<String> = visits
-        .iter()
-        .filter(|(_, absent)| !absent)
-        .map(|(r, _)| path::join(&opts.destination_root, r))
-        .collect();
-    let (s, d) = tokio::join!(
-        fetch_many(src, "source", &src_paths, opts.copy_acl),
-        async {
-            if dst_paths.is_empty() {
-                Ok(Vec::new())
-            } else {
-                fetch_many(dst, "destination", &dst_paths, true).await
-            }
-        }
-    );
-    let mut d = d?.into_iter();
-    Ok(visits
-        .into_iter()
-        .zip(s?)
-        .map(|((rel, absent), src)| Done::Visited {
-            rel,
-            src,
-            dst: if absent { None } else { d.next().flatten() },
-        })
-        .collect())
-}
-
-async fn walk(
-    planner: &mut Planner<'_>,
-    src: &[Client],
-    dst: &[Client],
-    root_dst_absent: bool,
-) -> Result<(), SyncError> {
-    let opts = planner.opts;
-    let mut stack = vec![Task::Visit {
-        rel: String::new(),
-        dst_absent: root_dst_absent,
-    }];
-    let mut in_flight: FuturesUnordered<TaskFuture<'_>> = FuturesUnordered::new();
-    let who_src = opts.source_identity();
-    let who_dst = opts.destination_identity();
-    let batches = opts.read_window.div_ceil(BATCH).max(1);
-    loop {
-        while in_flight.len() < batches {
-            let Some(task) = stack.pop() else { break };
-            match task {
-                Task::Visit { rel, dst_absent } => {
-                    // Group the visits on top of the stack into one batch.
-                    let mut visits = vec![(rel, dst_absent)];
-                    while visits.len() < BATCH && matches!(stack.last(), Some(Task::Visit { .. })) {
-                        if let Some(Task::Visit { rel, dst_absent }) = stack.pop() {
-                            visits.push((rel, dst_absent));
-                        }
-                    }
-                    in_flight.push(Box::pin(visit_batch(src, dst, opts, visits)));
-                }
-                Task::Remove {
-                    rel,
-                    replace_with,
-                    visited,
-                } => {
-                    let dst_abs = path::join(&opts.destination_root, &rel);
-                    in_flight.push(Box::pin(async move {
-                        let nodes = collect_subtree(&dst[0], &dst_abs).await?;
-                        Ok(vec![Done::Collected {
-                            rel,
-                            nodes,
-                            replace_with,
-                            visited,
-                        }])
-                    }));
-                }
-            }
-        }
-        let Some(done) = in_flight.next().await else {
-            break;
-        };
-        let done = done.map_err(|e| {
-            let who = if e.side == "source" {
-                &who_src
-            } else {
-                &who_dst
-            };
-            SyncError::from_read(e, who)
-        })?;
-        for d in done {
-            match d {
-                Done::Visited { rel, src, dst } => planner.visit(rel, src, dst, &mut stack).await?,
-                Done::Collected {
-                    rel,
-                    nodes,
-                    replace_with,
-                    visited,
-                } => {
-                    planner
-                        .remove(rel, nodes, replace_with, visited, &mut stack)
-                        .await?
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -42,6 +42,11 @@ pub enum SyncError {
         size: usize,
         limit: usize,
     },
+    /// A logic error: the writer sends every setACL alone, as ZooKeeper has no multi form of it.
+    #[error("destination: setACL {path}: bad arguments: setACL cannot be batched")]
+    AclInMulti { path: String },
+    #[error("destination: {path} is not of its source node's kind: a full sync recreates it")]
+    KindDiffers { path: String },
     #[error("destination writer stopped before the copy was written")]
     WriterStopped,
     #[error("destination tree {destination_root} overlaps {root}, which {holder} is writing: one writer per destination tree (its claim goes when it stops, or within its session timeout if it crashed)")]

@@ -487,11 +487,15 @@ impl LiveGate {
     }
 }
 
+/// The window is counted in buckets of this: its sum costs a few dozen additions, and a
+/// second is as fine as a burst is judged.
+const BUCKET: Duration = Duration::from_secs(1);
+
 fn bucket(s: &mut GateState, now: Instant) -> &mut (Instant, u64, u64) {
     let fresh = s
         .buckets
         .back()
-        .is_none_or(|(t, _, _)| now.saturating_duration_since(*t) >= Duration::from_secs(1));
+        .is_none_or(|(t, _, _)| now.saturating_duration_since(*t) >= BUCKET);
     if fresh {
         s.buckets.push_back((now, 0, 0));
     }

@@ -158,17 +158,7 @@ pub async fn judge_delayed(
     caught_up: impl Fn() -> bool,
     delayed: impl Fn(&str) -> bool,
 ) -> Result<Verdict, VerifyError> {
-    let mut v = VerifyOptions::default();
-    v.walk.hash.acl = o.copy_acl;
-    v.walk.ephemerals = o.ephemerals;
-    v.max_paths = max_paths;
-    let (src, dst) = (sides.source, sides.destination);
-    let report = match sides.cache {
-        Some(c) => {
-            verifier::verify_cached(src, &o.source_root, dst, &o.destination_root, v, c).await?
-        }
-        None => verifier::verify(src, &o.source_root, dst, &o.destination_root, v).await?,
-    };
+    let report = verify_sides(sides, o, max_paths).await?;
     let mut verdict = Verdict {
         undecided: report
             .divergent_nodes
@@ -179,37 +169,13 @@ pub async fn judge_delayed(
     if verdict.report.equal {
         return Ok(verdict);
     }
-    let mut suspects: Vec<String> = verdict
-        .report
-        .divergences
-        .iter()
-        .map(|d| d.path.clone())
-        .collect();
-    suspects.dedup();
-    suspects.retain(|rel| !delayed(&path::join(&o.source_root, rel)));
-    let (s, d) = (&src[0], &dst[0]);
-    let read_err = |rel: &str, e: ZkError| {
-        VerifyError::Read(verifier::reader::ReadError {
-            side: "recheck",
-            op: "getData",
-            path: rel.to_string(),
-            source: e,
-        })
-    };
+    let suspects = suspects(&verdict.report, o, &delayed);
     // Two rechecks, each after the stream has caught up; the source must hold still between.
-    let mut first: Vec<(String, i64)> = Vec::new();
     if !wait_caught_up(&caught_up, settle).await {
         verdict.undecided += suspects.len() as u64;
         return Ok(verdict);
     }
-    for rel in suspects {
-        if let Some(z) = differs(s, d, sides.cache, o, &rel)
-            .await
-            .map_err(|e| read_err(&rel, e))?
-        {
-            first.push((rel, z));
-        }
-    }
+    let first = still_differing(sides, o, suspects).await?;
     if first.is_empty() {
         return Ok(verdict);
     }
@@ -222,10 +188,7 @@ pub async fn judge_delayed(
         if delayed(&path::join(&o.source_root, &rel)) {
             continue;
         }
-        match differs(s, d, sides.cache, o, &rel)
-            .await
-            .map_err(|e| read_err(&rel, e))?
-        {
+        match recheck(sides, o, &rel).await? {
             Some(z) if z == zxid => verdict.confirmed.push(rel),
             // Changed on the source meanwhile: still in flight, judged next time.
             Some(_) => verdict.undecided += 1,
@@ -235,14 +198,77 @@ pub async fn judge_delayed(
     Ok(verdict)
 }
 
-/// Waits (up to 30 s) until the stream has nothing pending, then one more settle interval.
+/// The full verification of both trees, as the copy would compare them.
+async fn verify_sides(
+    sides: Sides<'_>,
+    o: &SyncOptions,
+    max_paths: usize,
+) -> Result<Report, VerifyError> {
+    let mut v = VerifyOptions::default();
+    v.walk.hash.acl = o.copy_acl;
+    v.walk.ephemerals = o.ephemerals;
+    // The same reads in flight as the copy itself makes of these ensembles.
+    v.walk.window = o.read_window;
+    v.max_paths = max_paths;
+    let (src, dst) = (sides.source, sides.destination);
+    let (sr, dr) = (&o.source_root, &o.destination_root);
+    match sides.cache {
+        Some(c) => verifier::verify_cached(src, sr, dst, dr, v, c).await,
+        None => verifier::verify(src, sr, dst, dr, v).await,
+    }
+}
+
+/// The divergent paths of `report`, each once, less those a delayed change explains.
+fn suspects(report: &Report, o: &SyncOptions, delayed: &impl Fn(&str) -> bool) -> Vec<String> {
+    let mut suspects: Vec<String> = report.divergences.iter().map(|d| d.path.clone()).collect();
+    suspects.dedup();
+    suspects.retain(|rel| !delayed(&path::join(&o.source_root, rel)));
+    suspects
+}
+
+/// The suspects that still differ, with their source mzxid.
+async fn still_differing(
+    sides: Sides<'_>,
+    o: &SyncOptions,
+    suspects: Vec<String>,
+) -> Result<Vec<(String, i64)>, VerifyError> {
+    let mut differing = Vec::new();
+    for rel in suspects {
+        if let Some(z) = recheck(sides, o, &rel).await? {
+            differing.push((rel, z));
+        }
+    }
+    Ok(differing)
+}
+
+/// [`differs`] on the first session of each side.
+async fn recheck(sides: Sides<'_>, o: &SyncOptions, rel: &str) -> Result<Option<i64>, VerifyError> {
+    let (s, d) = (&sides.source[0], &sides.destination[0]);
+    differs(s, d, sides.cache, o, rel).await.map_err(|e| {
+        VerifyError::Read(verifier::reader::ReadError {
+            side: "recheck",
+            op: "getData",
+            path: rel.to_string(),
+            source: e,
+        })
+    })
+}
+
+/// How long the rechecks wait for the stream to catch up before they give up (undecided).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the rechecks look whether the stream caught up: a few batch windows.
+const CATCH_UP_POLL: Duration = Duration::from_millis(10);
+
+/// Waits (up to [`CATCH_UP_TIMEOUT`]) until the stream has nothing pending, then one more
+/// settle interval.
 async fn wait_caught_up(caught_up: &impl Fn() -> bool, settle: Duration) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
     while !caught_up() {
         if Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(CATCH_UP_POLL).await;
     }
     tokio::time::sleep(settle).await;
     true

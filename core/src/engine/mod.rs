@@ -171,40 +171,6 @@ fn identity(c: &ConnectOptions) -> String {
 }
 
 /// Nodes per kind. Sequential nodes are persistent nodes with a sequence suffix.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn type_rules_apply_to_persistent_nodes_only() {
-        let rules = vec![
-            TypeRule::new("/app/locks/*", NodeKind::Container).expect("glob"),
-            TypeRule::new("/app/**/session-*", NodeKind::Ttl { ttl_ms: 60_000 }).expect("glob"),
-        ];
-        assert_eq!(
-            kind_for(&rules, "/app/locks/a", NodeKind::Persistent),
-            NodeKind::Container
-        );
-        assert_eq!(
-            kind_for(&rules, "/app/locks/a/b", NodeKind::Persistent),
-            NodeKind::Persistent
-        );
-        assert_eq!(
-            kind_for(&rules, "/app/x/y/session-1", NodeKind::Persistent),
-            NodeKind::Ttl { ttl_ms: 60_000 }
-        );
-        assert_eq!(
-            kind_for(&rules, "/app/locks/a", NodeKind::Ephemeral),
-            NodeKind::Ephemeral
-        );
-        assert_eq!(observable(NodeKind::Container), NodeKind::Persistent);
-        assert_eq!(
-            observable(NodeKind::Ttl { ttl_ms: 1 }),
-            NodeKind::Persistent
-        );
-    }
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KindCounts {
     pub persistent: u64,
@@ -407,6 +373,11 @@ pub(crate) async fn sync_with(
 }
 
 /// The passes of a copy, each on fresh sessions, under the claim (taken on the first).
+/// A failed pass waits this long before the next, doubled after each failure up to
+/// [`PASS_RETRY_DOUBLINGS`] times (8 s): a blip costs little, a long outage few passes.
+const PASS_RETRY_BASE: Duration = Duration::from_millis(500);
+const PASS_RETRY_DOUBLINGS: u32 = 4;
+
 async fn attempts(
     opts: &SyncOptions,
     me: &plan::Identity,
@@ -447,7 +418,7 @@ async fn attempts(
                 return Ok(summary);
             }
             Err(e) if e.is_transient() && attempt <= opts.retries => {
-                let wait = Duration::from_millis(500u64 << (attempt - 1).min(4));
+                let wait = PASS_RETRY_BASE * (1u32 << (attempt - 1).min(PASS_RETRY_DOUBLINGS));
                 tracing::warn!(attempt, error = %e, retry_in = ?wait, "copy pass failed; starting a new pass");
                 tokio::time::sleep(wait).await;
             }
@@ -542,4 +513,38 @@ async fn precheck(
         .ok()? as u64
         + 1;
     opts.guard.precheck(source_nodes, destination_nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_rules_apply_to_persistent_nodes_only() {
+        let rules = vec![
+            TypeRule::new("/app/locks/*", NodeKind::Container).expect("glob"),
+            TypeRule::new("/app/**/session-*", NodeKind::Ttl { ttl_ms: 60_000 }).expect("glob"),
+        ];
+        assert_eq!(
+            kind_for(&rules, "/app/locks/a", NodeKind::Persistent),
+            NodeKind::Container
+        );
+        assert_eq!(
+            kind_for(&rules, "/app/locks/a/b", NodeKind::Persistent),
+            NodeKind::Persistent
+        );
+        assert_eq!(
+            kind_for(&rules, "/app/x/y/session-1", NodeKind::Persistent),
+            NodeKind::Ttl { ttl_ms: 60_000 }
+        );
+        assert_eq!(
+            kind_for(&rules, "/app/locks/a", NodeKind::Ephemeral),
+            NodeKind::Ephemeral
+        );
+        assert_eq!(observable(NodeKind::Container), NodeKind::Persistent);
+        assert_eq!(
+            observable(NodeKind::Ttl { ttl_ms: 1 }),
+            NodeKind::Persistent
+        );
+    }
 }

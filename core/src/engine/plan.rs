@@ -76,16 +76,9 @@ pub fn plan_acl(
     match current {
         None => {
             // Data goes in with the create, so only child operations matter.
-            let final_acl = target
-                .map(<[AclEntry]>::to_vec)
-                .unwrap_or_else(|| vec![AclEntry::open()]);
-            let child_ops = required & (perms::CREATE | perms::DELETE);
-            if me.grants(&final_acl, child_ops) {
-                plan.create_with = Some(final_acl);
-            } else {
-                plan.create_with = Some(me.staging_acl());
-                plan.set_at_end = Some(final_acl);
-            }
+            let create = plan_create_acl(me, target, required & (perms::CREATE | perms::DELETE));
+            plan.create_with = Some(create.create_with);
+            plan.set_at_end = create.set_at_end;
         }
         Some(current) => {
             let differs = target.is_some_and(|t| t != current);
@@ -107,6 +100,33 @@ pub fn plan_acl(
         }
     }
     plan
+}
+
+/// The ACLs of a node about to be created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatePlan {
+    pub create_with: Vec<AclEntry>,
+    /// The final ACL, set once the copier is done with the node (None: created with it).
+    pub set_at_end: Option<Vec<AclEntry>>,
+}
+
+/// Plans the ACL of a new node: its final ACL (`target`, open when ACLs are not copied) at
+/// once when that grants the copier `needed`, else the staging ACL, and the final one after.
+pub fn plan_create_acl(me: &Identity, target: Option<&[AclEntry]>, needed: i32) -> CreatePlan {
+    let final_acl = target
+        .map(<[AclEntry]>::to_vec)
+        .unwrap_or_else(|| vec![AclEntry::open()]);
+    if me.grants(&final_acl, needed) {
+        CreatePlan {
+            create_with: final_acl,
+            set_at_end: None,
+        }
+    } else {
+        CreatePlan {
+            create_with: me.staging_acl(),
+            set_at_end: Some(final_acl),
+        }
+    }
 }
 
 /// Kind of node the destination should have for a source node, or `None` when the node is
@@ -184,6 +204,20 @@ mod tests {
         let leaf = plan_acl(&me(), Some(&src), None, 0);
         assert_eq!(leaf.create_with, Some(src));
         assert_eq!(leaf.set_at_end, None);
+    }
+
+    #[test]
+    fn a_new_node_is_staged_only_when_its_acl_denies_what_is_needed() {
+        let src = vec![AclEntry::new(
+            perms::READ | perms::CREATE,
+            "world",
+            "anyone",
+        )];
+        let ok = plan_create_acl(&me(), Some(&src), perms::CREATE);
+        assert_eq!((ok.create_with, ok.set_at_end), (src.clone(), None));
+        let staged = plan_create_acl(&me(), Some(&src), perms::ALL & !perms::ADMIN);
+        assert_eq!(staged.create_with, me().staging_acl());
+        assert_eq!(staged.set_at_end, Some(src));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::time::Duration;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use verifier::model::{AclEntry, NodeKind};
-use zookeeper_client::{Acl, Acls, Client, CreateMode, Error as ZkError, MultiWriteError};
+use zookeeper_client::{
+    Acl, Acls, Client, CreateMode, CreateOptions, Error as ZkError, MultiWriteError, MultiWriter,
+};
 
 use super::error::SyncError;
 use super::progress::Progress;
@@ -132,6 +134,21 @@ fn write_error(op: &Op, source: ZkError) -> SyncError {
 type Pending<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SyncError>> + Send + 'a>>;
 
+/// How a node of `kind` is created with `acl`: containers as containers, TTL nodes as
+/// persistent with their TTL, the rest (ephemerals copied as persistent) as persistent.
+pub(crate) fn create_options(kind: NodeKind, acl: &[Acl]) -> CreateOptions<'_> {
+    let mode = match kind {
+        NodeKind::Container => CreateMode::Container,
+        NodeKind::Ttl { .. } | NodeKind::Persistent | NodeKind::Ephemeral => CreateMode::Persistent,
+    };
+    let options = mode.with_acls(Acls::new(acl));
+    match kind {
+        // ZooKeeper refuses a TTL of zero; the source never has one, a type rule might.
+        NodeKind::Ttl { ttl_ms } => options.with_ttl(Duration::from_millis(ttl_ms.max(1) as u64)),
+        _ => options,
+    }
+}
+
 /// Sends one batch now (the request leaves when this returns) and gives the reply future.
 fn send_batch<'a>(client: &'a Client, batch: Vec<Queued>, progress: Arc<Progress>) -> Pending<'a> {
     if let [Queued {
@@ -139,68 +156,23 @@ fn send_batch<'a>(client: &'a Client, batch: Vec<Queued>, progress: Arc<Progress
         ..
     }] = batch.as_slice()
     {
-        let zk_acl = to_zk_acl(acl);
-        let reply = client.set_acl(path, &zk_acl, None);
+        let reply = client.set_acl(path, &to_zk_acl(acl), None);
         return Box::pin(async move {
-            match reply.await {
-                Ok(_) => {
-                    progress.ops_written.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-                Err(e) => Err(write_error(&batch[0].op, e)),
-            }
+            reply.await.map_err(|e| write_error(&batch[0].op, e))?;
+            progress.ops_written.fetch_add(1, Ordering::Relaxed);
+            Ok(())
         });
     }
     let mut multi = client.new_multi_writer();
-    let mut added = Ok(());
-    for q in &batch {
-        let r = match &q.op {
-            Op::Create {
-                path,
-                data,
-                acl,
-                kind,
-            } => {
-                let zk_acl = to_zk_acl(acl);
-                let acls = Acls::new(&zk_acl);
-                match kind {
-                    NodeKind::Container => {
-                        multi.add_create(path, data, &CreateMode::Container.with_acls(acls))
-                    }
-                    NodeKind::Ttl { ttl_ms } => multi.add_create(
-                        path,
-                        data,
-                        &CreateMode::Persistent
-                            .with_acls(acls)
-                            .with_ttl(Duration::from_millis((*ttl_ms).max(1) as u64)),
-                    ),
-                    NodeKind::Persistent | NodeKind::Ephemeral => {
-                        multi.add_create(path, data, &CreateMode::Persistent.with_acls(acls))
-                    }
-                }
-            }
-            Op::SetData { path, data } => multi.add_set_data(path, data, None),
-            Op::Delete { path } => multi.add_delete(path, None),
-            Op::SetAcl { .. } => Err(ZkError::BadArguments(&"setACL cannot be batched")),
-        };
-        if let Err(e) = r {
-            added = Err(write_error(&q.op, e));
-            break;
-        }
-    }
+    let added = batch
+        .iter()
+        .try_for_each(|q| add_to_multi(&mut multi, &q.op));
     let reply = multi.commit();
     Box::pin(async move {
         added?;
         match reply.await {
             Ok(_) => {
-                let bytes: usize = batch.iter().map(|q| q.op.data_len()).sum();
-                progress
-                    .ops_written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                progress
-                    .bytes_written
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
-                progress.batches.fetch_add(1, Ordering::Relaxed);
+                count_written(&progress, &batch);
                 Ok(())
             }
             Err(MultiWriteError::OperationFailed { index, source }) => {
@@ -212,6 +184,34 @@ fn send_batch<'a>(client: &'a Client, batch: Vec<Queued>, progress: Arc<Progress
             }
         }
     })
+}
+
+/// Adds `op` to a transaction. setACL has no multi form: [`Batcher::accept`] sends it alone.
+fn add_to_multi(multi: &mut MultiWriter<'_>, op: &Op) -> Result<(), SyncError> {
+    let r = match op {
+        Op::Create {
+            path,
+            data,
+            acl,
+            kind,
+        } => multi.add_create(path, data, &create_options(*kind, &to_zk_acl(acl))),
+        Op::SetData { path, data } => multi.add_set_data(path, data, None),
+        Op::Delete { path } => multi.add_delete(path, None),
+        Op::SetAcl { path, .. } => return Err(SyncError::AclInMulti { path: path.clone() }),
+    };
+    r.map_err(|e| write_error(op, e))
+}
+
+/// Counts a committed transaction in the progress figures.
+fn count_written(progress: &Progress, batch: &[Queued]) {
+    let bytes: usize = batch.iter().map(|q| q.op.data_len()).sum();
+    progress
+        .ops_written
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    progress
+        .bytes_written
+        .fetch_add(bytes as u64, Ordering::Relaxed);
+    progress.batches.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Ops waiting to be sent and transactions waiting for their reply.

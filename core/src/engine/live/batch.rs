@@ -15,19 +15,20 @@ use futures::StreamExt;
 use verifier::model::{canonical_acl, is_sequential_name, AclEntry, NodeKind};
 use verifier::path;
 use zookeeper_client::{
-    Acl, Acls, Client, Error as ZkError, MultiReadResult, MultiWriteError, MultiWriteResult,
-    MultiWriter,
+    Acl, Client, Error as ZkError, MultiReadResult, MultiWriteError, MultiWriteResult, MultiWriter,
 };
 
+use super::apply::copied_kind;
 use super::cversion::raise_cversions;
 use super::multi::commit_setting_aside;
 use super::readers::{ReadSet, Readers};
 use super::{
-    apply_data, apply_path, create_mode, dst_path, since_mtime, write_state, Applied, ApplyError,
-    LiveOptions, Observer, Pending, SourceState, DATA_CHANGED,
+    apply_data, apply_path, dst_path, since_mtime, write_state, Applied, ApplyError, LiveOptions,
+    Observer, Pending, SourceState, DATA_CHANGED, STREAM_NEEDS,
 };
-use crate::engine::plan::{desired_kind, Identity};
-use crate::engine::{kind_for, SyncOptions};
+use crate::engine::plan::Identity;
+use crate::engine::writer::create_options;
+use crate::engine::SyncOptions;
 
 pub(super) fn depth(p: &str) -> usize {
     p.bytes().filter(|b| *b == b'/').count()
@@ -113,17 +114,23 @@ pub(super) async fn apply_batch(
     created?;
     written?;
     // Sequential names come from the parent's cversion: keep it at least the source's.
-    let mut seq_parents: Vec<&str> = batch
-        .keys()
-        .filter(|p| is_sequential_name(p.rsplit('/').next().unwrap_or_default()))
-        .filter_map(|p| path::parent(p))
-        .collect();
-    seq_parents.sort_unstable();
-    seq_parents.dedup();
+    let seq_parents = sequential_parents(batch);
     if !seq_parents.is_empty() {
         raise_cversions(src, dst, &opts.sync, &seq_parents).await?;
     }
     Ok(())
+}
+
+/// The parents of the sequential nodes among `batch`, each once.
+fn sequential_parents(batch: &BTreeMap<String, Pending>) -> Vec<&str> {
+    let mut parents: Vec<&str> = batch
+        .keys()
+        .filter(|p| is_sequential_name(p.rsplit('/').next().unwrap_or_default()))
+        .filter_map(|p| path::parent(p))
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
+    parents
 }
 
 /// What a read-ahead found at a path with a create or delete event.
@@ -166,13 +173,11 @@ async fn apply_created(
                 .map(|found| (d, found))
         })
         .buffered(CHUNKS_IN_FLIGHT);
-    let mut sent = VecDeque::new();
-    let mut failed: Vec<Vec<NewNode>> = Vec::new();
+    let mut creates = Creates::new(dst, opts, observer);
     let mut slow: BTreeMap<usize, Vec<(String, Pending)>> = BTreeMap::new();
     while let Some(read) = reads.next().await {
         let (d, found) = read?;
-        let mut groups: Vec<Vec<NewNode>> = vec![Vec::new()];
-        let mut bytes = 0usize;
+        let mut groups = Packer::new(o.writer.max_batch_bytes);
         for (entry, f) in found {
             match f {
                 Found::Gone => {
@@ -190,49 +195,23 @@ async fn apply_created(
                     acl,
                 } => {
                     let size = data.len() + entry.0.len() + OP_OVERHEAD;
-                    if bytes + size > o.writer.max_batch_bytes {
-                        groups.push(Vec::new());
-                        bytes = 0;
-                    }
-                    bytes += size;
-                    if let Some(g) = groups.last_mut() {
-                        g.push(NewNode {
-                            entry,
-                            data,
-                            mtime_ms,
-                            kind,
-                            acl,
-                        });
-                    }
+                    let node = NewNode {
+                        entry,
+                        data,
+                        mtime_ms,
+                        kind,
+                        acl,
+                    };
+                    groups.push(size, node);
                 }
             }
         }
-        for group in groups.into_iter().filter(|g| !g.is_empty()) {
-            // Bounded: what is in flight is held twice (here and in the request).
-            if sent.len() >= WRITES_IN_FLIGHT {
-                if let Some((g, reply)) = sent.pop_front() {
-                    settle(opts, observer, g, reply, &mut failed).await?;
-                }
-            }
-            let mut writer = dst.new_multi_writer();
-            for n in &group {
-                add_create(&mut writer, o, n)?;
-            }
-            let commit = writer.commit();
-            sent.push_back((group, futures::FutureExt::boxed(commit)));
+        for group in groups.into_groups() {
+            creates.send(group).await?;
         }
     }
-    while let Some((g, reply)) = sent.pop_front() {
-        settle(opts, observer, g, reply, &mut failed).await?;
-    }
-    for group in failed {
-        let first = group.first().map(|n| n.entry.0.clone()).unwrap_or_default();
-        let (written, aside) =
-            commit_setting_aside(dst, group, &first, |w, n| add_create(w, o, n)).await?;
-        report_created(opts, observer, written);
-        for n in aside {
-            slow.entry(depth(&n.entry.0)).or_default().push(n.entry);
-        }
+    for n in creates.finish().await? {
+        slow.entry(depth(&n.entry.0)).or_default().push(n.entry);
     }
     for (_, paths) in slow {
         let paths: Vec<&(String, Pending)> = paths.iter().collect();
@@ -241,31 +220,119 @@ async fn apply_created(
     Ok(())
 }
 
+/// Items packed in order into transactions of at most `max` bytes (one over it goes alone).
+struct Packer<T> {
+    groups: Vec<Vec<T>>,
+    bytes: usize,
+    max: usize,
+}
+
+impl<T> Packer<T> {
+    fn new(max: usize) -> Packer<T> {
+        Packer {
+            groups: vec![Vec::new()],
+            bytes: 0,
+            max,
+        }
+    }
+
+    fn push(&mut self, size: usize, item: T) {
+        if self.bytes + size > self.max {
+            self.groups.push(Vec::new());
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        if let Some(g) = self.groups.last_mut() {
+            g.push(item);
+        }
+    }
+
+    fn into_groups(self) -> impl Iterator<Item = Vec<T>> {
+        self.groups.into_iter().filter(|g| !g.is_empty())
+    }
+}
+
+/// Transactions of creates sent and not yet answered, oldest first, and those that failed.
+struct Creates<'a> {
+    dst: &'a Client,
+    opts: &'a LiveOptions,
+    observer: &'a Arc<dyn Observer>,
+    sent: VecDeque<(Vec<NewNode>, futures::future::BoxFuture<'a, Reply>)>,
+    failed: Vec<Vec<NewNode>>,
+}
+
+impl<'a> Creates<'a> {
+    fn new(dst: &'a Client, opts: &'a LiveOptions, observer: &'a Arc<dyn Observer>) -> Self {
+        Creates {
+            dst,
+            opts,
+            observer,
+            sent: VecDeque::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    /// Sends one transaction of creates now; waits first for the oldest answer when
+    /// [`WRITES_IN_FLIGHT`] are out.
+    async fn send(&mut self, group: Vec<NewNode>) -> Result<(), ApplyError> {
+        // Bounded: what is in flight is held twice (here and in the request).
+        if self.sent.len() >= WRITES_IN_FLIGHT {
+            if let Some((g, reply)) = self.sent.pop_front() {
+                self.settle(g, reply).await?;
+            }
+        }
+        let mut writer = self.dst.new_multi_writer();
+        for n in &group {
+            add_create(&mut writer, &self.opts.sync, n)?;
+        }
+        let commit = writer.commit();
+        self.sent
+            .push_back((group, futures::FutureExt::boxed(commit)));
+        Ok(())
+    }
+
+    /// Waits for every answer, then tries the failed transactions again in order, setting
+    /// aside what still fails. Returns the nodes set aside.
+    async fn finish(mut self) -> Result<Vec<NewNode>, ApplyError> {
+        while let Some((g, reply)) = self.sent.pop_front() {
+            self.settle(g, reply).await?;
+        }
+        let o = &self.opts.sync;
+        let mut aside = Vec::new();
+        for group in std::mem::take(&mut self.failed) {
+            let first = group.first().map(|n| n.entry.0.clone()).unwrap_or_default();
+            let (written, left) =
+                commit_setting_aside(self.dst, group, &first, |w, n| add_create(w, o, n)).await?;
+            report_created(self.opts, self.observer, written);
+            aside.extend(left);
+        }
+        Ok(aside)
+    }
+
+    /// Waits for one transaction: reports it applied, or keeps it to be tried again.
+    async fn settle(
+        &mut self,
+        group: Vec<NewNode>,
+        reply: futures::future::BoxFuture<'_, Reply>,
+    ) -> Result<(), ApplyError> {
+        match reply.await {
+            Ok(_) => report_created(self.opts, self.observer, group),
+            Err(MultiWriteError::OperationFailed { .. }) => self.failed.push(group),
+            Err(MultiWriteError::RequestFailed { source }) => {
+                let first = group
+                    .first()
+                    .map(|n| n.entry.0.as_str())
+                    .unwrap_or_default();
+                return Err(ApplyError::on("destination", "multi", first)(source));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Transactions of new nodes sent and not yet answered, at most: enough to keep the
 /// destination's log busy, few enough to bound the data held.
 const WRITES_IN_FLIGHT: usize = 16;
-
-/// Waits for one transaction of creates: reports it applied, or keeps it to be tried again.
-async fn settle(
-    opts: &LiveOptions,
-    observer: &Arc<dyn Observer>,
-    group: Vec<NewNode>,
-    reply: futures::future::BoxFuture<'_, Reply>,
-    failed: &mut Vec<Vec<NewNode>>,
-) -> Result<(), ApplyError> {
-    match reply.await {
-        Ok(_) => report_created(opts, observer, group),
-        Err(MultiWriteError::OperationFailed { .. }) => failed.push(group),
-        Err(MultiWriteError::RequestFailed { source }) => {
-            let first = group
-                .first()
-                .map(|n| n.entry.0.as_str())
-                .unwrap_or_default();
-            return Err(ApplyError::on("destination", "multi", first)(source));
-        }
-    }
-    Ok(())
-}
 
 /// The reply to one transaction of creates.
 type Reply = Result<Vec<MultiWriteResult>, MultiWriteError>;
@@ -283,12 +350,8 @@ fn report_created(opts: &LiveOptions, observer: &Arc<dyn Observer>, written: Vec
 /// Adds the create of a new node to a transaction.
 fn add_create(w: &mut MultiWriter<'_>, o: &SyncOptions, n: &NewNode) -> Result<(), ApplyError> {
     let zk_acl: Vec<Acl> = n.acl.iter().map(AclEntry::to_zk).collect();
-    let mut options = create_mode(n.kind).with_acls(Acls::new(&zk_acl));
-    if let NodeKind::Ttl { ttl_ms } = n.kind {
-        options = options.with_ttl(Duration::from_millis(ttl_ms.max(1) as u64));
-    }
     let dp = dst_path(o, &n.entry.0);
-    w.add_create(&dp, &n.data, &options)
+    w.add_create(&dp, &n.data, &create_options(n.kind, &zk_acl))
         .map_err(ApplyError::on("destination", "create", &dp))
 }
 
@@ -305,13 +368,10 @@ async fn read_created_chunk(
     let mut new = Vec::new();
     for (entry, r) in chunk.into_iter().zip(results) {
         match r {
-            MultiReadResult::Data { data, stat } => {
-                let reported = NodeKind::from_ephemeral_owner(stat.ephemeral_owner);
-                match desired_kind(kind_for(&o.type_rules, &entry.0, reported), o.ephemerals) {
-                    Some(kind) => new.push((entry, data, stat.mtime, kind)),
-                    None => found.push((entry, Found::Slow)),
-                }
-            }
+            MultiReadResult::Data { data, stat } => match copied_kind(o, &entry.0, &stat) {
+                Some(kind) => new.push((entry, data, stat.mtime, kind)),
+                None => found.push((entry, Found::Slow)),
+            },
             MultiReadResult::Error {
                 err: ZkError::NoNode,
             } => found.push((entry, Found::Gone)),
@@ -366,11 +426,8 @@ async fn read_acls(
         match r {
             Ok((acl, _)) => {
                 let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
-                let usable = !acl.iter().any(verifier::reader::is_redacted)
-                    && me.grants(
-                        &acl,
-                        verifier::model::perms::ALL & !verifier::model::perms::ADMIN,
-                    );
+                let usable =
+                    !acl.iter().any(verifier::reader::is_redacted) && me.grants(&acl, STREAM_NEEDS);
                 out.push(usable.then(|| canonical_acl(acl)));
             }
             Err(ZkError::NoNode) => out.push(None),
@@ -444,8 +501,7 @@ async fn apply_data_chunk(
     );
     let mut slow: Vec<&(String, Pending)> = Vec::new();
     // Writes in groups that fit one transaction.
-    let mut groups: Vec<Vec<Write<'_>>> = vec![Vec::new()];
-    let mut bytes = 0usize;
+    let mut groups: Packer<Write<'_>> = Packer::new(o.writer.max_batch_bytes);
     for ((entry, r), now) in chunk.iter().zip(results?).zip(current?) {
         match r {
             MultiReadResult::Data { data, stat }
@@ -456,19 +512,12 @@ async fn apply_data_chunk(
             }
             MultiReadResult::Data { data, stat } if stat.ephemeral_owner == 0 => {
                 let size = data.len() + entry.0.len() + OP_OVERHEAD;
-                if bytes + size > o.writer.max_batch_bytes {
-                    groups.push(Vec::new());
-                    bytes = 0;
-                }
-                bytes += size;
-                if let Some(g) = groups.last_mut() {
-                    g.push((entry, data, stat.mtime));
-                }
+                groups.push(size, (entry, data, stat.mtime));
             }
             _ => slow.push(entry),
         }
     }
-    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+    for group in groups.into_groups() {
         // A node missing on the destination fails the transaction: it is set aside.
         let (written, aside) = commit_setting_aside(dst, group, first, |w, ((p, _), data, _)| {
             let dp = dst_path(o, p);
@@ -505,4 +554,19 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_packed_in_order_under_the_byte_limit() {
+        let mut p = Packer::new(10);
+        for (size, item) in [(4, 'a'), (6, 'b'), (1, 'c'), (20, 'd'), (2, 'e')] {
+            p.push(size, item);
+        }
+        let groups: Vec<Vec<char>> = p.into_groups().collect();
+        assert_eq!(groups, [vec!['a', 'b'], vec!['c'], vec!['d'], vec!['e']]);
+    }
 }

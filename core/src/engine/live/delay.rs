@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use zookeeper_client::Client;
 
+use super::stream::report_backlog;
 use super::{
-    read_source, report_backlog, since_mtime, write_state, Applied, ApplyError, LiveOptions,
-    Observer, Pending, SourceState,
+    read_source, since_mtime, write_state, Applied, ApplyError, LiveOptions, Observer, Pending,
+    SourceState,
 };
 use crate::engine::plan::Identity;
 
@@ -238,7 +239,7 @@ fn pop(s: &mut State) -> Option<Recorded> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::SourceNode;
+    use super::super::apply::SourceNode;
     use super::*;
     use verifier::model::NodeKind;
 

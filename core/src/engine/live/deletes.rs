@@ -74,11 +74,7 @@ pub async fn delete_destination_subtree(dst: &Client, top: &str) -> Result<(), S
     delete_subtrees(dst, &[top.to_string()])
         .await
         .map(|_| ())
-        .map_err(|e| SyncError::Write {
-            op: e.op,
-            path: e.path,
-            source: e.source,
-        })
+        .map_err(ApplyError::into_sync)
 }
 
 /// Deletes each of `tops` and everything under it on the destination, children first.
