@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::flags::{CliError, Credentials, Ephemerals, Side, Wording, SOURCE};
+use super::flags::{CliError, Credentials, Ephemerals, Side, Wording, CONNECT_TIMEOUT, SOURCE};
 use super::output::{fail, print_json};
 use super::store::StoreArgs;
 use crate::api::automation::parse_duration;
@@ -43,7 +43,7 @@ pub struct BackupArgs {
     /// cannot go with --keep-last or --max-age.
     #[arg(long, conflicts_with_all = ["keep_last", "max_age"])]
     pub no_verify: bool,
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = CONNECT_TIMEOUT, value_name = "SECONDS")]
     pub connect_timeout: f64,
     #[command(flatten)]
     pub store: StoreArgs,

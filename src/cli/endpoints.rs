@@ -4,7 +4,8 @@ use clap::Args;
 use verifier::{ConnectOptions, HashOptions, VerifyOptions, WalkOptions};
 
 use super::flags::{
-    connect_options, seconds, CliError, Credentials, Ephemerals, Side, Wording, DESTINATION, SOURCE,
+    connect_options, seconds, CliError, Credentials, Ephemerals, Side, Wording, CONNECT_TIMEOUT,
+    DESTINATION, SOURCE,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -26,7 +27,7 @@ pub struct Endpoints {
     #[command(flatten)]
     pub destination_auth: Credentials<DestinationWording>,
     /// Seconds to wait for a session before calling an ensemble unreachable.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = CONNECT_TIMEOUT, value_name = "SECONDS")]
     pub connect_timeout: f64,
     /// ZooKeeper session timeout in seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]

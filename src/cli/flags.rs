@@ -146,6 +146,9 @@ fn long(flag: &'static str) -> &'static str {
     flag.trim_start_matches('-')
 }
 
+/// `--connect-timeout`'s default, in seconds: a reachable ensemble answers well within it.
+pub const CONNECT_TIMEOUT: f64 = 10.0;
+
 /// Ten years, in seconds: `Duration::from_secs_f64` panics past its range, and no timeout
 /// or interval needs more.
 const MAX_SECONDS: f64 = 3.2e8;

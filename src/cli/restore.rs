@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use k8s_openapi::jiff::Timestamp;
 
-use super::flags::{CliError, Credentials, Side, Wording, DESTINATION};
+use super::flags::{CliError, Credentials, Side, Wording, CONNECT_TIMEOUT, DESTINATION};
 use super::output::{fail, print_json};
 use super::store::StoreArgs;
 use crate::backup::{self, RestoreOptions, Selector};
@@ -33,7 +33,7 @@ pub struct RestoreArgs {
     pub root_path: String,
     #[command(flatten)]
     pub destination_auth: Credentials<RestoreWording>,
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = CONNECT_TIMEOUT, value_name = "SECONDS")]
     pub connect_timeout: f64,
     #[command(flatten)]
     pub store: StoreArgs,

@@ -8,7 +8,7 @@ use clap::Args;
 use super::endpoints::Endpoints;
 use super::flags::{seconds_or_zero, CliError};
 use super::output::{fail, EXIT_DIVERGED};
-use super::verify::verify_trees;
+use super::verify::{verify_trees, DEFAULT_MAX_PATHS};
 use crate::engine::{self, SyncOptions, DEFAULT_JUTE_MAXBUFFER};
 
 #[derive(Args, Debug)]
@@ -180,8 +180,6 @@ pub fn held_hint(held: &engine::Held) -> String {
 const MIN_JUTE_MAXBUFFER: usize = 1024;
 /// ZooKeeper's largest TTL: 40 bits of milliseconds.
 const MAX_TTL_MS: i64 = 0xFF_FFFF_FFFF;
-/// Divergent paths `sync --verify` lists: `verify`'s default `--max-paths`.
-const VERIFY_MAX_PATHS: usize = 1000;
 
 /// Builds the engine options from `sync` flags.
 pub fn sync_options(a: &SyncArgs) -> Result<SyncOptions, CliError> {
@@ -278,7 +276,7 @@ pub async fn run_sync(a: SyncArgs) -> ExitCode {
         Err(e) => return fail(json, &e),
     };
     let report = if a.verify && !a.dry_run {
-        match verify_trees(&a.endpoints, VERIFY_MAX_PATHS).await {
+        match verify_trees(&a.endpoints, DEFAULT_MAX_PATHS).await {
             Ok(r) => Some(r),
             Err(e) => return fail(json, e.as_ref()),
         }

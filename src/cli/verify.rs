@@ -7,12 +7,15 @@ use clap::Args;
 use super::endpoints::Endpoints;
 use super::output::{fail, EXIT_DIVERGED};
 
+/// Divergent paths listed by default.
+pub(super) const DEFAULT_MAX_PATHS: usize = 1000;
+
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub endpoints: Endpoints,
     /// Divergent paths to list (all are counted).
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_MAX_PATHS, value_name = "N")]
     pub max_paths: usize,
 }
 
