@@ -6,7 +6,7 @@ use resiliency_operator::cli::{self, Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Crd(a) = cli.command {
-        return cli::run_crd(a);
+        return cli::crd::run_crd(a);
     }
     resiliency_operator::telemetry::init(matches!(cli.command, Command::Operator(_)));
     // Two TLS crypto providers are compiled in (kube: ring, object_store: aws-lc-rs); rustls
@@ -19,19 +19,8 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(cli::EXIT_ERROR);
         }
     };
-    runtime.block_on(async {
-        match cli.command {
-            Command::Sync(a) => cli::run_sync(*a).await,
-            Command::Verify(a) => cli::run_verify(a).await,
-            Command::Run(a) => cli::run_standalone(a).await,
-            Command::Crd(a) => cli::run_crd(a),
-            Command::Operator(a) => cli::run_operator(a).await,
-            Command::Backup(a) => cli::backup::run_backup(a).await,
-            Command::Restore(a) => cli::backup::run_restore(a).await,
-            Command::Snapshots(a) => cli::backup::run_snapshots(a).await,
-        }
-    })
+    runtime.block_on(cli.command.run())
 }

@@ -25,8 +25,12 @@ const RECORD: u8 = 1;
 const TRAILER: u8 = 0;
 /// ZooKeeper's jute.maxbuffer is 1 MiB by default; a server may raise it, not this far.
 const MAX_DATA: usize = 256 << 20;
+/// A path or an ACL id: far beyond any ZooKeeper accepts, still a bounded allocation.
 const MAX_PATH: usize = 1 << 20;
+/// ACL entries of one node: ZooKeeper has no limit but jute.maxbuffer; real ones hold a few.
 const MAX_ACL: usize = 1 << 16;
+/// An ACL scheme: its length is a u16.
+const MAX_SCHEME: usize = 1 << 16;
 
 /// What a snapshot holds, written after its data: a snapshot without one is incomplete and
 /// never listed or restored.
@@ -263,7 +267,7 @@ pub struct Decoder<R> {
 impl<R: std::io::Read> Decoder<R> {
     /// Checks the magic bytes.
     pub fn new(mut inner: R) -> Result<Decoder<R>, Corrupt> {
-        let mut magic = [0u8; 8];
+        let mut magic = [0u8; MAGIC.len()];
         inner.read_exact(&mut magic).map_err(|e| Corrupt {
             offset: 0,
             what: format!("cannot read the header: {e}"),
@@ -278,7 +282,7 @@ impl<R: std::io::Read> Decoder<R> {
         hasher.update(&magic);
         Ok(Decoder {
             inner,
-            offset: 8,
+            offset: MAGIC.len() as u64,
             hasher,
         })
     }
@@ -328,32 +332,55 @@ impl<R: std::io::Read> Decoder<R> {
         match tag[0] {
             RECORD => {
                 self.hasher.update(&tag);
+                self.record()
             }
-            TRAILER => {
-                // The checksum covers every byte before the trailer.
-                let computed = *self.hasher.finalize().as_bytes();
-                let mut count = [0u8; 8];
-                self.fill(&mut count, "the trailer", false)?;
-                let mut stored = [0u8; 32];
-                self.fill(&mut stored, "the trailer checksum", false)?;
-                return Ok(Item::Trailer {
-                    count: u64::from_le_bytes(count),
-                    stored,
-                    computed,
-                });
-            }
-            t => {
-                return Err(Corrupt {
-                    offset: self.offset - 1,
-                    what: format!("unknown record tag {t}"),
-                })
-            }
+            TRAILER => self.trailer(),
+            t => Err(Corrupt {
+                offset: self.offset - 1,
+                what: format!("unknown record tag {t}"),
+            }),
         }
+    }
+
+    /// The trailer, after its tag.
+    fn trailer(&mut self) -> Result<Item, Corrupt> {
+        // The checksum covers every byte before the trailer.
+        let computed = *self.hasher.finalize().as_bytes();
+        let mut count = [0u8; 8];
+        self.fill(&mut count, "the trailer", false)?;
+        let mut stored = [0u8; 32];
+        self.fill(&mut stored, "the trailer checksum", false)?;
+        Ok(Item::Trailer {
+            count: u64::from_le_bytes(count),
+            stored,
+            computed,
+        })
+    }
+
+    /// A node record, after its tag.
+    fn record(&mut self) -> Result<Item, Corrupt> {
         let len = u32::from_le_bytes(self.array("a path length")?) as usize;
         let rel = self.string(len, MAX_PATH, "a path")?;
+        let kind = self.kind(&rel)?;
+        let len = u32::from_le_bytes(self.array("a data length")?) as usize;
+        let data = self.vec(len, MAX_DATA, "node data")?;
+        let acl = self.acl(&rel)?;
+        let stat = self.stat(data.len())?;
+        Ok(Item::Node(
+            rel,
+            Node {
+                data,
+                acl,
+                kind,
+                stat,
+            },
+        ))
+    }
+
+    fn kind(&mut self, rel: &str) -> Result<NodeKind, Corrupt> {
         let [kind] = self.array::<1>("a node kind")?;
         let ttl_ms = i64::from_le_bytes(self.array("a TTL")?);
-        let kind = match kind {
+        Ok(match kind {
             0 => NodeKind::Persistent,
             1 => NodeKind::Ephemeral,
             2 => NodeKind::Container,
@@ -364,9 +391,10 @@ impl<R: std::io::Read> Decoder<R> {
                     what: format!("unknown node kind {k} at {rel:?}"),
                 })
             }
-        };
-        let len = u32::from_le_bytes(self.array("a data length")?) as usize;
-        let data = self.vec(len, MAX_DATA, "node data")?;
+        })
+    }
+
+    fn acl(&mut self, rel: &str) -> Result<Vec<AclEntry>, Corrupt> {
         let n = u32::from_le_bytes(self.array("an ACL count")?) as usize;
         if n > MAX_ACL {
             return Err(Corrupt {
@@ -378,11 +406,16 @@ impl<R: std::io::Read> Decoder<R> {
         for _ in 0..n {
             let perms = i32::from_le_bytes(self.array("ACL permissions")?);
             let len = u16::from_le_bytes(self.array("an ACL scheme length")?) as usize;
-            let scheme = self.string(len, 1 << 16, "an ACL scheme")?;
+            let scheme = self.string(len, MAX_SCHEME, "an ACL scheme")?;
             let len = u32::from_le_bytes(self.array("an ACL id length")?) as usize;
             let id = self.string(len, MAX_PATH, "an ACL id")?;
             acl.push(AclEntry::new(perms, &scheme, &id));
         }
+        Ok(acl)
+    }
+
+    /// The stored stat; the data length is the data's.
+    fn stat(&mut self, data_length: usize) -> Result<NodeStat, Corrupt> {
         let czxid = i64::from_le_bytes(self.array("a stat")?);
         let mzxid = i64::from_le_bytes(self.array("a stat")?);
         let mtime = i64::from_le_bytes(self.array("a stat")?);
@@ -390,7 +423,7 @@ impl<R: std::io::Read> Decoder<R> {
         let cversion = i32::from_le_bytes(self.array("a stat")?);
         let aversion = i32::from_le_bytes(self.array("a stat")?);
         let num_children = i32::from_le_bytes(self.array("a stat")?);
-        let stat = NodeStat {
+        Ok(NodeStat {
             czxid,
             mzxid,
             mtime,
@@ -398,18 +431,9 @@ impl<R: std::io::Read> Decoder<R> {
             cversion,
             aversion,
             ephemeral_owner: 0,
-            data_length: data.len() as i32,
+            data_length: data_length as i32,
             num_children,
-        };
-        Ok(Item::Node(
-            rel,
-            Node {
-                data,
-                acl,
-                kind,
-                stat,
-            },
-        ))
+        })
     }
 
     /// Fails when anything follows the trailer.
