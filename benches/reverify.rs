@@ -88,8 +88,8 @@ async fn verify_once(
     let so = verifier::ConnectOptions::new(src.connect_string());
     let d = verifier::ConnectOptions::new(dst.connect_string());
     let (sp, dp) = tokio::join!(
-        verifier::connect_pool("source", &so, n),
-        verifier::connect_pool("destination", &d, n)
+        verifier::connect_pool(verifier::Side::Source, &so, n),
+        verifier::connect_pool(verifier::Side::Destination, &d, n)
     );
     let (sp, dp) = (sp.unwrap(), dp.unwrap());
     // Timed from the first read, without the connects.

@@ -349,9 +349,9 @@ impl LiveMetrics {
         }
     }
 
-    fn side(&self, side: &'static str) -> [(&'static str, String); 3] {
+    fn side(&self, side: verifier::Side) -> [(&'static str, String); 3] {
         let [a, b] = self.labels.clone();
-        [a, b, ("side", side.to_string())]
+        [a, b, ("side", side.as_str().to_string())]
     }
 }
 
@@ -409,7 +409,7 @@ impl crate::engine::live::Observer for LiveMetrics {
     fn caught_up(&self, caught_up: bool) {
         metrics::gauge!(SYNC_CAUGHT_UP, &self.labels).set(if caught_up { 1.0 } else { 0.0 });
     }
-    fn reachable(&self, side: &'static str, reachable: bool, _why: &str) {
+    fn reachable(&self, side: verifier::Side, reachable: bool, _why: &str) {
         metrics::gauge!(SYNC_SESSION_CONNECTED, &self.side(side)).set(if reachable {
             1.0
         } else {
@@ -419,7 +419,7 @@ impl crate::engine::live::Observer for LiveMetrics {
     fn watch_event(&self) {
         self.events.increment(1);
     }
-    fn reconnected(&self, side: &'static str) {
+    fn reconnected(&self, side: verifier::Side) {
         metrics::counter!(SYNC_SESSION_RECONNECTS_TOTAL, &self.side(side)).increment(1);
     }
     fn claim_refused(&self, reason: &'static str) {

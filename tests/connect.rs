@@ -27,7 +27,7 @@ async fn a_connect_made_while_the_server_starts_waits_for_it() {
         });
         let mut opts = ConnectOptions::new(&servers);
         opts.connect_timeout = Duration::from_secs(60);
-        let client = verifier::connect("destination", &opts)
+        let client = verifier::connect(verifier::Side::Destination, &opts)
             .await
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         // The session serves requests: it is not a half-open one.
@@ -58,7 +58,9 @@ async fn an_unreachable_ensemble_is_tried_until_the_timeout_and_the_error_says_w
     let mut opts = ConnectOptions::new(&servers);
     opts.connect_timeout = Duration::from_secs(1);
     let started = Instant::now();
-    let err = verifier::connect("source", &opts).await.unwrap_err();
+    let err = verifier::connect(verifier::Side::Source, &opts)
+        .await
+        .unwrap_err();
     let waited = started.elapsed();
     let ConnectError::Unreachable { attempts, .. } = &err else {
         panic!("expected Unreachable, got {err:?}");

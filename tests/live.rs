@@ -336,7 +336,7 @@ async fn an_expired_source_session_is_replaced_and_the_tree_re_walked() {
     struct Epochs {
         stats: Stats,
         restarts: std::sync::Mutex<Vec<String>>,
-        reconnected: std::sync::Mutex<Vec<&'static str>>,
+        reconnected: std::sync::Mutex<Vec<verifier::Side>>,
     }
     impl live::Observer for Epochs {
         fn state(&self, state: LiveState, why: &str) {
@@ -348,7 +348,7 @@ async fn an_expired_source_session_is_replaced_and_the_tree_re_walked() {
         fn full_sync(&self, summary: &resiliency_operator::engine::SyncSummary) {
             self.stats.full_sync(summary);
         }
-        fn reconnected(&self, side: &'static str) {
+        fn reconnected(&self, side: verifier::Side) {
             self.reconnected.lock().unwrap().push(side);
         }
     }
@@ -388,7 +388,11 @@ async fn an_expired_source_session_is_replaced_and_the_tree_re_walked() {
         "the source session never expired: {restarts:?}"
     );
     assert!(
-        epochs.reconnected.lock().unwrap().contains(&"source"),
+        epochs
+            .reconnected
+            .lock()
+            .unwrap()
+            .contains(&verifier::Side::Source),
         "no new source session"
     );
     let s = epochs.stats.snapshot();
@@ -546,10 +550,10 @@ async fn the_cli_streams_until_sigterm() {
 
 async fn pools(o: &SyncOptions) -> (Vec<zookeeper_client::Client>, Vec<zookeeper_client::Client>) {
     (
-        verifier::connect_pool("source", &o.source, 2)
+        verifier::connect_pool(verifier::Side::Source, &o.source, 2)
             .await
             .unwrap(),
-        verifier::connect_pool("destination", &o.destination, 2)
+        verifier::connect_pool(verifier::Side::Destination, &o.destination, 2)
             .await
             .unwrap(),
     )

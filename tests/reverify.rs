@@ -51,8 +51,10 @@ async fn pools() -> (Vec<Client>, Vec<Client>) {
     let so = verifier::ConnectOptions::new(s.connect_string());
     let dopt = verifier::ConnectOptions::new(d.connect_string());
     (
-        verifier::connect_pool("source", &so, 2).await.unwrap(),
-        verifier::connect_pool("destination", &dopt, 2)
+        verifier::connect_pool(verifier::Side::Source, &so, 2)
+            .await
+            .unwrap(),
+        verifier::connect_pool(verifier::Side::Destination, &dopt, 2)
             .await
             .unwrap(),
     )

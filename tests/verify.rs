@@ -167,7 +167,7 @@ async fn streamed_walk_matches_the_in_memory_reference() {
             window,
             ..Default::default()
         };
-        let mut rx = verifier::walk(vec![c.clone()], "source", root.clone(), opts);
+        let mut rx = verifier::walk(vec![c.clone()], verifier::Side::Source, root.clone(), opts);
         let mut got = Vec::new();
         let totals = loop {
             match rx.recv().await.unwrap().unwrap() {

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use verifier::Side;
 
 use jiff::Timestamp;
 use tokio::sync::watch;
@@ -100,9 +101,9 @@ impl Observer for Board {
             s.caught_up_at = Some(Timestamp::now());
         }
     }
-    fn reachable(&self, side: &'static str, reachable: bool, why: &str) {
+    fn reachable(&self, side: Side, reachable: bool, why: &str) {
         let mut s = self.lock();
-        let r = if side == "source" {
+        let r = if side == Side::Source {
             &mut s.source
         } else {
             &mut s.destination
@@ -324,8 +325,8 @@ async fn verify_once(
 ) -> Result<judge::Verdict, String> {
     let sync = &o.live.sync;
     let (src, dst) = tokio::try_join!(
-        verifier::connect_pool("source", &sync.source, VERIFY_SESSIONS),
-        verifier::connect_pool("destination", &sync.destination, VERIFY_SESSIONS)
+        verifier::connect_pool(Side::Source, &sync.source, VERIFY_SESSIONS),
+        verifier::connect_pool(Side::Destination, &sync.destination, VERIFY_SESSIONS)
     )
     .map_err(|e| cause_chain(&e))?;
     let b = board.clone();
@@ -410,7 +411,7 @@ async fn heartbeat_loop(c: verifier::ConnectOptions, h: HeartbeatOptions, board:
     loop {
         tick.tick().await;
         if client.is_none() {
-            match verifier::connect("source", &c).await {
+            match verifier::connect(Side::Source, &c).await {
                 Ok(cl) => client = Some(cl),
                 Err(e) => {
                     board.lock().heartbeat_error = Some(cause_chain(&e));

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use verifier::Side;
 
 use jiff::Timestamp;
 use verifier::{Report, VerifyOptions};
@@ -95,8 +96,8 @@ pub struct RunFailure {
     pub reason: Reason,
     /// The cause chain, never with credentials in it.
     pub message: String,
-    /// Whether the failure was on the source side (else the destination).
-    pub source_side: Option<bool>,
+    /// The ensemble the failure was on, when it was on one.
+    pub side: Option<Side>,
 }
 
 // Few of these exist at once; boxing the outcome would buy nothing.
@@ -206,38 +207,30 @@ impl Runs {
 pub use crate::engine::error::cause_chain;
 
 /// The reason and side of a copy error, for conditions and metrics.
-pub fn classify(err: &SyncError) -> (Reason, Option<bool>) {
+pub fn classify(err: &SyncError) -> (Reason, Option<Side>) {
     use verifier::ConnectError;
-    let side = |role: &str| Some(role == "source");
-    match err {
-        SyncError::Connect(ConnectError::Unreachable { role, .. }) => {
-            (Reason::Unreachable, side(role))
+    let reason = match err {
+        SyncError::Connect(ConnectError::Refused {
+            source: zookeeper_client::Error::AuthFailed,
+            ..
+        }) => Reason::AuthFailed,
+        SyncError::Connect(ConnectError::Unreachable { .. } | ConnectError::Refused { .. }) => {
+            Reason::Unreachable
         }
-        SyncError::Connect(ConnectError::Refused { role, source, .. }) => {
-            let reason = if matches!(source, zookeeper_client::Error::AuthFailed) {
-                Reason::AuthFailed
-            } else {
-                Reason::Unreachable
-            };
-            (reason, side(role))
-        }
-        SyncError::Connect(ConnectError::InvalidServers { role, .. }) => {
-            (Reason::InvalidSpec, side(role))
-        }
-        SyncError::NotAuthorized { side: s, .. } => (Reason::AuthFailed, side(s)),
-        SyncError::InvalidPath(_) | SyncError::Overlap { .. } => (Reason::InvalidSpec, None),
-        SyncError::SourceRootMissing { .. } => (Reason::CopyFailed, Some(true)),
-        SyncError::Read(e) => (Reason::CopyFailed, side(e.side)),
-        SyncError::RetriesExhausted { last, .. } => classify(last),
-        SyncError::Busy { .. } => (Reason::WriterConflict, None),
-        SyncError::Loop { .. } => (Reason::ReplicationLoop, None),
-        SyncError::ClaimRefused { side: s, .. } => (Reason::AuthFailed, side(s)),
-        _ => (Reason::CopyFailed, Some(false)),
-    }
+        SyncError::Connect(ConnectError::InvalidServers { .. })
+        | SyncError::InvalidPath(_)
+        | SyncError::Overlap { .. } => Reason::InvalidSpec,
+        SyncError::NotAuthorized { .. } | SyncError::ClaimRefused { .. } => Reason::AuthFailed,
+        SyncError::RetriesExhausted { last, .. } => return classify(last),
+        SyncError::Busy { .. } => Reason::WriterConflict,
+        SyncError::Loop { .. } => Reason::ReplicationLoop,
+        _ => Reason::CopyFailed,
+    };
+    (reason, err.side())
 }
 
 fn backup_failure(e: &BackupError) -> RunFailure {
-    let (reason, source_side) = match e {
+    let (reason, side) = match e {
         BackupError::Sync(s) => classify(s),
         BackupError::Store { .. } => (Reason::Unreachable, None),
         BackupError::Invalid { .. } | BackupError::Path(_) => (Reason::InvalidSpec, None),
@@ -249,7 +242,7 @@ fn backup_failure(e: &BackupError) -> RunFailure {
     RunFailure {
         reason,
         message: cause_chain(e),
-        source_side,
+        side,
     }
 }
 
@@ -335,11 +328,11 @@ fn snapshot_outcome(
 
 async fn run_copy(opts: &SyncOptions, verify: bool) -> Result<RunOutcome, RunFailure> {
     let summary = engine::sync(opts).await.map_err(|e| {
-        let (reason, source_side) = classify(&e);
+        let (reason, side) = classify(&e);
         RunFailure {
             reason,
             message: cause_chain(&e),
-            source_side,
+            side,
         }
     })?;
     let report = if verify && !opts.dry_run {
@@ -359,13 +352,13 @@ pub async fn verify_copy(opts: &SyncOptions) -> Result<Report, RunFailure> {
     let fail = |e: &dyn std::error::Error| RunFailure {
         reason: Reason::VerifyFailed,
         message: cause_chain(e),
-        source_side: None,
+        side: None,
     };
     let sessions = verifier::zk::READ_SESSIONS;
-    let src = verifier::connect_pool("source", &opts.source, sessions)
+    let src = verifier::connect_pool(Side::Source, &opts.source, sessions)
         .await
         .map_err(|e| fail(&e))?;
-    let dst = verifier::connect_pool("destination", &opts.destination, sessions)
+    let dst = verifier::connect_pool(Side::Destination, &opts.destination, sessions)
         .await
         .map_err(|e| fail(&e))?;
     let mut v = VerifyOptions {

@@ -50,8 +50,8 @@ pub(super) async fn verify_trees(
     let (s, d) = e.connect_options()?;
     let n = verifier::zk::READ_SESSIONS;
     let (src, dst) = tokio::join!(
-        verifier::connect_pool("source", &s, n),
-        verifier::connect_pool("destination", &d, n)
+        verifier::connect_pool(verifier::Side::Source, &s, n),
+        verifier::connect_pool(verifier::Side::Destination, &d, n)
     );
     let (src, dst) = (src?, dst?);
     Ok(verifier::verify(&src, &root, &dst, &dst_root, e.verify_options(max_paths)).await?)

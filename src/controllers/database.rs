@@ -64,20 +64,22 @@ pub async fn probe(
     opts: &ConnectOptions,
     admin: Option<&ZookeeperAdmin>,
 ) -> Result<Probe, ProbeFailure> {
-    let client = verifier::connect("database", opts).await.map_err(|e| {
-        let reason = match &e {
-            verifier::ConnectError::Refused {
-                source: zookeeper_client::Error::AuthFailed,
-                ..
-            } => Reason::AuthFailed,
-            verifier::ConnectError::InvalidServers { .. } => Reason::InvalidSpec,
-            _ => Reason::Unreachable,
-        };
-        ProbeFailure {
-            reason,
-            message: e.to_string(),
-        }
-    })?;
+    let client = verifier::connect(verifier::Role::Database, opts)
+        .await
+        .map_err(|e| {
+            let reason = match &e {
+                verifier::ConnectError::Refused {
+                    source: zookeeper_client::Error::AuthFailed,
+                    ..
+                } => Reason::AuthFailed,
+                verifier::ConnectError::InvalidServers { .. } => Reason::InvalidSpec,
+                _ => Reason::Unreachable,
+            };
+            ProbeFailure {
+                reason,
+                message: e.to_string(),
+            }
+        })?;
     drop(client);
     let servers: Vec<&str> = opts
         .servers

@@ -156,7 +156,7 @@ pub fn desired(
                         Desired::new(types::READY, false, f.reason, f.message.clone()),
                     );
                     if f.reason == Reason::Unreachable || f.reason == Reason::AuthFailed {
-                        let t = if f.source_side == Some(true) {
+                        let t = if f.side == Some(verifier::Side::Source) {
                             types::SOURCE_REACHABLE
                         } else {
                             types::DESTINATION_REACHABLE
@@ -892,7 +892,7 @@ mod tests {
         let f = RunFailure {
             reason: Reason::Unreachable,
             message: "destination ensemble \"b:1\" is unreachable".into(),
-            source_side: Some(false),
+            side: Some(verifier::Side::Destination),
         };
         let d = desired(&running, opts, Some(&finished(Err(f))), t(14));
         assert_eq!(d.status.phase, Phase::Failed);

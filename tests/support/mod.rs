@@ -45,7 +45,9 @@ pub async fn client(server: &ZkServer) -> Client {
 
 pub async fn client_at(servers: &str, auth: Option<&str>) -> Client {
     let opts = ConnectOptions::new(servers).with_auth(auth.map(|a| DigestAuth::parse(a).unwrap()));
-    verifier::connect("test", &opts).await.unwrap()
+    verifier::connect(verifier::Side::Source, &opts)
+        .await
+        .unwrap()
 }
 
 pub fn open() -> Acls<'static> {
@@ -149,10 +151,10 @@ pub async fn converges(o: &SyncOptions) {
 
 /// Verifies with the same connection settings and policies as `o`.
 pub async fn verify(o: &SyncOptions) -> Report {
-    let src = verifier::connect_pool("source", &o.source, 2)
+    let src = verifier::connect_pool(verifier::Side::Source, &o.source, 2)
         .await
         .unwrap();
-    let dst = verifier::connect_pool("destination", &o.destination, 2)
+    let dst = verifier::connect_pool(verifier::Side::Destination, &o.destination, 2)
         .await
         .unwrap();
     let mut v = VerifyOptions::default();

@@ -32,6 +32,7 @@
 //! then given another setACL, can bring a node back to a cached (czxid, ctime, aversion) with
 //! another ACL. [`AclCache::clear`] after such a restore (a new process starts empty anyway).
 
+use crate::side::Side;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -100,7 +101,7 @@ struct State {
 }
 
 struct Shared {
-    side: &'static str,
+    side: Side,
     ensemble: String,
     state: Mutex<State>,
     hits: AtomicU64,
@@ -162,7 +163,7 @@ fn since(seen: u32, mark: u32) -> bool {
 impl AclCache {
     /// An empty cache for the reads of `side` ("source" or "destination") from `ensemble`, its
     /// connection string with any chroot (paths are keyed as that session sees them).
-    pub fn new(side: &'static str, ensemble: impl Into<String>) -> AclCache {
+    pub fn new(side: Side, ensemble: impl Into<String>) -> AclCache {
         AclCache {
             shared: Arc::new(Shared {
                 side,
@@ -174,7 +175,7 @@ impl AclCache {
         }
     }
 
-    pub fn side(&self) -> &'static str {
+    pub fn side(&self) -> Side {
         self.shared.side
     }
 
@@ -352,8 +353,8 @@ impl VerifyCache {
     /// chroot).
     pub fn new(source_ensemble: &str, destination_ensemble: &str) -> VerifyCache {
         VerifyCache {
-            source: AclCache::new("source", source_ensemble),
-            destination: AclCache::new("destination", destination_ensemble),
+            source: AclCache::new(Side::Source, source_ensemble),
+            destination: AclCache::new(Side::Destination, destination_ensemble),
         }
     }
 
@@ -390,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_hit_needs_the_same_creation_and_acl_version() {
-        let c = AclCache::new("source", "zk:2181");
+        let c = AclCache::new(Side::Source, "zk:2181");
         let read_only = vec![AclEntry::new(perms::READ, "world", "anyone")];
         c.put("/a", &stat(10, 1000, 0), &open());
         assert_eq!(c.get("/a", &stat(10, 1000, 0)), Some(open()));
@@ -410,7 +411,7 @@ mod tests {
 
     #[test]
     fn hidden_digests_are_never_kept() {
-        let c = AclCache::new("source", "zk:2181");
+        let c = AclCache::new(Side::Source, "zk:2181");
         let hidden = vec![AclEntry::new(perms::ALL, "digest", "admin:x")];
         c.put("/a", &stat(10, 1000, 0), &hidden);
         assert_eq!(c.get("/a", &stat(10, 1000, 0)), None);
@@ -419,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_complete_walk_drops_what_it_did_not_see() {
-        let c = AclCache::new("destination", "zk:2181");
+        let c = AclCache::new(Side::Destination, "zk:2181");
         let w = c.begin_walk();
         c.put("/a", &stat(1, 1, 0), &open());
         c.put("/gone", &stat(2, 1, 0), &open());
@@ -454,7 +455,7 @@ mod tests {
 
     #[test]
     fn nodes_share_one_copy_of_an_acl() {
-        let c = AclCache::new("source", "zk:2181");
+        let c = AclCache::new(Side::Source, "zk:2181");
         for i in 0..100 {
             c.put(&format!("/n{i}"), &stat(i, 1, 0), &open());
         }

@@ -10,6 +10,7 @@ pub mod model;
 pub mod path;
 pub mod reader;
 pub mod report;
+pub mod side;
 pub mod zk;
 
 pub use acl_cache::{AclCache, AclCacheStats, VerifyCache};
@@ -23,4 +24,5 @@ pub use reader::{
     Fetched, NodeWalkEvent, ReadError, WalkEvent, WalkOptions, WalkTotals, WalkedNode,
 };
 pub use report::{verify, verify_cached, Report, VerifyError, VerifyOptions};
+pub use side::{Role, Side};
 pub use zk::{connect, connect_pool, ConnectError, ConnectOptions, DigestAuth};

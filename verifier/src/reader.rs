@@ -3,6 +3,7 @@
 //! The client writes each request to the socket when the call is made and resolves the reply
 //! later, so keeping many calls in flight turns round trips into throughput.
 
+use crate::side::Side;
 use std::future::Future;
 
 use thiserror::Error;
@@ -21,7 +22,7 @@ pub use walk::{
 #[derive(Debug, Error)]
 #[error("{side}: {op} {path}: {source}")]
 pub struct ReadError {
-    pub side: &'static str,
+    pub side: Side,
     pub op: &'static str,
     pub path: String,
     #[source]
@@ -45,7 +46,7 @@ pub struct Fetched {
 /// exist (also when it vanished between the calls).
 pub async fn fetch_node(
     client: &Client,
-    side: &'static str,
+    side: Side,
     path: &str,
     acl: bool,
 ) -> Result<Option<Fetched>, ReadError> {
@@ -58,7 +59,7 @@ pub async fn fetch_node(
 /// getACL has no multi form. `pool[0]` carries the multi-read. `None` for absent nodes.
 pub async fn fetch_many(
     pool: &[Client],
-    side: &'static str,
+    side: Side,
     paths: &[String],
     acl: bool,
 ) -> Result<Vec<Option<Fetched>>, ReadError> {
@@ -74,7 +75,7 @@ type DataRead = Option<(Vec<u8>, Stat, Vec<String>)>;
 /// the multi-read's stat and are asked for only when it does not match.
 pub async fn fetch_many_cached(
     pool: &[Client],
-    side: &'static str,
+    side: Side,
     paths: &[String],
     acl: bool,
     cache: Option<&AclCache>,
@@ -122,7 +123,7 @@ pub async fn fetch_many_cached(
     Ok(out)
 }
 
-fn read_error(side: &'static str, op: &'static str, path: &str, source: ZkError) -> ReadError {
+fn read_error(side: Side, op: &'static str, path: &str, source: ZkError) -> ReadError {
     ReadError {
         side,
         op,
@@ -134,7 +135,7 @@ fn read_error(side: &'static str, op: &'static str, path: &str, source: ZkError)
 /// Sends one multi-read of data and children of every path; the reply comes with the future.
 fn multi_read<'a>(
     main: &'a Client,
-    side: &'static str,
+    side: Side,
     paths: &[String],
 ) -> Result<impl Future<Output = Result<Vec<MultiReadResult>, ZkError>> + 'a, ReadError> {
     let mut reader = main.new_multi_reader();
@@ -179,7 +180,7 @@ type FreshAcl<'p> = (&'p str, Stat, Vec<AclEntry>);
 /// The nodes out of their data reads and their ACLs (cached, or getACL replies); also the
 /// ACLs read, for the cache when `caching`.
 fn assemble<'p>(
-    side: &'static str,
+    side: Side,
     paths: &'p [String],
     reads: Vec<DataRead>,
     cached: Vec<Option<Vec<AclEntry>>>,
@@ -227,7 +228,7 @@ fn assemble<'p>(
 
 /// A getACL reply as a canonical ACL with the reply's stat; `None` when the node is gone.
 fn read_acl(
-    side: &'static str,
+    side: Side,
     p: &str,
     reply: AclReply,
 ) -> Result<Option<(Vec<AclEntry>, Stat)>, ReadError> {
@@ -250,7 +251,7 @@ fn read_acl(
 
 /// Splits a multi-read reply (getData, getChildren for each path) into nodes.
 fn data_reads(
-    side: &'static str,
+    side: Side,
     paths: &[String],
     results: Vec<MultiReadResult>,
 ) -> Result<Vec<DataRead>, ReadError> {

@@ -8,6 +8,8 @@ use zookeeper_client::Client;
 
 use tokio::sync::mpsc;
 
+use crate::side::Side;
+
 use crate::acl_cache::VerifyCache;
 use crate::hash::{hex, Advance, Comparer, Digest, Divergence, DivergenceCounts};
 use crate::reader::{walk_cached, ReadError, WalkEvent, WalkOptions, WalkTotals};
@@ -67,16 +69,18 @@ pub struct Report {
 }
 
 /// One side of a comparison: the digests of a walk as they arrive.
-struct Side {
+struct Walked {
+    side: Side,
     rx: mpsc::Receiver<Result<WalkEvent, ReadError>>,
     chunk: std::vec::IntoIter<(String, Digest)>,
     head: Option<(String, Digest)>,
     totals: Option<WalkTotals>,
 }
 
-impl Side {
-    fn new(rx: mpsc::Receiver<Result<WalkEvent, ReadError>>) -> Side {
-        Side {
+impl Walked {
+    fn new(side: Side, rx: mpsc::Receiver<Result<WalkEvent, ReadError>>) -> Walked {
+        Walked {
+            side,
             rx,
             chunk: Vec::new().into_iter(),
             head: None,
@@ -97,7 +101,7 @@ impl Side {
                 Some(Err(e)) => return Err(e),
                 None => {
                     return Err(ReadError {
-                        side: "verifier",
+                        side: self.side,
                         op: "walk",
                         path: String::new(),
                         source: zookeeper_client::Error::UnexpectedError(
@@ -166,20 +170,26 @@ async fn verify_with(
     cache: Option<&VerifyCache>,
 ) -> Result<Report, VerifyError> {
     let started = Instant::now();
-    let mut src = Side::new(walk_cached(
-        source.to_vec(),
-        "source",
-        source_root.to_string(),
-        opts.walk,
-        cache.map(|c| c.source.clone()),
-    ));
-    let mut dst = Side::new(walk_cached(
-        destination.to_vec(),
-        "destination",
-        destination_root.to_string(),
-        opts.walk,
-        cache.map(|c| c.destination.clone()),
-    ));
+    let mut src = Walked::new(
+        Side::Source,
+        walk_cached(
+            source.to_vec(),
+            Side::Source,
+            source_root.to_string(),
+            opts.walk,
+            cache.map(|c| c.source.clone()),
+        ),
+    );
+    let mut dst = Walked::new(
+        Side::Destination,
+        walk_cached(
+            destination.to_vec(),
+            Side::Destination,
+            destination_root.to_string(),
+            opts.walk,
+            cache.map(|c| c.destination.clone()),
+        ),
+    );
     let mut cmp = Comparer::new(opts.max_paths);
     loop {
         let (s, d) = tokio::join!(src.fill(), dst.fill());

@@ -1,5 +1,6 @@
 //! Connecting to an ensemble with digest credentials, and telling transient errors from final ones.
 
+use crate::side::Role;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -80,7 +81,7 @@ pub enum ConnectError {
          ({attempts} attempts, each on every server of the connect string; last error: {last})"
     )]
     Unreachable {
-        role: &'static str,
+        role: Role,
         servers: String,
         timeout: Duration,
         /// Rounds of attempts: each tries every server once.
@@ -90,7 +91,7 @@ pub enum ConnectError {
     },
     #[error("{role} ensemble {servers:?} refused the session: {source}")]
     Refused {
-        role: &'static str,
+        role: Role,
         servers: String,
         #[source]
         source: ZkError,
@@ -98,12 +99,13 @@ pub enum ConnectError {
     #[error(
         "{role} servers: {servers:?} is not a valid connection string (host:port[,host:port...])"
     )]
-    InvalidServers { role: &'static str, servers: String },
+    InvalidServers { role: Role, servers: String },
 }
 
 /// Opens a session and authenticates, trying every server again with backoff until
-/// `connect_timeout` has passed. `role` ("source" or "destination") names the side in errors.
-pub async fn connect(role: &'static str, opts: &ConnectOptions) -> Result<Client, ConnectError> {
+/// `connect_timeout` has passed. `role` names the side (or the Database) in errors.
+pub async fn connect(role: impl Into<Role>, opts: &ConnectOptions) -> Result<Client, ConnectError> {
+    let role = role.into();
     if opts.servers.trim().is_empty()
         || opts
             .servers
@@ -149,7 +151,7 @@ pub async fn connect(role: &'static str, opts: &ConnectOptions) -> Result<Client
                 last: std::mem::take(&mut last),
             });
         }
-        tracing::debug!(role, servers = %opts.servers, attempts, %last, "no session yet, trying again");
+        tracing::debug!(role = role.as_str(), servers = %opts.servers, attempts, %last, "no session yet, trying again");
         // The last round runs at the deadline, so the whole timeout is used.
         tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(RETRY_MAX);
@@ -198,10 +200,11 @@ pub fn is_transient(e: &ZkError) -> bool {
 /// Sessions to one ensemble for parallel reads (getACL has no batched form, and one session's
 /// requests are served one after another).
 pub async fn connect_pool(
-    role: &'static str,
+    role: impl Into<Role>,
     opts: &ConnectOptions,
     size: usize,
 ) -> Result<Vec<Client>, ConnectError> {
+    let role = role.into();
     let first = connect(role, opts).await?;
     let mut pool = vec![first];
     let rest = futures::future::join_all((1..size.max(1)).map(|_| connect(role, opts))).await;

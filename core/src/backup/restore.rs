@@ -4,6 +4,7 @@
 use std::io::Seek;
 use std::sync::Arc;
 use std::time::Instant;
+use verifier::Side;
 
 use tokio::sync::{mpsc, Semaphore};
 use verifier::hash::{hex, MerkleBuilder};
@@ -115,7 +116,7 @@ async fn restore_claimed(
     started: Instant,
 ) -> Result<RestoreSummary, BackupError> {
     let dst = Destination {
-        zk: verifier::connect("destination", &o.destination)
+        zk: verifier::connect(Side::Destination, &o.destination)
             .await
             .map_err(SyncError::Connect)?,
         o,
@@ -320,10 +321,13 @@ impl Destination<'_> {
     /// Proof: the restored tree hashes to the manifest's root. Returns that hash.
     async fn check_hash(&self, m: &Manifest) -> Result<String, BackupError> {
         let o = self.o;
-        let pool =
-            verifier::connect_pool("destination", &o.destination, verifier::zk::READ_SESSIONS)
-                .await
-                .map_err(SyncError::Connect)?;
+        let pool = verifier::connect_pool(
+            Side::Destination,
+            &o.destination,
+            verifier::zk::READ_SESSIONS,
+        )
+        .await
+        .map_err(SyncError::Connect)?;
         let got = tree_hash(pool, &o.destination_root, m.acl_in_hash).await?;
         if got != m.root_hash {
             return Err(BackupError::Mismatch {
@@ -399,7 +403,7 @@ impl SequentialParents {
 pub async fn tree_hash(pool: Vec<Client>, root: &str, acl: bool) -> Result<String, BackupError> {
     let mut walk = verifier::walk(
         pool,
-        "destination",
+        Side::Destination,
         root.to_string(),
         WalkOptions {
             hash: HashOptions { acl },

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
+use verifier::Side;
 
 use jiff::Timestamp;
 use object_store::buffered::BufWriter;
@@ -134,12 +135,12 @@ type Walk = mpsc::Receiver<Result<NodeWalkEvent, ReadError>>;
 
 /// The source's pipelined walk, keeping whole nodes.
 async fn start_walk(o: &BackupOptions) -> Result<Walk, BackupError> {
-    let pool = verifier::connect_pool("source", &o.source, verifier::zk::READ_SESSIONS)
+    let pool = verifier::connect_pool(Side::Source, &o.source, verifier::zk::READ_SESSIONS)
         .await
         .map_err(SyncError::Connect)?;
     Ok(verifier::walk_nodes(
         pool,
-        "source",
+        Side::Source,
         o.root.clone(),
         WalkOptions {
             hash: HashOptions { acl: o.acl_in_hash },

@@ -22,6 +22,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+use verifier::Side;
 
 use serde::{Deserialize, Serialize};
 use verifier::path;
@@ -160,16 +161,12 @@ async fn list(c: &Client, kind: &str) -> Result<Vec<(String, ClaimInfo, i64)>, Z
     Ok(out)
 }
 
-fn claim_error(
-    side: &'static str,
-    op: &'static str,
-    path: &str,
-) -> impl FnOnce(ZkError) -> SyncError {
+fn claim_error(side: Side, op: &'static str, path: &str) -> impl FnOnce(ZkError) -> SyncError {
     let path = path.to_string();
     move |source| match source {
         ZkError::NoAuth => SyncError::ClaimRefused { side, path },
-        source if side == "source" => SyncError::Read(verifier::ReadError {
-            side: "source",
+        source if side == Side::Source => SyncError::Read(verifier::ReadError {
+            side: Side::Source,
             op,
             path,
             source,
@@ -183,8 +180,8 @@ fn claim_error(
 /// overlapping tree, and that no stream runs the other way.
 pub async fn acquire(opts: &SyncOptions, holder: &str) -> Result<Claims, SyncError> {
     let (dst, src) = tokio::join!(
-        verifier::connect("destination", &opts.destination),
-        verifier::connect("source", &opts.source)
+        verifier::connect(Side::Destination, &opts.destination),
+        verifier::connect(Side::Source, &opts.source)
     );
     claim(dst?, Some(src?), opts, holder).await
 }
@@ -196,7 +193,7 @@ pub async fn acquire_destination(
     root: &str,
     holder: &str,
 ) -> Result<Claims, SyncError> {
-    let dst = verifier::connect("destination", destination).await?;
+    let dst = verifier::connect(Side::Destination, destination).await?;
     let opts = SyncOptions::new(
         verifier::ConnectOptions::new(""),
         root,
@@ -214,7 +211,7 @@ async fn claim(
 ) -> Result<Claims, SyncError> {
     ensure_dirs(&dst)
         .await
-        .map_err(claim_error("destination", "create", CLAIMS))?;
+        .map_err(claim_error(Side::Destination, "create", CLAIMS))?;
     let id = new_id();
     let writer = format!("{CLAIMS}/writer-{id}");
     let info = |root: &str| ClaimInfo {
@@ -233,7 +230,7 @@ async fn claim(
             &CreateMode::Ephemeral.with_acls(Acls::new(&acl)),
         )
         .await
-        .map_err(claim_error("destination", "create", &writer))?;
+        .map_err(claim_error(Side::Destination, "create", &writer))?;
     let mut claims = Claims {
         dst,
         src,
@@ -263,10 +260,10 @@ async fn claim(
 /// The probe: the writer claim, looked for through the source session.
 async fn check_same_ensemble(c: &Claims, opts: &SyncOptions) -> Result<(), SyncError> {
     let Some(src) = &c.src else { return Ok(()) };
-    let seen = src
-        .check_stat(&c.writer)
-        .await
-        .map_err(claim_error("source", "exists", &c.writer))?;
+    let seen =
+        src.check_stat(&c.writer)
+            .await
+            .map_err(claim_error(Side::Source, "exists", &c.writer))?;
     if seen.is_some() && path::overlaps(&opts.source_root, &opts.destination_root) {
         return Err(SyncError::Overlap {
             source_root: opts.source_root.clone(),
@@ -278,10 +275,11 @@ async fn check_same_ensemble(c: &Claims, opts: &SyncOptions) -> Result<(), SyncE
 
 async fn check_other_writers(c: &Claims, opts: &SyncOptions, czxid: i64) -> Result<(), SyncError> {
     let ours = c.writer.rsplit('/').next().unwrap_or_default();
-    let writers =
-        list(&c.dst, "writer-")
-            .await
-            .map_err(claim_error("destination", "getChildren", CLAIMS))?;
+    let writers = list(&c.dst, "writer-").await.map_err(claim_error(
+        Side::Destination,
+        "getChildren",
+        CLAIMS,
+    ))?;
     let older = writers.into_iter().find(|(name, other, other_czxid)| {
         name != ours && *other_czxid < czxid && path::overlaps(&other.root, &opts.destination_root)
     });
@@ -334,7 +332,7 @@ async fn check_reverse_stream(
     let into_my_source =
         list(src, "writer-")
             .await
-            .map_err(claim_error("source", "getChildren", CLAIMS))?;
+            .map_err(claim_error(Side::Source, "getChildren", CLAIMS))?;
     for (_, w, _) in into_my_source {
         if w.id == c.writer.rsplit('-').next().unwrap_or_default()
             || !path::overlaps(&w.root, &opts.source_root)

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use verifier::Side;
 
 use tokio::sync::{mpsc, Semaphore};
 use verifier::model::{AclEntry, NodeKind};
@@ -515,7 +516,7 @@ pub(super) async fn preflight(
     who_src: &str,
     who_dst: &str,
 ) -> Result<Preflight, SyncError> {
-    let src_root = fetch_node(src, "source", &opts.source_root, opts.copy_acl)
+    let src_root = fetch_node(src, Side::Source, &opts.source_root, opts.copy_acl)
         .await
         .map_err(|e| SyncError::from_read(e, who_src))?;
     if src_root.is_none() {
@@ -523,7 +524,7 @@ pub(super) async fn preflight(
             path: opts.source_root.clone(),
         });
     }
-    let dst_root = fetch_node(dst, "destination", &opts.destination_root, true)
+    let dst_root = fetch_node(dst, Side::Destination, &opts.destination_root, true)
         .await
         .map_err(|e| SyncError::from_read(e, who_dst))?;
     let mut missing_ancestors = Vec::new();
@@ -536,7 +537,7 @@ pub(super) async fn preflight(
                 Err(source) => {
                     return Err(SyncError::from_read(
                         ReadError {
-                            side: "destination",
+                            side: Side::Destination,
                             op: "exists",
                             path: p.to_string(),
                             source,

@@ -2,6 +2,7 @@
 
 use thiserror::Error;
 use verifier::path::PathError;
+use verifier::Side;
 use verifier::{ConnectError, ReadError};
 use zookeeper_client::Error as ZkError;
 
@@ -15,7 +16,7 @@ pub enum SyncError {
     SourceRootMissing { path: String },
     #[error("{side}: not authorized to {op} {path} as {who}: check the {side} credentials and the node's ACL")]
     NotAuthorized {
-        side: &'static str,
+        side: Side,
         op: &'static str,
         path: String,
         who: String,
@@ -62,7 +63,7 @@ pub enum SyncError {
         destination_root: String,
     },
     #[error("{side}: not authorized to create the writer claim {path}: grant create on / (or on /.resiliency-operator/claims) to the copier's identity")]
-    ClaimRefused { side: &'static str, path: String },
+    ClaimRefused { side: Side, path: String },
     #[error("deletion guard: repair left {deletes} destination-only subtrees in place (e.g. {}): over the limits, or the stream is holding deletes; release the hold or delete them yourself", sample.join(", "))]
     RepairHeld { deletes: u64, sample: Vec<String> },
     #[error("destination: the session holding the writer claim ended: another writer may have claimed the tree, so this copy stopped writing")]
@@ -109,32 +110,23 @@ impl SyncError {
         }
     }
 
-    /// Which ensemble the error is about: "source", "destination", or None (bad options).
-    pub fn side(&self) -> Option<&'static str> {
+    /// Which ensemble the error is about, or None (bad options).
+    pub fn side(&self) -> Option<Side> {
         match self {
             SyncError::InvalidPath(_)
             | SyncError::Overlap { .. }
             | SyncError::Busy { .. }
             | SyncError::Loop { .. } => None,
-            SyncError::ClaimRefused { side, .. } => Some(side),
+            SyncError::ClaimRefused { side, .. } | SyncError::NotAuthorized { side, .. } => {
+                Some(*side)
+            }
             SyncError::Connect(ConnectError::Unreachable { role, .. })
             | SyncError::Connect(ConnectError::Refused { role, .. })
-            | SyncError::Connect(ConnectError::InvalidServers { role, .. }) => {
-                Some(if *role == "source" {
-                    "source"
-                } else {
-                    "destination"
-                })
-            }
-            SyncError::SourceRootMissing { .. } => Some("source"),
-            SyncError::NotAuthorized { side, .. } => Some(side),
-            SyncError::Read(e) => Some(if e.side == "source" {
-                "source"
-            } else {
-                "destination"
-            }),
+            | SyncError::Connect(ConnectError::InvalidServers { role, .. }) => role.side(),
+            SyncError::SourceRootMissing { .. } => Some(Side::Source),
+            SyncError::Read(e) => Some(e.side),
             SyncError::RetriesExhausted { last, .. } => last.side(),
-            _ => Some("destination"),
+            _ => Some(Side::Destination),
         }
     }
 
@@ -164,7 +156,7 @@ impl SyncError {
                 path,
                 source: ZkError::NoAuth,
             } => SyncError::NotAuthorized {
-                side: "destination",
+                side: Side::Destination,
                 op,
                 path,
                 who: who.to_string(),

@@ -7,6 +7,7 @@
 //! node did not change between them (same mzxid): a node still being written is never blamed.
 
 use std::time::{Duration, Instant};
+use verifier::Side;
 
 use verifier::model::{canonical_acl, AclEntry, NodeKind};
 use verifier::{path, AclCache, Report, VerifyCache, VerifyError, VerifyOptions};
@@ -114,12 +115,16 @@ async fn differs(
     cache: Option<&VerifyCache>,
     o: &SyncOptions,
     rel: &str,
-) -> Result<Option<i64>, ZkError> {
+) -> Result<Option<i64>, (Side, ZkError)> {
     let sp = path::join(&o.source_root, rel);
     let dp = path::join(&o.destination_root, rel);
     let (sc, dc) = (cache.map(|c| &c.source), cache.map(|c| &c.destination));
-    let s = read_node(src, &sp, o.copy_acl, o, Some(&sp), sc).await?;
-    let d = read_node(dst, &dp, o.copy_acl, o, None, dc).await?;
+    let s = read_node(src, &sp, o.copy_acl, o, Some(&sp), sc)
+        .await
+        .map_err(|e| (Side::Source, e))?;
+    let d = read_node(dst, &dp, o.copy_acl, o, None, dc)
+        .await
+        .map_err(|e| (Side::Destination, e))?;
     let same = match (&s, &d) {
         (None, None) => true,
         (Some(a), Some(b)) => a.data == b.data && a.acl == b.acl && a.kind == b.kind,
@@ -244,14 +249,16 @@ async fn still_differing(
 /// [`differs`] on the first session of each side.
 async fn recheck(sides: Sides<'_>, o: &SyncOptions, rel: &str) -> Result<Option<i64>, VerifyError> {
     let (s, d) = (&sides.source[0], &sides.destination[0]);
-    differs(s, d, sides.cache, o, rel).await.map_err(|e| {
-        VerifyError::Read(verifier::reader::ReadError {
-            side: "recheck",
-            op: "getData",
-            path: rel.to_string(),
-            source: e,
+    differs(s, d, sides.cache, o, rel)
+        .await
+        .map_err(|(side, e)| {
+            VerifyError::Read(verifier::reader::ReadError {
+                side,
+                op: "getData",
+                path: rel.to_string(),
+                source: e,
+            })
         })
-    })
 }
 
 /// How long the rechecks wait for the stream to catch up before they give up (undecided).
@@ -287,8 +294,8 @@ pub async fn repair(
     guard: super::DeletionGuard,
     destination_nodes: u64,
 ) -> Result<usize, super::SyncError> {
-    let src = verifier::connect("source", &o.source).await?;
-    let dst = verifier::connect("destination", &o.destination).await?;
+    let src = verifier::connect(Side::Source, &o.source).await?;
+    let dst = verifier::connect(Side::Destination, &o.destination).await?;
     // Which confirmed paths the source still has: those are copied again, the rest deleted.
     let mut present = Vec::with_capacity(confirmed.len());
     for rel in confirmed {

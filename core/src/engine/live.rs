@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use verifier::path;
+use verifier::{path, Side};
 use zookeeper_client::Error as ZkError;
 
 mod apply;
@@ -141,7 +141,7 @@ pub enum LiveState {
 /// Why one path could not be applied.
 #[derive(Debug)]
 struct ApplyError {
-    side: &'static str,
+    side: Side,
     op: &'static str,
     path: String,
     source: ApplyCause,
@@ -159,7 +159,7 @@ enum ApplyCause {
 }
 
 impl ApplyError {
-    fn on(side: &'static str, op: &'static str, path: &str) -> impl FnOnce(ZkError) -> ApplyError {
+    fn on(side: Side, op: &'static str, path: &str) -> impl FnOnce(ZkError) -> ApplyError {
         let path = path.to_string();
         move |source| ApplyError {
             side,
@@ -172,7 +172,7 @@ impl ApplyError {
     /// The destination node `dp` is of another kind than its source.
     fn kind_differs(dp: &str) -> ApplyError {
         ApplyError {
-            side: "destination",
+            side: Side::Destination,
             op: "kind",
             path: dp.to_string(),
             source: ApplyCause::KindDiffers,

@@ -15,6 +15,7 @@ pub mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use verifier::Side;
 
 use serde::Serialize;
 use verifier::model::{is_sequential_name, NodeKind};
@@ -456,8 +457,8 @@ async fn attempt_once(
             })
     };
     let (src, dst) = tokio::join!(
-        connect("source", &opts.source),
-        connect("destination", &opts.destination)
+        connect(Side::Source, &opts.source),
+        connect(Side::Destination, &opts.destination)
     );
     let (src, dst) = (src?, dst?);
     let pre = copy::preflight(

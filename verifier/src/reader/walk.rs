@@ -15,6 +15,7 @@ use crate::acl_cache::AclCache;
 use crate::hash::{digest_node, Digest, HashOptions, TreeKey};
 use crate::model::{Node, NodeKind};
 use crate::path;
+use crate::side::Side;
 
 /// What to do with ephemeral nodes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -150,7 +151,7 @@ type BatchFuture =
 /// is bounded by that, the tree's depth and its fan-out, never by its size.
 pub fn walk(
     pool: Vec<Client>,
-    side: &'static str,
+    side: Side,
     root: String,
     opts: WalkOptions,
 ) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
@@ -161,7 +162,7 @@ pub fn walk(
 /// matches (see [`AclCache`]); once the walk ends, the cache holds what it saw.
 pub fn walk_cached(
     pool: Vec<Client>,
-    side: &'static str,
+    side: Side,
     root: String,
     opts: WalkOptions,
     cache: Option<AclCache>,
@@ -175,7 +176,7 @@ pub fn walk_cached(
 /// needs. The read-ahead holds whole nodes, so use a smaller `window` for trees of big nodes.
 pub fn walk_nodes(
     pool: Vec<Client>,
-    side: &'static str,
+    side: Side,
     root: String,
     opts: WalkOptions,
 ) -> mpsc::Receiver<Result<NodeWalkEvent, ReadError>> {
@@ -186,7 +187,7 @@ pub fn walk_nodes(
 
 fn spawn_walk<S: Sink + Send + Sync + 'static>(
     pool: Vec<Client>,
-    side: &'static str,
+    side: Side,
     root: String,
     opts: WalkOptions,
     cache: Option<AclCache>,
@@ -222,7 +223,7 @@ fn spawn_walk<S: Sink + Send + Sync + 'static>(
 /// Reads and sends the tree; its totals once complete, `None` when the receiver went away.
 async fn walk_into<S: Sink>(
     pool: Arc<[Client]>,
-    side: &'static str,
+    side: Side,
     root: &str,
     opts: WalkOptions,
     cache: Option<&AclCache>,
@@ -253,7 +254,7 @@ async fn walk_into<S: Sink>(
 /// reads in flight and the chunk being filled.
 struct Walk<'a> {
     pool: Arc<[Client]>,
-    side: &'static str,
+    side: Side,
     root: &'a str,
     opts: WalkOptions,
     cache: Option<&'a AclCache>,
@@ -272,7 +273,7 @@ struct Walk<'a> {
 impl<'a> Walk<'a> {
     fn new(
         pool: Arc<[Client]>,
-        side: &'static str,
+        side: Side,
         root: &'a str,
         opts: WalkOptions,
         cache: Option<&'a AclCache>,

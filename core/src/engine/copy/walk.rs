@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use verifier::Side;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use verifier::model::NodeKind;
@@ -32,12 +33,12 @@ async fn visit_batch(
         .map(|(r, _)| path::join(&opts.destination_root, r))
         .collect();
     let (s, d) = tokio::join!(
-        fetch_many(src, "source", &src_paths, opts.copy_acl),
+        fetch_many(src, Side::Source, &src_paths, opts.copy_acl),
         async {
             if dst_paths.is_empty() {
                 Ok(Vec::new())
             } else {
-                fetch_many(dst, "destination", &dst_paths, true).await
+                fetch_many(dst, Side::Destination, &dst_paths, true).await
             }
         }
     );
@@ -79,7 +80,7 @@ pub(super) async fn walk(
             break;
         };
         let done = done.map_err(|e| {
-            let who = if e.side == "source" {
+            let who = if e.side == Side::Source {
                 &who_src
             } else {
                 &who_dst
@@ -171,7 +172,7 @@ async fn collect_subtree(client: &Client, top: &str) -> Result<Vec<(String, Node
             Err(ZkError::NoNode) => {}
             Err(source) => {
                 return Err(ReadError {
-                    side: "destination",
+                    side: Side::Destination,
                     op: "getChildren",
                     path: p,
                     source,

@@ -2,6 +2,7 @@
 //! equal to it (create with ACL staging, update of data and ACL, delete through the guard).
 
 use std::time::Instant;
+use verifier::Side;
 
 use verifier::model::{canonical_acl, AclEntry, NodeKind};
 use verifier::path;
@@ -34,7 +35,7 @@ pub(super) async fn apply_data(
             mtime_ms: stat.mtime,
         }),
         Err(ZkError::NoNode) => apply_path(src, dst, lo, me, p).await,
-        Err(e) => Err(ApplyError::on("destination", "setData", &dp)(e)),
+        Err(e) => Err(ApplyError::on(Side::Destination, "setData", &dp)(e)),
     }
 }
 
@@ -99,7 +100,7 @@ async fn read_data(
             Ok(Some((data, stat, kind)))
         }
         Err(ZkError::NoNode) => Ok(None),
-        Err(e) => Err(ApplyError::on("source", "getData", p)(e)),
+        Err(e) => Err(ApplyError::on(Side::Source, "getData", p)(e)),
     }
 }
 
@@ -125,12 +126,12 @@ pub(super) async fn read_source(
         let (acl, _) = match src.get_acl(p).await {
             Ok(v) => v,
             Err(ZkError::NoNode) => return Ok(SourceState::Absent),
-            Err(e) => return Err(ApplyError::on("source", "getACL", p)(e)),
+            Err(e) => return Err(ApplyError::on(Side::Source, "getACL", p)(e)),
         };
         let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
         if acl.iter().any(verifier::reader::is_redacted) {
             // Needs ADMIN on the source; the full pass reports it with the fix.
-            return Err(ApplyError::on("source", "getACL", p)(ZkError::NoAuth));
+            return Err(ApplyError::on(Side::Source, "getACL", p)(ZkError::NoAuth));
         }
         Some(canonical_acl(acl))
     } else {
@@ -164,7 +165,7 @@ pub(super) async fn write_state(
     match dst.get_data(&dp).await {
         Ok((current, stat)) => update_node(dst, &dp, node, &current, &stat).await,
         Err(ZkError::NoNode) => create_node(src, dst, lo, me, p, &dp, node).await,
-        Err(e) => Err(ApplyError::on("destination", "getData", &dp)(e)),
+        Err(e) => Err(ApplyError::on(Side::Destination, "getData", &dp)(e)),
     }
 }
 
@@ -175,7 +176,7 @@ fn offer_delete(lo: &LiveOptions, p: &str) -> Result<Applied, ApplyError> {
     if p == o.source_root {
         // The whole source root is gone: stop here, as a one-shot sync would, rather than
         // wipe the destination copy (it may be the only one left).
-        return Err(ApplyError::on("source", "getData", p)(ZkError::NoNode));
+        return Err(ApplyError::on(Side::Source, "getData", p)(ZkError::NoNode));
     }
     if !o.prune {
         return Ok(Applied::Unchanged);
@@ -215,9 +216,9 @@ async fn create_node(
             }
             create()
                 .await
-                .map_err(ApplyError::on("destination", "create", dp))?;
+                .map_err(ApplyError::on(Side::Destination, "create", dp))?;
         }
-        Err(e) => return Err(ApplyError::on("destination", "create", dp)(e)),
+        Err(e) => return Err(ApplyError::on(Side::Destination, "create", dp)(e)),
     }
     lo.gate.created(Instant::now(), 1);
     if let Some(target) = plan.set_at_end {
@@ -246,14 +247,14 @@ async fn update_node(
     if current != node.data {
         dst.set_data(dp, &node.data, None)
             .await
-            .map_err(ApplyError::on("destination", "setData", dp))?;
+            .map_err(ApplyError::on(Side::Destination, "setData", dp))?;
         wrote = true;
     }
     if let Some(acl) = &node.acl {
         let (cur, _) =
             dst.get_acl(dp)
                 .await
-                .map_err(ApplyError::on("destination", "getACL", dp))?;
+                .map_err(ApplyError::on(Side::Destination, "getACL", dp))?;
         if canonical_acl(cur.iter().map(AclEntry::from_zk).collect()) != *acl {
             set_acl(dst, dp, acl).await?;
             wrote = true;
@@ -273,5 +274,5 @@ async fn set_acl(dst: &Client, dp: &str, acl: &[AclEntry]) -> Result<(), ApplyEr
     dst.set_acl(dp, &zk, None)
         .await
         .map(|_| ())
-        .map_err(ApplyError::on("destination", "setACL", dp))
+        .map_err(ApplyError::on(Side::Destination, "setACL", dp))
 }

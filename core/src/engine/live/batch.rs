@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use verifier::Side;
 
 use futures::StreamExt;
 use verifier::model::{canonical_acl, is_sequential_name, AclEntry, NodeKind};
@@ -323,7 +324,7 @@ impl<'a> Creates<'a> {
                     .first()
                     .map(|n| n.entry.0.as_str())
                     .unwrap_or_default();
-                return Err(ApplyError::on("destination", "multi", first)(source));
+                return Err(ApplyError::on(Side::Destination, "multi", first)(source));
             }
         }
         Ok(())
@@ -352,7 +353,7 @@ fn add_create(w: &mut MultiWriter<'_>, o: &SyncOptions, n: &NewNode) -> Result<(
     let zk_acl: Vec<Acl> = n.acl.iter().map(AclEntry::to_zk).collect();
     let dp = dst_path(o, &n.entry.0);
     w.add_create(&dp, &n.data, &create_options(n.kind, &zk_acl))
-        .map_err(ApplyError::on("destination", "create", &dp))
+        .map_err(ApplyError::on(Side::Destination, "create", &dp))
 }
 
 /// Reads a chunk of paths with creates or deletes: data and stat in one multi-read, then the
@@ -431,7 +432,7 @@ async fn read_acls(
                 out.push(usable.then(|| canonical_acl(acl)));
             }
             Err(ZkError::NoNode) => out.push(None),
-            Err(err) => return Err(ApplyError::on("source", "getACL", &e.0)(err)),
+            Err(err) => return Err(ApplyError::on(Side::Source, "getACL", &e.0)(err)),
         }
     }
     Ok(out)
@@ -449,13 +450,13 @@ async fn read_chunk(
     chunk: &[(String, Pending)],
 ) -> Result<Vec<zookeeper_client::MultiReadResult>, ApplyError> {
     let paths: Vec<String> = chunk.iter().map(|(p, _)| p.clone()).collect();
-    read_paths(src, "source", &paths).await
+    read_paths(src, Side::Source, &paths).await
 }
 
 /// Data and stat of each of `paths` on `side` in one multi-read.
 pub(super) async fn read_paths(
     c: &Client,
-    side: &'static str,
+    side: Side,
     paths: &[String],
 ) -> Result<Vec<zookeeper_client::MultiReadResult>, ApplyError> {
     let mut reader = c.new_multi_reader();
@@ -497,7 +498,7 @@ async fn apply_data_chunk(
     let dst_paths: Vec<String> = chunk.iter().map(|(p, _)| dst_path(o, p)).collect();
     let (results, current) = tokio::join!(
         read_chunk(src, chunk),
-        read_paths(dst, "destination", &dst_paths)
+        read_paths(dst, Side::Destination, &dst_paths)
     );
     let mut slow: Vec<&(String, Pending)> = Vec::new();
     // Writes in groups that fit one transaction.
@@ -521,8 +522,11 @@ async fn apply_data_chunk(
         // A node missing on the destination fails the transaction: it is set aside.
         let (written, aside) = commit_setting_aside(dst, group, first, |w, ((p, _), data, _)| {
             let dp = dst_path(o, p);
-            w.add_set_data(&dp, data, None)
-                .map_err(ApplyError::on("destination", "setData", &dp))
+            w.add_set_data(&dp, data, None).map_err(ApplyError::on(
+                Side::Destination,
+                "setData",
+                &dp,
+            ))
         })
         .await?;
         for ((p, _), _, mtime_ms) in written {

@@ -2,6 +2,7 @@
 //! where the source's are.
 
 use verifier::model::AclEntry;
+use verifier::Side;
 use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError, MultiWriter, Stat};
 
 use super::{child_of, dst_path, ApplyError};
@@ -27,8 +28,8 @@ pub(super) async fn raise_cversions(
 ) -> Result<(), ApplyError> {
     let dst_paths: Vec<String> = parents.iter().map(|p| dst_path(o, p)).collect();
     let (s, d) = tokio::join!(
-        stats(src, "source", parents),
-        stats(dst, "destination", &dst_paths)
+        stats(src, Side::Source, parents),
+        stats(dst, Side::Destination, &dst_paths)
     );
     let mut bumps = Bumps::new(dst);
     for ((dp, s), d) in dst_paths.iter().zip(s?).zip(d?) {
@@ -36,20 +37,20 @@ pub(super) async fn raise_cversions(
             bumps
                 .add(dp, cversion_bump_pairs(s.cversion, i64::from(d.cversion)))
                 .await
-                .map_err(ApplyError::on("destination", "multi", dp))?;
+                .map_err(ApplyError::on(Side::Destination, "multi", dp))?;
         }
     }
     let first = dst_paths.first().map(String::as_str).unwrap_or_default();
     bumps
         .commit()
         .await
-        .map_err(ApplyError::on("destination", "multi", first))
+        .map_err(ApplyError::on(Side::Destination, "multi", first))
 }
 
 /// The stat of each of `paths` on `side` (None: no such node), pipelined.
 async fn stats<P: AsRef<str>>(
     c: &Client,
-    side: &'static str,
+    side: Side,
     paths: &[P],
 ) -> Result<Vec<Option<Stat>>, ApplyError> {
     let mut out = Vec::with_capacity(paths.len());

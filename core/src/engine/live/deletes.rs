@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use verifier::Side;
 
 use verifier::path;
 use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
@@ -97,7 +98,7 @@ async fn exist(src: &Client, paths: &[String]) -> Result<Vec<bool>, ApplyError> 
     let mut out = Vec::with_capacity(paths.len());
     for (chunk, listed) in paths
         .chunks(PER_READ)
-        .zip(list(src, "source", paths).await?)
+        .zip(list(src, Side::Source, paths).await?)
     {
         for (p, children) in chunk.iter().zip(listed) {
             out.push(match children {
@@ -106,7 +107,7 @@ async fn exist(src: &Client, paths: &[String]) -> Result<Vec<bool>, ApplyError> 
                 Listed::Unreadable => src
                     .check_stat(p)
                     .await
-                    .map_err(ApplyError::on("source", "exists", p))?
+                    .map_err(ApplyError::on(Side::Source, "exists", p))?
                     .is_some(),
             });
         }
@@ -124,11 +125,7 @@ enum Listed {
 
 /// getChildren of each of `paths` on `side`, one multi-read per [`PER_READ`] paths, a few in
 /// flight; the result has one vector per chunk.
-async fn list(
-    c: &Client,
-    side: &'static str,
-    paths: &[String],
-) -> Result<Vec<Vec<Listed>>, ApplyError> {
+async fn list(c: &Client, side: Side, paths: &[String]) -> Result<Vec<Vec<Listed>>, ApplyError> {
     let mut out = Vec::new();
     for wave in paths.chunks(PER_READ * READS_IN_FLIGHT) {
         let reads = wave.chunks(PER_READ).map(|chunk| async move {
@@ -181,7 +178,7 @@ async fn list_subtrees(dst: &Client, tops: &[String]) -> Result<Vec<String>, App
         let mut next = Vec::new();
         for (chunk, listed) in level
             .chunks(PER_READ)
-            .zip(list(dst, "destination", &level).await?)
+            .zip(list(dst, Side::Destination, &level).await?)
         {
             for (p, children) in chunk.iter().zip(listed) {
                 let children = match children {
@@ -190,7 +187,9 @@ async fn list_subtrees(dst: &Client, tops: &[String]) -> Result<Vec<String>, App
                     Listed::Unreadable => match dst.get_children(p).await {
                         Ok((c, _)) => c,
                         Err(ZkError::NoNode) => continue,
-                        Err(e) => return Err(ApplyError::on("destination", "getChildren", p)(e)),
+                        Err(e) => {
+                            return Err(ApplyError::on(Side::Destination, "getChildren", p)(e))
+                        }
                     },
                 };
                 next.extend(children.iter().map(|c| child_of(p, c)));
@@ -209,7 +208,7 @@ async fn delete_chunk(dst: &Client, paths: &[&String]) -> Result<u64, ApplyError
     let first = paths.first().map(|p| p.as_str()).unwrap_or_default();
     let (deleted, aside) = commit_setting_aside(dst, paths.to_vec(), first, |w, p| {
         w.add_delete(p, None)
-            .map_err(ApplyError::on("destination", "delete", p))
+            .map_err(ApplyError::on(Side::Destination, "delete", p))
     })
     .await?;
     let mut n = deleted.len() as u64;
@@ -230,7 +229,11 @@ async fn delete_one_by_one(dst: &Client, top: &str) -> Result<u64, ApplyError> {
                 order.extend(children.iter().map(|c| child_of(&parent, c)));
             }
             Err(ZkError::NoNode) => {}
-            Err(e) => return Err(ApplyError::on("destination", "getChildren", &order[i])(e)),
+            Err(e) => {
+                return Err(ApplyError::on(Side::Destination, "getChildren", &order[i])(
+                    e,
+                ))
+            }
         }
         i += 1;
     }
@@ -239,7 +242,7 @@ async fn delete_one_by_one(dst: &Client, top: &str) -> Result<u64, ApplyError> {
         match dst.delete(p, None).await {
             Ok(()) => deleted += 1,
             Err(ZkError::NoNode) => {}
-            Err(e) => return Err(ApplyError::on("destination", "delete", p)(e)),
+            Err(e) => return Err(ApplyError::on(Side::Destination, "delete", p)(e)),
         }
     }
     Ok(deleted)

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use verifier::Side;
 
 use verifier::path;
 use zookeeper_client::{EventType, SessionState};
@@ -33,7 +34,7 @@ pub(super) fn on_watch_event(
     } else if *disconnected && !was_disconnected {
         // Changes made meanwhile are unseen: not caught up until a re-walk after reconnecting.
         let why = "source connection lost; reconnecting";
-        observer.reachable("source", false, why);
+        observer.reachable(Side::Source, false, why);
         observer.caught_up(false);
         observer.state(LiveState::Retrying, why);
     }

@@ -1,6 +1,7 @@
 //! Multi-writes that survive one odd path: ZooKeeper fails a whole transaction when one of
 //! its operations fails, and says which one.
 
+use verifier::Side;
 use zookeeper_client::{Client, MultiWriteError, MultiWriter};
 
 use super::ApplyError;
@@ -34,7 +35,7 @@ pub(super) async fn commit_setting_aside<T>(
             }
             Err(MultiWriteError::OperationFailed { source, .. })
             | Err(MultiWriteError::RequestFailed { source }) => {
-                return Err(ApplyError::on("destination", "multi", first)(source))
+                return Err(ApplyError::on(Side::Destination, "multi", first)(source))
             }
         }
     }

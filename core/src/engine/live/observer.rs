@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use verifier::Side;
 
 use super::LiveState;
 use crate::engine::{Held, SyncSummary};
@@ -18,12 +19,12 @@ pub trait Observer: Send + Sync {
     /// Nothing pending after a batch (true) or changes waiting (false).
     fn caught_up(&self, _caught_up: bool) {}
     /// A side ("source" or "destination") answered (true) or was lost (false), and why.
-    fn reachable(&self, _side: &'static str, _reachable: bool, _why: &str) {}
+    fn reachable(&self, _side: Side, _reachable: bool, _why: &str) {}
     /// A watch event for a node arrived.
     fn watch_event(&self) {}
     /// A session to `side` was opened again after a gap (a new epoch, or a replaced
     /// destination session).
-    fn reconnected(&self, _side: &'static str) {}
+    fn reconnected(&self, _side: Side) {}
     /// The deletion guard started or stopped holding deletes, or holds more of them now.
     fn deletions_held(&self, _held: Option<&Held>) {}
     /// A claim was refused (`writer_conflict`, `replication_loop`, `same_ensemble`): the
@@ -57,7 +58,7 @@ impl Observer for Tee {
     fn caught_up(&self, caught_up: bool) {
         self.0.iter().for_each(|o| o.caught_up(caught_up));
     }
-    fn reachable(&self, side: &'static str, reachable: bool, why: &str) {
+    fn reachable(&self, side: Side, reachable: bool, why: &str) {
         self.0
             .iter()
             .for_each(|o| o.reachable(side, reachable, why));
@@ -65,7 +66,7 @@ impl Observer for Tee {
     fn watch_event(&self) {
         self.0.iter().for_each(|o| o.watch_event());
     }
-    fn reconnected(&self, side: &'static str) {
+    fn reconnected(&self, side: Side) {
         self.0.iter().for_each(|o| o.reconnected(side));
     }
     fn deletions_held(&self, held: Option<&Held>) {

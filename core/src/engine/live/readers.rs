@@ -3,6 +3,7 @@
 //! new nodes waits on a queue of single reads. A few sessions spread that queue.
 
 use verifier::ConnectOptions;
+use verifier::Side;
 use zookeeper_client::Client;
 
 use super::ApplyError;
@@ -23,7 +24,7 @@ impl Readers {
         let mut sessions = vec![main.clone()];
         if SESSIONS > 1 {
             sessions.extend(
-                verifier::zk::connect_pool("source", source, SESSIONS - 1)
+                verifier::zk::connect_pool(Side::Source, source, SESSIONS - 1)
                     .await
                     .map_err(SyncError::Connect)?,
             );
@@ -45,7 +46,7 @@ impl Readers {
         let synced =
             futures::future::join_all(self.sessions.iter().skip(1).map(|c| c.sync("/"))).await;
         for r in synced {
-            r.map_err(ApplyError::on("source", "sync", "/"))?;
+            r.map_err(ApplyError::on(Side::Source, "sync", "/"))?;
         }
         Ok(ReadSet {
             sessions: &self.sessions,

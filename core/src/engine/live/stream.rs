@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use verifier::Side;
 
 use tokio::sync::watch;
 use verifier::ConnectOptions;
@@ -190,12 +191,12 @@ async fn open_sessions(
         }
     };
     let (src, dst) = tokio::join!(
-        connect("source", &o.source),
-        connect("destination", &o.destination)
+        connect(Side::Source, &o.source),
+        connect(Side::Destination, &o.destination)
     );
     for (side, r) in [
-        ("source", src.as_ref().err()),
-        ("destination", dst.as_ref().err()),
+        (Side::Source, src.as_ref().err()),
+        (Side::Destination, dst.as_ref().err()),
     ] {
         match r {
             None => {
@@ -420,7 +421,7 @@ impl Streamer<'_> {
             Err(e) => self.batch_failed(e, batch).await,
             Ok(()) => {
                 if std::mem::take(&mut self.retrying) {
-                    observer.reachable("destination", true, "connected");
+                    observer.reachable(Side::Destination, true, "connected");
                     observer.state(LiveState::Streaming, "destination back: streaming changes");
                 }
                 self.report_hold();
@@ -460,9 +461,9 @@ impl Streamer<'_> {
             Some(ZkError::SessionExpired | ZkError::ClientClosed)
         ) {
             // A new destination session; the dirty set is still complete.
-            if let Ok(c) = verifier::connect("destination", &opts.sync.destination).await {
+            if let Ok(c) = verifier::connect(Side::Destination, &opts.sync.destination).await {
                 self.dst = c;
-                observer.reconnected("destination");
+                observer.reconnected(Side::Destination);
             }
         }
         self.due = Some(tokio::time::Instant::now() + RETRY_PAUSE);
@@ -496,12 +497,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// What a failed apply means: a source failure ends the epoch (events may be lost); a
 /// destination failure is reported and retried with the same changes.
 fn interrupted(e: &ApplyError, observer: &Arc<dyn Observer>) -> Option<Epoch> {
-    if e.side == "source" {
+    if e.side == Side::Source {
         return Some(Epoch::Restart(format!("source: {}", e.source)));
     }
     let why = format!("destination: {} {}: {}", e.op, e.path, e.source);
     observer.state(LiveState::Retrying, &why);
-    observer.reachable("destination", false, &why);
+    observer.reachable(Side::Destination, false, &why);
     None
 }
 
