@@ -154,7 +154,7 @@ async fn admin_version(a: &ZookeeperAdmin) -> Option<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::conditions::find;
+    use crate::api::conditions::{find, ConditionStatus};
 
     #[test]
     fn srvr_output_yields_the_version() {
@@ -183,8 +183,8 @@ mod tests {
         );
         let r = find(&ok.conditions, types::READY).unwrap();
         assert_eq!(
-            (r.status.as_str(), r.reason.as_str()),
-            ("True", "Connected")
+            (ConditionStatus::of(r), r.reason.as_str()),
+            (ConditionStatus::True, "Connected")
         );
         assert_eq!(ok.server_version.as_deref(), Some("3.8.4"));
         let missing = desired(

@@ -133,6 +133,7 @@ pub fn status(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::api::conditions::ConditionStatus;
     use std::collections::BTreeMap;
 
     fn meta(annotation: Option<&str>) -> ObjectMeta {
@@ -250,10 +251,10 @@ mod tests {
         assert_eq!(st2.held.as_ref().unwrap().since, Time(now));
         assert_ne!(st2.held.as_ref().unwrap().release_token, h.release_token);
         let c = condition(Some((&held(2000), h)));
-        assert!(c.status);
+        assert_eq!(c.status, ConditionStatus::True);
         assert_eq!(c.reason, Reason::MassDeletionHeld);
         assert!(c.message.contains("2000 of 2001"), "{}", c.message);
         assert!(c.message.contains("kubectl annotate"), "{}", c.message);
-        assert!(!condition(None).status);
+        assert_eq!(condition(None).status, ConditionStatus::False);
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::automation::{
     parse_duration, LivePhase, LiveSynchronization, LiveSynchronizationStatus,
 };
-use crate::api::conditions::{find, set_condition, types, Desired, Reason};
+use crate::api::conditions::{find, set_condition, types, ConditionStatus, Desired, Reason};
 use crate::continuous::{ContinuousOptions, Snapshot};
 use crate::controllers::deletion_guard;
 use crate::controllers::synchronization::Note;
@@ -214,7 +214,7 @@ fn guard(
     let shown = dg.held.clone();
     st.deletion_guard = Some(dg);
     let c = deletion_guard::condition(held.zip(shown.as_ref()));
-    if let (Some(_), true) = (held, c.status) {
+    if held.is_some() && c.status == ConditionStatus::True {
         let ready = Desired::new(types::READY, false, c.reason, c.message.clone());
         set_condition(&mut st.conditions, ready, ls.metadata.generation, now);
     }
@@ -565,7 +565,8 @@ fn transition_notes(
     notes: &mut Vec<Note>,
 ) {
     let get = |s: &LiveSynchronizationStatus, t| {
-        find(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        find(&s.conditions, t)
+            .map(|c| (ConditionStatus::of(c), c.reason.clone(), c.message.clone()))
     };
     if let (Some((status, reason, message)), before) =
         (get(new, types::READY), get(old, types::READY))
@@ -573,7 +574,7 @@ fn transition_notes(
         if before.as_ref().map(|b| (&b.0, &b.1)) != Some((&status, &reason)) {
             if let Some(r) = Reason::parse(&reason) {
                 notes.push(Note {
-                    warning: status != "True",
+                    warning: status != ConditionStatus::True,
                     reason: r,
                     message,
                 });
@@ -667,9 +668,9 @@ mod tests {
         s
     }
 
-    fn cond<'a>(st: &'a LiveSynchronizationStatus, t: &str) -> (&'a str, &'a str) {
+    fn cond<'a>(st: &'a LiveSynchronizationStatus, t: &str) -> (ConditionStatus, &'a str) {
         let c = find(&st.conditions, t).unwrap();
-        (c.status.as_str(), c.reason.as_str())
+        (ConditionStatus::of(c), c.reason.as_str())
     }
 
     #[test]
@@ -677,7 +678,10 @@ mod tests {
         let d = desired(&ls(1), || Ok(opts()), None, at(1000));
         assert!(matches!(d.action, LiveAction::Start(_)));
         assert_eq!(d.status.phase, LivePhase::Syncing);
-        assert_eq!(cond(&d.status, types::READY), ("False", "Syncing"));
+        assert_eq!(
+            cond(&d.status, types::READY),
+            (ConditionStatus::False, "Syncing")
+        );
         assert_eq!(d.notes.len(), 1);
     }
 
@@ -691,7 +695,10 @@ mod tests {
         assert!(matches!(d.action, LiveAction::Nothing));
         assert_eq!(d.status.phase, LivePhase::Pending);
         assert_eq!(d.requeue, Some(WAITING_RECHECK));
-        assert_eq!(cond(&d.status, types::READY), ("False", "DatabaseNotFound"));
+        assert_eq!(
+            cond(&d.status, types::READY),
+            (ConditionStatus::False, "DatabaseNotFound")
+        );
 
         let bad = ResolveError::InvalidSpec {
             field: "spec.maxLag".into(),
@@ -725,7 +732,10 @@ mod tests {
         ] {
             assert!(is_true(&st.conditions, t), "{t}: {:?}", st.conditions);
         }
-        assert_eq!(cond(st, types::IN_SYNC), ("Unknown", "NotVerified"));
+        assert_eq!(
+            cond(st, types::IN_SYNC),
+            (ConditionStatus::Unknown, "NotVerified")
+        );
         assert_eq!(st.lag.as_deref(), Some("0s"));
         assert_eq!(st.changes_applied, 42);
 
@@ -741,11 +751,11 @@ mod tests {
         let d = desired(&ls(1), || unreachable!(), Some((Some(1), &snap)), at(1000));
         assert_eq!(
             cond(&d.status, types::CAUGHT_UP),
-            ("False", "LagAboveObjective")
+            (ConditionStatus::False, "LagAboveObjective")
         );
         assert_eq!(
             cond(&d.status, types::READY),
-            ("False", "LagAboveObjective")
+            (ConditionStatus::False, "LagAboveObjective")
         );
         assert_eq!(d.status.lag.as_deref(), Some("9.0s"));
 
@@ -756,10 +766,16 @@ mod tests {
         assert_eq!(d.status.phase, LivePhase::Retrying);
         assert_eq!(
             cond(&d.status, types::DESTINATION_REACHABLE),
-            ("False", "Unreachable")
+            (ConditionStatus::False, "Unreachable")
         );
-        assert_eq!(cond(&d.status, types::READY), ("False", "Unreachable"));
-        assert_eq!(cond(&d.status, types::CAUGHT_UP), ("False", "Behind"));
+        assert_eq!(
+            cond(&d.status, types::READY),
+            (ConditionStatus::False, "Unreachable")
+        );
+        assert_eq!(
+            cond(&d.status, types::CAUGHT_UP),
+            (ConditionStatus::False, "Behind")
+        );
         // 100 s since it was last caught up.
         assert_eq!(d.status.lag.as_deref(), Some("1m40s"));
         assert!(d
@@ -789,7 +805,10 @@ mod tests {
         });
         snap.last_good_sync = Some(at(990));
         let d = desired(&ls(1), || unreachable!(), Some((Some(1), &snap)), at(1000));
-        assert_eq!(cond(&d.status, types::IN_SYNC), ("True", "Equal"));
+        assert_eq!(
+            cond(&d.status, types::IN_SYNC),
+            (ConditionStatus::True, "Equal")
+        );
         assert_eq!(d.status.last_good_sync_time, Some(Time(at(990))));
         assert_eq!(d.status.divergent_nodes, Some(0));
 
@@ -806,8 +825,14 @@ mod tests {
             }),
         });
         let d = desired(&l, || unreachable!(), Some((Some(1), &snap)), at(1100));
-        assert_eq!(cond(&d.status, types::IN_SYNC), ("False", "Diverged"));
-        assert_eq!(cond(&d.status, types::READY), ("False", "Diverged"));
+        assert_eq!(
+            cond(&d.status, types::IN_SYNC),
+            (ConditionStatus::False, "Diverged")
+        );
+        assert_eq!(
+            cond(&d.status, types::READY),
+            (ConditionStatus::False, "Diverged")
+        );
         assert_eq!(d.status.divergent_nodes, Some(1));
         assert_eq!(d.status.divergent_paths, vec!["/b".to_string()]);
         assert_eq!(d.status.last_good_sync_time, Some(Time(at(990))));
@@ -824,7 +849,10 @@ mod tests {
         snap.failed = Some((at(1000), "source: not authorized".into()));
         let d = desired(&ls(1), || unreachable!(), Some((Some(1), &snap)), at(1010));
         assert_eq!(d.status.phase, LivePhase::Failed);
-        assert_eq!(cond(&d.status, types::READY), ("False", "CopyFailed"));
+        assert_eq!(
+            cond(&d.status, types::READY),
+            (ConditionStatus::False, "CopyFailed")
+        );
         assert_eq!(d.requeue, Some(RESTART_AFTER_FAILURE));
         let d = desired(&ls(1), || Ok(opts()), Some((Some(1), &snap)), at(1060));
         assert!(matches!(d.action, LiveAction::Start(_)));

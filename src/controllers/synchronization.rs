@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::automation::{
     Phase, SyncCounters, Synchronization, SynchronizationStatus, Verification,
 };
-use crate::api::conditions::{set_condition, types, Desired, Reason};
+use crate::api::conditions::{set_condition, types, ConditionStatus, Desired, Reason};
 use crate::controllers::deletion_guard;
 use crate::engine::Allowance;
 use crate::resolve::ResolveError;
@@ -99,7 +99,10 @@ pub fn desired(
             // Keep the message written when the run started (it names the paths): rewriting
             // it would cost a status write on every look at a running copy.
             let started_msg = crate::api::conditions::find(&st.conditions, types::PROGRESSING)
-                .filter(|c| c.status == "True" && c.reason == Reason::Running.as_str())
+                .filter(|c| {
+                    ConditionStatus::of(c) == ConditionStatus::True
+                        && c.reason == Reason::Running.as_str()
+                })
                 .map(|c| c.message.clone());
             set(
                 &mut st,
@@ -656,8 +659,8 @@ mod tests {
         assert_eq!(d.status.phase, Phase::Pending);
         let ready = find(&d.status.conditions, types::READY).unwrap();
         assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "DatabaseNotFound")
+            (ConditionStatus::of(ready), ready.reason.as_str()),
+            (ConditionStatus::False, "DatabaseNotFound")
         );
         assert!(ready.message.contains("src"));
         assert_eq!(d.requeue, Some(WAITING_RECHECK));
@@ -739,8 +742,8 @@ mod tests {
         assert_eq!(d.status.phase, Phase::Held);
         let c = find(&d.status.conditions, types::DELETION_GUARD).unwrap();
         assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("True", "MassDeletionHeld")
+            (ConditionStatus::of(c), c.reason.as_str()),
+            (ConditionStatus::True, "MassDeletionHeld")
         );
         assert!(!is_true(&d.status.conditions, types::COMPLETE));
         assert!(!is_true(&d.status.conditions, types::READY));
@@ -831,8 +834,8 @@ mod tests {
         assert!(is_true(&d.status.conditions, types::COMPLETE));
         let v = find(&d.status.conditions, types::VERIFIED).unwrap();
         assert_eq!(
-            (v.status.as_str(), v.reason.as_str()),
-            ("False", "Diverged")
+            (ConditionStatus::of(v), v.reason.as_str()),
+            (ConditionStatus::False, "Diverged")
         );
         assert!(!is_true(&d.status.conditions, types::READY));
         assert_eq!(d.status.verification.unwrap().divergent_nodes, 1);
@@ -899,8 +902,8 @@ mod tests {
         assert!(is_true(&d.status.conditions, types::FAILED));
         let r = find(&d.status.conditions, types::DESTINATION_REACHABLE).unwrap();
         assert_eq!(
-            (r.status.as_str(), r.reason.as_str()),
-            ("False", "Unreachable")
+            (ConditionStatus::of(r), r.reason.as_str()),
+            (ConditionStatus::False, "Unreachable")
         );
         assert!(d.notes.iter().any(|n| n.warning));
     }

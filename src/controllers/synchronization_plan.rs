@@ -298,6 +298,7 @@ pub fn history_to_prune(children: &[Child], keep_succeeded: u32, keep_failed: u3
 mod tests {
     use super::*;
     use crate::api::automation::SynchronizationPlanSpec;
+    use crate::api::conditions::ConditionStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ts(s: &str) -> Timestamp {
@@ -366,8 +367,8 @@ mod tests {
         assert!(d.create.is_none(), "the next slot must wait for a person");
         let c = crate::api::conditions::find(&d.status.conditions, types::DELETION_GUARD).unwrap();
         assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("True", "MassDeletionHeld")
+            (ConditionStatus::of(c), c.reason.as_str()),
+            (ConditionStatus::True, "MassDeletionHeld")
         );
         assert!(c.message.contains(&held.name), "{}", c.message);
         let done = child("2026-01-01T00:10:00Z", Phase::Succeeded);
@@ -377,7 +378,7 @@ mod tests {
             ts("2026-01-01T00:30:00Z"),
         );
         let c = crate::api::conditions::find(&d.status.conditions, types::DELETION_GUARD).unwrap();
-        assert_eq!(c.status, "False");
+        assert_eq!(ConditionStatus::of(c), ConditionStatus::False);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::apply::{self, Error};
 use super::Shared;
 use crate::api::assets::Database;
-use crate::api::conditions::{find, types};
+use crate::api::conditions::{find, types, ConditionStatus};
 use crate::controllers::database::{self as decide, RECHECK};
 use crate::resolve;
 
@@ -153,7 +153,7 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
     apply::status(&api, &*db, db.status.as_ref(), &status).await?;
 
     if let Some(new) = find(&status.conditions, types::READY) {
-        let ready = new.status == "True";
+        let ready = ConditionStatus::of(new) == ConditionStatus::True;
         metrics::gauge!(crate::metrics::DATABASE_READY, "namespace" => ns.clone(), "name" => name.clone())
             .set(if ready { 1.0 } else { 0.0 });
     }
