@@ -13,7 +13,7 @@ use crate::api::automation::{
 use crate::api::conditions::{find, set_condition, types, ConditionStatus, Desired, Reason};
 use crate::continuous::{ContinuousOptions, Snapshot};
 use crate::controllers::deletion_guard;
-use crate::controllers::synchronization::Note;
+use crate::controllers::note::Note;
 use crate::engine::live::LiveState;
 use crate::resolve::ResolveError;
 
@@ -130,11 +130,7 @@ pub fn desired(
             if find(&old.conditions, types::READY).map(|c| c.reason.as_str())
                 != Some(reason.as_str())
             {
-                notes.push(Note {
-                    warning: true,
-                    reason,
-                    message,
-                });
+                notes.push(Note::warning(reason, message));
             }
             LiveDecision {
                 status: st,
@@ -167,14 +163,13 @@ pub fn desired(
                 generation,
                 now,
             );
-            notes.push(Note {
-                warning: false,
-                reason: Reason::Running,
-                message: format!(
+            notes.push(Note::normal(
+                Reason::Running,
+                format!(
                     "{why} from {} to {}",
                     ls.spec.config.source_name, ls.spec.config.destination_name
                 ),
-            });
+            ));
             LiveDecision {
                 status: st,
                 action: LiveAction::Start(Box::new(opts)),
@@ -273,19 +268,11 @@ pub fn released(
             let dg = st.deletion_guard.get_or_insert_with(Default::default);
             dg.last_released_token = Some(token.to_string());
             dg.last_released_time = Some(Time(now));
-            Some(Note {
-                warning: false,
-                reason: Reason::DeletesReleased,
-                message: format!("{deletes} held deletes released with token {token}: applying them"),
-            })
+            Some(Note::normal(Reason::DeletesReleased, format!("{deletes} held deletes released with token {token}: applying them")))
         }
-        Err(now_held) => Some(Note {
-            warning: true,
-            reason: Reason::MassDeletionHeld,
-            message: format!(
+        Err(now_held) => Some(Note::warning(Reason::MassDeletionHeld, format!(
                 "token {token} releases {deletes} deletes, but {now_held} are held now: set the annotation to the new status.deletionGuard.held.releaseToken"
-            ),
-        }),
+            ))),
     }
 }
 
@@ -310,11 +297,7 @@ fn suspended(
         );
     }
     if old.phase != LivePhase::Suspended {
-        notes.push(Note {
-            warning: false,
-            reason: Reason::Suspended,
-            message: why.into(),
-        });
+        notes.push(Note::normal(Reason::Suspended, why));
     }
     LiveDecision {
         status: st,
@@ -584,11 +567,7 @@ fn transition_notes(
     if let Some((_, reason, message)) = get(new, types::IN_SYNC) {
         let was = get(old, types::IN_SYNC).map(|c| c.1);
         if reason == Reason::Diverged.as_str() && was.as_deref() != Some(&reason) {
-            notes.push(Note {
-                warning: true,
-                reason: Reason::Diverged,
-                message,
-            });
+            notes.push(Note::warning(Reason::Diverged, message));
         }
     }
 }

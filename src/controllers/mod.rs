@@ -7,5 +7,6 @@ pub mod database;
 pub mod deletion_guard;
 pub mod kubernetes_cluster;
 pub mod live_synchronization;
+pub mod note;
 pub mod synchronization;
 pub mod synchronization_plan;

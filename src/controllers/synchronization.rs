@@ -11,6 +11,8 @@ use crate::api::automation::{
 };
 use crate::api::conditions::{set_condition, types, ConditionStatus, Desired, Reason};
 use crate::controllers::deletion_guard;
+/// Kept at its old path for the drivers.
+pub use crate::controllers::note::Note;
 use crate::engine::Allowance;
 use crate::resolve::ResolveError;
 use crate::runs::{Job, RunOutcome, RunState};
@@ -23,14 +25,6 @@ pub enum Action {
     Start(Box<Job>),
     /// The outcome is in the status: the run's entry can go.
     Forget,
-}
-
-/// An Event to publish: one per transition, never with credentials.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    pub warning: bool,
-    pub reason: Reason,
-    pub message: String,
 }
 
 #[derive(Debug)]
@@ -166,11 +160,7 @@ pub fn desired(
                         };
                         set(&mut st, Desired::new(t, false, f.reason, f.message.clone()));
                     }
-                    notes.push(Note {
-                        warning: true,
-                        reason: f.reason,
-                        message: f.message.clone(),
-                    });
+                    notes.push(Note::warning(f.reason, f.message.clone()));
                 }
             }
             Decision {
@@ -196,11 +186,7 @@ pub fn desired(
                 let changed = crate::api::conditions::find(&old.conditions, types::READY)
                     .is_none_or(|c| c.reason != e.reason().as_str() || c.message != e.to_string());
                 if changed || was_running {
-                    notes.push(Note {
-                        warning: true,
-                        reason: e.reason(),
-                        message: e.to_string(),
-                    });
+                    notes.push(Note::warning(e.reason(), e.to_string()));
                 }
                 let requeue = (!e.is_permanent()).then_some(WAITING_RECHECK);
                 Decision {
@@ -229,13 +215,9 @@ pub fn desired(
                             ),
                         ),
                     );
-                    notes.push(Note {
-                        warning: false,
-                        reason: Reason::DeletesReleased,
-                        message: format!(
+                    notes.push(Note::normal(Reason::DeletesReleased, format!(
                             "{deletes} held deletes released with token {token}: copying again, deleting them"
-                        ),
-                    });
+                        )));
                 }
                 let restarted = old.phase == Phase::Running;
                 st.phase = Phase::Running;
@@ -416,11 +398,7 @@ fn deletes_held(
         st,
         Desired::new(types::READY, false, reason, message.clone()),
     );
-    notes.push(Note {
-        warning: true,
-        reason,
-        message,
-    });
+    notes.push(Note::warning(reason, message));
 }
 
 /// Whether [`desired`] will need the Databases and Secrets: only when no run exists and the
@@ -525,11 +503,7 @@ fn succeeded(
                     st,
                     Desired::new(types::READY, true, Reason::Succeeded, done.clone()),
                 );
-                notes.push(Note {
-                    warning: false,
-                    reason: Reason::Succeeded,
-                    message: format!("{done}; {m}"),
-                });
+                notes.push(Note::normal(Reason::Succeeded, format!("{done}; {m}")));
             } else {
                 // The source may have changed during the copy; the next run converges it.
                 let m = format!(
@@ -544,11 +518,7 @@ fn succeeded(
                     st,
                     Desired::new(types::READY, false, Reason::Diverged, m.clone()),
                 );
-                notes.push(Note {
-                    warning: true,
-                    reason: Reason::Diverged,
-                    message: m,
-                });
+                notes.push(Note::warning(Reason::Diverged, m));
             }
         }
         None => {
@@ -565,11 +535,7 @@ fn succeeded(
                 st,
                 Desired::new(types::READY, true, Reason::Succeeded, done.clone()),
             );
-            notes.push(Note {
-                warning: false,
-                reason: Reason::Succeeded,
-                message: done,
-            });
+            notes.push(Note::normal(Reason::Succeeded, done));
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::api::automation::{
     ConcurrencyPolicy, Phase, Synchronization, SynchronizationPlan, SynchronizationPlanStatus,
 };
 use crate::api::conditions::{set_condition, types, Desired, Reason};
-use crate::controllers::synchronization::Note;
+use crate::controllers::note::Note;
 use crate::schedule;
 
 /// Label on each child naming its plan, and annotation holding its slot (RFC 3339).
@@ -165,11 +165,7 @@ pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -
                 now,
             );
             d.status.next_schedule_time = None;
-            d.notes.push(Note {
-                warning: true,
-                reason: Reason::InvalidSpec,
-                message: msg,
-            });
+            d.notes.push(Note::warning(Reason::InvalidSpec, msg));
             finish_active(&mut d, &active);
             return d;
         }
@@ -224,11 +220,7 @@ pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -
             let msg = format!(
                 "skipped the run due at {slot}: {late}s late, over startingDeadlineSeconds"
             );
-            d.notes.push(Note {
-                warning: true,
-                reason: Reason::DeadlineMissed,
-                message: msg,
-            });
+            d.notes.push(Note::warning(Reason::DeadlineMissed, msg));
         } else if !active.is_empty() && spec.concurrency_policy == ConcurrencyPolicy::Forbid {
             // The slot stays due: it starts when the active run ends (if still within the deadline).
             let msg = format!(
@@ -240,20 +232,18 @@ pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -
             if spec.concurrency_policy == ConcurrencyPolicy::Replace {
                 for c in &active {
                     d.delete.push(c.name.clone());
-                    d.notes.push(Note {
-                        warning: false,
-                        reason: Reason::Active,
-                        message: format!("stopping {}: replaced by the run due at {slot}", c.name),
-                    });
+                    d.notes.push(Note::normal(
+                        Reason::Active,
+                        format!("stopping {}: replaced by the run due at {slot}", c.name),
+                    ));
                 }
                 active.clear();
             }
             let child = child_name(&name, slot);
-            d.notes.push(Note {
-                warning: false,
-                reason: Reason::Scheduled,
-                message: format!("created {child} for the run due at {slot}"),
-            });
+            d.notes.push(Note::normal(
+                Reason::Scheduled,
+                format!("created {child} for the run due at {slot}"),
+            ));
             d.status.last_schedule_time = Some(Time(slot));
             d.create = Some((child, slot));
         }
