@@ -311,12 +311,6 @@ fn suspended(
     }
 }
 
-impl crate::api::automation::LiveSynchronizationSpec {
-    fn verify_interval_enabled(&self) -> bool {
-        parse_duration("spec.verifyInterval", &self.verify_interval).is_ok_and(|d| !d.is_zero())
-    }
-}
-
 /// A lag for people: 0s, 12ms, 1.5s, 2m5s.
 pub fn human(d: Duration) -> String {
     let ms = d.as_millis();
