@@ -5,6 +5,7 @@
 pub mod bucket;
 pub mod database;
 pub mod deletion_guard;
+pub mod draft;
 pub mod kubernetes_cluster;
 pub mod live_synchronization;
 pub mod note;

@@ -56,7 +56,7 @@ pub fn desired(
     now: Timestamp,
 ) -> Decision {
     let old = sync.status.clone().unwrap_or_default();
-    let mut d = Draft::new(sync, now);
+    let mut d = Draft::new(sync.status.as_ref(), sync.metadata.generation, now);
     let release = deletion_guard::requested_release(&sync.metadata, old.deletion_guard.as_ref());
     if let Some(action) = idle(&old, run, release.is_some()) {
         return d.decide(action, None);
