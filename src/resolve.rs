@@ -186,10 +186,7 @@ pub fn sync_options(
     o.prune = config.prune;
     o.guard = deletion_guard(config.deletion_guard.as_ref())?;
     o.copy_acl = config.acl_policy == AclPolicy::Copy;
-    o.ephemerals = match config.ephemeral_policy {
-        EphemeralPolicy::Skip => verifier::EphemeralPolicy::Skip,
-        EphemeralPolicy::Persistent => verifier::EphemeralPolicy::Persistent,
-    };
+    o.ephemerals = ephemerals(config.ephemeral_policy);
     o.dry_run = config.dry_run;
     for (i, glob) in config.container_paths.iter().enumerate() {
         o.type_rules
@@ -275,13 +272,18 @@ pub fn resolve_sync(
     Ok(o)
 }
 
+/// The shortest heartbeat interval: each beat is a write to the source ensemble.
+const MIN_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The heartbeat's znode under the root when the spec names none.
+const DEFAULT_HEARTBEAT_NODE: &str = ".resiliency-heartbeat";
+
 /// Engine settings of a LiveSynchronization: the copy settings as for a Synchronization, plus
 /// its intervals, lag objective and heartbeat, each error naming its field.
 pub fn resolve_live(
     ls: &crate::api::automation::LiveSynchronization,
     lookup: impl Fn(&str) -> Found,
 ) -> Result<crate::continuous::ContinuousOptions, ResolveError> {
-    use crate::api::automation::parse_duration;
     use crate::continuous::{ContinuousOptions, HeartbeatOptions};
     let spec = &ls.spec;
     let namespace = ls.metadata.namespace.clone().unwrap_or_default();
@@ -291,15 +293,6 @@ pub fn resolve_live(
             "a LiveSynchronization cannot be a dry run: use a Synchronization with dryRun",
         ));
     }
-    let duration = |field: &str, v: &str| {
-        parse_duration(field, v).map_err(|m| ResolveError::InvalidSpec {
-            field: field.to_string(),
-            message: m
-                .strip_prefix(&format!("{field}: "))
-                .unwrap_or(&m)
-                .to_string(),
-        })
-    };
     let verify_interval = duration("spec.verifyInterval", &spec.verify_interval)?;
     let max_lag = duration("spec.maxLag", &spec.max_lag)?;
     let resync = duration("spec.resyncInterval", &spec.resync_interval)?;
@@ -308,12 +301,15 @@ pub fn resolve_live(
     sync.holder = holder("LiveSynchronization", &ls.metadata);
     let heartbeat = if spec.heartbeat.enabled {
         let interval = duration("spec.heartbeat.interval", &spec.heartbeat.interval)?;
-        if interval < std::time::Duration::from_millis(100) {
-            return Err(invalid("spec.heartbeat.interval", "must be at least 100ms"));
+        if interval < MIN_HEARTBEAT_INTERVAL {
+            return Err(invalid(
+                "spec.heartbeat.interval",
+                format!("must be at least {}ms", MIN_HEARTBEAT_INTERVAL.as_millis()),
+            ));
         }
         let path =
             spec.heartbeat.path.clone().unwrap_or_else(|| {
-                verifier::path::child(&sync.source_root, ".resiliency-heartbeat")
+                verifier::path::child(&sync.source_root, DEFAULT_HEARTBEAT_NODE)
             });
         verifier::path::validate_root("spec.heartbeat.path", &path)
             .map_err(|e| invalid("spec.heartbeat.path", e.to_string()))?;
@@ -450,39 +446,6 @@ pub fn resolve_job(
     use crate::runs::Job;
     let namespace = sync.metadata.namespace.clone().unwrap_or_default();
     let c = &sync.spec.config;
-    let database = |name: &str| {
-        let (db, secret) = databases(name)?;
-        let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
-            namespace: namespace.clone(),
-            name: name.to_string(),
-        })?;
-        connect_options(&db, secret.as_ref())
-    };
-    let bucket = |name: &str, prefix: &str| {
-        let (b, secret) = buckets(name);
-        let b = b.ok_or_else(|| ResolveError::BucketNotFound {
-            namespace: namespace.clone(),
-            name: name.to_string(),
-        })?;
-        bucket_location(&b, secret.as_ref(), prefix)
-    };
-    let prefix = |default: Option<String>| {
-        c.bucket_path
-            .clone()
-            .or(default)
-            .map(|p| p.trim_matches('/').to_string())
-            .ok_or_else(|| {
-                invalid(
-                    "spec.config.bucketPath",
-                    "required to restore: the folder of the snapshots in the bucket",
-                )
-            })
-    };
-    let rules = || -> Result<Vec<TypeRule>, ResolveError> {
-        // The type rules are checked with a throw-away copy config.
-        let o = sync_options(c, ConnectOptions::new("x:1"), ConnectOptions::new("y:1"))?;
-        Ok(o.type_rules)
-    };
     match sync.spec.plugin.direction() {
         Direction::Copy => {
             let mut opts = resolve_config(&namespace, c, databases)?;
@@ -493,78 +456,163 @@ pub fn resolve_job(
             })
         }
         Direction::Backup => {
-            verifier::path::validate_root("spec.config.rootPath", &c.root_path)
-                .map_err(|e| invalid("spec.config.rootPath", e.to_string()))?;
-            let source = database(&c.source_name)?;
-            let location = bucket(
-                &c.destination_name,
-                &prefix(Some(format!("{namespace}/{}", c.source_name)))?,
-            )?;
-            let mut o = BackupOptions::new(source, &c.root_path, location, &c.source_name);
-            o.acl_in_hash = c.acl_policy == AclPolicy::Copy;
-            o.ephemerals = match c.ephemeral_policy {
-                EphemeralPolicy::Skip => verifier::EphemeralPolicy::Skip,
-                EphemeralPolicy::Persistent => verifier::EphemeralPolicy::Persistent,
-            };
-            o.type_rules = rules()?;
-            let retention = match &c.retention {
-                None => backup::Retention::default(),
-                Some(r) => backup::Retention {
-                    keep_last: r.keep_last.map(|k| k as usize),
-                    max_age: r
-                        .max_age
-                        .as_deref()
-                        .map(|v| {
-                            crate::api::automation::parse_duration(
-                                "spec.config.retention.maxAge",
-                                v,
-                            )
-                            .map_err(|m| {
-                                invalid(
-                                    "spec.config.retention.maxAge",
-                                    m.split_once(": ").map(|x| x.1).unwrap_or(&m),
-                                )
-                            })
-                        })
-                        .transpose()?,
-                },
-            };
-            // Retention counts only snapshots that were read back: without the check it could
-            // never delete anything, which is better said than silently done.
-            if retention.is_set() && !c.verify {
-                return Err(invalid(
-                    "spec.config.verify",
-                    "must be on when spec.config.retention is set: retention counts only \
-                     snapshots that were read back and checked",
-                ));
-            }
+            let (opts, retention) = backup_job(&namespace, c, databases, buckets)?;
             Ok(Job::Backup {
-                opts: Box::new(o),
+                opts: Box::new(opts),
                 retention,
                 verify: c.verify,
             })
         }
-        Direction::Restore => {
-            verifier::path::validate_root("spec.config.rootPath", &c.root_path)
-                .map_err(|e| invalid("spec.config.rootPath", e.to_string()))?;
-            let location = bucket(&c.source_name, &prefix(None)?)?;
-            let destination = database(&c.destination_name)?;
-            let select = match (&c.snapshot_before, c.snapshot.as_deref()) {
-                (Some(t), _) => Selector::Before(t.0),
-                (None, None | Some("latest")) => Selector::Latest,
-                (None, Some(n)) => Selector::Name(n.to_string()),
-            };
-            let root = c
-                .destination_root_path
-                .clone()
-                .unwrap_or_else(|| c.root_path.clone());
-            Ok(Job::Restore(Box::new(RestoreOptions::new(
-                location,
-                select,
-                destination,
-                &root,
-            ))))
-        }
+        Direction::Restore => Ok(Job::Restore(Box::new(restore_job(
+            &namespace, c, databases, buckets,
+        )?))),
+    }
+}
+
+/// A backup of the source Database into the destination Bucket, and what it keeps there.
+fn backup_job(
+    namespace: &str,
+    c: &SyncConfig,
+    databases: impl Fn(&str) -> Found,
+    buckets: BucketLookup<'_>,
+) -> Result<(BackupOptions, backup::Retention), ResolveError> {
+    root_path(c)?;
+    let source = database(namespace, &c.source_name, databases)?;
+    let default_prefix = format!("{namespace}/{}", c.source_name);
+    let location = bucket(
+        namespace,
+        &c.destination_name,
+        &bucket_prefix(c, Some(default_prefix))?,
+        buckets,
+    )?;
+    let mut o = BackupOptions::new(source, &c.root_path, location, &c.source_name);
+    o.acl_in_hash = c.acl_policy == AclPolicy::Copy;
+    o.ephemerals = ephemerals(c.ephemeral_policy);
+    // The type rules are checked with a throw-away copy config.
+    let (src, dst) = THROWAWAY_SERVERS;
+    o.type_rules = sync_options(c, ConnectOptions::new(src), ConnectOptions::new(dst))?.type_rules;
+    let retention = retention(c.retention.as_ref())?;
+    // Retention counts only snapshots that were read back: without the check it could
+    // never delete anything, which is better said than silently done.
+    if retention.is_set() && !c.verify {
+        return Err(invalid(
+            "spec.config.verify",
+            "must be on when spec.config.retention is set: retention counts only \
+             snapshots that were read back and checked",
+        ));
+    }
+    Ok((o, retention))
+}
+
+/// A restore of a snapshot in the source Bucket into the destination Database.
+fn restore_job(
+    namespace: &str,
+    c: &SyncConfig,
+    databases: impl Fn(&str) -> Found,
+    buckets: BucketLookup<'_>,
+) -> Result<RestoreOptions, ResolveError> {
+    root_path(c)?;
+    let location = bucket(namespace, &c.source_name, &bucket_prefix(c, None)?, buckets)?;
+    let destination = database(namespace, &c.destination_name, databases)?;
+    let select = match (&c.snapshot_before, c.snapshot.as_deref()) {
+        (Some(t), _) => Selector::Before(t.0),
+        (None, None | Some("latest")) => Selector::Latest,
+        (None, Some(n)) => Selector::Name(n.to_string()),
+    };
+    let root = c
+        .destination_root_path
+        .clone()
+        .unwrap_or_else(|| c.root_path.clone());
+    Ok(RestoreOptions::new(location, select, destination, &root))
+}
+
+/// Type rules are validated through a copy config, which needs two distinct ensembles: these
+/// are never dialled.
+const THROWAWAY_SERVERS: (&str, &str) = ("x:1", "y:1");
+
+/// `spec.config.rootPath`, checked.
+fn root_path(c: &SyncConfig) -> Result<(), ResolveError> {
+    verifier::path::validate_root("spec.config.rootPath", &c.root_path)
+        .map_err(|e| invalid("spec.config.rootPath", e.to_string()))
+}
+
+/// The Database `name` in `namespace` as connection settings.
+fn database(
+    namespace: &str,
+    name: &str,
+    lookup: impl Fn(&str) -> Found,
+) -> Result<ConnectOptions, ResolveError> {
+    let (db, secret) = lookup(name)?;
+    let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })?;
+    connect_options(&db, secret.as_ref())
+}
+
+/// The Bucket `name` in `namespace`, at `prefix`.
+fn bucket(
+    namespace: &str,
+    name: &str,
+    prefix: &str,
+    lookup: BucketLookup<'_>,
+) -> Result<Location, ResolveError> {
+    let (b, secret) = lookup(name);
+    let b = b.ok_or_else(|| ResolveError::BucketNotFound {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })?;
+    bucket_location(&b, secret.as_ref(), prefix)
+}
+
+/// The snapshots' folder in the bucket: `spec.config.bucketPath`, else `default` (a restore
+/// has none: it must say where to read).
+fn bucket_prefix(c: &SyncConfig, default: Option<String>) -> Result<String, ResolveError> {
+    c.bucket_path
+        .clone()
+        .or(default)
+        .map(|p| p.trim_matches('/').to_string())
+        .ok_or_else(|| {
+            invalid(
+                "spec.config.bucketPath",
+                "required to restore: the folder of the snapshots in the bucket",
+            )
+        })
+}
+
+/// How many snapshots a backup keeps (all, without `spec.config.retention`).
+fn retention(
+    spec: Option<&crate::api::automation::Retention>,
+) -> Result<backup::Retention, ResolveError> {
+    let Some(r) = spec else {
+        return Ok(backup::Retention::default());
+    };
+    Ok(backup::Retention {
+        keep_last: r.keep_last.map(|k| k as usize),
+        max_age: r
+            .max_age
+            .as_deref()
+            .map(|v| duration("spec.config.retention.maxAge", v))
+            .transpose()?,
+    })
+}
+
+/// A duration field of the spec, its error naming the field once.
+fn duration(field: &str, v: &str) -> Result<std::time::Duration, ResolveError> {
+    crate::api::automation::parse_duration(field, v).map_err(|m| ResolveError::InvalidSpec {
+        field: field.to_string(),
+        message: m
+            .strip_prefix(&format!("{field}: "))
+            .unwrap_or(&m)
+            .to_string(),
+    })
+}
+
+/// The engine's policy for ephemeral nodes.
+fn ephemerals(p: EphemeralPolicy) -> verifier::EphemeralPolicy {
+    match p {
+        EphemeralPolicy::Skip => verifier::EphemeralPolicy::Skip,
+        EphemeralPolicy::Persistent => verifier::EphemeralPolicy::Persistent,
     }
 }
 
@@ -574,15 +622,11 @@ pub fn resolve_config(
     c: &SyncConfig,
     lookup: impl Fn(&str) -> Found,
 ) -> Result<SyncOptions, ResolveError> {
-    let endpoint = |name: &str| {
-        let (db, secret) = lookup(name)?;
-        let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        })?;
-        connect_options(&db, secret.as_ref())
-    };
-    sync_options(c, endpoint(&c.source_name)?, endpoint(&c.destination_name)?)
+    sync_options(
+        c,
+        database(namespace, &c.source_name, &lookup)?,
+        database(namespace, &c.destination_name, &lookup)?,
+    )
 }
 
 #[cfg(test)]
