@@ -105,14 +105,18 @@ pub async fn probe(
     })
 }
 
+/// How long a four-letter-word probe may take: a healthy server answers in milliseconds.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most of a probe's reply read (a `srvr` answer or an AdminServer response is far smaller),
+/// so a wrong server cannot make the probe buffer without end.
+const MAX_REPLY_BYTES: u64 = 64 * 1024;
 
 async fn exchange(addr: &str, request: &[u8]) -> Option<String> {
     let io = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(request).await.ok()?;
         let mut out = Vec::new();
-        s.take(64 * 1024).read_to_end(&mut out).await.ok()?;
+        s.take(MAX_REPLY_BYTES).read_to_end(&mut out).await.ok()?;
         String::from_utf8(out).ok()
     };
     tokio::time::timeout(PROBE_TIMEOUT, io).await.ok().flatten()

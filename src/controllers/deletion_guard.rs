@@ -14,6 +14,10 @@ use crate::api::automation::{DeletionGuardStatus, HeldDeletes, RELEASE_DELETIONS
 use crate::api::conditions::{types, Desired, Reason};
 use crate::engine::{Held, HoldReason};
 
+/// Hex digits of the hash a token shows: enough that a token cannot be guessed or mistaken for
+/// another object's, short enough to type.
+const TOKEN_HASH_DIGITS: usize = 10;
+
 /// The token that releases `deletes` held deletes of the object `meta` describes.
 pub fn token(meta: &ObjectMeta, deletes: u64) -> String {
     let mut h = blake3::Hasher::new();
@@ -27,7 +31,7 @@ pub fn token(meta: &ObjectMeta, deletes: u64) -> String {
     }
     h.update(&deletes.to_le_bytes());
     let hex = h.finalize().to_hex();
-    format!("{deletes}-{}", &hex[..10])
+    format!("{deletes}-{}", &hex[..TOKEN_HASH_DIGITS])
 }
 
 /// The release a person asked for with the annotation: the token and how many deletes it

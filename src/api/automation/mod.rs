@@ -253,6 +253,10 @@ pub struct TtlRule {
 /// unit, repeated. Checked at admission by this rule, parsed by [`parse_duration`].
 pub(crate) const DURATION_RULE: &str = "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$')";
 
+/// The longest duration accepted, ten years: longer is a typo, and would overflow some
+/// timestamps it is added to.
+const MAX_DURATION_SECS: f64 = 10.0 * 365.0 * 86400.0;
+
 /// Parses a Kubernetes-style duration such as `30s`, `5m`, `1h30m` or `250ms`. `0s` is zero.
 pub fn parse_duration(field: &str, s: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("{field}: {s:?} is not a duration such as 30s, 5m, 1h30m or 250ms");
@@ -281,7 +285,7 @@ pub fn parse_duration(field: &str, s: &str) -> Result<std::time::Duration, Strin
         total += value * unit;
         rest = &rest[len..];
     }
-    if !total.is_finite() || total > 10.0 * 365.0 * 86400.0 {
+    if !total.is_finite() || total > MAX_DURATION_SECS {
         return Err(bad());
     }
     Ok(std::time::Duration::from_secs_f64(total))
