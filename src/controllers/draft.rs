@@ -2,6 +2,8 @@
 //! `desired` writes its conditions and notes into a [`Draft`], stamped with one generation and
 //! `now`; the controller then turns it into its decision.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
@@ -31,6 +33,17 @@ impl Observed for LiveSynchronizationStatus {
     fn observe(&mut self, generation: Option<i64>) {
         self.observed_generation = generation;
     }
+}
+
+/// A decision: the status to write, what the driver must do, and the Events to publish.
+#[derive(Debug)]
+pub struct Decision<S, A> {
+    pub status: S,
+    pub action: A,
+    /// Look again after this long even without a change (None: on a change, or when the
+    /// driver next polls a running stream).
+    pub requeue: Option<Duration>,
+    pub notes: Vec<Note>,
 }
 
 pub struct Draft<S> {
@@ -70,5 +83,15 @@ impl<S: Observed> Draft<S> {
         message: impl Into<String>,
     ) {
         self.set(Desired::new(type_, status, reason, message));
+    }
+
+    /// The decision: this status and these notes, with what the driver must do.
+    pub fn decide<A>(self, action: A, requeue: Option<Duration>) -> Decision<S, A> {
+        Decision {
+            status: self.st,
+            action,
+            requeue,
+            notes: self.notes,
+        }
     }
 }

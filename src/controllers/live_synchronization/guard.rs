@@ -4,8 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::status::Draft;
-use super::Note;
+use super::{Draft, Note};
 use crate::api::automation::{LiveSynchronization, LiveSynchronizationStatus};
 use crate::api::conditions::{types, ConditionStatus, Desired, Reason};
 use crate::continuous::Snapshot;

@@ -2,14 +2,13 @@
 //! ([`desired`], [`status_due`]); the kube glue lives in
 //! [`crate::operator::live_synchronization`] and the standalone driver in [`crate::standalone`].
 //!
-//! One file per job: [`start`] (a stream starts, waits for what it needs, or is suspended),
-//! [`report`] (what a running stream says, as conditions and counters), [`guard`] (the
-//! deletion guard and its releases), [`status`] (the status a decision builds).
+//! One file per job: `start` (a stream starts, waits for what it needs, or is suspended),
+//! `report` (what a running stream says, as conditions and counters), `guard` (the
+//! deletion guard and its releases). Each writes into a [`Draft`](crate::controllers::draft::Draft) of the status.
 
 mod guard;
 mod report;
 mod start;
-mod status;
 
 use std::time::Duration;
 
@@ -17,10 +16,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::automation::{parse_duration, LiveSynchronization, LiveSynchronizationStatus};
 use crate::continuous::{ContinuousOptions, Snapshot};
+use crate::controllers::draft;
 use crate::controllers::note::Note;
 use crate::resolve::ResolveError;
 pub use guard::released;
-use status::Draft;
 
 #[derive(Debug)]
 pub enum LiveAction {
@@ -37,14 +36,8 @@ pub enum LiveAction {
     },
 }
 
-#[derive(Debug)]
-pub struct LiveDecision {
-    pub status: LiveSynchronizationStatus,
-    pub action: LiveAction,
-    /// Look again after this long even without a change (None: the driver polls the run).
-    pub requeue: Option<Duration>,
-    pub notes: Vec<Note>,
-}
+pub type LiveDecision = draft::Decision<LiveSynchronizationStatus, LiveAction>;
+type Draft = draft::Draft<LiveSynchronizationStatus>;
 
 /// A stream stopped by an error no retry could fix (refused credentials, say) is started
 /// again this long after, so a fixed Secret is picked up without touching the resource.

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::status::Draft;
-use super::{human, Note};
+use super::{human, Draft, Note};
 use crate::api::automation::{LivePhase, LiveSynchronizationStatus};
 use crate::api::conditions::{find, types, ConditionStatus, Desired, Reason};
 use crate::continuous::{Reach, Snapshot, VerifyOutcome, VerifySummary};

@@ -4,8 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;
 
-use super::status::Draft;
-use super::{Note, WAITING_RECHECK};
+use super::{Draft, Note, WAITING_RECHECK};
 use crate::api::automation::{LivePhase, LiveSynchronization, LiveSynchronizationStatus};
 use crate::api::conditions::{find, types, Reason};
 use crate::continuous::Snapshot;

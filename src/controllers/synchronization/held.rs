@@ -3,8 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::status::Draft;
-use super::Note;
+use super::{Draft, Note};
 use crate::api::automation::{Phase, Synchronization};
 use crate::api::conditions::{types, Reason};
 use crate::controllers::deletion_guard;

@@ -1,27 +1,25 @@
 //! Synchronization: one copy, run like a Job. Pure decisions here ([`desired`]); the kube glue
 //! lives in [`crate::operator::synchronization`] and the standalone driver in [`crate::standalone`].
 //!
-//! One file per job: [`start`] (a run begins, runs, or waits for what it needs), [`outcome`]
-//! (a copy finished or failed), [`snapshot`] (a backup or restore finished), [`held`] (the
-//! deletion guard), [`status`] (the status a decision builds).
+//! One file per job: `start` (a run begins, runs, or waits for what it needs), `outcome`
+//! (a copy finished or failed), `snapshot` (a backup or restore finished), `held` (the
+//! deletion guard). Each writes into a [`Draft`](crate::controllers::draft::Draft) of the status.
 
 mod held;
 mod outcome;
 mod snapshot;
 mod start;
-mod status;
 
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::automation::{Phase, Synchronization, SynchronizationStatus};
-use crate::controllers::deletion_guard;
 /// Kept at its old path for the drivers.
 pub use crate::controllers::note::Note;
+use crate::controllers::{deletion_guard, draft};
 use crate::resolve::ResolveError;
 use crate::runs::{Job, RunState};
-use status::Draft;
 
 /// What the driver must do after a decision.
 #[derive(Debug)]
@@ -33,14 +31,8 @@ pub enum Action {
     Forget,
 }
 
-#[derive(Debug)]
-pub struct Decision {
-    pub status: SynchronizationStatus,
-    pub action: Action,
-    /// Look again after this long even without a change (None: wait for one).
-    pub requeue: Option<Duration>,
-    pub notes: Vec<Note>,
-}
+pub type Decision = draft::Decision<SynchronizationStatus, Action>;
+type Draft = draft::Draft<SynchronizationStatus>;
 
 /// How often a Synchronization waiting for a Database or Secret looks again, on top of the
 /// watches that wake it when one appears.

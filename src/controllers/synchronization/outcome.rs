@@ -4,8 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::status::Draft;
-use super::{held, snapshot, Note};
+use super::{held, snapshot, Draft, Note};
 use crate::api::automation::{Phase, SyncCounters, Synchronization, Verification};
 use crate::api::conditions::{types, Reason};
 use crate::engine::SyncSummary;

@@ -2,8 +2,7 @@
 //! (backup) or the restored tree hashed to the manifest's root (restore).
 
 use super::outcome::completed;
-use super::status::Draft;
-use super::Note;
+use super::{Draft, Note};
 use crate::api::automation::{Phase, SyncCounters};
 use crate::api::conditions::{types, Desired, Reason};
 use crate::runs::SnapshotOutcome;

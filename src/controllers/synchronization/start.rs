@@ -6,8 +6,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::status::Draft;
-use super::{held, Note, WAITING_RECHECK};
+use super::{held, Draft, Note, WAITING_RECHECK};
 use crate::api::automation::{Phase, SynchronizationStatus};
 use crate::api::conditions::{find, types, ConditionStatus, Reason};
 use crate::resolve::ResolveError;
