@@ -29,33 +29,70 @@ pub mod types {
 
 pub use resiliency_core::Reason;
 
-/// The longest condition message we write: the API server allows 32 KiB; ours are short, but a
-/// cause chain may not be.
-const MESSAGE_MAX_BYTES: usize = 1024;
+/// A condition's status. The serialized [`Condition`] keeps the string k8s-openapi gives it;
+/// code reads and writes this, converting at the edge ([`ConditionStatus::of`], [`as_str`]).
+///
+/// [`as_str`]: ConditionStatus::as_str
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    /// Not judged yet, e.g. InSync before the first verification.
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// The status as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+
+    /// The status of a stored condition; anything but "True" or "False" reads as Unknown, as
+    /// the API conventions ask.
+    pub fn of(c: &Condition) -> Self {
+        match c.status.as_str() {
+            "True" => ConditionStatus::True,
+            "False" => ConditionStatus::False,
+            _ => ConditionStatus::Unknown,
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
 
 /// A condition to set: the status, reason and message; times and generation are filled in by
 /// [`set_condition`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
     pub type_: &'static str,
-    pub status: bool,
-    /// Status "Unknown" (not judged yet); `status` is then ignored.
-    pub unknown: bool,
+    pub status: ConditionStatus,
     pub reason: Reason,
     pub message: String,
 }
 
 impl Desired {
+    /// `status` is a [`ConditionStatus`] or a bool (True or False).
     pub fn new(
         type_: &'static str,
-        status: bool,
+        status: impl Into<ConditionStatus>,
         reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Desired {
             type_,
-            status,
-            unknown: false,
+            status: status.into(),
             reason,
             message: message.into(),
         }
@@ -63,12 +100,13 @@ impl Desired {
 
     /// A condition not judged yet, e.g. InSync before the first verification.
     pub fn unknown(type_: &'static str, reason: Reason, message: impl Into<String>) -> Self {
-        Desired {
-            unknown: true,
-            ..Desired::new(type_, false, reason, message)
-        }
+        Desired::new(type_, ConditionStatus::Unknown, reason, message)
     }
 }
+
+/// Longest condition message we write, in bytes. The API server allows 32 KiB; ours are short,
+/// but a cause chain may not be, and a status is read by people.
+const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// Sets a condition in the list keyed by type. `lastTransitionTime` moves only when the status
 /// flips, so users can tell how long something has been broken.
@@ -78,13 +116,8 @@ pub fn set_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = match (want.unknown, want.status) {
-        (true, _) => "Unknown",
-        (false, true) => "True",
-        (false, false) => "False",
-    }
-    .to_string();
-    let message = crate::text::truncate(&want.message, MESSAGE_MAX_BYTES);
+    let status = want.status.as_str().to_string();
+    let message = crate::text::truncate(&want.message, MAX_MESSAGE_BYTES);
     match list.iter_mut().find(|c| c.type_ == want.type_) {
         Some(c) => {
             if c.status != status {
@@ -111,9 +144,9 @@ pub fn find<'a>(list: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     list.iter().find(|c| c.type_ == type_)
 }
 
-/// True when the condition is present with status "True".
+/// True when the condition is present with status True.
 pub fn is_true(list: &[Condition], type_: &str) -> bool {
-    find(list, type_).is_some_and(|c| c.status == "True")
+    find(list, type_).is_some_and(|c| ConditionStatus::of(c) == ConditionStatus::True)
 }
 
 #[cfg(test)]
@@ -155,6 +188,25 @@ mod tests {
     }
 
     #[test]
+    fn statuses_read_back_as_written() {
+        for s in [
+            ConditionStatus::True,
+            ConditionStatus::False,
+            ConditionStatus::Unknown,
+        ] {
+            let mut list = Vec::new();
+            set_condition(
+                &mut list,
+                Desired::new(types::READY, s, Reason::Pending, ""),
+                None,
+                t(1),
+            );
+            assert_eq!(list[0].status, s.as_str());
+            assert_eq!(ConditionStatus::of(&list[0]), s);
+        }
+    }
+
+    #[test]
     fn long_messages_are_cut_on_a_char_boundary() {
         let mut list = Vec::new();
         set_condition(
@@ -163,6 +215,6 @@ mod tests {
             None,
             t(1),
         );
-        assert!(list[0].message.len() <= 1024 + '…'.len_utf8());
+        assert!(list[0].message.len() <= MAX_MESSAGE_BYTES);
     }
 }

@@ -48,7 +48,7 @@ pub fn desired(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::conditions::find;
+    use crate::api::conditions::{find, ConditionStatus};
 
     fn bucket() -> Bucket {
         serde_json::from_value(serde_json::json!({
@@ -65,8 +65,8 @@ mod tests {
         let st = desired(&bucket(), Ok(Ok("s3://x".into())), t);
         let c = find(&st.conditions, types::READY).unwrap();
         assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("True", "Connected")
+            (ConditionStatus::of(c), c.reason.as_str()),
+            (ConditionStatus::True, "Connected")
         );
         assert_eq!(st.observed_generation, Some(3));
         let st = desired(
@@ -76,8 +76,8 @@ mod tests {
         );
         let c = find(&st.conditions, types::READY).unwrap();
         assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("False", "AuthFailed")
+            (ConditionStatus::of(c), c.reason.as_str()),
+            (ConditionStatus::False, "AuthFailed")
         );
         let missing = ResolveError::SecretNotFound {
             namespace: "ns".into(),

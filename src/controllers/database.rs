@@ -107,14 +107,18 @@ pub async fn probe(
     })
 }
 
+/// How long a four-letter-word probe may take: a healthy server answers in milliseconds.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most of a probe's reply read (a `srvr` answer or an AdminServer response is far smaller),
+/// so a wrong server cannot make the probe buffer without end.
+const MAX_REPLY_BYTES: u64 = 64 * 1024;
 
 async fn exchange(addr: &str, request: &[u8]) -> Option<String> {
     let io = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(request).await.ok()?;
         let mut out = Vec::new();
-        s.take(64 * 1024).read_to_end(&mut out).await.ok()?;
+        s.take(MAX_REPLY_BYTES).read_to_end(&mut out).await.ok()?;
         String::from_utf8(out).ok()
     };
     tokio::time::timeout(PROBE_TIMEOUT, io).await.ok().flatten()
@@ -156,7 +160,7 @@ async fn admin_version(a: &ZookeeperAdmin) -> Option<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::conditions::find;
+    use crate::api::conditions::{find, ConditionStatus};
 
     #[test]
     fn srvr_output_yields_the_version() {
@@ -185,8 +189,8 @@ mod tests {
         );
         let r = find(&ok.conditions, types::READY).unwrap();
         assert_eq!(
-            (r.status.as_str(), r.reason.as_str()),
-            ("True", "Connected")
+            (ConditionStatus::of(r), r.reason.as_str()),
+            (ConditionStatus::True, "Connected")
         );
         assert_eq!(ok.server_version.as_deref(), Some("3.8.4"));
         let missing = desired(

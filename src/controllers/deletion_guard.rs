@@ -14,6 +14,10 @@ use crate::api::automation::{DeletionGuardStatus, HeldDeletes, RELEASE_DELETIONS
 use crate::api::conditions::{types, Desired, Reason};
 use crate::engine::{Held, HoldReason};
 
+/// Hex digits of the hash a token shows: enough that a token cannot be guessed or mistaken for
+/// another object's, short enough to type.
+const TOKEN_HASH_DIGITS: usize = 10;
+
 /// The token that releases `deletes` held deletes of the object `meta` describes.
 pub fn token(meta: &ObjectMeta, deletes: u64) -> String {
     let mut h = blake3::Hasher::new();
@@ -27,7 +31,7 @@ pub fn token(meta: &ObjectMeta, deletes: u64) -> String {
     }
     h.update(&deletes.to_le_bytes());
     let hex = h.finalize().to_hex();
-    format!("{deletes}-{}", &hex[..10])
+    format!("{deletes}-{}", &hex[..TOKEN_HASH_DIGITS])
 }
 
 /// The release a person asked for with the annotation: the token and how many deletes it
@@ -133,6 +137,7 @@ pub fn status(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::api::conditions::ConditionStatus;
     use std::collections::BTreeMap;
 
     fn meta(annotation: Option<&str>) -> ObjectMeta {
@@ -250,10 +255,10 @@ mod tests {
         assert_eq!(st2.held.as_ref().unwrap().since, Time(now));
         assert_ne!(st2.held.as_ref().unwrap().release_token, h.release_token);
         let c = condition(Some((&held(2000), h)));
-        assert!(c.status);
+        assert_eq!(c.status, ConditionStatus::True);
         assert_eq!(c.reason, Reason::MassDeletionHeld);
         assert!(c.message.contains("2000 of 2001"), "{}", c.message);
         assert!(c.message.contains("kubectl annotate"), "{}", c.message);
-        assert!(!condition(None).status);
+        assert_eq!(condition(None).status, ConditionStatus::False);
     }
 }

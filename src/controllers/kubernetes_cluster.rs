@@ -65,7 +65,7 @@ pub fn desired(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::conditions::find;
+    use crate::api::conditions::{find, ConditionStatus};
 
     fn cluster() -> KubernetesCluster {
         serde_json::from_value(serde_json::json!({
@@ -94,8 +94,8 @@ mod tests {
         );
         let c = find(&st.conditions, types::READY).unwrap();
         assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("True", "Connected")
+            (ConditionStatus::of(c), c.reason.as_str()),
+            (ConditionStatus::True, "Connected")
         );
         assert_eq!(
             c.message,
@@ -119,8 +119,8 @@ mod tests {
         );
         let c = find(&st.conditions, types::READY).unwrap();
         assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("False", "AuthFailed")
+            (ConditionStatus::of(c), c.reason.as_str()),
+            (ConditionStatus::False, "AuthFailed")
         );
         assert!(c.message.contains("401"), "{}", c.message);
         assert_eq!(st.server_version.as_deref(), Some("v1.33.2"));
@@ -154,8 +154,8 @@ mod tests {
         );
         let c = find(&st.conditions, types::READY).unwrap();
         assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("False", "Unreachable")
+            (ConditionStatus::of(c), c.reason.as_str()),
+            (ConditionStatus::False, "Unreachable")
         );
         assert_eq!(st.server.as_deref(), Some("https://east:6443"));
     }

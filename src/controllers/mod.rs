@@ -5,7 +5,9 @@
 pub mod bucket;
 pub mod database;
 pub mod deletion_guard;
+pub mod draft;
 pub mod kubernetes_cluster;
 pub mod live_synchronization;
+pub mod note;
 pub mod synchronization;
 pub mod synchronization_plan;

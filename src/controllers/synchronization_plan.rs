@@ -6,10 +6,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::automation::{
-    ConcurrencyPolicy, Phase, Synchronization, SynchronizationPlan, SynchronizationPlanStatus,
+    ConcurrencyPolicy, Phase, Synchronization, SynchronizationPlan, SynchronizationPlanSpec,
+    SynchronizationPlanStatus,
 };
 use crate::api::conditions::{set_condition, types, Desired, Reason};
-use crate::controllers::synchronization::Note;
+use crate::controllers::note::Note;
 use crate::schedule;
 
 /// Label on each child naming its plan, and annotation holding its slot (RFC 3339).
@@ -56,12 +57,21 @@ pub struct PlanDecision {
     pub notes: Vec<Note>,
 }
 
+/// Kubernetes object names are at most this long.
+const MAX_NAME_LEN: usize = 253;
+/// Room a child's name keeps for its suffix: a dash and the slot in Unix minutes (11 digits
+/// until far beyond any real schedule).
+const SLOT_SUFFIX_LEN: usize = 12;
+/// Label values are at most this long, and each child carries the plan's name as one.
+const MAX_LABEL_VALUE_LEN: usize = 63;
+/// The plan wakes this long after its next slot, so that slot is due when it looks.
+const WAKE_AFTER_SLOT: Duration = Duration::from_secs(1);
+
 /// Name of the child for `slot`: the plan's name and the slot in Unix minutes, as a CronJob
 /// names its Jobs, so a crash between creating it and recording it cannot duplicate a run.
 pub fn child_name(plan: &str, slot: Timestamp) -> String {
     let minutes = slot.as_second().div_euclid(60);
-    // Names are at most 253 characters; keep room for the suffix.
-    let base: String = plan.chars().take(241).collect();
+    let base: String = plan.chars().take(MAX_NAME_LEN - SLOT_SUFFIX_LEN).collect();
     format!("{base}-{minutes}")
 }
 
@@ -83,8 +93,13 @@ pub fn child(plan: &SynchronizationPlan, name: &str, slot: Timestamp) -> Synchro
     s
 }
 
+/// Decides the plan's next step from its spec and status, its children and `now`: the guard
+/// and history first, then the schedule (invalid, suspended, or the slot due, if any).
 pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -> PlanDecision {
     let generation = plan.metadata.generation;
+    let set = |st: &mut SynchronizationPlanStatus, want| {
+        set_condition(&mut st.conditions, want, generation, now)
+    };
     let mut d = PlanDecision {
         status: plan.status.clone().unwrap_or_default(),
         ..Default::default()
@@ -95,107 +110,129 @@ pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -
 
     let mut active: Vec<&Child> = children.iter().filter(|c| !c.phase.is_finished()).collect();
     active.sort_by_key(|c| c.slot);
-    // A run whose deletes are held stays active (Forbid waits for it) and is named here.
-    let held: Vec<&str> = active
-        .iter()
-        .filter(|c| c.phase == Phase::Held)
-        .map(|c| c.name.as_str())
-        .collect();
-    let guard = if held.is_empty() {
-        Desired::new(
-            types::DELETION_GUARD,
-            false,
-            Reason::NoDeletesHeld,
-            "no run holds deletes",
-        )
-    } else {
-        Desired::new(
-            types::DELETION_GUARD,
-            true,
-            Reason::MassDeletionHeld,
-            format!(
-                "{} holds its deletes: see its status.deletionGuard, and release it with the token there",
-                held.join(", ")
-            ),
-        )
-    };
-    set_condition(&mut d.status.conditions, guard, generation, now);
-    let last_success = children
-        .iter()
-        .filter(|c| c.phase == Phase::Succeeded)
-        .filter_map(|c| c.completion)
-        .max();
-    if let Some(t) = last_success {
-        let newer = d
-            .status
-            .last_successful_time
-            .as_ref()
-            .is_none_or(|old| old.0 < t);
-        if newer {
-            d.status.last_successful_time = Some(Time(t));
-        }
-    }
+    set(&mut d.status, guard(&active));
+    last_success(&mut d.status, children);
     d.delete = history_to_prune(
         children,
         spec.successful_history_limit,
         spec.failed_history_limit,
     );
 
-    // Children carry the plan's name as a label value, which is limited to 63 characters.
-    let parsed = if name.len() > 63 {
-        Err((
-            "metadata.name".to_string(),
-            format!(
-                "is {} characters; a SynchronizationPlan name must be at most 63 (its \
-                 Synchronizations are labelled with it)",
-                name.len()
-            ),
-        ))
-    } else {
-        schedule::parse(&spec.schedule, spec.time_zone.as_deref())
-    };
-    let sched = match parsed {
+    let sched = match validate(&name, spec) {
         Ok(s) => s,
         Err((field, message)) => {
             let msg = format!("{field}: {message}");
-            set_condition(
-                &mut d.status.conditions,
+            set(
+                &mut d.status,
                 Desired::new(types::READY, false, Reason::InvalidSpec, msg.clone()),
-                generation,
-                now,
             );
-            d.status.next_schedule_time = None;
-            d.notes.push(Note {
-                warning: true,
-                reason: Reason::InvalidSpec,
-                message: msg,
-            });
-            finish_active(&mut d, &active);
-            return d;
+            d.notes.push(Note::warning(Reason::InvalidSpec, msg));
+            return unscheduled(d, &active);
         }
     };
     if spec.suspend {
-        set_condition(
-            &mut d.status.conditions,
+        set(
+            &mut d.status,
             Desired::new(
                 types::READY,
                 true,
                 Reason::Suspended,
                 "suspended: no new Synchronizations are created",
             ),
-            generation,
-            now,
         );
-        d.status.next_schedule_time = None;
-        finish_active(&mut d, &active);
-        return d;
+        return unscheduled(d, &active);
     }
 
-    // Slots are counted from the last one scheduled, or from the plan's creation.
+    let since = counted_from(plan, children, &d.status, now);
+    let waiting = sched
+        .latest_due(since, now)
+        .and_then(|(slot, _missed)| run_due(&mut d, spec, &name, slot, &mut active, now));
+    set(
+        &mut d.status,
+        waiting.unwrap_or_else(|| next_run(&sched, now)),
+    );
+    scheduled(&mut d, &active, &sched, now);
+    d
+}
+
+/// The `DeletionGuard` condition: a run whose deletes are held stays active (Forbid waits for
+/// it) and is named here.
+fn guard(active: &[&Child]) -> Desired {
+    let held: Vec<&str> = active
+        .iter()
+        .filter(|c| c.phase == Phase::Held)
+        .map(|c| c.name.as_str())
+        .collect();
+    if held.is_empty() {
+        return Desired::new(
+            types::DELETION_GUARD,
+            false,
+            Reason::NoDeletesHeld,
+            "no run holds deletes",
+        );
+    }
+    Desired::new(
+        types::DELETION_GUARD,
+        true,
+        Reason::MassDeletionHeld,
+        format!(
+            "{} holds its deletes: see its status.deletionGuard, and release it with the token there",
+            held.join(", ")
+        ),
+    )
+}
+
+/// `lastSuccessfulTime` moves to the newest completion of a succeeded child, never back.
+fn last_success(st: &mut SynchronizationPlanStatus, children: &[Child]) {
+    let Some(t) = children
+        .iter()
+        .filter(|c| c.phase == Phase::Succeeded)
+        .filter_map(|c| c.completion)
+        .max()
+    else {
+        return;
+    };
+    if st.last_successful_time.as_ref().is_none_or(|old| old.0 < t) {
+        st.last_successful_time = Some(Time(t));
+    }
+}
+
+/// The schedule, or the field that is wrong and why.
+fn validate(
+    name: &str,
+    spec: &SynchronizationPlanSpec,
+) -> Result<schedule::Schedule, (String, String)> {
+    if name.len() > MAX_LABEL_VALUE_LEN {
+        return Err((
+            "metadata.name".to_string(),
+            format!(
+                "is {} characters; a SynchronizationPlan name must be at most \
+                 {MAX_LABEL_VALUE_LEN} (its Synchronizations are labelled with it)",
+                name.len()
+            ),
+        ));
+    }
+    schedule::parse(&spec.schedule, spec.time_zone.as_deref())
+}
+
+/// No slot comes (an invalid spec, or suspended): only the active runs are shown.
+fn unscheduled(mut d: PlanDecision, active: &[&Child]) -> PlanDecision {
+    d.status.next_schedule_time = None;
+    finish_active(&mut d, active);
+    d
+}
+
+/// Slots are counted from the last one scheduled, or from the plan's creation.
+fn counted_from(
+    plan: &SynchronizationPlan,
+    children: &[Child],
+    st: &SynchronizationPlanStatus,
+    now: Timestamp,
+) -> Timestamp {
     let last_slot = children
         .iter()
         .map(|c| c.slot)
-        .chain(d.status.last_schedule_time.as_ref().map(|t| t.0))
+        .chain(st.last_schedule_time.as_ref().map(|t| t.0))
         .max();
     let created = plan
         .metadata
@@ -203,8 +240,64 @@ pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -
         .as_ref()
         .map(|t| t.0)
         .unwrap_or(now);
-    let since = last_slot.unwrap_or(created);
-    let mut ready = Desired::new(
+    last_slot.unwrap_or(created)
+}
+
+/// The slot due now: skipped past its deadline, waiting under Forbid (returns that Ready), or
+/// a new child (replacing the active runs under Replace).
+fn run_due(
+    d: &mut PlanDecision,
+    spec: &SynchronizationPlanSpec,
+    name: &str,
+    slot: Timestamp,
+    active: &mut Vec<&Child>,
+    now: Timestamp,
+) -> Option<Desired> {
+    let late = now.duration_since(slot).as_secs();
+    if spec.starting_deadline_seconds.is_some_and(|dl| late > dl) {
+        d.status.last_schedule_time = Some(Time(slot));
+        d.notes.push(Note::warning(
+            Reason::DeadlineMissed,
+            format!("skipped the run due at {slot}: {late}s late, over startingDeadlineSeconds"),
+        ));
+        return None;
+    }
+    if !active.is_empty() && spec.concurrency_policy == ConcurrencyPolicy::Forbid {
+        // The slot stays due: it starts when the active run ends (if still within the deadline).
+        let msg = format!(
+            "run due at {slot} waits: {} is still active and concurrencyPolicy is Forbid",
+            active[0].name
+        );
+        return Some(Desired::new(
+            types::READY,
+            true,
+            Reason::ConcurrencyForbidden,
+            msg,
+        ));
+    }
+    if spec.concurrency_policy == ConcurrencyPolicy::Replace {
+        for c in active.iter() {
+            d.delete.push(c.name.clone());
+            d.notes.push(Note::normal(
+                Reason::Active,
+                format!("stopping {}: replaced by the run due at {slot}", c.name),
+            ));
+        }
+        active.clear();
+    }
+    let child = child_name(name, slot);
+    d.notes.push(Note::normal(
+        Reason::Scheduled,
+        format!("created {child} for the run due at {slot}"),
+    ));
+    d.status.last_schedule_time = Some(Time(slot));
+    d.create = Some((child, slot));
+    None
+}
+
+/// Ready with the next slot, when no slot waits.
+fn next_run(sched: &schedule::Schedule, now: Timestamp) -> Desired {
+    Desired::new(
         types::READY,
         true,
         Reason::Scheduled,
@@ -215,50 +308,11 @@ pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| "never".into())
         ),
-    );
-    if let Some((slot, _missed)) = sched.latest_due(since, now) {
-        let late = now.duration_since(slot).as_secs();
-        let too_late = spec.starting_deadline_seconds.is_some_and(|dl| late > dl);
-        if too_late {
-            d.status.last_schedule_time = Some(Time(slot));
-            let msg = format!(
-                "skipped the run due at {slot}: {late}s late, over startingDeadlineSeconds"
-            );
-            d.notes.push(Note {
-                warning: true,
-                reason: Reason::DeadlineMissed,
-                message: msg,
-            });
-        } else if !active.is_empty() && spec.concurrency_policy == ConcurrencyPolicy::Forbid {
-            // The slot stays due: it starts when the active run ends (if still within the deadline).
-            let msg = format!(
-                "run due at {slot} waits: {} is still active and concurrencyPolicy is Forbid",
-                active[0].name
-            );
-            ready = Desired::new(types::READY, true, Reason::ConcurrencyForbidden, msg);
-        } else {
-            if spec.concurrency_policy == ConcurrencyPolicy::Replace {
-                for c in &active {
-                    d.delete.push(c.name.clone());
-                    d.notes.push(Note {
-                        warning: false,
-                        reason: Reason::Active,
-                        message: format!("stopping {}: replaced by the run due at {slot}", c.name),
-                    });
-                }
-                active.clear();
-            }
-            let child = child_name(&name, slot);
-            d.notes.push(Note {
-                warning: false,
-                reason: Reason::Scheduled,
-                message: format!("created {child} for the run due at {slot}"),
-            });
-            d.status.last_schedule_time = Some(Time(slot));
-            d.create = Some((child, slot));
-        }
-    }
-    set_condition(&mut d.status.conditions, ready, generation, now);
+    )
+}
+
+/// The active runs (with the one created now), the next slot, and a wake-up just after it.
+fn scheduled(d: &mut PlanDecision, active: &[&Child], sched: &schedule::Schedule, now: Timestamp) {
     let mut names: Vec<String> = active.iter().map(|c| c.name.clone()).collect();
     if let Some((c, _)) = &d.create {
         names.push(c.clone());
@@ -266,12 +320,9 @@ pub fn desired(plan: &SynchronizationPlan, children: &[Child], now: Timestamp) -
     d.status.active_count = names.len() as u32;
     d.status.active = names;
     d.status.next_schedule_time = sched.next_after(now).map(Time);
-    // Wake exactly at the next slot (a second late, so the slot is due).
     d.requeue = d.status.next_schedule_time.as_ref().map(|t| {
-        Duration::from_secs_f64(t.0.duration_since(now).as_secs_f64().max(0.0))
-            + Duration::from_secs(1)
+        Duration::from_secs_f64(t.0.duration_since(now).as_secs_f64().max(0.0)) + WAKE_AFTER_SLOT
     });
-    d
 }
 
 fn finish_active(d: &mut PlanDecision, active: &[&Child]) {
@@ -298,6 +349,7 @@ pub fn history_to_prune(children: &[Child], keep_succeeded: u32, keep_failed: u3
 mod tests {
     use super::*;
     use crate::api::automation::SynchronizationPlanSpec;
+    use crate::api::conditions::ConditionStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ts(s: &str) -> Timestamp {
@@ -366,8 +418,8 @@ mod tests {
         assert!(d.create.is_none(), "the next slot must wait for a person");
         let c = crate::api::conditions::find(&d.status.conditions, types::DELETION_GUARD).unwrap();
         assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("True", "MassDeletionHeld")
+            (ConditionStatus::of(c), c.reason.as_str()),
+            (ConditionStatus::True, "MassDeletionHeld")
         );
         assert!(c.message.contains(&held.name), "{}", c.message);
         let done = child("2026-01-01T00:10:00Z", Phase::Succeeded);
@@ -377,7 +429,7 @@ mod tests {
             ts("2026-01-01T00:30:00Z"),
         );
         let c = crate::api::conditions::find(&d.status.conditions, types::DELETION_GUARD).unwrap();
-        assert_eq!(c.status, "False");
+        assert_eq!(ConditionStatus::of(c), ConditionStatus::False);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::api::assets::{Bucket, Database, KubernetesCluster};
 use crate::api::automation::{
     LivePhase, LiveSynchronization, Phase, Synchronization, SynchronizationPlan,
 };
-use crate::api::conditions::{find, types, Reason};
+use crate::api::conditions::{find, types, ConditionStatus, Reason};
 
 pub const ASSET_STATUS: &str = "astronetes_asset_status";
 pub const SYNCHRONIZATION_STATUS: &str = "astronetes_synchronization_status";
@@ -93,12 +93,14 @@ fn is_failure(reason: &str) -> bool {
 /// From the Ready condition: True is Ready, False for a failure reason is Failed, False for
 /// anything else (being checked, starting) is Progressing; no condition yet is Unknown.
 fn from_ready(conditions: &[Condition]) -> Status {
-    match find(conditions, types::READY) {
-        None => Status::Unknown,
-        Some(c) if c.status == "True" => Status::Ready,
-        Some(c) if c.status == "False" && is_failure(&c.reason) => Status::Failed,
-        Some(c) if c.status == "False" => Status::Progressing,
-        Some(_) => Status::Unknown,
+    let Some(c) = find(conditions, types::READY) else {
+        return Status::Unknown;
+    };
+    match ConditionStatus::of(c) {
+        ConditionStatus::True => Status::Ready,
+        ConditionStatus::False if is_failure(&c.reason) => Status::Failed,
+        ConditionStatus::False => Status::Progressing,
+        ConditionStatus::Unknown => Status::Unknown,
     }
 }
 

@@ -195,14 +195,14 @@ pub fn ready_transition(
     old: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
     new: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
 ) -> Option<crate::controllers::synchronization::Note> {
-    use crate::api::conditions::{find, types, Reason};
+    use crate::api::conditions::{find, types, ConditionStatus, Reason};
     let new = find(new, types::READY)?;
     let old = old.and_then(|o| find(o, types::READY));
     if old.is_some_and(|o| o.status == new.status && o.reason == new.reason) {
         return None;
     }
     Some(crate::controllers::synchronization::Note {
-        warning: new.status != "True",
+        warning: ConditionStatus::of(new) != ConditionStatus::True,
         reason: Reason::parse(&new.reason).unwrap_or(Reason::Unreachable),
         message: new.message.clone(),
     })

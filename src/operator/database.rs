@@ -18,7 +18,7 @@ use super::apply::{self, Error};
 use super::shared::{drive, HasShared, Watched};
 use super::Shared;
 use crate::api::assets::Database;
-use crate::api::conditions::{find, types};
+use crate::api::conditions::{find, types, ConditionStatus};
 use crate::controllers::database::{self as decide, Probe, ProbeFailure, RECHECK};
 use crate::metrics::compat::Exports;
 use crate::resolve::{self, ResolveError};
@@ -126,7 +126,8 @@ pub async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action, Error
         Ok((options, routed)) => check(&ctx, &ns, &db, &routed, &options).await,
     };
     let status = decide::desired(&db, outcome, Timestamp::now());
-    let ready = find(&status.conditions, types::READY).map(|c| c.status == "True");
+    let ready = find(&status.conditions, types::READY)
+        .map(|c| ConditionStatus::of(c) == ConditionStatus::True);
     let old = db.status.as_ref();
     report(&ctx, &*db, &ns, old, &status, |s| &s.conditions).await?;
     if let Some(ready) = ready {

@@ -26,7 +26,7 @@ use crate::api::assets::Database;
 use crate::api::automation::{
     Direction, Phase, Plugin, SyncConfig, Synchronization, SynchronizationStatus,
 };
-use crate::api::conditions::Reason;
+use crate::api::conditions::{ConditionStatus, Reason};
 use crate::controllers::synchronization::{self as decide, Note};
 use crate::resolve::{self, SecretData};
 use crate::runs::Runs;
@@ -326,7 +326,7 @@ fn record_result(labels: &[(&'static str, String); 2], st: &SynchronizationStatu
     m::deletes_held(labels, held, held);
     let failed =
         crate::api::conditions::find(&st.conditions, crate::api::conditions::types::FAILED)
-            .filter(|c| c.status == "True")
+            .filter(|c| ConditionStatus::of(c) == ConditionStatus::True)
             .map(|c| c.reason.as_str());
     match failed {
         Some("WriterConflict") => m::claims_refused(labels, "writer_conflict"),

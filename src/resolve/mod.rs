@@ -1,17 +1,29 @@
 //! From resources to engine settings: the one place that turns a Database, its Secret and a
 //! Synchronization spec into connection and copy options. The operator and the standalone mode
 //! both call it, so they accept and reject exactly the same input.
+//!
+//! Here the errors and a Database's connection; one file each for a copy's settings (`copy`),
+//! a LiveSynchronization's (`live`), a Bucket's location (`bucket`) and what a Synchronization
+//! runs (`job`).
+
+mod bucket;
+mod copy;
+mod job;
+mod live;
+
+pub use bucket::{bucket_location, bucket_secret_name, BucketLookup};
+pub use copy::{deletion_guard, resolve_config, resolve_sync, sync_options};
+pub use job::resolve_job;
+pub use live::resolve_live;
 
 use std::collections::BTreeMap;
 
 use thiserror::Error;
-use verifier::{ConnectOptions, DigestAuth, NodeKind};
+use verifier::{ConnectOptions, DigestAuth};
 
-use crate::api::assets::{Bucket, Database};
-use crate::api::automation::{AclPolicy, EphemeralPolicy, SyncConfig};
+use crate::api::assets::Database;
+use crate::api::automation::EphemeralPolicy;
 use crate::api::conditions::Reason;
-use crate::backup::{self, store, Backend, BackupOptions, Location, RestoreOptions, Selector};
-use crate::engine::{SyncOptions, TypeRule};
 
 /// Why a resource cannot be turned into engine settings yet.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -168,428 +180,49 @@ pub fn connect_options(
     Ok(o)
 }
 
-/// Copy settings of a Synchronization config, given both ensembles' connection settings.
-pub fn sync_options(
-    config: &SyncConfig,
-    source: ConnectOptions,
-    destination: ConnectOptions,
-) -> Result<SyncOptions, ResolveError> {
-    let dst_root = config
-        .destination_root_path
-        .clone()
-        .unwrap_or_else(|| config.root_path.clone());
-    verifier::path::validate_root("spec.config.rootPath", &config.root_path)
-        .map_err(|e| invalid("spec.config.rootPath", e.to_string()))?;
-    verifier::path::validate_root("spec.config.destinationRootPath", &dst_root)
-        .map_err(|e| invalid("spec.config.destinationRootPath", e.to_string()))?;
-    let mut o = SyncOptions::new(source, config.root_path.clone(), destination, dst_root);
-    o.prune = config.prune;
-    o.guard = deletion_guard(config.deletion_guard.as_ref())?;
-    o.copy_acl = config.acl_policy == AclPolicy::Copy;
-    o.ephemerals = match config.ephemeral_policy {
-        EphemeralPolicy::Skip => verifier::EphemeralPolicy::Skip,
-        EphemeralPolicy::Persistent => verifier::EphemeralPolicy::Persistent,
-    };
-    o.dry_run = config.dry_run;
-    for (i, glob) in config.container_paths.iter().enumerate() {
-        o.type_rules
-            .push(TypeRule::new(glob, NodeKind::Container).map_err(|e| {
-                invalid(
-                    &format!("spec.config.containerPaths[{i}]"),
-                    format!("{glob:?} is not a valid glob: {e}"),
-                )
-            })?);
-    }
-    for (i, rule) in config.ttl_paths.iter().enumerate() {
-        if rule.seconds <= 0 {
-            return Err(invalid(
-                &format!("spec.config.ttlPaths[{i}].seconds"),
-                "must be positive",
-            ));
-        }
-        o.type_rules.push(
-            TypeRule::new(
-                &rule.path,
-                NodeKind::Ttl {
-                    ttl_ms: rule.seconds.saturating_mul(1000),
-                },
-            )
-            .map_err(|e| {
-                invalid(
-                    &format!("spec.config.ttlPaths[{i}].path"),
-                    format!("{:?} is not a valid glob: {e}", rule.path),
-                )
-            })?,
-        );
-    }
-    crate::engine::validate(&o).map_err(|e| invalid("spec.config", e.to_string()))?;
-    Ok(o)
-}
-
-/// The deletion guard's limits from the spec (the defaults when absent). The CRD's rules check
-/// them at admission; standalone mode has no admission, so they are checked here again.
-pub fn deletion_guard(
-    spec: Option<&crate::api::automation::DeletionGuardSpec>,
-) -> Result<crate::engine::DeletionGuard, ResolveError> {
-    let Some(g) = spec else {
-        return Ok(crate::engine::DeletionGuard::default());
-    };
-    if g.max_deletes < 0 {
-        return Err(invalid(
-            "spec.config.deletionGuard.maxDeletes",
-            format!("{} must not be negative", g.max_deletes),
-        ));
-    }
-    if !(0..=100).contains(&g.max_delete_percent) {
-        return Err(invalid(
-            "spec.config.deletionGuard.maxDeletePercent",
-            format!("{} is not a percentage from 0 to 100", g.max_delete_percent),
-        ));
-    }
-    Ok(crate::engine::DeletionGuard {
-        max_deletes: g.max_deletes as u64,
-        max_delete_percent: f64::from(g.max_delete_percent),
-        ..crate::engine::DeletionGuard::default()
-    })
-}
-
-/// Who a resource's copy is in its writer claim: `Kind namespace/name`.
-fn holder(kind: &str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    format!(
-        "{kind} {}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    )
-}
-
-/// Engine settings of a Synchronization, given a lookup of a Database by name in the sync's
-/// namespace and of the Secret of the same name. The operator fills the lookup from the API
-/// server, standalone mode from files; both then decide alike.
-pub fn resolve_sync(
-    sync: &crate::api::automation::Synchronization,
-    lookup: impl Fn(&str) -> Found,
-) -> Result<SyncOptions, ResolveError> {
-    let namespace = sync.metadata.namespace.clone().unwrap_or_default();
-    let mut o = resolve_config(&namespace, &sync.spec.config, lookup)?;
-    o.holder = holder("Synchronization", &sync.metadata);
-    Ok(o)
-}
-
-/// Engine settings of a LiveSynchronization: the copy settings as for a Synchronization, plus
-/// its intervals, lag objective and heartbeat, each error naming its field.
-pub fn resolve_live(
-    ls: &crate::api::automation::LiveSynchronization,
-    lookup: impl Fn(&str) -> Found,
-) -> Result<crate::continuous::ContinuousOptions, ResolveError> {
-    use crate::api::automation::parse_duration;
-    use crate::continuous::{ContinuousOptions, HeartbeatOptions};
-    let spec = &ls.spec;
-    let namespace = ls.metadata.namespace.clone().unwrap_or_default();
-    if spec.config.dry_run {
-        return Err(invalid(
-            "spec.config.dryRun",
-            "a LiveSynchronization cannot be a dry run: use a Synchronization with dryRun",
-        ));
-    }
-    let duration = |field: &str, v: &str| {
-        parse_duration(field, v).map_err(|m| ResolveError::InvalidSpec {
-            field: field.to_string(),
-            message: m
-                .strip_prefix(&format!("{field}: "))
-                .unwrap_or(&m)
-                .to_string(),
-        })
-    };
-    let verify_interval = duration("spec.verifyInterval", &spec.verify_interval)?;
-    let max_lag = duration("spec.maxLag", &spec.max_lag)?;
-    let resync = duration("spec.resyncInterval", &spec.resync_interval)?;
-    let apply_delay = duration("spec.applyDelay", &spec.apply_delay)?;
-    let mut sync = resolve_config(&namespace, &spec.config, lookup)?;
-    sync.holder = holder("LiveSynchronization", &ls.metadata);
-    let heartbeat = if spec.heartbeat.enabled {
-        let interval = duration("spec.heartbeat.interval", &spec.heartbeat.interval)?;
-        if interval < std::time::Duration::from_millis(100) {
-            return Err(invalid("spec.heartbeat.interval", "must be at least 100ms"));
-        }
-        let path =
-            spec.heartbeat.path.clone().unwrap_or_else(|| {
-                verifier::path::child(&sync.source_root, ".resiliency-heartbeat")
-            });
-        verifier::path::validate_root("spec.heartbeat.path", &path)
-            .map_err(|e| invalid("spec.heartbeat.path", e.to_string()))?;
-        if path == sync.source_root || !verifier::path::is_within(&sync.source_root, &path) {
-            return Err(invalid(
-                "spec.heartbeat.path",
-                format!(
-                    "{path} must be under spec.config.rootPath ({}) to be replicated",
-                    sync.source_root
-                ),
-            ));
-        }
-        Some(HeartbeatOptions { path, interval })
-    } else {
-        None
-    };
-    let mut live = crate::engine::live::LiveOptions::new(sync);
-    live.sync.progress_every = None;
-    live.resync_interval = (!resync.is_zero()).then_some(resync);
-    let mut live = live.with_apply_delay(apply_delay, crate::engine::live::DEFAULT_DELAY_MAX_BYTES);
-    if let Some(d) = spec
-        .config
-        .deletion_guard
-        .as_ref()
-        .and_then(|g| g.delete_delay.as_deref())
-    {
-        live = live.with_delete_delay(duration("spec.config.deletionGuard.deleteDelay", d)?);
-    }
-    let mut o = ContinuousOptions::new(live);
-    o.verify_interval = (!verify_interval.is_zero()).then_some(verify_interval);
-    // A delayed copy is behind by its delay on purpose: the objective counts on top of it.
-    o.max_lag = max_lag + apply_delay;
-    o.repair = spec.repair;
-    o.heartbeat = heartbeat;
-    Ok(o)
-}
-
 /// A Database looked up by name, with the Secret of the same name; an error when it cannot be
 /// used as found (its KubernetesCluster is missing, say).
 pub type Found = Result<(Option<Database>, Option<SecretData>), ResolveError>;
 
-/// Looks a Bucket up by name, with the Secret its spec names.
-pub type BucketLookup<'a> = &'a dyn Fn(&str) -> (Option<Bucket>, Option<SecretData>);
-
-/// The Secret a Bucket names, if any (local directories need none).
-pub fn bucket_secret_name(b: &Bucket) -> Option<&str> {
-    match (&b.spec.aws_s3, &b.spec.gcp_cloud_storage) {
-        (Some(s3), _) => Some(s3.secret_name.as_str()),
-        (None, Some(g)) => Some(g.secret_name.as_str()),
-        (None, None) => None,
-    }
-}
-
-fn secret_value(data: &SecretData, keys: &[&str]) -> Option<String> {
-    keys.iter()
-        .find_map(|k| data.get(*k))
-        .map(|v| String::from_utf8_lossy(v).trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-/// Where a Bucket keeps snapshots under `prefix`, with the credentials of its Secret.
-pub fn bucket_location(
-    bucket: &Bucket,
-    secret: Option<&SecretData>,
-    prefix: &str,
-) -> Result<Location, ResolveError> {
-    let name = bucket.metadata.name.clone().unwrap_or_default();
-    let namespace = bucket.metadata.namespace.clone().unwrap_or_default();
-    let need_secret = |secret_name: &str| {
-        secret.ok_or_else(|| ResolveError::SecretNotFound {
-            namespace: namespace.clone(),
-            name: secret_name.to_string(),
-            needed_by: format!("Bucket {name} needs it for its credentials"),
-        })
-    };
-    let backend = match (
-        &bucket.spec.aws_s3,
-        &bucket.spec.gcp_cloud_storage,
-        &bucket.spec.local,
-    ) {
-        (Some(s3), _, _) => {
-            let data = need_secret(&s3.secret_name)?;
-            let key = |keys: &[&str]| {
-                secret_value(data, keys).ok_or_else(|| ResolveError::SecretInvalid {
-                    name: s3.secret_name.clone(),
-                    message: format!("has no {} key", keys[0]),
-                })
-            };
-            Backend::S3(store::S3 {
-                bucket: s3.name.clone(),
-                region: s3.region.clone(),
-                endpoint: s3.endpoint.clone(),
-                access_key_id: key(&["AWS_ACCESS_KEY_ID", "accessKeyId"])?,
-                secret_access_key: key(&["AWS_SECRET_ACCESS_KEY", "secretAccessKey"])?,
-                session_token: secret_value(data, &["AWS_SESSION_TOKEN", "sessionToken"]),
-            })
-        }
-        (None, Some(g), _) => {
-            let data = need_secret(&g.secret_name)?;
-            let key = secret_value(data, &["credentials.json", "serviceAccountKey", "key.json"])
-                .ok_or_else(|| ResolveError::SecretInvalid {
-                    name: g.secret_name.clone(),
-                    message: "has no credentials.json key (the service account key)".into(),
-                })?;
-            Backend::Gcs(store::Gcs {
-                bucket: g.name.clone(),
-                service_account_key: key,
-                endpoint: g.endpoint.clone(),
-            })
-        }
-        (None, None, Some(l)) => {
-            if !l.path.starts_with('/') {
-                return Err(invalid("spec.local.path", "must be an absolute path"));
-            }
-            Backend::Local(l.path.clone().into())
-        }
-        (None, None, None) => {
-            return Err(ResolveError::InvalidSpec {
-                field: format!("Bucket {name}: spec"),
-                message: "names no storage: set awsS3, gcpCloudStorage or local".into(),
-            })
-        }
-    };
-    Ok(Location::new(backend, prefix))
-}
-
-/// What a Synchronization runs, by plugin: a copy, a backup or a restore.
-pub fn resolve_job(
-    sync: &crate::api::automation::Synchronization,
-    databases: impl Fn(&str) -> Found,
-    buckets: BucketLookup<'_>,
-) -> Result<crate::runs::Job, ResolveError> {
-    use crate::api::automation::Direction;
-    use crate::runs::Job;
-    let namespace = sync.metadata.namespace.clone().unwrap_or_default();
-    let c = &sync.spec.config;
-    let database = |name: &str| {
-        let (db, secret) = databases(name)?;
-        let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
-            namespace: namespace.clone(),
-            name: name.to_string(),
-        })?;
-        connect_options(&db, secret.as_ref())
-    };
-    let bucket = |name: &str, prefix: &str| {
-        let (b, secret) = buckets(name);
-        let b = b.ok_or_else(|| ResolveError::BucketNotFound {
-            namespace: namespace.clone(),
-            name: name.to_string(),
-        })?;
-        bucket_location(&b, secret.as_ref(), prefix)
-    };
-    let prefix = |default: Option<String>| {
-        c.bucket_path
-            .clone()
-            .or(default)
-            .map(|p| p.trim_matches('/').to_string())
-            .ok_or_else(|| {
-                invalid(
-                    "spec.config.bucketPath",
-                    "required to restore: the folder of the snapshots in the bucket",
-                )
-            })
-    };
-    let rules = || -> Result<Vec<TypeRule>, ResolveError> {
-        // The type rules are checked with a throw-away copy config.
-        let o = sync_options(c, ConnectOptions::new("x:1"), ConnectOptions::new("y:1"))?;
-        Ok(o.type_rules)
-    };
-    match sync.spec.plugin.direction() {
-        Direction::Copy => {
-            let mut opts = resolve_config(&namespace, c, databases)?;
-            opts.holder = holder("Synchronization", &sync.metadata);
-            Ok(Job::Copy {
-                opts: Box::new(opts),
-                verify: c.verify,
-            })
-        }
-        Direction::Backup => {
-            verifier::path::validate_root("spec.config.rootPath", &c.root_path)
-                .map_err(|e| invalid("spec.config.rootPath", e.to_string()))?;
-            let source = database(&c.source_name)?;
-            let location = bucket(
-                &c.destination_name,
-                &prefix(Some(format!("{namespace}/{}", c.source_name)))?,
-            )?;
-            let mut o = BackupOptions::new(source, &c.root_path, location, &c.source_name);
-            o.acl_in_hash = c.acl_policy == AclPolicy::Copy;
-            o.ephemerals = match c.ephemeral_policy {
-                EphemeralPolicy::Skip => verifier::EphemeralPolicy::Skip,
-                EphemeralPolicy::Persistent => verifier::EphemeralPolicy::Persistent,
-            };
-            o.type_rules = rules()?;
-            let retention = match &c.retention {
-                None => backup::Retention::default(),
-                Some(r) => backup::Retention {
-                    keep_last: r.keep_last.map(|k| k as usize),
-                    max_age: r
-                        .max_age
-                        .as_deref()
-                        .map(|v| {
-                            crate::api::automation::parse_duration(
-                                "spec.config.retention.maxAge",
-                                v,
-                            )
-                            .map_err(|m| {
-                                invalid(
-                                    "spec.config.retention.maxAge",
-                                    m.split_once(": ").map(|x| x.1).unwrap_or(&m),
-                                )
-                            })
-                        })
-                        .transpose()?,
-                },
-            };
-            // Retention counts only snapshots that were read back: without the check it could
-            // never delete anything, which is better said than silently done.
-            if retention.is_set() && !c.verify {
-                return Err(invalid(
-                    "spec.config.verify",
-                    "must be on when spec.config.retention is set: retention counts only \
-                     snapshots that were read back and checked",
-                ));
-            }
-            Ok(Job::Backup {
-                opts: Box::new(o),
-                retention,
-                verify: c.verify,
-            })
-        }
-        Direction::Restore => {
-            verifier::path::validate_root("spec.config.rootPath", &c.root_path)
-                .map_err(|e| invalid("spec.config.rootPath", e.to_string()))?;
-            let location = bucket(&c.source_name, &prefix(None)?)?;
-            let destination = database(&c.destination_name)?;
-            let select = match (&c.snapshot_before, c.snapshot.as_deref()) {
-                (Some(t), _) => Selector::Before(t.0),
-                (None, None | Some("latest")) => Selector::Latest,
-                (None, Some(n)) => Selector::Name(n.to_string()),
-            };
-            let root = c
-                .destination_root_path
-                .clone()
-                .unwrap_or_else(|| c.root_path.clone());
-            Ok(Job::Restore(Box::new(RestoreOptions::new(
-                location,
-                select,
-                destination,
-                &root,
-            ))))
-        }
-    }
-}
-
-/// Copy settings of a sync config in `namespace`, looking its Databases up by name.
-pub fn resolve_config(
+/// The Database `name` in `namespace` as connection settings.
+fn database(
     namespace: &str,
-    c: &SyncConfig,
+    name: &str,
     lookup: impl Fn(&str) -> Found,
-) -> Result<SyncOptions, ResolveError> {
-    let endpoint = |name: &str| {
-        let (db, secret) = lookup(name)?;
-        let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        })?;
-        connect_options(&db, secret.as_ref())
-    };
-    sync_options(c, endpoint(&c.source_name)?, endpoint(&c.destination_name)?)
+) -> Result<ConnectOptions, ResolveError> {
+    let (db, secret) = lookup(name)?;
+    let db = db.ok_or_else(|| ResolveError::DatabaseNotFound {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })?;
+    connect_options(&db, secret.as_ref())
+}
+
+/// A duration field of the spec, its error naming the field once.
+fn duration(field: &str, v: &str) -> Result<std::time::Duration, ResolveError> {
+    crate::api::automation::parse_duration(field, v).map_err(|m| ResolveError::InvalidSpec {
+        field: field.to_string(),
+        message: m
+            .strip_prefix(&format!("{field}: "))
+            .unwrap_or(&m)
+            .to_string(),
+    })
+}
+
+/// The engine's policy for ephemeral nodes.
+fn ephemerals(p: EphemeralPolicy) -> verifier::EphemeralPolicy {
+    match p {
+        EphemeralPolicy::Skip => verifier::EphemeralPolicy::Skip,
+        EphemeralPolicy::Persistent => verifier::EphemeralPolicy::Persistent,
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::api::assets::{DatabaseSpec, Zookeeper, ZookeeperClient};
+    use crate::api::assets::{Bucket, DatabaseSpec, Zookeeper, ZookeeperClient};
+    use crate::api::automation::{AclPolicy, SyncConfig};
 
     fn db(servers: &[&str]) -> Database {
         let mut d = Database::new(

@@ -1,0 +1,354 @@
+//! What a running stream says, in the status: one condition a step (reachability, streaming,
+//! lag, the verifier's finding, Ready), the delayed apply, the counters, and the Events for
+//! what users must hear about.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{human, Draft, Note};
+use crate::api::automation::{LivePhase, LiveSynchronizationStatus};
+use crate::api::conditions::{find, types, ConditionStatus, Desired, Reason};
+use crate::continuous::{Reach, Snapshot, VerifyOutcome, VerifySummary};
+use crate::engine::live::LiveState;
+
+/// What the conditions are judged from: the run's snapshot and what follows from it at `now`.
+struct Judged<'a> {
+    snap: &'a Snapshot,
+    /// Why the run stopped for good, if it did.
+    failed: Option<&'a str>,
+    lag: Duration,
+    /// The objective, for people.
+    objective: String,
+    streaming: bool,
+    heartbeat_late: bool,
+    caught_up: bool,
+}
+
+/// Writes what the run says into the status.
+pub(super) fn report(d: &mut Draft, snap: &Snapshot, max_lag: Duration, verify_on: bool) {
+    let lag = snap.lag(d.now);
+    let streaming = snap.streaming();
+    let heartbeat_late = snap.heartbeat_late(d.now);
+    let j = Judged {
+        snap,
+        failed: snap.failed.as_ref().map(|(_, why)| why.as_str()),
+        lag,
+        objective: human(max_lag),
+        streaming,
+        heartbeat_late,
+        caught_up: streaming && lag <= max_lag && !heartbeat_late,
+    };
+    d.set(reachable(types::SOURCE_REACHABLE, "source", &snap.source));
+    d.set(reachable(
+        types::DESTINATION_REACHABLE,
+        "destination",
+        &snap.destination,
+    ));
+    d.set(streaming_condition(&j));
+    d.set(caught_up(&j));
+    if let Some(v) = &snap.last_verify {
+        verification(&mut d.st, v);
+    }
+    let in_sync = in_sync(snap.last_verify.as_ref(), verify_on);
+    let diverged = in_sync.reason == Reason::Diverged;
+    d.set(in_sync);
+    d.set(ready(&j, diverged));
+    counters(&mut d.st, &j);
+}
+
+/// `SourceReachable` or `DestinationReachable`; Unknown until the run has tried.
+fn reachable(type_: &'static str, side: &str, r: &Reach) -> Desired {
+    match r.ok {
+        Some(true) => Desired::new(type_, true, Reason::Connected, format!("{side} connected")),
+        Some(false) => Desired::new(type_, false, Reason::Unreachable, r.why.clone()),
+        None => Desired::unknown(type_, Reason::Pending, "not connected yet"),
+    }
+}
+
+/// `Streaming`: True only while watch events are applied (not re-walking, not retrying).
+fn streaming_condition(j: &Judged) -> Desired {
+    let (reason, why) = match (j.failed, j.snap.state) {
+        (Some(why), _) => (Reason::CopyFailed, why),
+        (None, Some(LiveState::Streaming)) => {
+            return Desired::new(
+                types::STREAMING,
+                true,
+                Reason::Streaming,
+                "applying changes from a persistent recursive watch",
+            )
+        }
+        (None, Some(LiveState::FullSync)) => (Reason::Syncing, j.snap.why.as_str()),
+        (None, Some(LiveState::Retrying)) => (Reason::Retrying, j.snap.why.as_str()),
+        (None, _) => (Reason::Pending, j.snap.why.as_str()),
+    };
+    Desired::new(types::STREAMING, false, reason, why)
+}
+
+/// `CaughtUp`: streaming, within the lag objective, with the heartbeat arriving.
+fn caught_up(j: &Judged) -> Desired {
+    let objective = &j.objective;
+    if j.caught_up {
+        return Desired::new(
+            types::CAUGHT_UP,
+            true,
+            Reason::CaughtUp,
+            format!("lag within the objective of {objective}"),
+        );
+    }
+    let (reason, why) = if j.heartbeat_late {
+        let why = j.snap.heartbeat_error.clone().unwrap_or_else(|| {
+            "the heartbeat has not reached the destination for three intervals: the stream may be stalled".into()
+        });
+        (Reason::HeartbeatLate, why)
+    } else if j.streaming {
+        (
+            Reason::LagAboveObjective,
+            format!("lag above the objective of {objective}"),
+        )
+    } else {
+        (
+            Reason::Behind,
+            "not streaming: the lag grows until the stream is back".into(),
+        )
+    };
+    Desired::new(types::CAUGHT_UP, false, reason, why)
+}
+
+/// The last verification's numbers in the status.
+fn verification(st: &mut LiveSynchronizationStatus, v: &VerifyOutcome) {
+    st.last_verified_time = Some(Time(v.at));
+    if let Ok(r) = &v.result {
+        st.divergent_nodes = Some(r.confirmed_count);
+        st.divergent_paths = r.confirmed.clone();
+        st.undecided_nodes = Some(r.undecided);
+        st.source_nodes = Some(r.source_nodes);
+        st.source_root_hash = Some(r.source_root_hash.clone());
+        st.destination_root_hash = Some(r.destination_root_hash.clone());
+    }
+}
+
+/// `InSync`: what the last lag-aware verification found; Unknown before one, when it failed,
+/// or when it could not judge.
+fn in_sync(last: Option<&VerifyOutcome>, verify_on: bool) -> Desired {
+    match last.map(|v| &v.result) {
+        None if verify_on => {
+            Desired::unknown(types::IN_SYNC, Reason::NotVerified, "no verification yet")
+        }
+        None => Desired::unknown(
+            types::IN_SYNC,
+            Reason::VerifySkipped,
+            "verifyInterval is 0s: the trees are not compared",
+        ),
+        Some(Err(e)) => Desired::unknown(types::IN_SYNC, Reason::VerifyFailed, e.clone()),
+        Some(Ok(r)) => compared(r),
+    }
+}
+
+/// `InSync` after a verification that ran: equal, confirmed divergent, or undecided.
+fn compared(r: &VerifySummary) -> Desired {
+    if r.in_sync {
+        return Desired::new(
+            types::IN_SYNC,
+            true,
+            Reason::Equal,
+            format!(
+                "{} nodes equal (root hash {})",
+                r.source_nodes,
+                verifier::short_hash(&r.source_root_hash)
+            ),
+        );
+    }
+    if r.confirmed_count == 0 {
+        return Desired::unknown(
+            types::IN_SYNC,
+            Reason::Undecided,
+            format!(
+                "{} differences could not be judged: their source nodes kept changing",
+                r.undecided
+            ),
+        );
+    }
+    let paths: Vec<&str> = r
+        .confirmed
+        .iter()
+        .map(|p| if p.is_empty() { "/" } else { p.as_str() })
+        .collect();
+    Desired::new(
+        types::IN_SYNC,
+        false,
+        Reason::Diverged,
+        format!(
+            "{} nodes confirmed divergent after the stream caught up: {}",
+            r.confirmed_count,
+            paths.join(" ")
+        ),
+    )
+}
+
+/// `Ready`: the first thing wrong, in order of what a user must fix first; True only when
+/// streaming, caught up and not diverged.
+fn ready(j: &Judged, diverged: bool) -> Desired {
+    let snap = j.snap;
+    let (reason, why) = if let Some(why) = j.failed {
+        (Reason::CopyFailed, why.to_string())
+    } else if snap.source.ok == Some(false) {
+        (Reason::Unreachable, format!("source: {}", snap.source.why))
+    } else if snap.destination.ok == Some(false) {
+        (
+            Reason::Unreachable,
+            format!("destination: {}", snap.destination.why),
+        )
+    } else if !j.streaming {
+        (Reason::Syncing, snap.why.clone())
+    } else if diverged {
+        (
+            Reason::Diverged,
+            "the verifier confirmed divergent nodes (see InSync)".into(),
+        )
+    } else if !j.caught_up {
+        let reason = if j.heartbeat_late {
+            Reason::HeartbeatLate
+        } else {
+            Reason::LagAboveObjective
+        };
+        (reason, "see CaughtUp".into())
+    } else {
+        return Desired::new(
+            types::READY,
+            true,
+            Reason::Streaming,
+            format!("streaming within the lag objective of {}", j.objective),
+        );
+    };
+    Desired::new(types::READY, false, reason, why)
+}
+
+/// The phase, times and counters of the run.
+fn counters(st: &mut LiveSynchronizationStatus, j: &Judged) {
+    let snap = j.snap;
+    st.phase = match (j.failed, snap.state) {
+        (Some(_), _) => LivePhase::Failed,
+        (None, Some(LiveState::Streaming)) => LivePhase::Streaming,
+        (None, Some(LiveState::Retrying)) => LivePhase::Retrying,
+        (None, Some(_)) => LivePhase::Syncing,
+        (None, None) => LivePhase::Pending,
+    };
+    st.start_time = Some(Time(snap.started));
+    st.lag = Some(human(j.lag));
+    st.lag_seconds = Some(to_the_millisecond(j.lag));
+    st.changes_applied = snap.applied_total;
+    st.full_syncs = snap.full_syncs;
+    st.last_full_sync_time = snap.last_full_sync.map(Time);
+    st.repaired_paths = snap.repaired_total;
+    if let Some(t) = snap.last_good_sync {
+        st.last_good_sync_time = Some(Time(t));
+    }
+    st.last_heartbeat_time = snap.heartbeat_seen.map(Time);
+}
+
+/// Seconds rounded to the millisecond: finer digits are noise a reader does not need.
+fn to_the_millisecond(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// Delayed apply in the status: the changes waiting, and whether the delay holds.
+pub(super) fn delayed_apply(d: &mut Draft, snap: &Snapshot) {
+    let Some(delay) = snap.apply_delay else {
+        d.st.delayed_changes = None;
+        return;
+    };
+    d.st.delayed_changes = Some(snap.delayed as u64);
+    let c = match snap.delay_shortened_to {
+        Some(cut) => Desired::new(
+            types::DELAYED_APPLY,
+            false,
+            Reason::DelayShortened,
+            format!(
+                "the recorded changes outgrew their memory bound: the oldest were applied after {} instead of {}",
+                human(cut),
+                human(delay)
+            ),
+        ),
+        None => Desired::new(
+            types::DELAYED_APPLY,
+            true,
+            Reason::Delaying,
+            format!(
+                "each change reaches the copy {} after it was made (suspend to stop what waits)",
+                human(delay)
+            ),
+        ),
+    };
+    d.set(c);
+}
+
+/// Events for what users must hear about: Ready turning, divergence found.
+pub(super) fn transition_notes(old: &LiveSynchronizationStatus, d: &mut Draft) {
+    let get = |s: &LiveSynchronizationStatus, t| {
+        find(&s.conditions, t)
+            .map(|c| (ConditionStatus::of(c), c.reason.clone(), c.message.clone()))
+    };
+    let (new, notes) = (&d.st, &mut d.notes);
+    if let (Some((status, reason, message)), before) =
+        (get(new, types::READY), get(old, types::READY))
+    {
+        if before.as_ref().map(|b| (&b.0, &b.1)) != Some((&status, &reason)) {
+            if let Some(r) = Reason::parse(&reason) {
+                notes.push(Note {
+                    warning: status != ConditionStatus::True,
+                    reason: r,
+                    message,
+                });
+            }
+        }
+    }
+    if let Some((_, reason, message)) = get(new, types::IN_SYNC) {
+        let was = get(old, types::IN_SYNC).map(|c| c.1);
+        if reason == Reason::Diverged.as_str() && was.as_deref() != Some(&reason) {
+            notes.push(Note::warning(Reason::Diverged, message));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_side_not_tried_yet_is_unknown() {
+        let c = reachable(types::SOURCE_REACHABLE, "source", &Reach::default());
+        assert_eq!(
+            (c.status, c.reason),
+            (ConditionStatus::Unknown, Reason::Pending)
+        );
+    }
+
+    #[test]
+    fn differences_nobody_could_judge_leave_in_sync_unknown() {
+        let r = VerifySummary {
+            in_sync: false,
+            confirmed: vec![],
+            confirmed_count: 0,
+            undecided: 2,
+            suspected: 2,
+            source_nodes: 10,
+            destination_nodes: 10,
+            source_root_hash: "ab".repeat(32),
+            destination_root_hash: "cd".repeat(32),
+            duration_seconds: 0.1,
+        };
+        let c = compared(&r);
+        assert_eq!(
+            (c.status, c.reason),
+            (ConditionStatus::Unknown, Reason::Undecided)
+        );
+        let c = compared(&VerifySummary {
+            confirmed: vec![String::new()],
+            confirmed_count: 1,
+            ..r
+        });
+        assert_eq!(c.reason, Reason::Diverged);
+        assert!(c.message.ends_with(": /"), "{}", c.message);
+    }
+}
