@@ -150,7 +150,7 @@ pub mod perms {
 }
 
 // zookeeper-client keeps the raw bits private; rebuild them from the public constants.
-fn perms_to_raw(p: zookeeper_client::Permission) -> i32 {
+const PERMISSION_BITS: [(zookeeper_client::Permission, i32); 5] = {
     use zookeeper_client::Permission as P;
     [
         (P::READ, perms::READ),
@@ -159,24 +159,21 @@ fn perms_to_raw(p: zookeeper_client::Permission) -> i32 {
         (P::DELETE, perms::DELETE),
         (P::ADMIN, perms::ADMIN),
     ]
-    .iter()
-    .filter(|(p2, _)| p.has(*p2))
-    .map(|(_, bit)| bit)
-    .sum()
+};
+
+fn perms_to_raw(p: zookeeper_client::Permission) -> i32 {
+    PERMISSION_BITS
+        .iter()
+        .filter(|(p2, _)| p.has(*p2))
+        .map(|(_, bit)| bit)
+        .sum()
 }
 
 fn perms_from_raw(bits: i32) -> zookeeper_client::Permission {
-    use zookeeper_client::Permission as P;
-    [
-        (P::READ, perms::READ),
-        (P::WRITE, perms::WRITE),
-        (P::CREATE, perms::CREATE),
-        (P::DELETE, perms::DELETE),
-        (P::ADMIN, perms::ADMIN),
-    ]
-    .iter()
-    .filter(|(_, bit)| bits & bit != 0)
-    .fold(P::NONE, |acc, (p, _)| acc | *p)
+    PERMISSION_BITS
+        .iter()
+        .filter(|(_, bit)| bits & bit != 0)
+        .fold(zookeeper_client::Permission::NONE, |acc, (p, _)| acc | *p)
 }
 
 /// Sorts an ACL into the canonical order used for comparison and hashing. The server keeps
