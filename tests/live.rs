@@ -48,24 +48,6 @@ impl Running {
     }
 }
 
-/// Waits until the verifier finds the trees equal (the stream converges within seconds once
-/// the source stops changing).
-async fn converges(o: &SyncOptions) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = verify(o).await;
-        if r.equal {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never converged: {}",
-            r.render()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_change_is_streamed() {
     let (src, dst) = shared_pair();
