@@ -890,3 +890,104 @@ async fn a_snapshot_that_fails_its_read_back_deletes_nothing() {
         vec![next.manifest]
     );
 }
+
+/// The shipped pods have a read-only root filesystem and TMPDIR on an emptyDir: a verified
+/// backup and a restore write nothing but TMPDIR, and an unwritable TMPDIR is a clear error
+/// that names it and writes nothing to the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_and_restores_write_only_tmpdir_and_say_so_when_it_is_unwritable() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("backup-tmpdir");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 30, 10, 8).await;
+    let bucket = tempfile::tempdir().unwrap();
+    let to = format!("file://{}", bucket.path().display());
+    // The only writable directory the binary is given.
+    let tmp = tempfile::tempdir().unwrap();
+    // A path under a regular file can never hold a file, even for root.
+    let blocker = tmp.path().join("not-a-directory");
+    std::fs::write(&blocker, b"x").unwrap();
+    let unwritable = blocker.join("tmp");
+    let run = |tmpdir: std::path::PathBuf, args: Vec<String>| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+            .args(&args)
+            .env("TMPDIR", tmpdir)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let backup = |tmpdir, name: &str| {
+        run(
+            tmpdir,
+            vec![
+                "backup".into(),
+                "--name".into(),
+                name.to_string(),
+                "--source".into(),
+                src.connect_string(),
+                "--root-path".into(),
+                root.clone(),
+                "--to".into(),
+                to.clone(),
+            ],
+        )
+    };
+    let restore = |tmpdir, target: &str| {
+        run(
+            tmpdir,
+            vec![
+                "restore".into(),
+                "--from".into(),
+                to.clone(),
+                "--destination".into(),
+                dst.connect_string(),
+                "--root-path".into(),
+                target.to_string(),
+            ],
+        )
+    };
+
+    let (code, out, err) = backup(tmp.path().to_path_buf(), "first").await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("backed up 31 nodes"), "{out}");
+    let good = backup::list(&local(bucket.path())).await.unwrap();
+    assert_eq!(good.len(), 1);
+    let target = format!("{root}-restored");
+    let (code, out, err) = restore(tmp.path().to_path_buf(), &target).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("verified: root hash"), "{out}");
+    assert_equal(&sync_opts(src, &root, dst, &target)).await;
+    // Nothing was left behind in TMPDIR (the staging file is unlinked at once).
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "only the blocker"
+    );
+
+    // Restore with nowhere to stage the snapshot: refused, naming TMPDIR, nothing written.
+    let elsewhere = format!("{root}-not-restored");
+    let (code, out, err) = restore(unwritable.clone(), &elsewhere).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("TMPDIR") && err.contains(&unwritable.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        fingerprint(dst, &elsewhere).await.is_empty(),
+        "wrote to the destination"
+    );
+    // A backup whose read-back cannot stage fails the same way and leaves the good snapshot.
+    let (code, out, err) = backup(unwritable.clone(), "second").await;
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("TMPDIR"), "{err}");
+    let after = backup::list(&local(bucket.path())).await.unwrap();
+    assert!(
+        after.contains(&good[0]),
+        "the verified snapshot is gone: {after:?}"
+    );
+}

@@ -39,7 +39,7 @@ pub(super) async fn download(
     m: &Manifest,
 ) -> Result<std::fs::File, BackupError> {
     let corrupt = BackupError::corrupt(&m.name);
-    let mut file = tempfile::tempfile().map_err(io_error("creating a temporary file"))?;
+    let mut file = staging_file()?;
     let p = location.path(&[&m.name, &m.object]);
     let mut stream = store
         .get(&p)
@@ -166,6 +166,17 @@ impl TreeOrder {
         self.last = Some(rel.to_string());
         Ok(())
     }
+}
+
+/// A temporary file in TMPDIR for a snapshot object being checked or restored: the only path
+/// this binary writes. The error names TMPDIR, since a read-only root filesystem is the usual
+/// cause (the shipped Deployment mounts an emptyDir there).
+fn staging_file() -> Result<std::fs::File, BackupError> {
+    let dir = std::env::temp_dir();
+    tempfile::tempfile_in(&dir).map_err(io_error(format!(
+        "creating a temporary file in TMPDIR ({}); set TMPDIR to a writable directory",
+        dir.display()
+    )))
 }
 
 #[cfg(test)]

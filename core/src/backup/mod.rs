@@ -110,7 +110,7 @@ pub fn describe(e: &BackupError) -> String {
 }
 
 /// An I/O error on a temporary file or a stream, `what` saying which.
-fn io_error(what: &'static str) -> impl FnOnce(std::io::Error) -> BackupError {
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
     move |source| BackupError::Io {
         what: what.into(),
         source,
