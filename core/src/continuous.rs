@@ -108,8 +108,11 @@ impl Observer for Board {
         } else {
             &mut s.destination
         };
-        r.ok = Some(reachable);
-        r.why = why.to_string();
+        *r = if reachable {
+            Reach::Connected
+        } else {
+            Reach::Unreachable(why.to_string())
+        };
     }
     fn delay_backlog(&self, waiting: usize, oldest: Option<Duration>, shortened: Option<Duration>) {
         let mut s = self.lock();

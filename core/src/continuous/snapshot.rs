@@ -8,11 +8,21 @@ use jiff::Timestamp;
 use crate::engine::live::LiveState;
 use crate::engine::Held;
 
-/// Whether a side answers: unknown until the first connection attempt.
+/// Whether a side answers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Reach {
-    pub ok: Option<bool>,
-    pub why: String,
+pub enum Reach {
+    /// Before the first connection attempt.
+    #[default]
+    Unknown,
+    Connected,
+    /// Why, e.g. the connect error.
+    Unreachable(String),
+}
+
+impl Reach {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Reach::Unreachable(_))
+    }
 }
 
 /// What one lag-aware verification concluded.
@@ -125,7 +135,7 @@ impl Snapshot {
         let since = |t: Timestamp| -> Duration {
             now.duration_since(t).try_into().unwrap_or(Duration::ZERO)
         };
-        let cut_off = self.source.ok == Some(false) || self.destination.ok == Some(false);
+        let cut_off = self.source.is_unreachable() || self.destination.is_unreachable();
         let stream = match self.state {
             _ if self.failed.is_some() || cut_off => {
                 since(self.caught_up_at.unwrap_or(self.started))

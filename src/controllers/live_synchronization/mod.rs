@@ -183,7 +183,7 @@ mod tests {
     use super::*;
     use crate::api::automation::LivePhase;
     use crate::api::conditions::{find, is_true, types, ConditionStatus, Reason};
-    use crate::continuous::{VerifyOutcome, VerifySummary};
+    use crate::continuous::{Reach, VerifyOutcome, VerifySummary};
     use crate::engine::live::LiveOptions;
     use crate::engine::live::LiveState;
     use crate::engine::SyncOptions;
@@ -226,10 +226,8 @@ mod tests {
         s.applied_total = 42;
         s.full_syncs = 1;
         s.last_full_sync = Some(at(now - 90));
-        for r in [&mut s.source, &mut s.destination] {
-            r.ok = Some(true);
-            r.why = "connected".into();
-        }
+        s.source = Reach::Connected;
+        s.destination = Reach::Connected;
         s
     }
 
@@ -325,8 +323,7 @@ mod tests {
         assert_eq!(d.status.lag.as_deref(), Some("9.0s"));
 
         snap.state = Some(LiveState::Retrying);
-        snap.destination.ok = Some(false);
-        snap.destination.why = "connection refused".into();
+        snap.destination = Reach::Unreachable("connection refused".into());
         let d = desired(&ls(1), || unreachable!(), Some((Some(1), &snap)), at(1100));
         assert_eq!(d.status.phase, LivePhase::Retrying);
         assert_eq!(
@@ -441,7 +438,7 @@ mod tests {
         assert!(!status_due(Some(&a), &b, Some(Duration::from_secs(1))));
         assert!(status_due(Some(&a), &b, Some(STATUS_REFRESH)));
         let mut down = snap;
-        down.source.ok = Some(false);
+        down.source = Reach::Unreachable("connection refused".into());
         let c = desired(&ls(1), || unreachable!(), Some((Some(1), &down)), at(1000)).status;
         assert!(status_due(Some(&a), &c, Some(Duration::from_secs(1))));
     }

@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{human, Draft, Note};
 use crate::api::automation::{LivePhase, LiveSynchronizationStatus};
 use crate::api::conditions::{find, types, ConditionStatus, Desired, Reason};
+use verifier::Side;
+
 use crate::continuous::{Reach, Snapshot, VerifyOutcome, VerifySummary};
 use crate::engine::live::LiveState;
 
@@ -39,10 +41,14 @@ pub(super) fn report(d: &mut Draft, snap: &Snapshot, max_lag: Duration, verify_o
         heartbeat_late,
         caught_up: streaming && lag <= max_lag && !heartbeat_late,
     };
-    d.set(reachable(types::SOURCE_REACHABLE, "source", &snap.source));
+    d.set(reachable(
+        types::SOURCE_REACHABLE,
+        Side::Source,
+        &snap.source,
+    ));
     d.set(reachable(
         types::DESTINATION_REACHABLE,
-        "destination",
+        Side::Destination,
         &snap.destination,
     ));
     d.set(streaming_condition(&j));
@@ -58,11 +64,13 @@ pub(super) fn report(d: &mut Draft, snap: &Snapshot, max_lag: Duration, verify_o
 }
 
 /// `SourceReachable` or `DestinationReachable`; Unknown until the run has tried.
-fn reachable(type_: &'static str, side: &str, r: &Reach) -> Desired {
-    match r.ok {
-        Some(true) => Desired::new(type_, true, Reason::Connected, format!("{side} connected")),
-        Some(false) => Desired::new(type_, false, Reason::Unreachable, r.why.clone()),
-        None => Desired::unknown(type_, Reason::Pending, "not connected yet"),
+fn reachable(type_: &'static str, side: Side, r: &Reach) -> Desired {
+    match r {
+        Reach::Connected => {
+            Desired::new(type_, true, Reason::Connected, format!("{side} connected"))
+        }
+        Reach::Unreachable(why) => Desired::new(type_, false, Reason::Unreachable, why.clone()),
+        Reach::Unknown => Desired::unknown(type_, Reason::Pending, "not connected yet"),
     }
 }
 
@@ -186,19 +194,27 @@ fn compared(r: &VerifySummary) -> Desired {
     )
 }
 
+/// The first side that does not answer, and why.
+fn unreachable_side(snap: &Snapshot) -> Option<(Side, &str)> {
+    [
+        (Side::Source, &snap.source),
+        (Side::Destination, &snap.destination),
+    ]
+    .into_iter()
+    .find_map(|(side, r)| match r {
+        Reach::Unreachable(why) => Some((side, why.as_str())),
+        _ => None,
+    })
+}
+
 /// `Ready`: the first thing wrong, in order of what a user must fix first; True only when
 /// streaming, caught up and not diverged.
 fn ready(j: &Judged, diverged: bool) -> Desired {
     let snap = j.snap;
     let (reason, why) = if let Some(why) = j.failed {
         (Reason::CopyFailed, why.to_string())
-    } else if snap.source.ok == Some(false) {
-        (Reason::Unreachable, format!("source: {}", snap.source.why))
-    } else if snap.destination.ok == Some(false) {
-        (
-            Reason::Unreachable,
-            format!("destination: {}", snap.destination.why),
-        )
+    } else if let Some((side, why)) = unreachable_side(snap) {
+        (Reason::Unreachable, format!("{side}: {why}"))
     } else if !j.streaming {
         (Reason::Syncing, snap.why.clone())
     } else if diverged {
@@ -317,7 +333,7 @@ mod tests {
 
     #[test]
     fn a_side_not_tried_yet_is_unknown() {
-        let c = reachable(types::SOURCE_REACHABLE, "source", &Reach::default());
+        let c = reachable(types::SOURCE_REACHABLE, Side::Source, &Reach::default());
         assert_eq!(
             (c.status, c.reason),
             (ConditionStatus::Unknown, Reason::Pending)
