@@ -721,7 +721,10 @@ async fn a_cut_connection_is_noticed_and_the_tree_re_walked() {
         snap.full_syncs >= 2,
         "no anti-entropy pass after the cut: {snap:?}"
     );
-    assert_eq!(snap.source, resiliency_operator::continuous::Reach::Connected);
+    assert_eq!(
+        snap.source,
+        resiliency_operator::continuous::Reach::Connected
+    );
     run.stop().await.unwrap();
 }
 

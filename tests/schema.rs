@@ -100,6 +100,37 @@ fn committed_crds_match_the_types() {
     }
 }
 
+/// kubectl renders a `date` column as an age and shows "<invalid>" for a time in the future,
+/// which every next schedule time is: a column that can hold one must be a string.
+#[test]
+fn no_printer_column_shows_a_future_time_as_a_date() {
+    let future = [".status.nextScheduleTime"];
+    for crd in api::all_crds() {
+        for v in &crd.spec.versions {
+            for c in v.additional_printer_columns.iter().flatten() {
+                if future.contains(&c.json_path.as_str()) {
+                    assert_eq!(
+                        c.type_, "string",
+                        "{} column {} is a {}",
+                        crd.spec.names.kind, c.name, c.type_
+                    );
+                }
+            }
+        }
+    }
+    let plan = api::all_crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "SynchronizationPlan")
+        .unwrap();
+    let next = plan.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .find(|c| c.name == "Next")
+        .expect("the plan shows its next run");
+    assert_eq!(next.json_path, ".status.nextScheduleTime");
+}
+
 #[test]
 fn every_example_parses_and_validates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");

@@ -72,7 +72,9 @@ pub struct TemplateMetadata {
         type_ = "date",
         json_path = ".status.lastSuccessfulTime"
     ),
-    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextScheduleTime"),
+    // A string, not a date: kubectl shows a future date as "<invalid>", the time itself as it
+    // is (RFC 3339, UTC).
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextScheduleTime"),
     printcolumn(
         name = "Age",
         type_ = "date",
