@@ -253,6 +253,19 @@ fn bad_databases_are_refused() {
             "{bad}: {err}"
         );
     }
+    // admin.host goes into a raw HTTP request: a line break there would add a header.
+    let admin = |host: &str| {
+        serde_json::json!({"apiVersion": "assets.astronetes.io/v1alpha1", "kind": "Database",
+            "metadata": {"name": "d"}, "spec": {"zookeeper": {
+                "client": {"servers": ["zk:2181"]},
+                "admin": {"protocol": "http", "host": host, "port": "8080"}}}})
+    };
+    validate("Database", &admin("zk-0.zk.kafka.svc")).unwrap();
+    validate("Database", &admin("[::1]")).unwrap();
+    for bad in ["zk\r\nX-Evil: 1", "zk 0", "zk/x"] {
+        let err = validate("Database", &admin(bad)).expect_err(bad);
+        assert!(err.contains("host name or IP address"), "{bad:?}: {err}");
+    }
 }
 
 fn live(extra: Value) -> Value {

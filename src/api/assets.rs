@@ -86,8 +86,10 @@ pub struct ZookeeperAdmin {
     #[x_kube(validation = Rule::new("self == 'http' || self == 'https'").message("must be http or https"))]
     #[schemars(length(max = 5))]
     pub protocol: String,
-    /// Zookeeper host
+    /// Zookeeper host: a DNS name, an IPv4 address or a bracketed IPv6 address.
     #[x_kube(validation = Rule::new("size(self) > 0").message("must not be empty"))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9.-]+$') || self.matches('^\\\\[[0-9a-fA-F:.]+\\\\]$')").message("must be a host name or IP address (no spaces or line breaks)"))]
+    #[schemars(length(max = 253))]
     pub host: String,
     /// Zookeeper port (the AdminServer's, 8080 by default).
     #[x_kube(validation = Rule::new("self.matches('^[0-9]{1,5}$') && int(self) > 0 && int(self) < 65536").message("must be a port number between 1 and 65535"))]

@@ -6,6 +6,27 @@ use super::{duration, invalid, resolve_config, Found, ResolveError};
 /// The shortest heartbeat interval: each beat is a write to the source ensemble.
 const MIN_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The shortest verifier interval (0s turns it off): each run walks both trees.
+const MIN_VERIFY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The shortest anti-entropy interval (0s turns it off): each is a full re-walk of both trees.
+const MIN_RESYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `d` unless it is above zero and under `min`: an interval so short it would only load the
+/// ensembles.
+fn off_or_at_least(
+    field: &str,
+    d: std::time::Duration,
+    min: std::time::Duration,
+) -> Result<std::time::Duration, ResolveError> {
+    if !d.is_zero() && d < min {
+        return Err(invalid(
+            field,
+            format!("must be 0s (off) or at least {}s", min.as_secs()),
+        ));
+    }
+    Ok(d)
+}
+
 /// The heartbeat's znode under the root when the spec names none.
 const DEFAULT_HEARTBEAT_NODE: &str = ".resiliency-heartbeat";
 
@@ -24,9 +45,17 @@ pub fn resolve_live(
             "a LiveSynchronization cannot be a dry run: use a Synchronization with dryRun",
         ));
     }
-    let verify_interval = duration("spec.verifyInterval", &spec.verify_interval)?;
+    let verify_interval = off_or_at_least(
+        "spec.verifyInterval",
+        duration("spec.verifyInterval", &spec.verify_interval)?,
+        MIN_VERIFY_INTERVAL,
+    )?;
     let max_lag = duration("spec.maxLag", &spec.max_lag)?;
-    let resync = duration("spec.resyncInterval", &spec.resync_interval)?;
+    let resync = off_or_at_least(
+        "spec.resyncInterval",
+        duration("spec.resyncInterval", &spec.resync_interval)?,
+        MIN_RESYNC_INTERVAL,
+    )?;
     let apply_delay = duration("spec.applyDelay", &spec.apply_delay)?;
     let mut sync = resolve_config(&namespace, &spec.config, lookup)?;
     sync.holder = holder("LiveSynchronization", &ls.metadata);

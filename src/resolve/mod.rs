@@ -169,6 +169,14 @@ pub fn connect_options(
             ));
         }
     }
+    if let Some(admin) = db.spec.zookeeper.as_ref().and_then(|z| z.admin.as_ref()) {
+        if !is_host(&admin.host) {
+            return Err(invalid(
+                "spec.zookeeper.admin.host",
+                format!("{:?} is not a host name or IP address", admin.host),
+            ));
+        }
+    }
     let data = secret.ok_or_else(|| ResolveError::SecretNotFound {
         namespace,
         name: name.clone(),
@@ -178,6 +186,23 @@ pub fn connect_options(
     let mut o = ConnectOptions::new(servers.join(","));
     o.auth = Some(auth);
     Ok(o)
+}
+
+/// A DNS name, an IPv4 address or a bracketed IPv6 address: nothing else may reach the raw HTTP
+/// request the AdminServer check sends (a CR or LF there would add header lines).
+pub fn is_host(h: &str) -> bool {
+    let name = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    let ipv6 = |h: &str| {
+        h.strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+    };
+    name(h) || ipv6(h)
 }
 
 /// A Database looked up by name, with the Secret of the same name; an error when it cannot be
@@ -261,6 +286,37 @@ mod tests {
             (auth.user.as_str(), auth.password.as_str()),
             ("admin", "pw")
         );
+    }
+
+    #[test]
+    fn an_admin_host_is_a_host_and_nothing_that_could_add_a_header() {
+        for good in ["zk-0.zk.kafka.svc", "10.0.0.1", "[::1]", "localhost"] {
+            assert!(is_host(good), "{good}");
+        }
+        for bad in [
+            "",
+            "zk\r\nX-Evil: 1",
+            "zk 0",
+            "zk/admin",
+            "[not-v6]",
+            "zk:8080",
+        ] {
+            assert!(!is_host(bad), "{bad:?}");
+        }
+        let mut d = db(&["a:2181"]);
+        d.spec.zookeeper.as_mut().unwrap().admin = Some(crate::api::assets::ZookeeperAdmin {
+            protocol: "http".into(),
+            host: "zk\r\nHost: evil".into(),
+            port: "8080".into(),
+            secret_name: None,
+        });
+        let e =
+            connect_options(&d, Some(&secret(&[("user", "u"), ("password", "p")]))).unwrap_err();
+        assert!(
+            e.to_string().starts_with("spec.zookeeper.admin.host"),
+            "{e}"
+        );
+        assert_eq!(e.reason(), Reason::InvalidSpec);
     }
 
     #[test]
@@ -457,6 +513,15 @@ mod tests {
             (
                 serde_json::json!({"applyDelay": "later"}),
                 "spec.applyDelay",
+            ),
+            // Intervals so short they would only load the ensembles.
+            (
+                serde_json::json!({"verifyInterval": "100ms"}),
+                "spec.verifyInterval",
+            ),
+            (
+                serde_json::json!({"resyncInterval": "2s"}),
+                "spec.resyncInterval",
             ),
             (
                 serde_json::json!({"config": {"sourceName": "zk", "destinationName": "zk2",
