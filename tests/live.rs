@@ -676,6 +676,10 @@ async fn a_cut_connection_is_noticed_and_the_tree_re_walked() {
     let proxy = Proxy::start(src.port()).await;
     let mut o = sync_opts(src, &root, dst, &root);
     o.source = verifier::ConnectOptions::new(proxy.connect_string());
+    // The session expires during the outage and reconnects give up quickly, so the outage sees
+    // several failed reconnects.
+    o.source.session_timeout = Duration::from_secs(4);
+    o.source.connect_timeout = Duration::from_secs(1);
     let run = Continuous::start(
         ContinuousOptions::new(LiveOptions::new(o.clone())),
         vec![],
@@ -699,9 +703,25 @@ async fn a_cut_connection_is_noticed_and_the_tree_re_walked() {
         run.snapshot().source.is_unreachable()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Through failed reconnects to the source, the destination is never blamed.
+    wait_for("a failed reconnect", Duration::from_secs(30), || async {
+        let s = run.snapshot();
+        s.state == Some(LiveState::Retrying) && s.why.contains("source ensemble")
+    })
+    .await;
+    for _ in 0..20 {
+        let snap = run.snapshot();
+        assert!(snap.source.is_unreachable(), "{snap:?}");
+        assert_eq!(
+            snap.destination,
+            resiliency_operator::continuous::Reach::Connected,
+            "the source's outage reported as the destination's: {snap:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let snap = run.snapshot();
     assert!(!snap.streaming(), "{snap:?}");
+    assert!(snap.why.contains("source"), "{}", snap.why);
     let lag = snap.lag(k8s_openapi::jiff::Timestamp::now());
     assert!(
         lag >= Duration::from_secs(2),

@@ -132,19 +132,18 @@ async fn epoch(
 ) -> Result<Epoch, SyncError> {
     let o = &opts.sync;
     let (src, dst) = open_sessions(o, observer, first).await?;
-    let readers = match Readers::open(&src, &o.source).await {
-        Ok(r) => r,
-        Err(e) if !first => return Err(transient(e)),
-        Err(e) => return Err(e),
-    };
+    let readers = Readers::open(&src, &o.source).await?;
     // Registered before the full sync: every change from here on is an event.
     let watcher = src
         .watch(&o.source_root, AddWatchMode::PersistentRecursive)
         .await
-        .map_err(|e| SyncError::Write {
-            op: "watch",
-            path: o.source_root.clone(),
-            source: e,
+        .map_err(|e| {
+            SyncError::Read(verifier::reader::ReadError {
+                side: Side::Source,
+                op: "watch",
+                path: o.source_root.clone(),
+                source: e,
+            })
         })?;
     let mut s = Streamer {
         opts,
@@ -174,8 +173,8 @@ async fn epoch(
     }
 }
 
-/// Opens a session to each side at once and reports which answered. After the first epoch a
-/// failure to connect is worth a retry.
+/// Opens a session to each side at once and reports which answered. The error keeps its side:
+/// the epoch loop retries any failure after the first epoch, and reports the side it names.
 async fn open_sessions(
     o: &SyncOptions,
     observer: &Arc<dyn Observer>,
@@ -210,7 +209,6 @@ async fn open_sessions(
     }
     match (src, dst) {
         (Ok(s), Ok(d)) => Ok((s, d)),
-        (Err(e), _) | (_, Err(e)) if !first => Err(transient(e)),
         (Err(e), _) | (_, Err(e)) => Err(e),
     }
 }
@@ -536,17 +534,6 @@ fn report_hold(gate: &LiveGate, reported: &mut Option<Held>, observer: &Arc<dyn 
         }
         observer.deletions_held(now.as_ref());
         *reported = now;
-    }
-}
-
-fn transient(e: SyncError) -> SyncError {
-    match e {
-        SyncError::Connect(c) => SyncError::Write {
-            op: "connect",
-            path: c.to_string(),
-            source: ZkError::ConnectionLoss,
-        },
-        other => other,
     }
 }
 
