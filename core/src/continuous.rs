@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use verifier::Side;
 
 use jiff::Timestamp;
 use tokio::sync::watch;
+use verifier::Side;
 use zookeeper_client::{Acls, CreateMode, Error as ZkError};
 
 use crate::engine::error::cause_chain;

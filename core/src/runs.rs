@@ -5,10 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use verifier::Side;
 
 use jiff::Timestamp;
-use verifier::{Report, VerifyOptions};
+use verifier::{Report, Side, VerifyOptions};
 
 use crate::backup::{self, BackupError, BackupOptions, RestoreOptions};
 use crate::engine::{self, SyncError, SyncOptions, SyncSummary};

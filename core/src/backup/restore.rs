@@ -4,11 +4,11 @@
 use std::io::Seek;
 use std::sync::Arc;
 use std::time::Instant;
-use verifier::Side;
 
 use tokio::sync::{mpsc, Semaphore};
 use verifier::hash::{hex, MerkleBuilder};
 use verifier::model::{is_sequential_name, perms, Node, NodeKind};
+use verifier::Side;
 use verifier::{path, AclEntry, ConnectOptions, EphemeralPolicy, HashOptions, WalkOptions};
 use zookeeper_client::{Client, Error as ZkError, Stat};
 

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
-use verifier::Side;
 
 use jiff::Timestamp;
 use object_store::buffered::BufWriter;
@@ -13,6 +12,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use verifier::hash::{hex, MerkleBuilder};
+use verifier::Side;
 use verifier::{
     path, ConnectOptions, EphemeralPolicy, HashOptions, NodeWalkEvent, ReadError, WalkOptions,
     WalkedNode,

@@ -22,10 +22,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-use verifier::Side;
 
 use serde::{Deserialize, Serialize};
-use verifier::path;
+use verifier::{path, Side};
 use zookeeper_client::{Acl, Acls, AuthId, Client, CreateMode, Error as ZkError, Permission};
 
 use super::{SyncError, SyncOptions};

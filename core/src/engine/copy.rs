@@ -8,11 +8,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use verifier::Side;
 
 use tokio::sync::{mpsc, Semaphore};
 use verifier::model::{AclEntry, NodeKind};
 use verifier::reader::{fetch_node, Fetched};
+use verifier::Side;
 use verifier::{path, ReadError};
 use zookeeper_client::Client;
 

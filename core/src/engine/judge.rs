@@ -7,9 +7,9 @@
 //! node did not change between them (same mzxid): a node still being written is never blamed.
 
 use std::time::{Duration, Instant};
-use verifier::Side;
 
 use verifier::model::{canonical_acl, AclEntry, NodeKind};
+use verifier::Side;
 use verifier::{path, AclCache, Report, VerifyCache, VerifyError, VerifyOptions};
 use zookeeper_client::{Client, Error as ZkError};
 

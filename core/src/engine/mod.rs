@@ -15,10 +15,10 @@ pub mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use verifier::Side;
 
 use serde::Serialize;
 use verifier::model::{is_sequential_name, NodeKind};
+use verifier::Side;
 use verifier::{ConnectOptions, EphemeralPolicy};
 
 pub use error::SyncError;

@@ -3,11 +3,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use verifier::Side;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use verifier::model::NodeKind;
 use verifier::reader::{fetch_many, BATCH};
+use verifier::{model::NodeKind, Side};
 use verifier::{path, ReadError};
 use zookeeper_client::{Client, Error as ZkError};
 

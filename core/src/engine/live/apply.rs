@@ -2,10 +2,10 @@
 //! equal to it (create with ACL staging, update of data and ACL, delete through the guard).
 
 use std::time::Instant;
-use verifier::Side;
 
 use verifier::model::{canonical_acl, AclEntry, NodeKind};
 use verifier::path;
+use verifier::Side;
 use zookeeper_client::{Acl, Client, Error as ZkError, Stat};
 
 use super::{dst_path, Applied, ApplyError, LiveOptions, STREAM_NEEDS};

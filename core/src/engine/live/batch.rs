@@ -10,11 +10,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use verifier::Side;
 
 use futures::StreamExt;
 use verifier::model::{canonical_acl, is_sequential_name, AclEntry, NodeKind};
 use verifier::path;
+use verifier::Side;
 use zookeeper_client::{
     Acl, Client, Error as ZkError, MultiReadResult, MultiWriteError, MultiWriteResult, MultiWriter,
 };

@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use verifier::Side;
 
-use verifier::path;
+use verifier::{path, Side};
 use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
 
 use super::multi::commit_setting_aside;

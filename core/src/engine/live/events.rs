@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-use verifier::Side;
 
-use verifier::path;
+use verifier::{path, Side};
 use zookeeper_client::{EventType, SessionState};
 
 use super::{Epoch, LiveState, Observer, Pending, CREATED_OR_DELETED, DATA_CHANGED};

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use verifier::Side;
 
 use super::LiveState;
 use crate::engine::{Held, SyncSummary};
+use verifier::Side;
 
 /// Receives what the stream does. Every method has a no-op default.
 pub trait Observer: Send + Sync {

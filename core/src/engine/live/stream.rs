@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use verifier::Side;
 
 use tokio::sync::watch;
-use verifier::ConnectOptions;
+use verifier::{ConnectOptions, Side};
 use zookeeper_client::{AddWatchMode, Client, Error as ZkError, PersistentWatcher, WatchedEvent};
 
 use super::batch::apply_batch;
