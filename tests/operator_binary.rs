@@ -435,27 +435,14 @@ async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_s
         "ADDED",
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), api_port);
-    let metrics_port = free_port();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
-        .args(["operator", "--listen", &metrics_addr])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", ns)
-        .env("POD_NAME", "operator-test-0")
-        .env("RUST_LOG", "warn")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut operator, metrics_addr, _dir, api_port) = start_operator(
+        &fake,
+        ns,
+        "operator-test-0",
+        None,
+        std::process::Stdio::piped(),
+    )
+    .await;
 
     let sync_status = || {
         fake.get("synchronizations", ns, "synchronize-zookeeper-nodes-abcde")
@@ -951,12 +938,15 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
         zookeeper_port: src.port(),
         forwards: Arc::default(),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let remote_url = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .fallback(remote_handle)
-        .with_state(remote.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let remote_url = format!(
+        "http://{}",
+        serve(
+            axum::Router::new()
+                .fallback(remote_handle)
+                .with_state(remote.clone())
+        )
+        .await
+    );
 
     let fake = Fake::new();
     let ns = "resiliency-operator";
@@ -1035,25 +1025,14 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
         "ADDED",
     );
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), api_port);
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
-        .args(["operator", "--listen", &metrics_addr])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", ns)
-        .env("POD_NAME", "operator-remote-0")
-        .env("RUST_LOG", "warn")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut operator, metrics_addr, _dir, _) = start_operator(
+        &fake,
+        ns,
+        "operator-remote-0",
+        None,
+        std::process::Stdio::inherit(),
+    )
+    .await;
 
     let ready = |plural: &str, name: &str| {
         fake.get(plural, ns, name)
@@ -1213,34 +1192,68 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
     operator.kill().await.unwrap();
 }
 
-/// The fake API server serving `fake`, and the operator binary running only the
-/// synchronization controller against it; returns the process, its /metrics address and the
-/// kubeconfig's directory (both go when dropped).
-async fn synchronization_controller(
+/// The operator binary against `fake` (served on a loopback port) as pod `pod` in `ns`, all
+/// controllers or only `controllers`. Returns it, its metrics address, the kubeconfig's
+/// directory (both go when dropped) and the fake API server's port.
+async fn start_operator(
     fake: &Fake,
     ns: &str,
     pod: &str,
-) -> (tokio::process::Child, String, tempfile::TempDir) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    controllers: Option<&str>,
+    stderr: std::process::Stdio,
+) -> (tokio::process::Child, String, tempfile::TempDir, u16) {
+    let api_port = serve(
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(fake.clone()),
+    )
+    .await
+    .port();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = write_kubeconfig(dir.path(), api_port);
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
         .args(["operator", "--listen", &metrics_addr])
-        .args(["--controllers", "synchronization"])
+        .args(
+            controllers
+                .map(|c| ["--controllers", c])
+                .into_iter()
+                .flatten(),
+        )
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", ns)
         .env("POD_NAME", pod)
         .env("RUST_LOG", "warn")
         .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    (operator, metrics_addr, dir, api_port)
+}
+
+/// Serves `app` on a free loopback port in the background.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// The synchronization controller alone: see [`start_operator`].
+async fn synchronization_controller(
+    fake: &Fake,
+    ns: &str,
+    pod: &str,
+) -> (tokio::process::Child, String, tempfile::TempDir) {
+    let (operator, metrics_addr, dir, _) = start_operator(
+        fake,
+        ns,
+        pod,
+        Some("synchronization"),
+        std::process::Stdio::inherit(),
+    )
+    .await;
     (operator, metrics_addr, dir)
 }
 
