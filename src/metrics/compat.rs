@@ -13,7 +13,7 @@
 //! A controller exports the kinds it leads, so a standby replica exports none of them.
 
 use std::fmt::Write;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::reflector::Store;
@@ -275,11 +275,30 @@ impl Exports {
     }
 
     pub fn register_live(&self, store: Store<LiveSynchronization>) {
-        self.register("livesynchronization", from_store(store, live_sample));
+        self.register(LIVE_KEY, from_store(store, live_sample));
     }
+}
 
-    pub fn unregister_live(&self) {
-        self.unregister("livesynchronization");
+/// The key LiveSynchronizations are exported under.
+pub const LIVE_KEY: &str = "livesynchronization";
+
+/// Unregisters its key when dropped. A controller is aborted, not stopped, when its replica
+/// loses the Lease; holding one of these makes its exports go with it, so a standby exports
+/// nothing.
+pub struct Exported {
+    exports: Arc<Exports>,
+    key: &'static str,
+}
+
+impl Exported {
+    pub fn new(exports: Arc<Exports>, key: &'static str) -> Exported {
+        Exported { exports, key }
+    }
+}
+
+impl Drop for Exported {
+    fn drop(&mut self) {
+        self.exports.unregister(self.key);
     }
 }
 
@@ -405,6 +424,42 @@ pub fn render_samples(samples: &[Sample]) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_controller_aborted_with_its_lease_stops_exporting() {
+        let exports = Arc::new(Exports::default());
+        exports.register(
+            "database",
+            Box::new(|| {
+                vec![Sample {
+                    kind: "Database",
+                    namespace: "prod".into(),
+                    name: "zk".into(),
+                    status: Status::Ready,
+                    objects: None,
+                }]
+            }),
+        );
+        let (held_tx, held) = tokio::sync::oneshot::channel();
+        let controller = tokio::spawn({
+            let exports = exports.clone();
+            async move {
+                let _exported = Exported::new(exports, "database");
+                let _ = held_tx.send(());
+                std::future::pending::<()>().await
+            }
+        });
+        held.await.unwrap();
+        assert!(
+            exports.render().contains("name=\"zk\""),
+            "{}",
+            exports.render()
+        );
+        // Losing the Lease aborts the controller's future: nothing after its await runs.
+        controller.abort();
+        assert!(controller.await.unwrap_err().is_cancelled());
+        assert!(!exports.render().contains("zk"), "{}", exports.render());
+    }
 
     fn live(status: serde_json::Value) -> LiveSynchronization {
         serde_json::from_value(serde_json::json!({

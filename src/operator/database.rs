@@ -20,7 +20,7 @@ use super::Shared;
 use crate::api::assets::Database;
 use crate::api::conditions::{find, types, ConditionStatus};
 use crate::controllers::database::{self as decide, Probe, ProbeFailure, RECHECK};
-use crate::metrics::compat::Exports;
+use crate::metrics::compat::{Exported, Exports};
 use crate::resolve::{self, ResolveError};
 
 pub const NAME: &str = "database";
@@ -229,8 +229,8 @@ pub async fn run(
     let controller = controller.watches(secrets, watcher::Config::default(), |s| {
         Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
     });
+    let _exported = Exported::new(exports, NAME);
     drive(NAME, controller, reconcile, ctx, stop).await;
-    exports.unregister(NAME);
 }
 
 /// Runs the controller of an asset checked with the Secret its spec names (`secret_of`):
@@ -266,8 +266,8 @@ pub async fn run_checked_with_secret<K, Fut>(
             .map(|o| ObjectRef::from_obj(&**o))
             .collect::<Vec<_>>()
     });
+    let _exported = Exported::new(exports, name);
     drive(name, controller, reconcile, ctx, stop).await;
-    exports.unregister(name);
 }
 
 #[cfg(test)]

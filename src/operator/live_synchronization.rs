@@ -27,6 +27,7 @@ use crate::continuous::{Registry, Snapshot};
 use crate::controllers::live_synchronization::{self as decide, LiveAction};
 use crate::controllers::synchronization::Note;
 use crate::engine::Allowance;
+use crate::metrics::compat::{Exported, LIVE_KEY};
 use crate::metrics::LiveMetrics;
 use crate::resolve;
 
@@ -177,7 +178,7 @@ pub async fn run(
     );
     ctx.shared.process.exports.register_live(controller.store());
     let controller = wake_users_on_endpoint_changes(controller, client, users_of);
+    let _exported = Exported::new(ctx.shared.process.exports.clone(), LIVE_KEY);
     drive(NAME, controller, reconcile, ctx.clone(), stop).await;
-    ctx.shared.process.exports.unregister_live();
     ctx.live.clear();
 }

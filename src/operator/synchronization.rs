@@ -440,8 +440,9 @@ pub async fn run(
         .exports
         .register_synchronizations(controller.store());
     let controller = wake_users_on_endpoint_changes(controller, client, users_of);
+    let exported = crate::metrics::compat::Exported::new(ctx.shared.process.exports.clone(), NAME);
     drive(NAME, controller, reconcile, ctx.clone(), stop).await;
-    ctx.shared.process.exports.unregister(NAME);
+    drop(exported);
     // Shutting down: the next leader restarts unfinished runs.
     ctx.runs.clear();
 }

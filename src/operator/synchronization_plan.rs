@@ -161,8 +161,8 @@ pub async fn run(
         Api::<Synchronization>::all(client),
         watcher::Config::default().labels(PLAN_LABEL),
     );
+    let _exported = crate::metrics::compat::Exported::new(exports, NAME);
     drive(NAME, controller, reconcile, ctx, stop).await;
-    exports.unregister(NAME);
 }
 
 #[cfg(test)]
