@@ -317,6 +317,21 @@ async fn an_s3_snapshot_restores_to_an_equal_tree() {
     assert_equal(&sync_opts(src, &root, dst, &target)).await;
 }
 
+/// The CLI with `args` and extra environment: its exit code, stdout and stderr.
+async fn run_cli(args: &[String], env: &[(&str, String)]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_backs_up_lists_and_restores() {
     let (src, dst) = shared_pair();
@@ -324,23 +339,12 @@ async fn the_cli_backs_up_lists_and_restores() {
     let zs = client(src).await;
     build_tree(&zs, &root, 50, 10, 8).await;
     let s3 = S3Server::start("cli-bucket").await;
-    let bin = env!("CARGO_BIN_EXE_resiliency-operator");
     let run = |args: Vec<String>| {
-        let s3 = (s3.access_key.clone(), s3.secret_key.clone());
-        async move {
-            let out = tokio::process::Command::new(bin)
-                .args(&args)
-                .env("AWS_ACCESS_KEY_ID", &s3.0)
-                .env("AWS_SECRET_ACCESS_KEY", &s3.1)
-                .output()
-                .await
-                .unwrap();
-            (
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
+        let env = [
+            ("AWS_ACCESS_KEY_ID", s3.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_key.clone()),
+        ];
+        async move { run_cli(&args, &env).await }
     };
     let to = "s3://cli-bucket/nightly".to_string();
     let (code, out, err) = run(vec![
@@ -909,17 +913,7 @@ async fn backups_and_restores_write_only_tmpdir_and_say_so_when_it_is_unwritable
     std::fs::write(&blocker, b"x").unwrap();
     let unwritable = blocker.join("tmp");
     let run = |tmpdir: std::path::PathBuf, args: Vec<String>| async move {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
-            .args(&args)
-            .env("TMPDIR", tmpdir)
-            .output()
-            .await
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        run_cli(&args, &[("TMPDIR", tmpdir.display().to_string())]).await
     };
     let backup = |tmpdir, name: &str| {
         run(

@@ -905,24 +905,33 @@ async fn a_holder_stands_down_when_another_replica_took_the_lease() {
     assert_eq!(task.await.unwrap(), Ended::Lost);
 }
 
-#[tokio::test]
-async fn a_holder_that_cannot_renew_stands_down_before_the_lease_expires() {
-    let (client, mut api) = mock_client();
-    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+/// pod-a creates the Lease and holds it; the task returns how the hold ended and how long it
+/// lasted. `api` has answered the GET and the POST.
+async fn holder_of_a_new_lease(
+    client: Client,
+    api: &mut ApiServer,
+) -> tokio::task::JoinHandle<(Ended, Duration)> {
     let mut elector = Elector::new(client, lease_cfg("pod-a"));
     let task = tokio::spawn(async move {
+        let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
         assert!(elector.acquire(&mut stop).await);
         let held = tokio::time::Instant::now();
         (elector.hold(&mut stop).await, held.elapsed())
     });
     api.expect("GET", LEASE_PATH).await.not_found();
-    let c = api
-        .expect(
-            "POST",
-            "/apis/coordination.k8s.io/v1/namespaces/resiliency-operator/leases?",
-        )
-        .await;
-    c.echo();
+    api.expect(
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/resiliency-operator/leases?",
+    )
+    .await
+    .echo();
+    task
+}
+
+#[tokio::test]
+async fn a_holder_that_cannot_renew_stands_down_before_the_lease_expires() {
+    let (client, mut api) = mock_client();
+    let task = holder_of_a_new_lease(client, &mut api).await;
     // From now on every renewal fails: the API server is unavailable.
     let mut task = task;
     let (ended, held) = loop {
@@ -946,20 +955,7 @@ async fn a_holder_that_cannot_renew_stands_down_before_the_lease_expires() {
 #[tokio::test]
 async fn a_holder_whose_renewal_never_answers_stands_down_before_the_lease_expires() {
     let (client, mut api) = mock_client();
-    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
-    let mut elector = Elector::new(client, lease_cfg("pod-a"));
-    let task = tokio::spawn(async move {
-        assert!(elector.acquire(&mut stop).await);
-        let held = tokio::time::Instant::now();
-        (elector.hold(&mut stop).await, held.elapsed())
-    });
-    api.expect("GET", LEASE_PATH).await.not_found();
-    api.expect(
-        "POST",
-        "/apis/coordination.k8s.io/v1/namespaces/resiliency-operator/leases?",
-    )
-    .await
-    .echo();
+    let task = holder_of_a_new_lease(client, &mut api).await;
     // The API server takes the renewal and never answers it (kept, so the connection stays
     // open rather than failing).
     let unanswered = api.expect("PUT", format!("{LEASE_PATH}?").as_str()).await;
