@@ -1,5 +1,6 @@
 //! Verification of a destination tree against its source, and the report users read.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -11,8 +12,9 @@ use tokio::sync::mpsc;
 use crate::side::Side;
 
 use crate::acl_cache::VerifyCache;
+use crate::acl_view::AclView;
 use crate::hash::{hex, Advance, Comparer, Digest, Divergence, DivergenceCounts};
-use crate::reader::{walk_cached, ReadError, WalkEvent, WalkOptions, WalkTotals};
+use crate::reader::{walk_cached, walk_viewed, ReadError, WalkEvent, WalkOptions, WalkTotals};
 
 #[derive(Clone, Copy, Debug)]
 pub struct VerifyOptions {
@@ -161,6 +163,40 @@ pub async fn verify_cached(
     .await
 }
 
+/// How each side's ACLs are seen by [`verify_viewed`]: `None` as they are.
+#[derive(Clone, Default)]
+pub struct Views {
+    pub source: Option<Arc<dyn AclView>>,
+    pub destination: Option<Arc<dyn AclView>>,
+}
+
+/// [`verify`], each side's ACLs seen through its view (see [`AclView`]): how a switchover
+/// proves a fenced tree equal to its copy.
+pub async fn verify_viewed(
+    source: &[Client],
+    source_root: &str,
+    destination: &[Client],
+    destination_root: &str,
+    opts: VerifyOptions,
+    views: Views,
+) -> Result<Report, VerifyError> {
+    let side = |pool: &[Client], side, root: &str, view: Option<Arc<dyn AclView>>| {
+        let (pool, root) = (pool.to_vec(), root.to_string());
+        match view {
+            Some(v) => walk_viewed(pool, side, root, opts.walk, v),
+            None => walk_cached(pool, side, root, opts.walk, None),
+        }
+    };
+    let src = side(source, Side::Source, source_root, views.source);
+    let dst = side(
+        destination,
+        Side::Destination,
+        destination_root,
+        views.destination,
+    );
+    compare_walks(src, source_root, dst, destination_root, opts).await
+}
+
 async fn verify_with(
     source: &[Client],
     source_root: &str,
@@ -169,27 +205,36 @@ async fn verify_with(
     opts: VerifyOptions,
     cache: Option<&VerifyCache>,
 ) -> Result<Report, VerifyError> {
-    let started = Instant::now();
-    let mut src = Walked::new(
+    let src = walk_cached(
+        source.to_vec(),
         Side::Source,
-        walk_cached(
-            source.to_vec(),
-            Side::Source,
-            source_root.to_string(),
-            opts.walk,
-            cache.map(|c| c.source.clone()),
-        ),
+        source_root.to_string(),
+        opts.walk,
+        cache.map(|c| c.source.clone()),
     );
-    let mut dst = Walked::new(
+    let dst = walk_cached(
+        destination.to_vec(),
         Side::Destination,
-        walk_cached(
-            destination.to_vec(),
-            Side::Destination,
-            destination_root.to_string(),
-            opts.walk,
-            cache.map(|c| c.destination.clone()),
-        ),
+        destination_root.to_string(),
+        opts.walk,
+        cache.map(|c| c.destination.clone()),
     );
+    compare_walks(src, source_root, dst, destination_root, opts).await
+}
+
+type WalkRx = mpsc::Receiver<Result<WalkEvent, ReadError>>;
+
+/// Compares two walks under way as their digests arrive.
+async fn compare_walks(
+    src: WalkRx,
+    source_root: &str,
+    dst: WalkRx,
+    destination_root: &str,
+    opts: VerifyOptions,
+) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let mut src = Walked::new(Side::Source, src);
+    let mut dst = Walked::new(Side::Destination, dst);
     let mut cmp = Comparer::new(opts.max_paths);
     loop {
         let (s, d) = tokio::join!(src.fill(), dst.fill());

@@ -12,6 +12,7 @@ use zookeeper_client::Client;
 
 use super::{fetch_many_cached, Fetched, ReadError, BATCH};
 use crate::acl_cache::AclCache;
+use crate::acl_view::AclView;
 use crate::hash::{digest_node, Digest, HashOptions, TreeKey};
 use crate::model::{Node, NodeKind};
 use crate::path;
@@ -168,7 +169,21 @@ pub fn walk_cached(
     cache: Option<AclCache>,
 ) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
     let (tx, rx) = mpsc::channel(8);
-    spawn_walk(pool, side, root, opts, cache, tx);
+    spawn_walk(pool, side, root, opts, cache, None, tx);
+    rx
+}
+
+/// [`walk`], hashing each node with the ACL `view` shows for it (see [`AclView`]). ACLs are
+/// read afresh: no cache.
+pub fn walk_viewed(
+    pool: Vec<Client>,
+    side: Side,
+    root: String,
+    opts: WalkOptions,
+    view: Arc<dyn AclView>,
+) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
+    let (tx, rx) = mpsc::channel(8);
+    spawn_walk(pool, side, root, opts, None, Some(view), tx);
     rx
 }
 
@@ -181,7 +196,7 @@ pub fn walk_nodes(
     opts: WalkOptions,
 ) -> mpsc::Receiver<Result<NodeWalkEvent, ReadError>> {
     let (tx, rx) = mpsc::channel(8);
-    spawn_walk(pool, side, root, opts, None, tx);
+    spawn_walk(pool, side, root, opts, None, None, tx);
     rx
 }
 
@@ -191,6 +206,7 @@ fn spawn_walk<S: Sink + Send + Sync + 'static>(
     root: String,
     opts: WalkOptions,
     cache: Option<AclCache>,
+    view: Option<Arc<dyn AclView>>,
     tx: S,
 ) {
     let pool: Arc<[Client]> = pool.into();
@@ -203,7 +219,7 @@ fn spawn_walk<S: Sink + Send + Sync + 'static>(
                 c.end_walk(m, complete);
             }
         };
-        match walk_into(pool, side, &root, opts, cache.as_ref(), &tx).await {
+        match walk_into(pool, side, &root, opts, cache.as_ref(), view, &tx).await {
             // The cache is trimmed before the totals leave, so it is settled when the caller
             // learns the walk is done.
             Ok(Some(totals)) => {
@@ -227,9 +243,11 @@ async fn walk_into<S: Sink>(
     root: &str,
     opts: WalkOptions,
     cache: Option<&AclCache>,
+    view: Option<Arc<dyn AclView>>,
     tx: &S,
 ) -> Result<Option<WalkTotals>, ReadError> {
     let mut w = Walk::new(pool, side, root, opts, cache);
+    w.view = view;
     loop {
         if !w.emit_ready(tx).await {
             return Ok(None);
@@ -258,6 +276,8 @@ struct Walk<'a> {
     root: &'a str,
     opts: WalkOptions,
     cache: Option<&'a AclCache>,
+    /// Shows fenced nodes with the ACL the fence replaced.
+    view: Option<Arc<dyn AclView>>,
     /// Multi-reads in flight at most.
     max_batches: usize,
     /// Nodes asked for and not yet emitted at most.
@@ -285,6 +305,7 @@ impl<'a> Walk<'a> {
             root,
             opts,
             cache,
+            view: None,
             max_batches: window.div_ceil(BATCH).max(1),
             lookahead: window * LOOKAHEAD_WINDOWS,
             totals: WalkTotals::default(),
@@ -374,6 +395,13 @@ impl<'a> Walk<'a> {
             if !path::is_reserved(&path::join(self.root, &child)) {
                 self.unasked.insert(TreeKey(child));
             }
+        }
+        if let Some(acl) = self
+            .view
+            .as_ref()
+            .and_then(|v| v.original(&key.0, &f.node.acl))
+        {
+            f.node.acl = crate::model::canonical_acl(acl);
         }
         let digest = digest_node(&key.0, &f.node, self.opts.hash);
         let bytes = f.node.data.len() as u64;
