@@ -84,12 +84,20 @@ impl Observer for Board {
     fn full_sync(&self, _summary: &SyncSummary) {
         let mut s = self.lock();
         s.full_syncs += 1;
-        s.last_full_sync = Some(Timestamp::now());
+        let now = Timestamp::now();
+        s.last_full_sync = Some(now);
+        s.source_seen = Some(now);
     }
     fn applied(&self, path: &str, lag: Duration) {
         let mut s = self.lock();
         s.applied_total += 1;
         s.last_applied_lag = Some(lag);
+        let now = Timestamp::now();
+        s.source_seen = Some(now);
+        let changed = jiff::SignedDuration::try_from(lag)
+            .ok()
+            .and_then(|l| now.checked_sub(l).ok());
+        s.last_change_applied = s.last_change_applied.max(changed);
         if self.heartbeat_path.as_deref() == Some(path) {
             s.heartbeat_seen = Some(Timestamp::now());
         }
@@ -101,8 +109,14 @@ impl Observer for Board {
             s.caught_up_at = Some(Timestamp::now());
         }
     }
+    fn watch_event(&self) {
+        self.lock().source_seen = Some(Timestamp::now());
+    }
     fn reachable(&self, side: Side, reachable: bool, why: &str) {
         let mut s = self.lock();
+        if reachable && side == Side::Source {
+            s.source_seen = Some(Timestamp::now());
+        }
         let r = if side == Side::Source {
             &mut s.source
         } else {
@@ -278,6 +292,7 @@ fn summarize(v: &judge::Verdict) -> VerifySummary {
         source_root_hash: r.source_root_hash.clone(),
         destination_root_hash: r.destination_root_hash.clone(),
         duration_seconds: r.duration_seconds,
+        source_max_mzxid: r.source_max_mzxid,
     }
 }
 

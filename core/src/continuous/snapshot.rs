@@ -40,6 +40,9 @@ pub struct VerifySummary {
     pub source_root_hash: String,
     pub destination_root_hash: String,
     pub duration_seconds: f64,
+    /// Highest source mzxid the verification read: with `in_sync`, every source change up to
+    /// it is proven on the copy.
+    pub source_max_mzxid: i64,
 }
 
 /// Heartbeats missed before the heartbeat counts as late: one is a slow write, three a stall.
@@ -67,6 +70,10 @@ pub struct Snapshot {
     /// Lag of the last applied change.
     pub last_applied_lag: Option<Duration>,
     pub applied_total: u64,
+    /// Source time (mtime) of the newest change applied, as far as the stream knows it.
+    pub last_change_applied: Option<Timestamp>,
+    /// The last instant the source answered the stream (a session opened, an event or a read).
+    pub source_seen: Option<Timestamp>,
     pub full_syncs: u64,
     pub last_full_sync: Option<Timestamp>,
     pub source: Reach,
@@ -105,6 +112,8 @@ impl Snapshot {
             caught_up_at: None,
             last_applied_lag: None,
             applied_total: 0,
+            last_change_applied: None,
+            source_seen: None,
             full_syncs: 0,
             last_full_sync: None,
             source: Reach::default(),

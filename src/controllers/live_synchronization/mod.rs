@@ -360,6 +360,7 @@ mod tests {
             source_root_hash: "ab".repeat(32),
             destination_root_hash: "ab".repeat(32),
             duration_seconds: 0.1,
+            source_max_mzxid: 0,
         };
         snap.last_verify = Some(VerifyOutcome {
             at: at(990),

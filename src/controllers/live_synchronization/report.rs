@@ -353,6 +353,7 @@ mod tests {
             source_root_hash: "ab".repeat(32),
             destination_root_hash: "cd".repeat(32),
             duration_seconds: 0.1,
+            source_max_mzxid: 0,
         };
         let c = compared(&r);
         assert_eq!(
