@@ -8,5 +8,6 @@ pub mod continuous;
 pub mod engine;
 pub mod reason;
 pub mod runs;
+pub mod switchover;
 
 pub use reason::Reason;

@@ -58,6 +58,20 @@ pub enum Reason {
     ReplicationLoop,
     Delaying,
     DelayShortened,
+    /// Switchover: the new primary is promoted (Complete).
+    Promoted,
+    /// Switchover: `fence: acl` could not be applied or lifted.
+    FenceRefused,
+    /// Switchover: the LiveSynchronization's stream does not run (or failed).
+    StreamNotRunning,
+    /// Switchover: the stream did not catch up within the timeout.
+    CatchUpTimeout,
+    /// Switchover: another one is running for the same LiveSynchronization.
+    SwitchoverRunning,
+    /// Switchover: the LiveSynchronization named does not exist.
+    LiveSynchronizationNotFound,
+    /// Switchover: a failed planned switchover was undone.
+    RolledBack,
 }
 
 impl Reason {
