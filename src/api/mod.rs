@@ -20,6 +20,7 @@ pub fn all_crds(
         automation::Synchronization::crd(),
         automation::SynchronizationPlan::crd(),
         automation::LiveSynchronization::crd(),
+        automation::Switchover::crd(),
     ]
 }
 

@@ -3,10 +3,12 @@
 //! guard and durations.
 
 mod live_synchronization;
+mod switchover;
 mod synchronization;
 mod synchronization_plan;
 
 pub use live_synchronization::*;
+pub use switchover::*;
 pub use synchronization::*;
 pub use synchronization_plan::*;
 
