@@ -223,16 +223,24 @@ impl Continuous {
         self.gate.release(allowance)
     }
 
-    /// Stops the stream after its current batch and waits for it; the verifier and heartbeat
-    /// are aborted.
+    /// Stops the stream after its current batch and waits for it, at most [`STOP_GRACE`]:
+    /// a stream stuck connecting to a lost source is aborted (its sessions close with it,
+    /// and with them its claims). The verifier and heartbeat are aborted.
     pub async fn stop(mut self) -> Result<(), SyncError> {
         let _ = self.stop.send(true);
         for t in &self.tasks {
             t.abort();
         }
-        match self.main.take() {
-            Some(m) => m.await.unwrap_or(Ok(())),
-            None => Ok(()),
+        let Some(mut m) = self.main.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(STOP_GRACE, &mut m).await {
+            Ok(r) => r.unwrap_or(Ok(())),
+            Err(_) => {
+                m.abort();
+                let _ = m.await;
+                Ok(())
+            }
         }
     }
 }

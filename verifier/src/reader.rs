@@ -14,8 +14,8 @@ use crate::model::{canonical_acl, AclEntry, Node, NodeKind, NodeStat};
 
 mod walk;
 pub use walk::{
-    walk, walk_cached, walk_nodes, walk_viewed, EphemeralPolicy, NodeWalkEvent, WalkEvent,
-    WalkOptions, WalkTotals, WalkedNode, LOOKAHEAD_WINDOWS,
+    walk, walk_cached, walk_nodes, walk_nodes_viewed, walk_viewed, EphemeralPolicy, NodeWalkEvent,
+    WalkEvent, WalkOptions, WalkTotals, WalkedNode, LOOKAHEAD_WINDOWS,
 };
 
 /// A read that failed, with the path and the call.

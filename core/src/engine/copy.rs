@@ -246,8 +246,11 @@ impl<'a> Planner<'a> {
         if src.node.stat.cversion > 0 {
             required |= perms::CREATE | perms::DELETE;
         }
-        let target = self.opts.copy_acl.then_some(src.node.acl.as_slice());
-        let acl = plan_acl(self.me, target, None, required);
+        let fenced = self
+            .opts
+            .copy_acl
+            .then(|| self.opts.destination_acl(src.node.acl.clone()));
+        let acl = plan_acl(self.me, fenced.as_deref(), None, required);
         let name = name_of(&rel, &self.opts.source_root).to_string();
         let dst_abs = self.dst_path(&rel);
         let children = self.child_names(&rel, &src, &self.opts.source_root);
@@ -301,8 +304,11 @@ impl<'a> Planner<'a> {
             !to_delete.is_empty(),
             raise_cversion,
         );
-        let target = self.opts.copy_acl.then_some(src.node.acl.as_slice());
-        let acl = plan_acl(self.me, target, Some(&dst.node.acl), required);
+        let fenced = self
+            .opts
+            .copy_acl
+            .then(|| self.opts.destination_acl(src.node.acl.clone()));
+        let acl = plan_acl(self.me, fenced.as_deref(), Some(&dst.node.acl), required);
         self.emit_update(dst_abs, &name, kind, acl, data, &dst.node.acl)
             .await?;
         if raise_cversion {

@@ -99,6 +99,11 @@ async fn read_node(
             Err(e) => return Err(e),
         }
     };
+    // A fenced destination is compared with the source's ACLs in their fenced form.
+    let acl = match source_path {
+        Some(_) => acl.map(|a| o.destination_acl(a)),
+        None => acl,
+    };
     Ok(Some(NodeState {
         data,
         acl,
@@ -217,6 +222,13 @@ async fn verify_sides(
     v.max_paths = max_paths;
     let (src, dst) = (sides.source, sides.destination);
     let (sr, dr) = (&o.source_root, &o.destination_root);
+    if let Some(id) = &o.fence_destination {
+        let views = verifier::Views {
+            source: Some(crate::switchover::fence::Fencing::view(id)),
+            destination: None,
+        };
+        return verifier::verify_viewed(src, sr, dst, dr, v, views).await;
+    }
     match sides.cache {
         Some(c) => verifier::verify_cached(src, sr, dst, dr, v, c).await,
         None => verifier::verify(src, sr, dst, dr, v).await,

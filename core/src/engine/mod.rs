@@ -62,6 +62,11 @@ pub struct SyncOptions {
     pub guard: DeletionGuard,
     /// Who this copy is, in the writer claim other copies see (see [`claim`]).
     pub holder: String,
+    /// The destination is an old primary a switchover fenced: every ACL written is the fenced
+    /// form of the source's (see [`crate::switchover::fence`]), so it stays read-only for all
+    /// but this digest identity (`user:hash`, the destination's credentials) while it is a
+    /// replica. Verification compares the source's ACLs in that form.
+    pub fence_destination: Option<String>,
 }
 
 /// Creates source nodes whose absolute path matches `pattern` as `kind` on the destination.
@@ -113,6 +118,15 @@ pub fn observable(kind: NodeKind) -> NodeKind {
 }
 
 impl SyncOptions {
+    /// The ACL a destination node gets for a source node carrying `acl`: `acl` itself, or
+    /// its fenced form when the destination is kept fenced.
+    pub fn destination_acl(&self, acl: Vec<verifier::AclEntry>) -> Vec<verifier::AclEntry> {
+        match &self.fence_destination {
+            Some(id) => crate::switchover::fence::fenced_acl(&acl, id),
+            None => acl,
+        }
+    }
+
     pub fn new(
         source: ConnectOptions,
         source_root: impl Into<String>,
@@ -141,6 +155,7 @@ impl SyncOptions {
             type_rules: Vec::new(),
             guard: DeletionGuard::default(),
             holder: default_holder(),
+            fence_destination: None,
         }
     }
 

@@ -48,6 +48,8 @@ pub enum FenceError {
     },
     #[error("the fence record {path} cannot be read: {why}")]
     BadRecord { path: String, why: String },
+    #[error("{0}")]
+    Connect(String),
     #[error("{path} changed its ACL {VERSION_TRIES} times while it was being fenced")]
     Busy { path: String },
 }
@@ -149,6 +151,26 @@ impl AclView for FenceView {
         let original = self.originals.get(rel)?;
         (canonical_acl(acl.to_vec()) == fenced_acl(original, &self.identity))
             .then(|| original.clone())
+    }
+}
+
+/// Shows every node with its fenced ACL: the source of a stream into a fenced old primary,
+/// compared as that replica must be.
+pub struct Fencing {
+    identity: String,
+}
+
+impl Fencing {
+    pub fn view(identity: &str) -> Arc<dyn AclView> {
+        Arc::new(Fencing {
+            identity: identity.to_string(),
+        })
+    }
+}
+
+impl AclView for Fencing {
+    fn original(&self, _rel: &str, acl: &[AclEntry]) -> Option<Vec<AclEntry>> {
+        Some(fenced_acl(acl, &self.identity))
     }
 }
 
@@ -454,7 +476,20 @@ pub async fn lift(client: &Client, root: &str) -> Result<Option<Lifted>, FenceEr
     let Some(record) = load(client, root).await? else {
         return Ok(None);
     };
-    let view = FenceView::new(&record);
+    let lifted = restore_recorded(client, root, &record).await?;
+    remove_record(client, &record.path).await?;
+    Ok(Some(lifted))
+}
+
+/// Puts the recorded ACL back on every node of `record` still carrying exactly its fence,
+/// under `root` of `client`: the fenced tree itself, or a copy a stream gave fenced ACLs
+/// while the fence stood.
+pub async fn restore_recorded(
+    client: &Client,
+    root: &str,
+    record: &FenceRecord,
+) -> Result<Lifted, FenceError> {
+    let view = FenceView::new(record);
     let mut lifted = Lifted::default();
     let rels: Vec<&String> = record.originals.keys().collect();
     for chunk in rels.chunks(CHUNK) {
@@ -498,7 +533,97 @@ pub async fn lift(client: &Client, root: &str) -> Result<Option<Lifted>, FenceEr
             });
         }
     }
-    remove_record(client, &record.path).await?;
+    Ok(lifted)
+}
+
+/// Promotes a replica a stream kept fenced (`SyncOptions::fence_destination`), or one a
+/// switchover fenced when it was the primary: every node of `o`'s destination that carries
+/// exactly the fence of its source node's ACL gets that ACL (the source seen through its own
+/// fence, if it has one), and the destination's record goes. A node whose ACL someone changed
+/// is left. `Ok(None)`: the destination has no fence record, so nothing is fenced.
+pub async fn unfence_from(
+    o: &crate::engine::SyncOptions,
+    dst: &Client,
+) -> Result<Option<Lifted>, FenceError> {
+    let Some(record) = load(dst, &o.destination_root).await? else {
+        return Ok(None);
+    };
+    let identity = record.header.identity.clone();
+    let src = verifier::connect(verifier::Side::Source, &o.source)
+        .await
+        .map_err(|e| FenceError::Connect(e.to_string()))?;
+    let source_view = load(&src, &o.source_root)
+        .await?
+        .map(|r| FenceView::new(&r) as Arc<dyn AclView>);
+    let mut walk = verifier::walk_nodes_viewed(
+        vec![src],
+        verifier::Side::Source,
+        o.source_root.clone(),
+        verifier::WalkOptions::default(),
+        source_view,
+    );
+    let mut lifted = Lifted::default();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(ev) = walk.recv().await {
+        let nodes = match ev {
+            Ok(verifier::NodeWalkEvent::Nodes(n)) => n,
+            Ok(verifier::NodeWalkEvent::Done(_)) => break,
+            Err(e) => {
+                return Err(FenceError::Zk {
+                    op: e.op,
+                    path: e.path,
+                    source: e.source,
+                })
+            }
+        };
+        for chunk in nodes.chunks(CHUNK) {
+            let abs: Vec<String> = chunk
+                .iter()
+                .map(|n| path::join(&o.destination_root, &n.rel))
+                .collect();
+            let current = read_acls(dst, &abs).await?;
+            let mut sets = Vec::new();
+            for ((n, p), cur) in chunk.iter().zip(&abs).zip(current) {
+                seen.insert(n.rel.clone());
+                match cur {
+                    None => lifted.gone += 1,
+                    Some((acl, v)) if acl == fenced_acl(&n.node.acl, &identity) => {
+                        sets.push((p.clone(), n.node.acl.clone(), v))
+                    }
+                    // Already the source's: nothing to lift.
+                    Some((acl, _)) if acl == n.node.acl => {}
+                    Some(_) => lifted.changed_since += 1,
+                }
+            }
+            let replies = futures::future::join_all(sets.iter().map(|(p, a, v)| {
+                let zk: Vec<_> = a.iter().map(AclEntry::to_zk).collect();
+                async move { dst.set_acl(p, &zk, Some(*v)).await }
+            }))
+            .await;
+            for ((p, _, _), r) in sets.iter().zip(replies) {
+                match r {
+                    Ok(_) => lifted.restored += 1,
+                    Err(ZkError::NoNode) => lifted.gone += 1,
+                    // Changed by someone meanwhile: theirs stands.
+                    Err(ZkError::BadVersion) => lifted.changed_since += 1,
+                    Err(e) => return Err(FenceError::zk("setACL", p)(e)),
+                }
+            }
+        }
+    }
+    // Recorded nodes the source no longer has: given their own recorded ACL back.
+    let leftover = FenceRecord {
+        originals: record
+            .originals
+            .iter()
+            .filter(|(rel, _)| !seen.contains(*rel))
+            .map(|(r, a)| (r.clone(), a.clone()))
+            .collect(),
+        ..record.clone()
+    };
+    let back = restore_recorded(dst, &o.destination_root, &leftover).await?;
+    lifted.restored += back.restored;
+    remove_record(dst, &record.path).await?;
     Ok(Some(lifted))
 }
 

@@ -16,6 +16,7 @@
 //! from [`Progress`] while the run goes on. Nothing here knows Kubernetes.
 
 pub mod fence;
+pub mod local;
 mod steps;
 
 use std::future::Future;
@@ -76,8 +77,14 @@ pub trait Stream: Send + Sync {
     fn stop(&self) -> impl Future<Output = Result<(), String>> + Send;
     /// Starts it again: a planned switchover that failed after stopping it rolls back.
     fn resume(&self) -> impl Future<Output = Result<(), String>> + Send;
-    /// Starts the reverse stream (new primary to old); its name.
-    fn start_reverse(&self) -> impl Future<Output = Result<String, String>> + Send;
+    /// Starts the reverse stream (new primary to old); its name. `keep_fenced`: the old
+    /// primary was fenced, and the reverse stream keeps it so (its ACLs written in fenced
+    /// form for this digest identity, see `SyncOptions::fence_destination`) while it is a
+    /// replica: applications still pointed at it are refused, not silently overwritten.
+    fn start_reverse(
+        &self,
+        keep_fenced: Option<String>,
+    ) -> impl Future<Output = Result<String, String>> + Send;
 }
 
 /// The steps, in order.
@@ -173,7 +180,8 @@ impl LossWindow {
         // the newest good one is the one on the board.
         let known = s.caught_up_at.max(s.last_change_applied);
         let window = match (known, s.source_seen) {
-            (Some(k), Some(seen)) => seen.duration_since(k).try_into().ok(),
+            // Caught up after the source was last seen: nothing known is missing.
+            (Some(k), Some(seen)) => Some(seen.duration_since(k).try_into().unwrap_or_default()),
             _ => None,
         };
         LossWindow {

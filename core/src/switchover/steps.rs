@@ -17,6 +17,8 @@ use crate::Reason;
 
 /// How often the stream's board is looked at while waiting for it to catch up.
 const POLL: Duration = Duration::from_millis(20);
+/// How long the stream must stay caught up before it counts as caught up.
+const SETTLE: Duration = Duration::from_millis(100);
 /// Sessions each side is verified on.
 const VERIFY_SESSIONS: usize = 2;
 /// Verifications (each after a repair of what the last one found) before giving up.
@@ -144,7 +146,10 @@ async fn planned_steps<S: Stream>(
     let source_zxid = v.source_max_mzxid;
     let lifted = promote(o, &dst, p).await?;
     let rto = started.elapsed();
-    let reverse = reverse(o, stream, p).await?;
+    let keep_fenced = fenced
+        .as_ref()
+        .and_then(|_| o.sync.source.auth.as_ref().map(|a| a.acl_id()));
+    let reverse = reverse(o, stream, p, keep_fenced).await?;
     drop(src);
     Ok(Outcome {
         rto,
@@ -220,8 +225,9 @@ async fn catch_up<S: Stream>(o: &SwitchoverOptions, stream: &S, p: &Progress) ->
     let step = StepName::CatchUp;
     p.begin(step, "waiting for the stream to apply everything it saw");
     let deadline = Instant::now() + o.timeout;
-    // A batch that began before this instant may have missed the last changes.
-    let asked = jiff::Timestamp::now();
+    // Caught up on two looks at least SETTLE apart: an event in flight at the first look
+    // has arrived by the second.
+    let mut since: Option<Instant> = None;
     loop {
         let snap = stream.snapshot().ok_or_else(|| {
             fail(
@@ -237,7 +243,13 @@ async fn catch_up<S: Stream>(o: &SwitchoverOptions, stream: &S, p: &Progress) ->
                 format!("the stream failed: {why}"),
             ));
         }
-        if snap.streaming() && snap.caught_up && snap.caught_up_at.is_some_and(|t| t >= asked) {
+        let idle = snap.streaming() && snap.caught_up;
+        since = if idle {
+            since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if since.is_some_and(|t| t.elapsed() >= SETTLE) {
             p.end(
                 step,
                 StepState::Succeeded,
@@ -412,17 +424,15 @@ async fn promote(
 ) -> Result<Option<fence::Lifted>, Fail> {
     let step = StepName::Promote;
     p.begin(step, "promoting the new primary");
-    let lifted = fence::lift(dst, &o.sync.destination_root)
-        .await
-        .map_err(|e| {
-            fail(
-                step,
-                Reason::FenceRefused,
-                format!("lifting the fence an earlier switchover left on the new primary: {e}"),
-            )
-        })?;
+    let lifted = fence::unfence_from(&o.sync, dst).await.map_err(|e| {
+        fail(
+            step,
+            Reason::FenceRefused,
+            format!("lifting the fence an earlier switchover left on the new primary: {e}"),
+        )
+    })?;
     let message = match &lifted {
-        Some(l) => format!("promoted; the fence an earlier switchover left on it is lifted: {} nodes got their ACL back, {} changed since were left, {} were gone", l.restored, l.changed_since, l.gone),
+        Some(l) => format!("promoted; the fence an earlier switchover left on it is lifted: {} nodes got the ACL they have on the old primary, {} whose ACL someone changed were left, {} were gone", l.restored, l.changed_since, l.gone),
         None => "promoted: nothing writes to it but the applications".to_string(),
     };
     p.end(step, StepState::Succeeded, &message);
@@ -433,6 +443,7 @@ async fn reverse<S: Stream>(
     o: &SwitchoverOptions,
     stream: &S,
     p: &Progress,
+    keep_fenced: Option<String>,
 ) -> Result<Option<String>, Fail> {
     let step = StepName::Reverse;
     if !o.reverse {
@@ -440,15 +451,49 @@ async fn reverse<S: Stream>(
         return Ok(None);
     }
     p.begin(step, "starting the reverse stream (new primary to old)");
-    let name = stream.start_reverse().await.map_err(|e| {
-        fail(
-            step,
-            Reason::Interrupted,
-            format!("the new primary is promoted, but the reverse stream did not start: {e}"),
-        )
-    })?;
-    p.end(step, StepState::Succeeded, &format!("the reverse stream {name} started: its first full sync reports what only the old primary has, and its deletion guard applies"));
+    let name = stream
+        .start_reverse(keep_fenced.clone())
+        .await
+        .map_err(|e| {
+            fail(
+                step,
+                Reason::Interrupted,
+                format!("the new primary is promoted, but the reverse stream did not start: {e}"),
+            )
+        })?;
+    let kept = if keep_fenced.is_some() {
+        "; it keeps the old primary fenced while it is a replica"
+    } else {
+        ""
+    };
+    p.end(
+        step,
+        StepState::Succeeded,
+        &format!("the reverse stream {name} started: its deletion guard applies{kept}"),
+    );
     Ok(Some(name))
+}
+
+/// Lifts the source's fence, and gives the destination nodes the stream copied with fenced
+/// ACLs meanwhile their recorded ACL back (the stream sees no ACL change until a re-walk).
+async fn unfence_both(o: &SwitchoverOptions) -> Result<(), String> {
+    let (src, dst) = tokio::try_join!(
+        verifier::connect(Side::Source, &o.sync.source),
+        verifier::connect(Side::Destination, &o.sync.destination)
+    )
+    .map_err(|e| cause_chain(&e))?;
+    let record = fence::load(&src, &o.sync.source_root)
+        .await
+        .map_err(|e| e.to_string())?;
+    fence::lift(&src, &o.sync.source_root)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(r) = record {
+        fence::restore_recorded(&dst, &o.sync.destination_root, &r)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Undoes a failed planned switchover: the fence lifted, the stream resumed. True when all
@@ -461,13 +506,8 @@ async fn rollback<S: Stream>(o: &SwitchoverOptions, stream: &S, p: &Progress, do
     p.begin(step, "rolling back: the old primary keeps serving");
     let mut problems = Vec::new();
     if done.fenced {
-        match verifier::connect(Side::Source, &o.sync.source).await {
-            Ok(c) => {
-                if let Err(e) = fence::lift(&c, &o.sync.source_root).await {
-                    problems.push(format!("lifting the fence: {e}"));
-                }
-            }
-            Err(e) => problems.push(format!("lifting the fence: {}", cause_chain(&e))),
+        if let Err(e) = unfence_both(o).await {
+            problems.push(format!("lifting the fence: {e}"));
         }
     }
     if done.stopped {
@@ -543,7 +583,7 @@ async fn unplanned<S: Stream>(
     let verification = count_loss(o, p, &mut window).await;
     let lifted = promote(o, &dst, p).await?;
     let rto = started.elapsed();
-    let reverse = reverse(o, stream, p).await?;
+    let reverse = reverse(o, stream, p, None).await?;
     Ok(Outcome {
         rto,
         data_loss: DataLoss::Window(window),

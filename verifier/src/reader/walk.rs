@@ -200,6 +200,19 @@ pub fn walk_nodes(
     rx
 }
 
+/// [`walk_nodes`], each node's ACL as `view` shows it (see [`AclView`]).
+pub fn walk_nodes_viewed(
+    pool: Vec<Client>,
+    side: Side,
+    root: String,
+    opts: WalkOptions,
+    view: Option<Arc<dyn AclView>>,
+) -> mpsc::Receiver<Result<NodeWalkEvent, ReadError>> {
+    let (tx, rx) = mpsc::channel(8);
+    spawn_walk(pool, side, root, opts, None, view, tx);
+    rx
+}
+
 fn spawn_walk<S: Sink + Send + Sync + 'static>(
     pool: Vec<Client>,
     side: Side,

@@ -133,7 +133,7 @@ pub(super) async fn read_source(
             // Needs ADMIN on the source; the full pass reports it with the fix.
             return Err(ApplyError::on(Side::Source, "getACL", p)(ZkError::NoAuth));
         }
-        Some(canonical_acl(acl))
+        Some(o.destination_acl(canonical_acl(acl)))
     } else {
         None
     };

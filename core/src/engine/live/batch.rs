@@ -379,7 +379,7 @@ async fn read_created_chunk(
             _ => found.push((entry, Found::Slow)),
         }
     }
-    let acls = read_acls(readers, me, o.copy_acl, &new).await?;
+    let acls = read_acls(readers, me, o, &new).await?;
     for ((entry, data, mtime_ms, kind), acl) in new.into_iter().zip(acls) {
         found.push(match acl {
             Some(acl) => (
@@ -412,10 +412,10 @@ struct NewNode {
 async fn read_acls(
     readers: &ReadSet<'_>,
     me: &Identity,
-    copy_acl: bool,
+    o: &SyncOptions,
     new: &[Create],
 ) -> Result<Vec<Option<Vec<AclEntry>>>, ApplyError> {
-    if !copy_acl {
+    if !o.copy_acl {
         return Ok(new.iter().map(|_| Some(vec![AclEntry::open()])).collect());
     }
     let reads = new
@@ -427,9 +427,12 @@ async fn read_acls(
         match r {
             Ok((acl, _)) => {
                 let acl: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
-                let usable =
-                    !acl.iter().any(verifier::reader::is_redacted) && me.grants(&acl, STREAM_NEEDS);
-                out.push(usable.then(|| canonical_acl(acl)));
+                if acl.iter().any(verifier::reader::is_redacted) {
+                    out.push(None);
+                    continue;
+                }
+                let acl = o.destination_acl(canonical_acl(acl));
+                out.push(me.grants(&acl, STREAM_NEEDS).then_some(acl));
             }
             Err(ZkError::NoNode) => out.push(None),
             Err(err) => return Err(ApplyError::on(Side::Source, "getACL", &e.0)(err)),

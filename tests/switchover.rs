@@ -1,0 +1,611 @@
+//! Switchover and failover against real ZooKeeper servers: a planned switchover under a steady
+//! write load (no acknowledged write missing on the new primary), the ACL fence applied and
+//! lifted exactly, a rollback, an unplanned failover with the source killed, and each bad
+//! input refused with nothing changed.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use resiliency_operator::continuous::{Continuous, ContinuousOptions};
+use resiliency_operator::engine::live::LiveOptions;
+use resiliency_operator::engine::SyncOptions;
+use resiliency_operator::switchover::fence;
+use resiliency_operator::switchover::local::Local;
+use resiliency_operator::switchover::{
+    self, DataLoss, Failure, FenceMode, Mode, Outcome, Progress, StepName, StepState, Stream,
+    SwitchoverOptions,
+};
+use resiliency_operator::Reason;
+use support::*;
+use verifier::{AclEntry, DigestAuth};
+use zookeeper_client::{Acl, AuthId, Client, CreateMode, Error as ZkError, Permission};
+
+const OP: &str = "op:op-secret";
+
+fn op_auth() -> Option<DigestAuth> {
+    DigestAuth::parse(OP).ok()
+}
+
+/// A copy of `root` whose sessions authenticate as the operator's identity.
+fn opts(src: &str, root: &str, dst: &str, dst_root: &str) -> SyncOptions {
+    let mut o = SyncOptions::new(
+        verifier::ConnectOptions::new(src).with_auth(op_auth()),
+        root,
+        verifier::ConnectOptions::new(dst).with_auth(op_auth()),
+        dst_root,
+    );
+    o.retries = 3;
+    o.holder = format!("test {root}");
+    o
+}
+
+/// Starts a stream and waits until it streams.
+async fn stream(o: &SyncOptions) -> (ContinuousOptions, Continuous) {
+    let mut lo = LiveOptions::new(o.clone());
+    lo.resync_interval = None;
+    let co = ContinuousOptions::new(lo);
+    let c = Continuous::start(co.clone(), Vec::new(), None);
+    wait_for("the stream to stream", Duration::from_secs(60), || async {
+        let s = c.snapshot();
+        s.streaming() && s.full_syncs >= 1 && s.caught_up
+    })
+    .await;
+    (co, c)
+}
+
+fn switch(o: &SyncOptions, mode: Mode, fence: FenceMode, reverse: bool) -> SwitchoverOptions {
+    SwitchoverOptions {
+        sync: o.clone(),
+        mode,
+        fence,
+        reverse,
+        timeout: Duration::from_secs(60),
+        holder: format!("test switchover {}", o.source_root),
+    }
+}
+
+async fn run(
+    o: &SwitchoverOptions,
+    local: &Local,
+) -> (Result<Outcome, Failure>, switchover::Report) {
+    let progress = Progress::new(o.mode, jiff::Timestamp::now());
+    let r = switchover::run(o, local, &progress).await;
+    (r, progress.report())
+}
+
+/// Every node's ACL under `root`, by path, read with the operator's identity (digest ids
+/// are hidden from a session without ADMIN).
+async fn acls(server: &ZkServer, root: &str) -> BTreeMap<String, Vec<AclEntry>> {
+    let c = client_at(&server.connect_string(), Some(OP)).await;
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_string()];
+    while let Some(p) = todo.pop() {
+        let Ok((acl, _)) = c.get_acl(&p).await else {
+            continue;
+        };
+        let acl = verifier::model::canonical_acl(acl.iter().map(AclEntry::from_zk).collect());
+        out.insert(p.clone(), acl);
+        for child in c.list_children(&p).await.unwrap_or_default() {
+            todo.push(format!("{p}/{child}"));
+        }
+    }
+    out
+}
+
+fn step(r: &switchover::Report, name: StepName) -> &switchover::Step {
+    r.steps
+        .iter()
+        .rev()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no {name} step in {:#?}", r.steps))
+}
+
+/// An application without the operator's credentials writing as fast as a light load
+/// allows; every write the source acknowledged, with its last value.
+struct Writer {
+    acked: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    refused: Arc<Mutex<u64>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(c: Client, root: String) -> Writer {
+        let acked = Arc::new(Mutex::new(BTreeMap::new()));
+        let refused = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, r, s) = (acked.clone(), refused.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut i = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let p = format!("{root}/load-{}", i % 40);
+                let data = format!("v{i}").into_bytes();
+                let res = match c.set_data(&p, &data, None).await {
+                    Err(ZkError::NoNode) => c
+                        .create(&p, &data, &CreateMode::Persistent.with_acls(open()))
+                        .await
+                        .map(|_| ()),
+                    other => other.map(|_| ()),
+                };
+                match res {
+                    Ok(()) => {
+                        a.lock().unwrap().insert(p, data);
+                    }
+                    Err(ZkError::NoAuth) => *r.lock().unwrap() += 1,
+                    Err(e) => panic!("writer: {e}"),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        Writer {
+            acked,
+            refused,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) -> (BTreeMap<String, Vec<u8>>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        let refused = *self.refused.lock().unwrap();
+        (acked, refused)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_switchover_under_load_loses_no_acknowledged_write_and_the_reverse_stream_runs() {
+    let (a, b) = shared_pair();
+    let root = unique_root("switch-planned");
+    let zs = client(a).await;
+    build_tree(&zs, &root, 300, 10, 8).await;
+    let o = opts(&a.connect_string(), &root, &b.connect_string(), &root);
+    let (co, c) = stream(&o).await;
+    let before = acls(a, &root).await;
+    let writer = Writer::start(client(a).await, root.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let local = Local::new(co, c, "test reverse");
+    let so = switch(&o, Mode::Planned, FenceMode::Acl, true);
+    let (r, report) = run(&so, &local).await;
+    // The application keeps trying after the fence: every one of those writes is refused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (acked, refused) = writer.stop().await;
+    let out = r.unwrap_or_else(|f| panic!("switchover failed: {f:?}\n{:#?}", report.steps));
+
+    assert!(
+        matches!(out.data_loss, DataLoss::None { .. }),
+        "{:?}",
+        out.data_loss
+    );
+    let v = out.verification.clone().unwrap();
+    assert!(v.equal && v.divergent_nodes == 0, "{v:?}");
+    assert!(
+        refused > 0,
+        "the fence refused no write: the application was never fenced"
+    );
+    assert!(!acked.is_empty());
+    let f = out.fence.clone().unwrap();
+    assert!(f.nodes >= 301, "{f:?}");
+    for name in [
+        StepName::Preflight,
+        StepName::Fence,
+        StepName::CatchUp,
+        StepName::StopStream,
+        StepName::Verify,
+        StepName::Promote,
+        StepName::Reverse,
+    ] {
+        assert_eq!(
+            step(&report, name).state,
+            StepState::Succeeded,
+            "{name}: {:#?}",
+            report.steps
+        );
+    }
+    // No write the source acknowledged is missing on the new primary.
+    let zd = client(b).await;
+    for (p, data) in &acked {
+        let (got, _) = zd
+            .get_data(p)
+            .await
+            .unwrap_or_else(|e| panic!("{p} missing on the new primary: {e}"));
+        let on_a = zs.get_data(p).await.unwrap().0;
+        assert_eq!(
+            &got,
+            data,
+            "{p}: the new primary has another value than the last acknowledged (A has {:?}) {:#?}",
+            String::from_utf8_lossy(&on_a),
+            report.steps
+        );
+    }
+    // The new primary has the applications' ACLs, not the fence.
+    let on_b = acls(b, &root).await;
+    let identity = DigestAuth::parse(OP).unwrap().acl_id();
+    for (p, acl) in &before {
+        assert_eq!(on_b.get(p), Some(acl), "{p}");
+    }
+    // Fenced, the old primary refuses the application.
+    let app = client(a).await;
+    let victim = format!("{root}/load-0");
+    assert!(matches!(
+        app.set_data(&victim, b"late", None).await,
+        Err(ZkError::NoAuth)
+    ));
+
+    // The reverse stream copies the new primary's writes to the old one and keeps it fenced:
+    // an application still pointed at it is refused, not silently overwritten later.
+    let rev = local.take_reverse().expect("no reverse stream");
+    wait_for("the reverse stream", Duration::from_secs(60), || async {
+        let s = rev.snapshot();
+        s.streaming() && s.full_syncs >= 1
+    })
+    .await;
+    mk(&zd, &format!("{root}/after-switch"), b"written on B").await;
+    let mut back = opts(&b.connect_string(), &root, &a.connect_string(), &root);
+    back.fence_destination = Some(identity.clone());
+    wait_for(
+        "the new primary's write on the old one",
+        Duration::from_secs(30),
+        || async {
+            zs.check_stat(&format!("{root}/after-switch"))
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
+    let mut data_only = back.clone();
+    data_only.copy_acl = false;
+    converges(&data_only).await;
+    let (on_a, on_b) = (acls(a, &root).await, acls(b, &root).await);
+    assert_eq!(on_a.len(), on_b.len());
+    for (p, acl) in &on_b {
+        assert_eq!(
+            on_a.get(p),
+            Some(&fence::fenced_acl(acl, &identity)),
+            "{p} is not fenced on the old primary"
+        );
+    }
+    assert!(matches!(
+        app.set_data(&victim, b"late", None).await,
+        Err(ZkError::NoAuth)
+    ));
+
+    // Failback: the same switchover the other way. The old primary is promoted again with
+    // the ACLs the applications have (those of B), and B is fenced in turn.
+    let (rev_opts, _) = (
+        resiliency_operator::switchover::local::reversed(
+            &ContinuousOptions::new(LiveOptions::new(o.clone())),
+            "test",
+        ),
+        (),
+    );
+    let mut back_opts = rev_opts.clone();
+    back_opts.live.sync.fence_destination = Some(identity.clone());
+    let local_back = Local::new(back_opts, rev, "test failback reverse");
+    let mut sb = switch(&back, Mode::Planned, FenceMode::Acl, true);
+    sb.sync.fence_destination = Some(identity.clone());
+    let (r, report) = run(&sb, &local_back).await;
+    let out = r.unwrap_or_else(|f| panic!("failback failed: {f:?}\n{:#?}", report.steps));
+    assert!(matches!(out.data_loss, DataLoss::None { .. }));
+    let l = out.lifted.expect("the old primary's fence was not lifted");
+    let on_a = acls(a, &root).await;
+    let wrong: Vec<_> = on_b
+        .iter()
+        .filter(|(p, acl)| on_a.get(*p) != Some(acl))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{l:?}: A did not get these ACLs back: {wrong:?} (A has {:?})",
+        wrong.iter().map(|(p, _)| on_a.get(*p)).collect::<Vec<_>>()
+    );
+    assert_eq!(l.changed_since, 0, "{l:?}");
+    assert!(l.restored as usize >= on_b.len() - 1, "{l:?}");
+    assert!(
+        fence::load(&zs, &root).await.unwrap().is_none(),
+        "A's fence record stayed"
+    );
+    app.set_data(&victim, b"A is the primary again", None)
+        .await
+        .unwrap();
+    let app_b = client(b).await;
+    assert!(matches!(
+        app_b.set_data(&victim, b"late on B", None).await,
+        Err(ZkError::NoAuth)
+    ));
+    local_back.take_reverse().unwrap().stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_is_applied_and_lifted_exactly() {
+    let (a, _) = shared_pair();
+    let root = unique_root("switch-fence");
+    let zs = client(a).await;
+    mk(&zs, &root, b"r").await;
+    mk(&zs, &format!("{root}/open"), b"1").await;
+    let reader_and_op = [
+        Acl::new(Permission::READ, AuthId::new("world", "anyone")),
+        Acl::new(
+            Permission::ALL,
+            AuthId::new("digest", &DigestAuth::parse(OP).unwrap().acl_id()),
+        ),
+    ];
+    mk_with(
+        &zs,
+        &format!("{root}/ro"),
+        b"2",
+        CreateMode::Persistent,
+        &reader_and_op,
+    )
+    .await;
+    mk(&zs, &format!("{root}/open/deep"), b"3").await;
+    for i in 0..50 {
+        mk(&zs, &format!("{root}/open/deep/n{i}"), b"x").await;
+    }
+    let before = acls(a, &root).await;
+    let op = client_at(&a.connect_string(), Some(OP)).await;
+    let identity = DigestAuth::parse(OP).unwrap().acl_id();
+
+    let f = fence::fence(&op, &root, &identity, "test").await.unwrap();
+    assert_eq!(f.nodes, before.len() as u64);
+    let fenced = acls(a, &root).await;
+    for (p, acl) in &before {
+        assert_eq!(
+            fenced.get(p),
+            Some(&fence::fenced_acl(acl, &identity)),
+            "{p}"
+        );
+    }
+    // Nobody but the operator writes, creates or deletes; everyone still reads.
+    let app = client(a).await;
+    assert!(matches!(
+        app.set_data(&format!("{root}/open"), b"no", None).await,
+        Err(ZkError::NoAuth)
+    ));
+    assert!(matches!(
+        app.create(
+            &format!("{root}/open/new"),
+            b"",
+            &CreateMode::Persistent.with_acls(open())
+        )
+        .await,
+        Err(ZkError::NoAuth)
+    ));
+    assert!(matches!(
+        app.delete(&format!("{root}/open/deep/n1"), None).await,
+        Err(ZkError::NoAuth)
+    ));
+    assert_eq!(app.get_data(&format!("{root}/open")).await.unwrap().0, b"1");
+    // The record survives the session: a new one reads it.
+    let record = fence::load(&client_at(&a.connect_string(), Some(OP)).await, &root)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.header.complete);
+    assert_eq!(record.originals.len(), before.len());
+
+    // Someone with the operator's identity changes one ACL meanwhile: lifting leaves it.
+    let changed = format!("{root}/open/deep/n7");
+    op.set_acl(
+        &changed,
+        &[Acl::new(
+            Permission::READ | Permission::ADMIN,
+            AuthId::new("world", "anyone"),
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    let lifted = fence::lift(&op, &root).await.unwrap().unwrap();
+    assert_eq!(lifted.changed_since, 1);
+    assert_eq!(lifted.restored, before.len() as u64 - 1);
+    let after = acls(a, &root).await;
+    for (p, acl) in &before {
+        if *p != changed {
+            assert_eq!(after.get(p), Some(acl), "{p} did not get its ACL back");
+        }
+    }
+    assert!(
+        fence::load(&op, &root).await.unwrap().is_none(),
+        "the record stayed"
+    );
+    app.set_data(&format!("{root}/open"), b"writable again", None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_switchover_that_cannot_finish_rolls_back() {
+    let (a, b) = shared_pair();
+    let root = unique_root("switch-rollback");
+    let zs = client(a).await;
+    build_tree(&zs, &root, 100, 10, 8).await;
+    let o = opts(&a.connect_string(), &root, &b.connect_string(), &root);
+    let (co, c) = stream(&o).await;
+    let before = acls(a, &root).await;
+    // A destination node the stream would delete, held by the deletion guard: the copy
+    // cannot verify equal. Made behind the stream's back, as a stray writer would.
+    let zd = client(b).await;
+    let local = Local::new(co, c, "test reverse");
+    let mut so = switch(&o, Mode::Planned, FenceMode::Acl, false);
+    // Every node still pending: the stream never settles within a zero timeout.
+    so.timeout = Duration::ZERO;
+    let dst_before = fingerprint(b, &root).await;
+    let writer = Writer::start(client(a).await, root.clone());
+    let (r, report) = run(&so, &local).await;
+    writer.stop().await;
+    let f = r.expect_err("a switchover with no time to catch up succeeded");
+    assert_eq!(f.step, StepName::CatchUp, "{f:?}");
+    assert_eq!(f.reason, Reason::CatchUpTimeout);
+    assert!(f.rolled_back, "{f:?}\n{:#?}", report.steps);
+    assert_eq!(
+        step(&report, StepName::Rollback).state,
+        StepState::Succeeded
+    );
+    // The old primary serves as before: its ACLs are back and the stream runs again.
+    let after = acls(a, &root).await;
+    for (p, acl) in &before {
+        assert_eq!(after.get(p), Some(acl), "{p}");
+    }
+    assert!(fence::load(&zs, &root).await.unwrap().is_none());
+    assert!(local.is_running());
+    mk(&zs, &format!("{root}/after-rollback"), b"x").await;
+    converges(&o).await;
+    drop(zd);
+    drop(dst_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let (a, b) = shared_pair();
+    let root = unique_root("switch-bad");
+    let zs = client(a).await;
+    build_tree(&zs, &root, 60, 6, 8).await;
+    // A node the operator's identity may read but not administer.
+    let app_only = [Acl::new(
+        Permission::READ | Permission::WRITE | Permission::CREATE | Permission::DELETE,
+        AuthId::new("world", "anyone"),
+    )];
+    mk_with(
+        &zs,
+        &format!("{root}/locked"),
+        b"L",
+        CreateMode::Persistent,
+        &app_only,
+    )
+    .await;
+    let proxy = Proxy::start(a.port()).await;
+    let o = opts(&proxy.connect_string(), &root, &b.connect_string(), &root);
+    let (co, c) = stream(&o).await;
+    let local = Local::new(co, c, "test reverse");
+    let src_before = acls(a, &root).await;
+    let dst_before = fingerprint(b, &root).await;
+    let unchanged = || async {
+        assert_eq!(
+            acls(a, &root).await,
+            src_before,
+            "the source's ACLs changed"
+        );
+        assert_eq!(
+            fingerprint(b, &root).await,
+            dst_before,
+            "the destination was written"
+        );
+        assert!(local.is_running(), "the stream was stopped");
+    };
+
+    // fence: acl without credentials: nobody could be kept out.
+    let mut no_creds = switch(&o, Mode::Planned, FenceMode::Acl, false);
+    no_creds.sync.source.auth = None;
+    let (r, _) = run(&no_creds, &local).await;
+    let f = r.unwrap_err();
+    assert_eq!(
+        (f.step, f.reason),
+        (StepName::Preflight, Reason::FenceRefused),
+        "{f:?}"
+    );
+    assert!(f.message.contains("credentials"), "{}", f.message);
+    unchanged().await;
+
+    // fence: acl where the operator's identity lacks ADMIN on one node: what was fenced is
+    // lifted again, and the stream resumed.
+    let (r, report) = run(&switch(&o, Mode::Planned, FenceMode::Acl, false), &local).await;
+    let f = r.unwrap_err();
+    assert_eq!(
+        (f.step, f.reason),
+        (StepName::Fence, Reason::FenceRefused),
+        "{f:?}"
+    );
+    assert!(f.message.contains("/locked"), "{}", f.message);
+    assert!(f.rolled_back, "{:#?}", report.steps);
+    assert!(
+        fence::load(&zs, &root).await.unwrap().is_none(),
+        "the record stayed"
+    );
+    unchanged().await;
+
+    // planned, with the source unreachable: refused, pointing at mode: unplanned.
+    proxy.cut();
+    let (r, _) = run(&switch(&o, Mode::Planned, FenceMode::None, false), &local).await;
+    let f = r.unwrap_err();
+    assert_eq!(
+        (f.step, f.reason),
+        (StepName::Preflight, Reason::Unreachable),
+        "{f:?}"
+    );
+    assert!(f.message.contains("mode: unplanned"), "{}", f.message);
+    proxy.heal();
+    assert_eq!(
+        fingerprint(b, &root).await,
+        dst_before,
+        "the destination was written"
+    );
+
+    // No stream to take over.
+    Stream::stop(&local).await.unwrap();
+    let (r, _) = run(&switch(&o, Mode::Planned, FenceMode::None, false), &local).await;
+    let f = r.unwrap_err();
+    assert_eq!(
+        (f.step, f.reason),
+        (StepName::Preflight, Reason::StreamNotRunning),
+        "{f:?}"
+    );
+    assert_eq!(
+        fingerprint(b, &root).await,
+        dst_before,
+        "the destination was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unplanned_failover_with_the_source_killed_reports_the_window_and_the_new_primary_takes_writes(
+) {
+    let mut a = ZkServer::start_default();
+    let (_, b) = shared_pair();
+    let root = unique_root("switch-unplanned");
+    let zs = client(&a).await;
+    build_tree(&zs, &root, 100, 10, 8).await;
+    let o = opts(&a.connect_string(), &root, &b.connect_string(), &root);
+    let (co, c) = stream(&o).await;
+    for i in 0..20 {
+        mk(&zs, &format!("{root}/late-{i}"), b"x").await;
+    }
+    wait_for(
+        "the stream to apply the last writes",
+        Duration::from_secs(30),
+        || async { c.snapshot().caught_up && c.snapshot().applied_total >= 20 },
+    )
+    .await;
+    a.kill();
+    let local = Local::new(co, c, "test reverse");
+    let (r, report) = run(&switch(&o, Mode::Unplanned, FenceMode::None, false), &local).await;
+    let out = r.unwrap_or_else(|f| panic!("{f:?}\n{:#?}", report.steps));
+    let DataLoss::Window(w) = &out.data_loss else {
+        panic!("an unplanned failover claimed no loss: {:?}", out.data_loss)
+    };
+    assert!(
+        w.source_last_seen.is_some() && w.caught_up_at.is_some() && w.last_change_applied.is_some(),
+        "{w:?}"
+    );
+    assert!(w.window.is_some(), "{w:?}");
+    // Gone: nothing counted, nothing claimed.
+    assert_eq!(w.divergent_nodes, None);
+    assert!(out.verification.is_none());
+    assert_eq!(step(&report, StepName::Verify).state, StepState::Skipped);
+    assert_eq!(step(&report, StepName::Promote).state, StepState::Succeeded);
+    assert!(out.rto < Duration::from_secs(30), "{:?}", out.rto);
+    // Every change the stream applied is on the new primary, and it takes writes.
+    let zd = client(b).await;
+    for i in 0..20 {
+        zd.get_data(&format!("{root}/late-{i}")).await.unwrap();
+    }
+    mk(&zd, &format!("{root}/on-the-new-primary"), b"y").await;
+}
