@@ -59,6 +59,15 @@ pub fn resolve_live(
     let apply_delay = duration("spec.applyDelay", &spec.apply_delay)?;
     let mut sync = resolve_config(&namespace, &spec.config, lookup)?;
     sync.holder = holder("LiveSynchronization", &ls.metadata);
+    if spec.fence_destination {
+        let Some(auth) = sync.destination.auth.as_ref() else {
+            return Err(invalid(
+                "spec.fenceDestination",
+                "needs credentials on the destination Database: the fence keeps ALL for its digest user only",
+            ));
+        };
+        sync.fence_destination = Some(auth.acl_id());
+    }
     let heartbeat = if spec.heartbeat.enabled {
         let interval = duration("spec.heartbeat.interval", &spec.heartbeat.interval)?;
         if interval < MIN_HEARTBEAT_INTERVAL {

@@ -143,6 +143,12 @@ pub struct LiveSynchronizationSpec {
     /// full sync first, as after a gap.
     #[serde(default)]
     pub suspend: bool,
+    /// Keep the destination fenced: it is an old primary a Switchover fenced (`fence: acl`),
+    /// and every ACL the stream writes is the fenced form of the source's (read-only for all
+    /// but the destination Database's credentials), so applications still pointed at it are
+    /// refused. Set on the reverse stream a Switchover creates; needs destination credentials.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fence_destination: bool,
 }
 
 fn default_apply_delay() -> String {
