@@ -609,3 +609,78 @@ async fn an_unplanned_failover_with_the_source_killed_reports_the_window_and_the
     }
     mk(&zd, &format!("{root}/on-the-new-primary"), b"y").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_switches_over_with_a_json_report_and_unfences() {
+    let (a, b) = shared_pair();
+    let root = unique_root("switch-cli");
+    let zs = client(a).await;
+    build_tree(&zs, &root, 80, 8, 8).await;
+    let before = acls(a, &root).await;
+    let (sa, sb, r1) = (a.connect_string(), b.connect_string(), root.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "switchover",
+            "--source",
+            &sa,
+            "--destination",
+            &sb,
+            "--root-path",
+            &r1,
+            "--source-auth",
+            OP,
+            "--destination-auth",
+            OP,
+            "--fence",
+            "acl",
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["dataLoss"]["proven"], true, "{r}");
+    assert_eq!(r["dataLoss"]["changesLost"], 0, "{r}");
+    assert_eq!(r["verification"]["equal"], true, "{r}");
+    assert_eq!(
+        r["verification"]["sourceNodes"],
+        r["verification"]["destinationNodes"]
+    );
+    assert_eq!(r["steps"].as_array().unwrap().len(), 7, "{r}");
+    let o = opts(&a.connect_string(), &root, &b.connect_string(), &root);
+    let mut data_only = o.clone();
+    data_only.copy_acl = false;
+    assert_equal(&data_only).await;
+    // The old primary stays fenced until someone lifts it.
+    let zop = client_at(&a.connect_string(), Some(OP)).await;
+    assert!(fence::load(&zop, &root).await.unwrap().is_some());
+    let (sa, r2) = (a.connect_string(), root.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "unfence",
+            "--servers",
+            &sa,
+            "--root-path",
+            &r2,
+            "--auth",
+            OP,
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(acls(a, &root).await, before);
+    assert!(fence::load(&zop, &root).await.unwrap().is_none());
+}

@@ -56,7 +56,7 @@ pub(super) async fn run_continuous(a: &SyncArgs, opts: SyncOptions) -> ExitCode 
 }
 
 /// The stream's options from the `sync` flags and its engine options.
-fn continuous_options(
+pub(super) fn continuous_options(
     a: &SyncArgs,
     mut opts: SyncOptions,
 ) -> Result<ContinuousOptions, Box<dyn Error>> {
@@ -119,7 +119,7 @@ impl LiveFlags {
 }
 
 /// Turns true on SIGINT or SIGTERM.
-fn stop_on_signal() -> watch::Receiver<bool> {
+pub(super) fn stop_on_signal() -> watch::Receiver<bool> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         crate::serve::shutdown::termination().await;

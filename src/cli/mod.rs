@@ -13,7 +13,9 @@ pub mod restore;
 pub mod run;
 pub mod snapshots;
 pub mod store;
+pub mod switchover;
 pub mod sync;
+pub mod unfence;
 pub mod verify;
 
 use std::process::ExitCode;
@@ -68,6 +70,13 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List the snapshots at a location.
     Snapshots(SnapshotsArgs),
+    /// Make the destination the primary: stream it, catch up, optionally fence the source
+    /// (--fence acl), prove zero loss (planned) or report the window (unplanned), optionally
+    /// stream back (--reverse). Exit 0 when promoted, 1 when refused or rolled back, 2 on error.
+    Switchover(Box<switchover::SwitchoverArgs>),
+    /// Lift the fence a switchover left on a tree (every node still fenced gets its recorded
+    /// ACL back).
+    Unfence(unfence::UnfenceArgs),
 }
 
 impl Command {
@@ -82,6 +91,8 @@ impl Command {
             Command::Backup(a) => backup::run_backup(a).await,
             Command::Restore(a) => restore::run_restore(a).await,
             Command::Snapshots(a) => snapshots::run_snapshots(a).await,
+            Command::Switchover(a) => switchover::run_switchover(*a).await,
+            Command::Unfence(a) => unfence::run_unfence(a).await,
         }
     }
 }
