@@ -1,0 +1,211 @@
+//! A planned switchover of a 100k-node tree under a steady write load, timed step by step:
+//! from the request to the new primary verified (the RTO), and on to the reverse stream
+//! streaming.
+//!
+//! The stream and the switchover run in this process (as in `resiliency-operator switchover`
+//! and standalone mode). The writer is a light load generator on its own thread and runtime:
+//! 1,000 setData per second on 1,000 nodes, paced in ticks of 10 requests, pipelined. It keeps
+//! writing through the switchover; the fence refuses it from the moment its node is fenced.
+//!
+//! `cargo bench --bench switchover` (`-- --nodes N`, `-- --rate R`, `-- --fence none`).
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use resiliency_operator::continuous::{Continuous, ContinuousOptions};
+use resiliency_operator::engine::live::LiveOptions;
+use resiliency_operator::engine::SyncOptions;
+use resiliency_operator::switchover::local::Local;
+use resiliency_operator::switchover::{self, FenceMode, Mode, Progress, SwitchoverOptions};
+use support::*;
+use zookeeper_client::Error as ZkError;
+
+const OP: &str = "op:op-secret";
+const HOT: usize = 1000;
+const TICKS_PER_SECOND: u64 = 100;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Writes `rate` setData per second to the hot nodes until `stop`; counts acknowledged and
+/// refused (fenced) writes.
+fn writer(
+    servers: String,
+    root: String,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let c = client_at(&servers, None).await;
+            let per_tick = (rate / TICKS_PER_SECOND).max(1) as usize;
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / TICKS_PER_SECOND as u32);
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let calls: Vec<_> = (0..per_tick)
+                    .map(|k| {
+                        let p = format!("{root}/hot/h{}", (i + k) % HOT);
+                        let c = &c;
+                        async move { c.set_data(&p, b"w", None).await }
+                    })
+                    .collect();
+                i += per_tick;
+                for r in futures::future::join_all(calls).await {
+                    match r {
+                        Ok(_) => acked.fetch_add(1, Ordering::Relaxed),
+                        Err(ZkError::NoAuth) => refused.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => panic!("writer: {e}"),
+                    };
+                }
+            }
+        });
+    })
+}
+
+fn main() {
+    let nodes: usize = arg("--nodes")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let rate: u64 = arg("--rate").and_then(|n| n.parse().ok()).unwrap_or(1000);
+    let fence = match arg("--fence").as_deref() {
+        Some("none") => FenceMode::None,
+        _ => FenceMode::Acl,
+    };
+    let opts = ZkOptions {
+        heap_mib: 1024,
+        ..ZkOptions::default()
+    };
+    let (a, b) = (ZkServer::start(opts.clone()), ZkServer::start(opts));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let root = "/bench-switchover".to_string();
+        let zs = client(&a).await;
+        println!("building {nodes} nodes (+{HOT} hot ones) on the source…");
+        build_tree(&zs, &root, nodes, 50, 32).await;
+        mk(&zs, &format!("{root}/hot"), b"").await;
+        for i in 0..HOT {
+            mk(&zs, &format!("{root}/hot/h{i}"), b"0").await;
+        }
+        let auth = verifier::DigestAuth::parse(OP).ok();
+        let mut o = SyncOptions::new(
+            verifier::ConnectOptions::new(a.connect_string()).with_auth(auth.clone()),
+            &root,
+            verifier::ConnectOptions::new(b.connect_string()).with_auth(auth),
+            &root,
+        );
+        o.holder = "bench switchover".into();
+        let co = ContinuousOptions::new(LiveOptions::new(o.clone()));
+        let started = Instant::now();
+        let c = Continuous::start(co.clone(), Vec::new(), None);
+        wait_for("the first full sync", Duration::from_secs(600), || async {
+            let s = c.snapshot();
+            s.streaming() && s.caught_up
+        })
+        .await;
+        println!(
+            "stream: first full sync and caught up in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acked, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let w = writer(
+            a.connect_string(),
+            root.clone(),
+            rate,
+            stop.clone(),
+            acked.clone(),
+            refused.clone(),
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        println!(
+            "writer: {} writes acknowledged in the first 3 s",
+            acked.load(Ordering::Relaxed)
+        );
+
+        let local = Local::new(co, c, "bench reverse");
+        let so = SwitchoverOptions {
+            sync: o,
+            mode: Mode::Planned,
+            fence,
+            reverse: true,
+            timeout: Duration::from_secs(120),
+            holder: "bench switchover".into(),
+        };
+        let progress = Progress::new(so.mode, jiff::Timestamp::now());
+        let asked = Instant::now();
+        let r = switchover::run(&so, &local, &progress).await;
+        let promoted = asked.elapsed();
+        let out = r.unwrap_or_else(|f| panic!("switchover failed: {f:?}"));
+        let rev = local.take_reverse().unwrap();
+        wait_for("the reverse stream", Duration::from_secs(600), || async {
+            let s = rev.snapshot();
+            s.streaming() && s.full_syncs >= 1
+        })
+        .await;
+        let reverse_streaming = asked.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        w.join().unwrap();
+
+        println!();
+        println!("| step | seconds | |");
+        println!("|---|---|---|");
+        for s in progress.report().steps {
+            let secs = s
+                .finished
+                .map(|f| f.duration_since(s.started).as_secs_f64())
+                .unwrap_or_default();
+            println!("| {} | {secs:.3} | {} |", s.name, s.message);
+            record(
+                "switchover",
+                &format!("{nodes} {} step seconds", s.name),
+                secs,
+                "s",
+            );
+        }
+        println!(
+            "| request to promoted (RTO) | {:.3} | data loss {:?} |",
+            out.rto.as_secs_f64(),
+            out.data_loss
+        );
+        println!(
+            "| request to reverse streaming | {:.3} | |",
+            reverse_streaming.as_secs_f64()
+        );
+        println!(
+            "writer: {} acknowledged, {} refused by the fence, at {rate}/s",
+            acked.load(Ordering::Relaxed),
+            refused.load(Ordering::Relaxed)
+        );
+        assert!(promoted >= out.rto);
+        record(
+            "switchover",
+            &format!("{nodes} rto"),
+            out.rto.as_secs_f64(),
+            "s",
+        );
+        record(
+            "switchover",
+            &format!("{nodes} to reverse streaming"),
+            reverse_streaming.as_secs_f64(),
+            "s",
+        );
+        rev.stop().await.unwrap();
+    });
+}
