@@ -14,4 +14,4 @@ pub mod telemetry;
 pub mod text;
 
 // The Kubernetes-free core, re-exported under the paths the rest of the crate uses.
-pub use resiliency_core::{backup, continuous, engine, runs};
+pub use resiliency_core::{backup, continuous, engine, runs, switchover};
