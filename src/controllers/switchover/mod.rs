@@ -7,6 +7,7 @@
 //! [`Report`](crate::switchover::Report) into the status and its Events.
 
 mod report;
+pub mod reverse;
 
 use std::time::Duration;
 
