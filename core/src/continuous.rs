@@ -601,6 +601,36 @@ mod tests {
         assert_eq!(s.lag(at(1065)), Duration::from_secs(60));
     }
 
+    #[tokio::test]
+    async fn a_stream_kept_stopped_is_not_started_again_until_let_go() {
+        let reg = Registry::default();
+        // Nothing listens there: the stream keeps trying to connect, so it stays registered.
+        let opts = || {
+            ContinuousOptions::new(LiveOptions::new(crate::engine::SyncOptions::new(
+                verifier::ConnectOptions::new("127.0.0.1:9"),
+                "/a",
+                verifier::ConnectOptions::new("127.0.0.1:9"),
+                "/b",
+            )))
+        };
+        reg.start("live", Some(1), opts(), None);
+        assert!(reg.get("live").is_some());
+        reg.keep_stopped("live", true);
+        let stopped = reg.stop_and_wait("live");
+        // Gone at once, before the stop is awaited.
+        assert!(reg.get("live").is_none());
+        tokio::time::timeout(Duration::from_secs(10), stopped)
+            .await
+            .unwrap();
+        // A reconcile that read the spec from before the stop starts nothing.
+        reg.start("live", Some(1), opts(), None);
+        assert!(reg.is_empty());
+        reg.keep_stopped("live", false);
+        reg.start("live", Some(2), opts(), None);
+        assert_eq!(reg.get("live").map(|(g, _)| g), Some(Some(2)));
+        reg.clear();
+    }
+
     #[test]
     fn a_missing_heartbeat_shows_a_stalled_stream() {
         let mut s = Snapshot::new(at(1000), Some(Duration::from_secs(10)));
