@@ -88,6 +88,15 @@ pub const SYNC_DELAYED_CHANGES: &str = "resiliency_sync_delayed_changes";
 pub const BACKUP_DURATION_SECONDS: &str = "resiliency_backup_duration_seconds";
 /// Connections through tunnels to ZooKeeper in other clusters, by cluster and outcome.
 pub const TUNNEL_CONNECTIONS_TOTAL: &str = "resiliency_tunnel_connections_total";
+/// Finished switchovers, by `mode` (planned, unplanned) and `result` (complete, failed; a
+/// Switchover refused for its input or interrupted counts as failed).
+pub const SWITCHOVER_RUNS_TOTAL: &str = "resiliency_switchover_runs_total";
+/// A switchover's RTO (request to new primary promoted) when complete, or how long it took
+/// to fail, by `mode` and `result`.
+pub const SWITCHOVER_DURATION_SECONDS: &str = "resiliency_switchover_duration_seconds";
+/// When a switchover of the LiveSynchronization (`namespace`, `name`) last completed.
+pub const SWITCHOVER_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "resiliency_switchover_last_success_timestamp_seconds";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "resiliency_build_info";
 
@@ -128,6 +137,9 @@ pub const ALL: &[&str] = &[
     SYNC_DELAYED_CHANGES,
     BACKUP_DURATION_SECONDS,
     TUNNEL_CONNECTIONS_TOTAL,
+    SWITCHOVER_RUNS_TOTAL,
+    SWITCHOVER_DURATION_SECONDS,
+    SWITCHOVER_LAST_SUCCESS_TIMESTAMP_SECONDS,
     BUILD_INFO,
 ];
 
@@ -143,6 +155,10 @@ const RECONCILE_BUCKETS: &[f64] = &[
 const RUN_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0,
 ];
+/// RTO buckets: a fraction of a second (a quiet planned switchover) to ten minutes.
+const SWITCHOVER_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
 
 /// A recorder with our buckets (without them histograms render as summaries), not installed.
 pub fn builder() -> Result<PrometheusBuilder, BuildError> {
@@ -154,7 +170,11 @@ pub fn builder() -> Result<PrometheusBuilder, BuildError> {
         .set_buckets_for_metric(Matcher::Full(SYNC_DURATION_SECONDS.into()), RUN_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(VERIFY_DURATION_SECONDS.into()), RUN_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(BACKUP_DURATION_SECONDS.into()), RUN_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(SYNC_LAG_SECONDS.into()), LAG_BUCKETS)
+        .set_buckets_for_metric(Matcher::Full(SYNC_LAG_SECONDS.into()), LAG_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(SWITCHOVER_DURATION_SECONDS.into()),
+            SWITCHOVER_BUCKETS,
+        )
 }
 
 /// Installs the global recorder and describes every metric. Call once, inside the runtime.
@@ -310,6 +330,20 @@ pub fn describe() {
         TUNNEL_CONNECTIONS_TOTAL,
         "Connections through tunnels to ZooKeeper in other clusters (KubernetesCluster), by cluster and outcome (forwarded, failed)"
     );
+    describe_counter!(
+        SWITCHOVER_RUNS_TOTAL,
+        "Finished switchovers, by mode and result (complete, failed)"
+    );
+    describe_histogram!(
+        SWITCHOVER_DURATION_SECONDS,
+        Unit::Seconds,
+        "Switchover RTO (request to new primary promoted) when complete, else the time to fail, by mode and result"
+    );
+    describe_gauge!(
+        SWITCHOVER_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Unix time a switchover of the LiveSynchronization last completed"
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -440,6 +474,28 @@ impl crate::engine::live::Observer for LiveMetrics {
     }
 }
 
+/// Records the end of a switchover of the LiveSynchronization (`namespace`, `name`): `mode`
+/// planned or unplanned, `complete` or failed, after `seconds` (the RTO when complete; none
+/// for one refused before it ran).
+pub fn switchover_ended(
+    namespace: &str,
+    name: &str,
+    mode: &'static str,
+    complete: bool,
+    seconds: Option<f64>,
+) {
+    let result = if complete { "complete" } else { "failed" };
+    metrics::counter!(SWITCHOVER_RUNS_TOTAL, "mode" => mode, "result" => result).increment(1);
+    if let Some(s) = seconds {
+        metrics::histogram!(SWITCHOVER_DURATION_SECONDS, "mode" => mode, "result" => result)
+            .record(s);
+    }
+    if complete {
+        metrics::gauge!(SWITCHOVER_LAST_SUCCESS_TIMESTAMP_SECONDS, "namespace" => namespace.to_string(), "name" => name.to_string())
+            .set(unix_seconds(jiff::Timestamp::now()));
+    }
+}
+
 /// Counts a copy of (`namespace`, `name`) refused before it wrote, by reason.
 pub fn claims_refused(labels: &[(&'static str, String); 2], reason: &'static str) {
     let [(_, ns), (_, name)] = labels;
@@ -478,6 +534,7 @@ mod tests {
                 SYNC_DELETES_HELD_TOTAL,
                 SYNC_CLAIMS_REFUSED_TOTAL,
                 TUNNEL_CONNECTIONS_TOTAL,
+                SWITCHOVER_RUNS_TOTAL,
             ]
             .contains(name);
             assert_eq!(counter, is_counter, "{name}: only counters end in _total");

@@ -1,8 +1,9 @@
 //! The real `resiliency-operator operator` binary against an in-memory API server (list,
 //! watch with resourceVersion replay, get, create, update with optimistic concurrency, merge
-//! and apply patches, delete) and two real ZooKeeper servers: the watch-driven path from the
-//! seed's Database and Synchronization to a verified copy, leader election, /metrics and
-//! /readyz, and a SIGTERM that releases the Lease.
+//! and apply patches (a changed spec bumps the generation), delete) and two real ZooKeeper
+//! servers: the watch-driven path from the seed's Database and Synchronization to a verified
+//! copy, leader election, /metrics and /readyz, a SIGTERM that releases the Lease, and a
+//! Switchover of a LiveSynchronization.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -102,7 +103,9 @@ impl Fake {
         let mut s = self.store.lock().unwrap();
         s.version += 1;
         let v = s.version;
-        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        let Some(name) = obj["metadata"]["name"].as_str().map(str::to_string) else {
+            panic!("{kind} {plural} without a name: {obj}");
+        };
         obj["metadata"]["namespace"] = json!(ns);
         obj["metadata"]["resourceVersion"] = json!(v.to_string());
         if obj["metadata"]["uid"].is_null() {
@@ -288,10 +291,18 @@ async fn handle(
                 current["status"] = body["status"].clone();
             } else {
                 let mut patch = body;
-                if let Some(m) = patch["metadata"].as_object_mut() {
+                // get_mut, not ["metadata"]: indexing would add `metadata: null`, which a
+                // merge patch reads as "delete the metadata".
+                if let Some(m) = patch.get_mut("metadata").and_then(|m| m.as_object_mut()) {
                     m.remove("resourceVersion");
                 }
+                let spec = current["spec"].clone();
                 merge(&mut current, &patch);
+                // A changed spec is a new generation, as on a real API server.
+                if current["spec"] != spec {
+                    let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
+                    current["metadata"]["generation"] = json!(g + 1);
+                }
             }
             let finalizers_done = current["metadata"]["deletionTimestamp"].is_string()
                 && current["metadata"]["finalizers"]
@@ -1223,7 +1234,11 @@ async fn start_operator(
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", ns)
         .env("POD_NAME", pod)
-        .env("RUST_LOG", "warn")
+        // OPERATOR_LOG=info shows what the operator did when a test fails.
+        .env(
+            "RUST_LOG",
+            std::env::var("OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stderr(stderr)
         .kill_on_drop(true)
@@ -1565,4 +1580,294 @@ async fn a_delayed_live_synchronization_is_suspended_before_a_destructive_change
         status()["phase"] == "Streaming" && verify(&o).await.equal
     })
     .await;
+}
+
+fn switchover(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Switchover",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+/// The Events published about the object `name`.
+fn events_of(fake: &Fake, name: &str) -> Vec<Value> {
+    let s = fake.store.lock().unwrap();
+    s.objects
+        .iter()
+        .filter(|((p, _, _), v)| p == "events" && v["regarding"]["name"] == name)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_switchover_promotes_the_verified_copy_and_starts_the_reverse_stream() {
+    let (src, dst) = shared_pair();
+    let zs = client(src).await;
+    let root = unique_root("operator-switchover");
+    build_tree(&zs, &root, 200, 20, 8).await;
+    let mut o = sync_opts(src, &root, dst, &root);
+    // The heartbeat znode is the operator's: read with its credentials (the Secrets').
+    let admin = verifier::DigestAuth::parse("admin:s3cr3t-value").unwrap();
+    o.source.auth = Some(admin.clone());
+    o.destination.auth = Some(admin);
+    let fake = Fake::new();
+    let ns = "resiliency-operator";
+    two_databases(&fake, ns, src, dst);
+    fake.write(
+        "livesynchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "LiveSynchronization",
+            "metadata": {"name": "dr-live"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                     "config": {"sourceName": "zk-a", "destinationName": "zk-b", "rootPath": root},
+                     "verifyInterval": "0s", "maxLag": "5s",
+                     "heartbeat": {"enabled": true, "interval": "200ms"}}}),
+        "ADDED",
+    );
+    let (_operator, metrics_addr, _dir) =
+        synchronization_controller(&fake, ns, "operator-switchover-0").await;
+    let status = |plural: &str, name: &str| {
+        fake.get(plural, ns, name)
+            .map(|s| s["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    wait_for("the stream", Duration::from_secs(60), || async {
+        condition(&status("livesynchronizations", "dr-live"), "Streaming")["status"] == "True"
+            && verify(&o).await.equal
+    })
+    .await;
+    // The heartbeat keeps the stream busy: this branch's core CatchUp waits for a batch that
+    // ends after the request, which an idle stream never runs (see the report; main's core
+    // waits for two idle looks instead). Changes made just before the switchover must reach
+    // the new primary too.
+    for i in 0..20 {
+        mk(&zs, &format!("{root}/late-{i}"), b"late").await;
+    }
+
+    fake.write(
+        "switchovers",
+        ns,
+        switchover(
+            "to-dr",
+            json!({"liveSynchronizationName": "dr-live", "reverse": true}),
+        ),
+        "ADDED",
+    );
+    wait_for("the switchover to end", Duration::from_secs(90), || async {
+        let p = &status("switchovers", "to-dr")["phase"];
+        p == "Complete" || p == "Failed"
+    })
+    .await;
+    let st = status("switchovers", "to-dr");
+    assert_eq!(st["phase"], "Complete", "{st:#}");
+    assert_eq!(condition(&st, "Complete")["status"], "True", "{st:#}");
+    assert_eq!(condition(&st, "Complete")["reason"], "Promoted", "{st:#}");
+    assert_eq!(condition(&st, "Failed")["status"], "False", "{st:#}");
+    let loss = &st["dataLoss"];
+    assert_eq!(loss["proven"], true, "{st:#}");
+    assert_eq!(loss["changesLost"], 0, "{st:#}");
+    assert_eq!(loss["summary"], "0 (verified)", "{st:#}");
+    assert!(
+        loss["sourceZxid"].as_str().unwrap().starts_with("0x"),
+        "{st:#}"
+    );
+    assert_eq!(st["verification"]["result"], "Equal", "{st:#}");
+    // 201 built, 20 late, the heartbeat znode.
+    assert_eq!(st["verification"]["sourceNodes"], 222, "{st:#}");
+    assert!(st["rtoSeconds"].as_f64().unwrap() > 0.0, "{st:#}");
+    assert!(st["rto"].is_string(), "{st:#}");
+    assert_eq!(st["oldPrimary"], "zk-a", "{st:#}");
+    assert_eq!(st["newPrimary"], "zk-b", "{st:#}");
+    assert_eq!(
+        st["reverseLiveSynchronizationName"], "dr-live-reverse",
+        "{st:#}"
+    );
+    assert!(st["completionTime"].is_string(), "{st:#}");
+    let steps: Vec<(String, String)> = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert!(
+                s["startTime"].is_string() && s["endTime"].is_string(),
+                "{s}"
+            );
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("Preflight", "Succeeded"),
+        ("Fence", "Skipped"),
+        ("CatchUp", "Succeeded"),
+        ("StopStream", "Succeeded"),
+        ("Verify", "Succeeded"),
+        ("Promote", "Succeeded"),
+        ("Reverse", "Succeeded"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(steps, want, "{st:#}");
+
+    // The new primary holds exactly the old one's tree.
+    let r = verify(&o).await;
+    assert!(r.equal, "{r:?}");
+    assert_eq!(r.destination_nodes, r.source_nodes);
+    assert_eq!(r.destination_nodes, 222);
+    assert_eq!(r.destination_root_hash, r.source_root_hash);
+
+    // The stream is suspended for good, and the reverse one copies back.
+    let original = fake.get("livesynchronizations", ns, "dr-live").unwrap();
+    assert_eq!(original["spec"]["suspend"], true, "{original:#}");
+    let reverse = fake
+        .get("livesynchronizations", ns, "dr-live-reverse")
+        .unwrap();
+    let c = &reverse["spec"]["config"];
+    assert_eq!(
+        (&c["sourceName"], &c["destinationName"], &c["rootPath"]),
+        (&json!("zk-b"), &json!("zk-a"), &json!(root)),
+        "{reverse:#}"
+    );
+    assert!(c["destinationRootPath"].is_null(), "{reverse:#}");
+    assert_eq!(reverse["spec"]["suspend"], false, "{reverse:#}");
+    assert_eq!(
+        reverse["spec"]["heartbeat"]["enabled"], false,
+        "{reverse:#}"
+    );
+    assert_eq!(reverse["spec"]["maxLag"], "5s", "{reverse:#}");
+    for marks in ["labels", "annotations"] {
+        let m = &reverse["metadata"][marks];
+        assert_eq!(
+            m["automation.astronetes.io/reverse-of"], "dr-live",
+            "{reverse:#}"
+        );
+        assert_eq!(
+            m["automation.astronetes.io/switchover"], "to-dr",
+            "{reverse:#}"
+        );
+    }
+    wait_for("the reverse stream", Duration::from_secs(60), || async {
+        condition(
+            &status("livesynchronizations", "dr-live-reverse"),
+            "Streaming",
+        )["status"]
+            == "True"
+    })
+    .await;
+    wait_for(
+        "the original to report Suspended",
+        Duration::from_secs(20),
+        || async { status("livesynchronizations", "dr-live")["phase"] == "Suspended" },
+    )
+    .await;
+
+    let events = events_of(&fake, "to-dr");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "Promoted" && e["type"] == "Normal"),
+        "{events:#?}"
+    );
+    assert!(events.iter().any(|e| e["reason"] == "Equal"), "{events:#?}");
+    let (_, metrics) = http_get(&metrics_addr, "/metrics").await;
+    assert!(
+        metrics
+            .contains("resiliency_switchover_runs_total{mode=\"planned\",result=\"complete\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("resiliency_switchover_last_success_timestamp_seconds{namespace=\"resiliency-operator\",name=\"dr-live\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "resiliency_switchover_duration_seconds_bucket{mode=\"planned\",result=\"complete\""
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_of_a_missing_or_suspended_live_synchronization_fails_and_changes_nothing() {
+    let fake = Fake::new();
+    let ns = "resiliency-operator";
+    fake.write(
+        "livesynchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "LiveSynchronization",
+            "metadata": {"name": "paused"},
+            "spec": {"plugin": "zookeeper-to-zookeeper-nodes",
+                     "config": {"sourceName": "zk-a", "destinationName": "zk-b", "rootPath": "/app"},
+                     "suspend": true}}),
+        "ADDED",
+    );
+    let (_operator, metrics_addr, _dir) =
+        synchronization_controller(&fake, ns, "operator-switchover-bad-0").await;
+    fake.write(
+        "switchovers",
+        ns,
+        switchover(
+            "to-nowhere",
+            json!({"liveSynchronizationName": "nope", "reverse": true}),
+        ),
+        "ADDED",
+    );
+    fake.write(
+        "switchovers",
+        ns,
+        switchover(
+            "of-paused",
+            json!({"liveSynchronizationName": "paused", "reverse": true}),
+        ),
+        "ADDED",
+    );
+    let status = |name: &str| {
+        fake.get("switchovers", ns, name)
+            .map(|s| s["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    wait_for("both to fail", Duration::from_secs(30), || async {
+        status("to-nowhere")["phase"] == "Failed" && status("of-paused")["phase"] == "Failed"
+    })
+    .await;
+    let st = status("to-nowhere");
+    let failed = condition(&st, "Failed");
+    assert_eq!(failed["status"], "True", "{st:#}");
+    assert_eq!(failed["reason"], "LiveSynchronizationNotFound", "{st:#}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.liveSynchronizationName: LiveSynchronization nope not found"),
+        "{st:#}"
+    );
+    assert_eq!(condition(&st, "Complete")["status"], "False", "{st:#}");
+    assert!(st["steps"].is_null() && st["dataLoss"].is_null(), "{st:#}");
+    let st = status("of-paused");
+    assert_eq!(condition(&st, "Failed")["reason"], "Suspended", "{st:#}");
+    assert_eq!(st["oldPrimary"], "zk-a", "{st:#}");
+
+    // Nothing was created or changed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lives: Vec<String> = {
+        let s = fake.store.lock().unwrap();
+        s.objects
+            .keys()
+            .filter(|(p, _, _)| p == "livesynchronizations")
+            .map(|(_, _, n)| n.clone())
+            .collect()
+    };
+    assert_eq!(lives, vec!["paused".to_string()]);
+    let paused = fake.get("livesynchronizations", ns, "paused").unwrap();
+    assert_eq!(paused["spec"]["suspend"], true);
+    assert_eq!(paused["metadata"]["generation"], 1);
+    assert!(events_of(&fake, "to-nowhere")
+        .iter()
+        .any(|e| e["type"] == "Warning" && e["reason"] == "LiveSynchronizationNotFound"));
+    let (_, metrics) = http_get(&metrics_addr, "/metrics").await;
+    assert!(
+        metrics.contains("resiliency_switchover_runs_total{mode=\"planned\",result=\"failed\"} 2"),
+        "{metrics}"
+    );
 }

@@ -68,7 +68,7 @@ fn documents(path: &Path) -> Vec<Value> {
 /// Parses `obj` into the Rust type of its kind; false for kinds that are not ours.
 fn parse_typed(kind: &str, obj: &Value) -> Result<bool, serde_json::Error> {
     use api::assets::{Bucket, Database, KubernetesCluster};
-    use api::automation::{LiveSynchronization, Synchronization, SynchronizationPlan};
+    use api::automation::{LiveSynchronization, Switchover, Synchronization, SynchronizationPlan};
     let v = obj.clone();
     match kind {
         "Database" => serde_json::from_value::<Database>(v).map(|_| true),
@@ -77,6 +77,7 @@ fn parse_typed(kind: &str, obj: &Value) -> Result<bool, serde_json::Error> {
         "Synchronization" => serde_json::from_value::<Synchronization>(v).map(|_| true),
         "SynchronizationPlan" => serde_json::from_value::<SynchronizationPlan>(v).map(|_| true),
         "LiveSynchronization" => serde_json::from_value::<LiveSynchronization>(v).map(|_| true),
+        "Switchover" => serde_json::from_value::<Switchover>(v).map(|_| true),
         "Secret" => serde_json::from_value::<k8s_openapi::api::core::v1::Secret>(v).map(|_| false),
         _ => Ok(false),
     }

@@ -3,7 +3,8 @@
 //! drivers (the CLI, standalone mode, the LiveSynchronization controller) turn into output,
 //! status and metrics. Nothing here knows Kubernetes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -486,6 +487,8 @@ async fn beat(c: &zookeeper_client::Client, path: &str, authed: bool) -> Result<
 #[derive(Clone, Default)]
 pub struct Registry {
     inner: Arc<Mutex<Runs>>,
+    /// Keys [`Registry::start`] ignores (see [`Registry::keep_stopped`]).
+    kept_stopped: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Each run with the generation it was started from.
@@ -515,6 +518,10 @@ impl Registry {
         opts: ContinuousOptions,
         metrics: Option<Arc<dyn StreamMetrics>>,
     ) {
+        if self.is_kept_stopped(key) {
+            tracing::info!(key, "not starting a stream kept stopped by a switchover");
+            return;
+        }
         let run = Continuous::start(opts, Vec::new(), metrics);
         // The old one is dropped (stopped) outside the lock.
         let old = self.lock().insert(key.to_string(), (generation, run));
@@ -525,6 +532,38 @@ impl Registry {
     pub fn stop(&self, key: &str) {
         let old = self.lock().remove(key);
         drop(old);
+    }
+
+    /// Stops the run under `key` (at once: it is gone from the registry when this returns)
+    /// and resolves once it has stopped writing and withdrawn its writer claim.
+    pub fn stop_and_wait(&self, key: &str) -> impl Future<Output = ()> + Send + 'static {
+        let old = self.lock().remove(key);
+        async move {
+            if let Some((_, run)) = old {
+                if let Err(e) = run.stop().await {
+                    tracing::debug!(error = %cause_chain(&e), "the stopped stream had failed");
+                }
+            }
+        }
+    }
+
+    /// While `on`, [`Registry::start`] under `key` does nothing: a switchover that stopped a
+    /// stream for good must not see it started again by a reconcile that read the spec from
+    /// before its `suspend: true` (a watch cache lags behind the write).
+    pub fn keep_stopped(&self, key: &str, on: bool) {
+        let mut k = self.kept_stopped.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            k.insert(key.to_string());
+        } else {
+            k.remove(key);
+        }
+    }
+
+    fn is_kept_stopped(&self, key: &str) -> bool {
+        self.kept_stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
     }
 
     /// Stops every run (this replica is no longer the leader, or is shutting down).
@@ -568,6 +607,36 @@ mod tests {
         // The destination went away: grows from the last caught-up instant.
         s.state = Some(LiveState::Retrying);
         assert_eq!(s.lag(at(1065)), Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn a_stream_kept_stopped_is_not_started_again_until_let_go() {
+        let reg = Registry::default();
+        // Nothing listens there: the stream keeps trying to connect, so it stays registered.
+        let opts = || {
+            ContinuousOptions::new(LiveOptions::new(crate::engine::SyncOptions::new(
+                verifier::ConnectOptions::new("127.0.0.1:9"),
+                "/a",
+                verifier::ConnectOptions::new("127.0.0.1:9"),
+                "/b",
+            )))
+        };
+        reg.start("live", Some(1), opts(), None);
+        assert!(reg.get("live").is_some());
+        reg.keep_stopped("live", true);
+        let stopped = reg.stop_and_wait("live");
+        // Gone at once, before the stop is awaited.
+        assert!(reg.get("live").is_none());
+        tokio::time::timeout(Duration::from_secs(10), stopped)
+            .await
+            .unwrap();
+        // A reconcile that read the spec from before the stop starts nothing.
+        reg.start("live", Some(1), opts(), None);
+        assert!(reg.is_empty());
+        reg.keep_stopped("live", false);
+        reg.start("live", Some(2), opts(), None);
+        assert_eq!(reg.get("live").map(|(g, _)| g), Some(Some(2)));
+        reg.clear();
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::automation::{LiveSynchronizationStatus, SynchronizationStatus};
+use crate::api::automation::{LiveSynchronizationStatus, SwitchoverStatus, SynchronizationStatus};
 use crate::api::conditions::{set_condition, ConditionStatus, Desired, Reason};
 use crate::controllers::note::Note;
 
@@ -27,6 +27,15 @@ impl Observed for SynchronizationStatus {
 }
 
 impl Observed for LiveSynchronizationStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn observe(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
+}
+
+impl Observed for SwitchoverStatus {
     fn conditions_mut(&mut self) -> &mut Vec<Condition> {
         &mut self.conditions
     }

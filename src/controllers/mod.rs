@@ -9,5 +9,6 @@ pub mod draft;
 pub mod kubernetes_cluster;
 pub mod live_synchronization;
 pub mod note;
+pub mod switchover;
 pub mod synchronization;
 pub mod synchronization_plan;

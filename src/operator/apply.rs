@@ -130,6 +130,7 @@ pub fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
         "Synchronization" => "Synchronization",
         "SynchronizationPlan" => "SynchronizationPlan",
         "LiveSynchronization" => "LiveSynchronization",
+        "Switchover" => "Switchover",
         _ => "object",
     }
 }

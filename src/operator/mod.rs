@@ -12,6 +12,7 @@ pub mod live_synchronization;
 mod preflight;
 pub mod remote;
 pub mod shared;
+pub mod switchover;
 pub mod synchronization;
 pub mod synchronization_plan;
 
@@ -33,7 +34,7 @@ pub use shared::Shared;
 
 /// One `--controllers` value (all by default): the controllers that run under one Lease and
 /// one Deployment, and share one `controller` label. Database also checks Buckets and
-/// KubernetesClusters; Synchronization also drives LiveSynchronizations.
+/// KubernetesClusters; Synchronization also drives LiveSynchronizations and Switchovers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
 pub enum ControllerGroup {
     Database,
@@ -101,10 +102,13 @@ async fn when_set(mut rx: watch::Receiver<bool>) {
 struct Workers {
     runs: Runs,
     live: crate::continuous::Registry,
+    switchovers: switchover::Runs,
 }
 
 impl Workers {
     fn clear(&self) {
+        // Switchovers first: a run must not act on a stream that is going.
+        self.switchovers.clear();
         self.runs.clear();
         self.live.clear();
     }
@@ -134,6 +138,12 @@ async fn run_one(
             );
         }
         ControllerGroup::Synchronization => {
+            // Switchovers take over streams of this process's registry.
+            let switchovers = switchover::Ctx {
+                shared: shared.clone(),
+                live: workers.live.clone(),
+                runs: workers.switchovers,
+            };
             let live = live_synchronization::Ctx::new(shared.clone(), workers.live);
             let ctx = synchronization::Ctx {
                 shared,
@@ -141,7 +151,8 @@ async fn run_one(
             };
             tokio::join!(
                 synchronization::run(Arc::new(ctx), when_set(stop.clone())),
-                live_synchronization::run(Arc::new(live), when_set(stop))
+                live_synchronization::run(Arc::new(live), when_set(stop.clone())),
+                switchover::run(Arc::new(switchovers), when_set(stop))
             );
         }
         ControllerGroup::Synchronizationplan => {

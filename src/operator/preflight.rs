@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 
 use super::{apply, ControllerGroup, OperatorError};
 use crate::api::assets::{Bucket, Database, KubernetesCluster};
-use crate::api::automation::{LiveSynchronization, Synchronization, SynchronizationPlan};
+use crate::api::automation::{
+    LiveSynchronization, Switchover, Synchronization, SynchronizationPlan,
+};
 
 /// A kind we watch, by its CustomResourceDefinition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -20,6 +22,7 @@ enum Crd {
     SynchronizationPlan,
     LiveSynchronization,
     Bucket,
+    Switchover,
 }
 
 impl Crd {
@@ -30,6 +33,7 @@ impl Crd {
             ControllerGroup::Synchronization => &[
                 Crd::Synchronization,
                 Crd::LiveSynchronization,
+                Crd::Switchover,
                 Crd::Database,
             ],
             ControllerGroup::Synchronizationplan => {
@@ -46,6 +50,7 @@ impl Crd {
             Crd::KubernetesCluster => "kubernetesclusters.assets.astronetes.io",
             Crd::Bucket => "buckets.assets.astronetes.io",
             Crd::LiveSynchronization => "livesynchronizations.automation.astronetes.io",
+            Crd::Switchover => "switchovers.automation.astronetes.io",
         }
     }
 
@@ -58,6 +63,7 @@ impl Crd {
             Crd::KubernetesCluster => list_one::<KubernetesCluster>(client).await,
             Crd::Bucket => list_one::<Bucket>(client).await,
             Crd::LiveSynchronization => list_one::<LiveSynchronization>(client).await,
+            Crd::Switchover => list_one::<Switchover>(client).await,
         }
     }
 }

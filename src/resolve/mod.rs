@@ -3,18 +3,20 @@
 //! both call it, so they accept and reject exactly the same input.
 //!
 //! Here the errors and a Database's connection; one file each for a copy's settings (`copy`),
-//! a LiveSynchronization's (`live`), a Bucket's location (`bucket`) and what a Synchronization
-//! runs (`job`).
+//! a LiveSynchronization's (`live`), a Switchover's (`switchover`), a Bucket's location
+//! (`bucket`) and what a Synchronization runs (`job`).
 
 mod bucket;
 mod copy;
 mod job;
 mod live;
+mod switchover;
 
 pub use bucket::{bucket_location, bucket_secret_name, BucketLookup};
 pub use copy::{deletion_guard, resolve_config, resolve_sync, sync_options};
 pub use job::resolve_job;
 pub use live::resolve_live;
+pub use switchover::{resolve_switchover, switchover_timeout};
 
 use std::collections::BTreeMap;
 

@@ -155,22 +155,32 @@ impl AclView for FenceView {
 }
 
 /// Shows every node with its fenced ACL: the source of a stream into a fenced old primary,
-/// compared as that replica must be.
+/// compared as that replica must be. Over `inner`, the source's own fence seen through first.
 pub struct Fencing {
     identity: String,
+    inner: Option<Arc<dyn AclView>>,
 }
 
 impl Fencing {
     pub fn view(identity: &str) -> Arc<dyn AclView> {
+        Fencing::over(identity, None)
+    }
+
+    pub fn over(identity: &str, inner: Option<Arc<dyn AclView>>) -> Arc<dyn AclView> {
         Arc::new(Fencing {
             identity: identity.to_string(),
+            inner,
         })
     }
 }
 
 impl AclView for Fencing {
-    fn original(&self, _rel: &str, acl: &[AclEntry]) -> Option<Vec<AclEntry>> {
-        Some(fenced_acl(acl, &self.identity))
+    fn original(&self, rel: &str, acl: &[AclEntry]) -> Option<Vec<AclEntry>> {
+        let original = self.inner.as_ref().and_then(|v| v.original(rel, acl));
+        Some(fenced_acl(
+            original.as_deref().unwrap_or(acl),
+            &self.identity,
+        ))
     }
 }
 

@@ -348,9 +348,16 @@ async fn verify(
     opts.walk.hash.acl = s.copy_acl;
     opts.walk.ephemerals = s.ephemerals;
     opts.walk.window = s.read_window;
-    let views = Views {
-        source: view(&records.0),
-        destination: view(&records.1),
+    // A destination a stream kept fenced carries the fenced form of the source's ACLs.
+    let views = match &s.fence_destination {
+        Some(id) => Views {
+            source: Some(fence::Fencing::over(id, view(&records.0))),
+            destination: None,
+        },
+        None => Views {
+            source: view(&records.0),
+            destination: view(&records.1),
+        },
     };
     verifier::verify_viewed(src, &s.source_root, dst, &s.destination_root, opts, views)
         .await

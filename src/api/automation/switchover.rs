@@ -105,6 +105,16 @@ pub struct SwitchoverSpec {
     pub timeout: String,
 }
 
+impl SwitchoverSpec {
+    /// The mode as the metrics' `mode` label spells it.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            SwitchoverMode::Planned => "planned",
+            SwitchoverMode::Unplanned => "unplanned",
+        }
+    }
+}
+
 /// Where a Switchover is.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum SwitchoverPhase {
