@@ -354,7 +354,9 @@ async fn a_fence_is_applied_and_lifted_exactly() {
     let op = client_at(&a.connect_string(), Some(OP)).await;
     let identity = DigestAuth::parse(OP).unwrap().acl_id();
 
-    let f = fence::fence(&op, &root, &identity, "test").await.unwrap();
+    let f = fence::fence(std::slice::from_ref(&op), &root, &identity, "test")
+        .await
+        .unwrap();
     assert_eq!(f.nodes, before.len() as u64);
     let fenced = acls(a, &root).await;
     for (p, acl) in &before {

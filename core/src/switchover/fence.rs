@@ -16,7 +16,10 @@
 //!   what the user set.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use futures::StreamExt;
 
 use serde::{Deserialize, Serialize};
 use verifier::model::{canonical_acl, perms};
@@ -27,7 +30,10 @@ use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError, MultiReadResu
 pub const FENCES: &str = "/.resiliency-operator/fences";
 
 /// Nodes per round of reads and ACL writes.
-const CHUNK: usize = 1024;
+const CHUNK: usize = 512;
+/// Rounds of one level in flight at once (setACL has no multi form: throughput comes from
+/// many requests in flight over several sessions).
+const CHUNKS_IN_FLIGHT: usize = 8;
 /// Tries of one node's setACL when its ACL changes under us (BadVersion) before giving up.
 const VERSION_TRIES: usize = 5;
 /// A record chunk stays well under the default jute.maxbuffer (1 MiB).
@@ -249,7 +255,7 @@ async fn ensure_parents(client: &Client, p: &str, acl: &Acls<'static>) -> Result
 async fn write_chunk(
     client: &Client,
     head: &str,
-    seq: &mut u64,
+    seq: &AtomicU64,
     entries: &[(String, Vec<AclEntry>)],
     acl: &Acls<'static>,
 ) -> Result<(), FenceError> {
@@ -266,8 +272,10 @@ async fn write_chunk(
         Box::pin(write_chunk(client, head, seq, a, acl)).await?;
         return Box::pin(write_chunk(client, head, seq, b, acl)).await;
     }
-    let p = path::child(head, &format!("{:010}", *seq));
-    *seq += 1;
+    let p = path::child(
+        head,
+        &format!("{:010}", seq.fetch_add(1, Ordering::Relaxed)),
+    );
     client
         .create(&p, &bytes, &CreateMode::Persistent.with_acls(*acl))
         .await
@@ -292,11 +300,14 @@ async fn write_header(client: &Client, head: &str, h: &FenceHeader) -> Result<()
 /// true original, not the fence. `identity` is the digest id (`user:hash`) of `client`'s
 /// credentials.
 pub async fn fence(
-    client: &Client,
+    pool: &[Client],
     root: &str,
     identity: &str,
     holder: &str,
 ) -> Result<Fenced, FenceError> {
+    let Some(client) = pool.first() else {
+        return Err(FenceError::Connect("no session to fence with".into()));
+    };
     let prior = load(client, root).await?;
     let prior_view = prior.as_ref().map(FenceView::new);
     let head = record_path(root);
@@ -310,7 +321,7 @@ pub async fn fence(
         complete: false,
         nodes: 0,
     };
-    let mut seq = match &prior {
+    let seq = match &prior {
         // Carry the old originals over: written first, so newer chunks win.
         Some(_) => {
             write_header(client, &head, &header).await?;
@@ -331,24 +342,32 @@ pub async fn fence(
             }
         }
     };
+    let seq = AtomicU64::new(seq);
     let mut level = vec![String::new()];
     while !level.is_empty() {
         let mut next = Vec::new();
-        for chunk in level.chunks(CHUNK) {
-            let done = fence_chunk(
-                client,
-                root,
-                identity,
-                chunk,
-                prior_view.as_deref(),
-                &head,
-                &mut seq,
-                &acl,
-            )
-            .await?;
-            header.nodes += done.len() as u64;
-            next.extend(children(client, root, &done).await?);
+        // The chunks of one level are independent: several in flight, over the sessions.
+        let (seq, acl, prior) = (&seq, &acl, prior_view.as_deref());
+        let head = head.as_str();
+        let calls: Vec<_> = level
+            .chunks(CHUNK)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let c = &pool[i % pool.len()];
+                async move {
+                    let done = fence_chunk(c, root, identity, chunk, prior, head, seq, acl).await?;
+                    let kids = children(c, root, &done).await?;
+                    Ok::<_, FenceError>((done.len() as u64, kids))
+                }
+            })
+            .collect();
+        let mut rounds = futures::stream::iter(calls).buffer_unordered(CHUNKS_IN_FLIGHT);
+        while let Some(r) = rounds.next().await {
+            let (n, kids) = r?;
+            header.nodes += n;
+            next.extend(kids);
         }
+        drop(rounds);
         level = next;
     }
     header.complete = true;
@@ -369,7 +388,7 @@ async fn fence_chunk(
     rels: &[String],
     prior: Option<&FenceView>,
     head: &str,
-    seq: &mut u64,
+    seq: &AtomicU64,
     acl: &Acls<'static>,
 ) -> Result<Vec<String>, FenceError> {
     let abs: Vec<String> = rels.iter().map(|r| path::join(root, r)).collect();

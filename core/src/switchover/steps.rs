@@ -19,6 +19,8 @@ use crate::Reason;
 const POLL: Duration = Duration::from_millis(20);
 /// How long the stream must stay caught up before it counts as caught up.
 const SETTLE: Duration = Duration::from_millis(100);
+/// Sessions the fence writes ACLs over.
+const FENCE_SESSIONS: usize = 4;
 /// Sessions each side is verified on.
 const VERIFY_SESSIONS: usize = 2;
 /// Verifications (each after a repair of what the last one found) before giving up.
@@ -108,7 +110,10 @@ async fn planned_steps<S: Stream>(
         (FenceMode::Acl, Some(id)) => {
             p.begin(StepName::Fence, "making the source tree read-only");
             done.fenced = true;
-            let f = fence::fence(&src, &o.sync.source_root, &id, &o.holder)
+            let pool = verifier::connect_pool(Side::Source, &o.sync.source, FENCE_SESSIONS)
+                .await
+                .map_err(|e| fail(StepName::Fence, Reason::Unreachable, cause_chain(&e)))?;
+            let f = fence::fence(&pool, &o.sync.source_root, &id, &o.holder)
                 .await
                 .map_err(|e| fail(StepName::Fence, Reason::FenceRefused, e.to_string()))?;
             p.end(
@@ -292,15 +297,28 @@ async fn prove_equal(o: &SwitchoverOptions, p: &Progress) -> Result<Verification
         load(&dst[0], &s.destination_root, step).await?,
     );
     let mut last = None;
+    let mut repaired = 0;
     for round in 0..VERIFY_ROUNDS {
         let r = verify(o, &src, &dst, &records, REPAIR_PATHS)
             .await
             .map_err(|e| fail(step, Reason::VerifyFailed, e))?;
+        tracing::info!(
+            round,
+            equal = r.equal,
+            divergent = r.divergent_nodes,
+            seconds = r.duration_seconds,
+            "switchover verification"
+        );
         if r.equal {
             let v = verification(&r);
-            p.end(step, StepState::Succeeded, &format!("equal: {} nodes, root hash {}, every source change up to zxid {:#x} is on the new primary: 0 changes lost", r.source_nodes, verifier::short_hash(&r.source_root_hash), r.source_max_mzxid));
+            let how = match repaired {
+                0 => String::new(),
+                n => format!(" (after {n} nodes the stream had not applied were copied again)"),
+            };
+            p.end(step, StepState::Succeeded, &format!("equal: {} nodes, root hash {}, every source change up to zxid {:#x} is on the new primary: 0 changes lost{how}", r.source_nodes, verifier::short_hash(&r.source_root_hash), r.source_max_mzxid));
             return Ok(v);
         }
+        repaired += r.divergent_nodes;
         if round + 1 < VERIFY_ROUNDS {
             repair(o, &dst[0], &records.0, &r)
                 .await
