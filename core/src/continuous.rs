@@ -16,7 +16,7 @@ use zookeeper_client::{Acls, CreateMode, Error as ZkError};
 use crate::engine::error::cause_chain;
 use crate::engine::guard::SharedGate;
 use crate::engine::judge;
-use crate::engine::live::{self, LiveOptions, LiveState, Observer};
+use crate::engine::live::{self, DestinationDiff, LiveOptions, LiveState, Observer};
 use crate::engine::{Allowance, Held, SyncError, SyncSummary};
 
 mod snapshot;
@@ -138,6 +138,9 @@ impl Observer for Board {
                 .ok()
         });
         s.delay_shortened_to = shortened;
+    }
+    fn destination_diff(&self, diff: &DestinationDiff) {
+        self.lock().destination_diff = Some((Timestamp::now(), diff.clone()));
     }
     fn deletions_held(&self, held: Option<&Held>) {
         let mut s = self.lock();
@@ -397,6 +400,7 @@ fn record_verdict(board: &Board, verdict: &Result<judge::Verdict, String>) {
     if let Ok(v) = verdict {
         if v.in_sync() {
             s.last_good_sync = Some(now);
+            s.last_good_zxid = Some(v.report.source_max_mzxid);
         }
     }
     s.last_verify = Some(VerifyOutcome {

@@ -72,6 +72,11 @@ pub enum Reason {
     LiveSynchronizationNotFound,
     /// Switchover: a failed planned switchover was undone.
     RolledBack,
+    /// Switchover: promoted, but the reverse stream did not start.
+    ReverseNotStarted,
+    /// LiveSynchronization: before a full sync, the destination held nodes the sync deletes
+    /// or overwrites (`compareBeforeSync`).
+    DestinationDiverged,
 }
 
 impl Reason {

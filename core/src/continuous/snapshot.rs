@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::engine::live::LiveState;
+use crate::engine::live::{DestinationDiff, LiveState};
 use crate::engine::Held;
 
 /// Whether a side answers.
@@ -81,6 +81,12 @@ pub struct Snapshot {
     pub last_verify: Option<VerifyOutcome>,
     /// The last verification that found both trees equal.
     pub last_good_sync: Option<Timestamp>,
+    /// The highest source zxid that verification read: every source change up to it is
+    /// proven on the copy (kept when later verifications fail).
+    pub last_good_zxid: Option<i64>,
+    /// What the destination held that the last compared full sync changed or deletes, and
+    /// when it was compared (`LiveOptions::compare_before_sync`).
+    pub destination_diff: Option<(Timestamp, DestinationDiff)>,
     pub repaired_total: u64,
     pub last_repair_error: Option<String>,
     pub heartbeat_interval: Option<Duration>,
@@ -120,6 +126,8 @@ impl Snapshot {
             destination: Reach::default(),
             last_verify: None,
             last_good_sync: None,
+            last_good_zxid: None,
+            destination_diff: None,
             repaired_total: 0,
             last_repair_error: None,
             heartbeat_interval,

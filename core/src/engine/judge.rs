@@ -209,7 +209,7 @@ pub async fn judge_delayed(
 }
 
 /// The full verification of both trees, as the copy would compare them.
-async fn verify_sides(
+pub(crate) async fn verify_sides(
     sides: Sides<'_>,
     o: &SyncOptions,
     max_paths: usize,

@@ -25,6 +25,7 @@ use zookeeper_client::Error as ZkError;
 
 mod apply;
 mod batch;
+mod compare;
 mod cversion;
 mod delay;
 mod deletes;
@@ -35,6 +36,7 @@ mod readers;
 mod stream;
 
 use apply::{apply_data, apply_path, read_source, write_state, SourceState};
+pub use compare::DestinationDiff;
 pub use cversion::raise_cversion_to;
 pub use delay::{DelayQueue, DEFAULT_MAX_BYTES as DEFAULT_DELAY_MAX_BYTES};
 pub use deletes::delete_destination_subtree;
@@ -73,6 +75,10 @@ pub struct LiveOptions {
     pub gate: SharedGate,
     /// Delayed apply (None: changes are applied as soon as they are read).
     pub delay: Option<Arc<DelayQueue>>,
+    /// Before the first full sync of each epoch (the stream's start, and after every gap),
+    /// compare the trees and report what the destination holds that the sync will change or
+    /// delete ([`compare`]): a reverse stream's old primary may hold writes nobody else has.
+    pub compare_before_sync: bool,
 }
 
 /// Long enough to coalesce a burst of writes to one node, short next to any lag objective.
@@ -98,6 +104,7 @@ impl LiveOptions {
             resync_interval: Some(DEFAULT_RESYNC_INTERVAL),
             gate,
             delay: None,
+            compare_before_sync: false,
         }
     }
 

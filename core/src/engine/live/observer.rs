@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::LiveState;
+use super::{DestinationDiff, LiveState};
 use crate::engine::{Held, SyncSummary};
 use verifier::Side;
 
@@ -27,6 +27,9 @@ pub trait Observer: Send + Sync {
     fn reconnected(&self, _side: Side) {}
     /// The deletion guard started or stopped holding deletes, or holds more of them now.
     fn deletions_held(&self, _held: Option<&Held>) {}
+    /// What the destination held that the full sync starting now changes or deletes
+    /// (`LiveOptions::compare_before_sync`).
+    fn destination_diff(&self, _diff: &DestinationDiff) {}
     /// A claim was refused (`writer_conflict`, `replication_loop`, `same_ensemble`): the
     /// stream waits and tries again, or stops.
     fn claim_refused(&self, _reason: &'static str) {}
@@ -71,6 +74,9 @@ impl Observer for Tee {
     }
     fn deletions_held(&self, held: Option<&Held>) {
         self.0.iter().for_each(|o| o.deletions_held(held));
+    }
+    fn destination_diff(&self, diff: &DestinationDiff) {
+        self.0.iter().for_each(|o| o.destination_diff(diff));
     }
     fn claim_refused(&self, reason: &'static str) {
         self.0.iter().for_each(|o| o.claim_refused(reason));

@@ -159,6 +159,7 @@ async fn epoch(
         due: None,
         retrying: false,
         reported: opts.gate.held(),
+        compare: opts.compare_before_sync,
     };
     let mut why = "full sync";
     loop {
@@ -242,6 +243,8 @@ struct Streamer<'a> {
     retrying: bool,
     /// The deletion guard's hold as last reported.
     reported: Option<Held>,
+    /// The trees are compared before the next full sync (once per epoch).
+    compare: bool,
 }
 
 impl Streamer<'_> {
@@ -261,7 +264,19 @@ impl Streamer<'_> {
         if let Some(q) = &opts.delay {
             q.clear();
         }
-        let full = crate::engine::sync_with(&full_opts, crate::engine::Claiming::Held);
+        let compare = self.compare.then(|| (self.src.clone(), self.dst.clone()));
+        let full = async {
+            if let Some((src, dst)) = &compare {
+                observer.state(
+                    LiveState::FullSync,
+                    "comparing the trees before the full sync",
+                );
+                let diff = super::compare::compare(&opts.sync, src, dst).await?;
+                observer.destination_diff(&diff);
+                observer.state(LiveState::FullSync, why);
+            }
+            crate::engine::sync_with(&full_opts, crate::engine::Claiming::Held).await
+        };
         tokio::pin!(full);
         // Drain events while the full sync runs, so the watch channel stays small.
         let summary = loop {
@@ -275,6 +290,7 @@ impl Streamer<'_> {
                 _ = stop.changed() => return Ok(Some(Epoch::Stopped)),
             }
         };
+        self.compare = false;
         observer.full_sync(&summary);
         gate.after_full_sync(summary.held.clone(), destination_nodes(&summary));
         self.report_hold();
