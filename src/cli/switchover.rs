@@ -13,6 +13,7 @@ use super::flags::{seconds, CliError};
 use super::output::fail;
 use super::sync::{sync_options, SyncArgs};
 use crate::continuous::Continuous;
+use crate::engine::live::DestinationDiff;
 use crate::switchover::local::Local;
 use crate::switchover::{self, DataLoss, FenceMode, Mode, Progress, Report, SwitchoverOptions};
 
@@ -86,10 +87,24 @@ pub async fn run_switchover(a: SwitchoverArgs) -> ExitCode {
                 out.rto.as_secs_f64(),
                 loss_line(&out.data_loss)
             );
+            if let Some(e) = &out.reverse_error {
+                eprintln!("switchover: {e}");
+            }
             if let Some(rev) = local.take_reverse() {
                 eprintln!("switchover: the reverse stream runs until SIGINT or SIGTERM");
                 let mut stop = stop;
-                let _ = stop.wait_for(|s| *s).await;
+                let mut said = None;
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => break,
+                        _ = tokio::time::sleep(TICK) => {}
+                    }
+                    if let Some((at, d)) = rev.snapshot().destination_diff {
+                        if said.replace(at) != Some(at) {
+                            eprintln!("switchover: {}", diff_line(&d));
+                        }
+                    }
+                }
                 let _ = rev.stop().await;
             }
             ExitCode::SUCCESS
@@ -161,6 +176,22 @@ async fn print_steps(progress: Progress) {
     }
 }
 
+/// What the reverse stream found on the old primary before its first full sync.
+fn diff_line(d: &DestinationDiff) -> String {
+    if !d.loses_anything() {
+        return format!(
+            "the reverse stream compared the trees: the old primary holds nothing the new one lacks ({} nodes to create there)",
+            d.only_on_source
+        );
+    }
+    let paths: Vec<String> = d
+        .paths
+        .iter()
+        .map(|p| format!("{} ({})", p.path, p.class.label()))
+        .collect();
+    format!("the old primary held {} nodes the new one does not have and {} that differ, e.g. {}: the differing ones are overwritten; deletes of the others go through the deletion guard", d.only_on_destination, d.changed, paths.join(", "))
+}
+
 fn loss_line(d: &DataLoss) -> String {
     match d {
         DataLoss::None { source_zxid } => format!("0 changes (verified up to zxid {source_zxid:#x})"),
@@ -211,10 +242,15 @@ fn report_json(r: &Report) -> serde_json::Value {
                 |f| json!({"nodes": f.nodes, "record": f.record}),
             );
             out["reverse"] = o.reverse.clone().into();
+            out["reverseError"] = o.reverse_error.clone().into();
         }
         Some(Err(f)) => {
             out["ok"] = false.into();
             out["error"] = json!({"step": f.step.to_string(), "reason": f.reason.as_str(), "message": f.message, "rolledBack": f.rolled_back});
+            out["fence"] = f.fence.as_ref().map_or(
+                serde_json::Value::Null,
+                |x| json!({"nodes": x.nodes, "record": x.record, "lifted": f.fence_lifted}),
+            );
         }
         None => {}
     }

@@ -99,6 +99,8 @@ pub fn reversed(o: &ContinuousOptions, holder: &str) -> ContinuousOptions {
     live.batch_window = o.live.batch_window;
     live.max_pending = o.live.max_pending;
     live.resync_interval = o.live.resync_interval;
+    // The old primary may hold writes nobody else has: reported before they are lost.
+    live.compare_before_sync = true;
     ContinuousOptions {
         live,
         verify_interval: o.verify_interval,

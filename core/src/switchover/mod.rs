@@ -172,12 +172,9 @@ pub struct LossWindow {
 impl LossWindow {
     /// From what the stream knew when it stopped.
     pub fn from_snapshot(s: &Snapshot) -> LossWindow {
-        let verified = s.last_verify.as_ref().and_then(|v| match &v.result {
-            Ok(r) if r.in_sync => Some((r.source_max_mzxid, v.at)),
-            _ => None,
-        });
-        // An in-sync verification older than the last good one cannot be told apart here:
-        // the newest good one is the one on the board.
+        // The last good verification, even when later ones failed (a source going away
+        // fails them).
+        let verified = s.last_good_zxid.zip(s.last_good_sync);
         let known = s.caught_up_at.max(s.last_change_applied);
         let window = match (known, s.source_seen) {
             // Caught up after the source was last seen: nothing known is missing.
@@ -186,7 +183,7 @@ impl LossWindow {
         };
         LossWindow {
             verified_zxid: verified.map(|v| v.0),
-            verified_at: verified.map(|v| v.1).or(s.last_good_sync),
+            verified_at: verified.map(|v| v.1),
             last_change_applied: s.last_change_applied,
             caught_up_at: s.caught_up_at,
             source_last_seen: s.source_seen,
@@ -208,6 +205,9 @@ pub struct Outcome {
     pub lifted: Option<fence::Lifted>,
     /// The reverse stream's name.
     pub reverse: Option<String>,
+    /// Why the reverse stream did not start. The new primary is promoted all the same: a
+    /// switchover is never rolled back once applications may have written to it.
+    pub reverse_error: Option<String>,
 }
 
 /// Why a switchover failed, and whether it rolled back.
@@ -218,6 +218,10 @@ pub struct Failure {
     pub message: String,
     /// The fence was lifted and the stream resumed: the old primary serves as before.
     pub rolled_back: bool,
+    /// The fence this run put on the old primary (once complete), and whether the rollback
+    /// lifted it.
+    pub fence: Option<fence::Fenced>,
+    pub fence_lifted: bool,
 }
 
 /// A switchover as it goes: its steps and, once ended, the outcome.
@@ -262,6 +266,17 @@ impl Progress {
             finished: None,
             message: message.to_string(),
         });
+    }
+
+    /// Says what the running step `name` is doing now.
+    fn update(&self, name: StepName, message: &str) {
+        tracing::info!(step = %name, "switchover: {message}");
+        let mut r = self.lock();
+        if let Some(s) = r.steps.iter_mut().rev().find(|s| s.name == name) {
+            if s.state == StepState::Running {
+                s.message = message.to_string();
+            }
+        }
     }
 
     /// Ends the running step `name`.

@@ -63,6 +63,8 @@ pub async fn run<S: Stream>(
                 reason: f.reason,
                 message: f.message,
                 rolled_back: false,
+                fence: None,
+                fence_lifted: false,
             }),
     };
     progress.finish(r.clone());
@@ -72,7 +74,10 @@ pub async fn run<S: Stream>(
 /// What a planned switchover changed so far, for the rollback.
 #[derive(Default)]
 struct Done {
+    /// Fencing began (a part of the tree may be fenced).
     fenced: bool,
+    /// The fence, once complete.
+    fence: Option<fence::Fenced>,
     stopped: bool,
 }
 
@@ -87,12 +92,14 @@ async fn planned<S: Stream>(
         Ok(outcome) => Ok(outcome),
         Err(f) => {
             p.end(f.step, StepState::Failed, &f.message);
-            let rolled_back = rollback(o, stream, p, &done).await;
+            let (rolled_back, fence_lifted) = rollback(o, stream, p, &done).await;
             Err(Failure {
                 step: f.step,
                 reason: f.reason,
                 message: f.message,
                 rolled_back,
+                fence: done.fence,
+                fence_lifted,
             })
         }
     }
@@ -124,6 +131,7 @@ async fn planned_steps<S: Stream>(
                     f.nodes, f.record
                 ),
             );
+            done.fence = Some(f.clone());
             Some(f)
         }
         _ => {
@@ -154,7 +162,7 @@ async fn planned_steps<S: Stream>(
     let keep_fenced = fenced
         .as_ref()
         .and_then(|_| o.sync.source.auth.as_ref().map(|a| a.acl_id()));
-    let reverse = reverse(o, stream, p, keep_fenced).await?;
+    let (reverse, reverse_error) = reverse(o, stream, p, keep_fenced).await;
     drop(src);
     Ok(Outcome {
         rto,
@@ -163,6 +171,7 @@ async fn planned_steps<S: Stream>(
         fence: fenced,
         lifted,
         reverse,
+        reverse_error,
     })
 }
 
@@ -187,6 +196,17 @@ async fn preflight<S: Stream>(
             ),
         ));
     }
+    // A stream still in its first full sync has not copied the tree yet: fencing now would
+    // only make that sync copy the fence. Wait for it to stream, within the timeout.
+    let snap = if snap.streaming() {
+        snap
+    } else {
+        p.update(
+            step,
+            "waiting for the stream's full sync to end before anything is changed",
+        );
+        wait_streaming(o, stream, snap).await?
+    };
     if let Some((_, h)) = &snap.held {
         return Err(fail(step, Reason::MassDeletionHeld, format!("the stream's deletion guard holds {} deletes: release them or repair the source first, since a copy that holds them cannot verify equal", h.deletes)));
     }
@@ -223,6 +243,54 @@ async fn preflight<S: Stream>(
         "the stream runs and both ensembles answer",
     );
     Ok((src, dst, identity))
+}
+
+/// Waits for a stream in a full sync (or connecting, or retrying) to stream, within the
+/// timeout; nothing has been changed yet, so giving up changes nothing.
+async fn wait_streaming<S: Stream>(
+    o: &SwitchoverOptions,
+    stream: &S,
+    mut snap: crate::continuous::Snapshot,
+) -> Result<crate::continuous::Snapshot, Fail> {
+    let step = StepName::Preflight;
+    let deadline = Instant::now() + o.timeout;
+    while !snap.streaming() {
+        if let Some((_, why)) = &snap.failed {
+            return Err(fail(
+                step,
+                Reason::StreamNotRunning,
+                format!("the stream has stopped on an error: {why}; fix it first, or use mode: unplanned"),
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(fail(step, Reason::CatchUpTimeout, format!("the stream did not reach streaming within {} (it is {}: {}); nothing was changed; spec.timeout allows more", seconds(o.timeout), state_word(&snap), snap.why)));
+        }
+        tokio::time::sleep(POLL).await;
+        snap = stream.snapshot().ok_or_else(|| {
+            fail(
+                step,
+                Reason::StreamNotRunning,
+                "the stream stopped before it streamed",
+            )
+        })?;
+    }
+    Ok(snap)
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// Where the stream is, in words.
+fn state_word(s: &crate::continuous::Snapshot) -> &'static str {
+    use crate::engine::live::LiveState;
+    match s.state {
+        None | Some(LiveState::Connecting) => "connecting",
+        Some(LiveState::FullSync) => "in a full sync",
+        Some(LiveState::Streaming) if s.caught_up => "streaming, caught up",
+        Some(LiveState::Streaming) => "streaming with changes pending",
+        Some(LiveState::Retrying) => "retrying after a failure",
+    }
 }
 
 /// Waits until the stream has nothing pending, up to the timeout.
@@ -270,8 +338,10 @@ async fn catch_up<S: Stream>(o: &SwitchoverOptions, stream: &S, p: &Progress) ->
                 step,
                 Reason::CatchUpTimeout,
                 format!(
-                    "the stream did not catch up within {:?} ({:?}: {}); spec.timeout allows more",
-                    o.timeout, snap.state, snap.why
+                    "the stream did not catch up within {} (it is {}: {}); spec.timeout allows more",
+                    seconds(o.timeout),
+                    state_word(&snap),
+                    snap.why
                 ),
             ));
         }
@@ -464,39 +534,37 @@ async fn promote(
     Ok(lifted)
 }
 
+/// Starts the reverse stream once promoted: its name, or why it did not start. Never an
+/// error of the switchover: the new primary is promoted and may already take writes, so
+/// nothing is rolled back for it.
 async fn reverse<S: Stream>(
     o: &SwitchoverOptions,
     stream: &S,
     p: &Progress,
     keep_fenced: Option<String>,
-) -> Result<Option<String>, Fail> {
+) -> (Option<String>, Option<String>) {
     let step = StepName::Reverse;
     if !o.reverse {
         p.end(step, StepState::Skipped, "reverse: false");
-        return Ok(None);
+        return (None, None);
     }
     p.begin(step, "starting the reverse stream (new primary to old)");
-    let name = stream
-        .start_reverse(keep_fenced.clone())
-        .await
-        .map_err(|e| {
-            fail(
-                step,
-                Reason::Interrupted,
-                format!("the new primary is promoted, but the reverse stream did not start: {e}"),
-            )
-        })?;
-    let kept = if keep_fenced.is_some() {
-        "; it keeps the old primary fenced while it is a replica"
-    } else {
-        ""
-    };
-    p.end(
-        step,
-        StepState::Succeeded,
-        &format!("the reverse stream {name} started: its deletion guard applies{kept}"),
-    );
-    Ok(Some(name))
+    match stream.start_reverse(keep_fenced.clone()).await {
+        Ok(name) => {
+            let kept = if keep_fenced.is_some() {
+                "; it keeps the old primary fenced while it is a replica"
+            } else {
+                ""
+            };
+            p.end(step, StepState::Succeeded, &format!("the reverse stream {name} started: it reports what only the old primary holds before its first full sync, and its deletion guard applies{kept}"));
+            (Some(name), None)
+        }
+        Err(e) => {
+            let why = format!("the new primary is promoted, but the reverse stream did not start: {e}; the old primary gets no copy until it is started");
+            p.end(step, StepState::Failed, &why);
+            (None, Some(why))
+        }
+    }
 }
 
 /// Lifts the source's fence, and gives the destination nodes the stream copied with fenced
@@ -523,16 +591,23 @@ async fn unfence_both(o: &SwitchoverOptions) -> Result<(), String> {
 
 /// Undoes a failed planned switchover: the fence lifted, the stream resumed. True when all
 /// of it worked.
-async fn rollback<S: Stream>(o: &SwitchoverOptions, stream: &S, p: &Progress, done: &Done) -> bool {
+async fn rollback<S: Stream>(
+    o: &SwitchoverOptions,
+    stream: &S,
+    p: &Progress,
+    done: &Done,
+) -> (bool, bool) {
     if !done.fenced && !done.stopped {
-        return true;
+        return (true, false);
     }
     let step = StepName::Rollback;
     p.begin(step, "rolling back: the old primary keeps serving");
     let mut problems = Vec::new();
+    let mut lifted = false;
     if done.fenced {
-        if let Err(e) = unfence_both(o).await {
-            problems.push(format!("lifting the fence: {e}"));
+        match unfence_both(o).await {
+            Ok(()) => lifted = true,
+            Err(e) => problems.push(format!("lifting the fence: {e}")),
         }
     }
     if done.stopped {
@@ -544,9 +619,13 @@ async fn rollback<S: Stream>(o: &SwitchoverOptions, stream: &S, p: &Progress, do
         p.end(
             step,
             StepState::Succeeded,
-            "rolled back: the fence is lifted and the stream runs again",
+            if done.fenced {
+                "rolled back: the fence is lifted and the stream runs again"
+            } else {
+                "rolled back: the stream runs again"
+            },
         );
-        true
+        (true, lifted)
     } else {
         let record = fence::record_path(&o.sync.source_root);
         p.end(
@@ -557,7 +636,7 @@ async fn rollback<S: Stream>(o: &SwitchoverOptions, stream: &S, p: &Progress, do
                 problems.join("; ")
             ),
         );
-        false
+        (false, lifted)
     }
 }
 
@@ -608,7 +687,7 @@ async fn unplanned<S: Stream>(
     let verification = count_loss(o, p, &mut window).await;
     let lifted = promote(o, &dst, p).await?;
     let rto = started.elapsed();
-    let reverse = reverse(o, stream, p, None).await?;
+    let (reverse, reverse_error) = reverse(o, stream, p, None).await;
     Ok(Outcome {
         rto,
         data_loss: DataLoss::Window(window),
@@ -616,6 +695,7 @@ async fn unplanned<S: Stream>(
         fence: None,
         lifted,
         reverse,
+        reverse_error,
     })
 }
 

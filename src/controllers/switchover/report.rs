@@ -42,21 +42,26 @@ pub(super) fn report(d: &mut Draft, r: &Report, live: Option<&LiveSynchronizatio
             let message = complete_message(o, &loss, d.st.new_primary.as_deref());
             d.st.data_loss = Some(loss);
             d.st.verification = Some(verification(o.verification.as_ref()));
-            d.st.fence = o.fence.as_ref().map(|f| FenceStatus {
-                nodes: f.nodes,
-                record: f.record.clone(),
-                lifted: false,
-            });
+            d.st.fence = o.fence.as_ref().map(|f| fence_status(f, false));
             d.st.reverse_live_synchronization_name = o.reverse.clone();
             d.condition(types::COMPLETE, true, Reason::Promoted, message.clone());
             d.condition(types::FAILED, false, Reason::Promoted, message);
         }
         Some(Err(f)) => {
             d.st.phase = SwitchoverPhase::Failed;
+            d.st.fence = f.fence.as_ref().map(|x| fence_status(x, f.fence_lifted));
             let message = failed_message(f, r, live);
             d.condition(types::FAILED, true, f.reason, message.clone());
             d.condition(types::COMPLETE, false, f.reason, message);
         }
+    }
+}
+
+fn fence_status(f: &fence::Fenced, lifted: bool) -> FenceStatus {
+    FenceStatus {
+        nodes: f.nodes,
+        record: f.record.clone(),
+        lifted,
     }
 }
 
@@ -71,16 +76,17 @@ pub(super) fn step_status(s: &Step) -> SwitchoverStep {
 }
 
 fn complete_message(o: &Outcome, loss: &DataLossStatus, new: Option<&str>) -> String {
-    let new = new.map_or("the new primary".to_string(), |n| format!("Database {n}"));
-    let mut m = format!(
-        "{new} is the primary; RTO {}; data loss: {}",
-        human(o.rto),
-        loss.summary
-    );
+    let new = new.map_or("Promoted: the new primary takes writes".to_string(), |n| {
+        format!("Database {n} is the primary")
+    });
+    let mut m = format!("{new}; RTO {}; data loss: {}", human(o.rto), loss.summary);
     if let Some(r) = &o.reverse {
         m.push_str(&format!(
             "; the reverse LiveSynchronization {r} streams back"
         ));
+    }
+    if let Some(e) = &o.reverse_error {
+        m.push_str(&format!("; {e}"));
     }
     m
 }
@@ -190,6 +196,7 @@ pub fn run_notes(r: &Report) -> Vec<(usize, Note)> {
                     let reason = match failure {
                         Some(f) if f.step == s.name => f.reason,
                         _ if s.name == StepName::Rollback => Reason::Interrupted,
+                        _ if s.name == StepName::Reverse => Reason::ReverseNotStarted,
                         _ => Reason::VerifyFailed,
                     };
                     Note::warning(reason, text)
@@ -201,10 +208,12 @@ pub fn run_notes(r: &Report) -> Vec<(usize, Note)> {
     match &r.outcome {
         Some(Ok(o)) => {
             let loss = data_loss(&o.data_loss);
-            out.push((
-                END,
-                Note::normal(Reason::Promoted, complete_message(o, &loss, None)),
-            ));
+            let text = complete_message(o, &loss, None);
+            let note = match o.reverse_error {
+                Some(_) => Note::warning(Reason::ReverseNotStarted, text),
+                None => Note::normal(Reason::Promoted, text),
+            };
+            out.push((END, note));
         }
         Some(Err(f)) => out.push((
             END,

@@ -45,6 +45,8 @@ pub fn reverse_spec(spec: &LiveSynchronizationSpec) -> LiveSynchronizationSpec {
         suspend: false,
         // Set by the switchover when it fenced the old primary.
         fence_destination: false,
+        // The old primary may hold writes nobody else has: reported before they are lost.
+        compare_before_sync: true,
         ..spec.clone()
     }
 }

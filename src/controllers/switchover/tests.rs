@@ -4,7 +4,7 @@ use super::*;
 use crate::api::automation::SwitchoverStep;
 use crate::api::conditions::{find, is_true, ConditionStatus};
 use crate::engine::SyncOptions;
-use crate::switchover::{DataLoss, Failure, FenceMode, LossWindow, Mode, Outcome, Step};
+use crate::switchover::{fence, DataLoss, Failure, FenceMode, LossWindow, Mode, Outcome, Step};
 use verifier::ConnectOptions;
 
 fn at(s: i64) -> Timestamp {
@@ -348,6 +348,7 @@ fn a_planned_switchover_reports_zero_loss_only_as_proven() {
         fence: None,
         lifted: None,
         reverse: Some("live-reverse".into()),
+        reverse_error: None,
     };
     let r = report(
         vec![
@@ -401,6 +402,58 @@ fn a_planned_switchover_reports_zero_loss_only_as_proven() {
 }
 
 #[test]
+fn a_reverse_stream_that_did_not_start_leaves_the_switchover_complete_and_says_so() {
+    let outcome = Outcome {
+        rto: Duration::from_secs(2),
+        data_loss: DataLoss::None { source_zxid: 0x9 },
+        verification: Some(verification(true)),
+        fence: Some(fence::Fenced {
+            nodes: 201,
+            record: "/.resiliency-operator/fences/ab".into(),
+        }),
+        lifted: None,
+        reverse: None,
+        reverse_error: Some("the reverse stream did not start: forbidden".into()),
+    };
+    let r = report(
+        vec![
+            step(StepName::Promote, StepState::Succeeded),
+            step(StepName::Reverse, StepState::Failed),
+        ],
+        Some(Ok(outcome)),
+    );
+    let l = live(true);
+    let d = decide(
+        &planned(),
+        Observed {
+            live: Some(&l),
+            run: Some(&r),
+            blocking: None,
+        },
+    );
+    let st = &d.status;
+    // Promoted is never undone: Complete, with the reverse stream's failure in the message.
+    assert_eq!(st.phase, SwitchoverPhase::Complete);
+    let m = &find(&st.conditions, types::COMPLETE).unwrap().message;
+    assert!(m.contains("did not start: forbidden"), "{m}");
+    assert!(st.reverse_live_synchronization_name.is_none());
+    let f = st.fence.as_ref().unwrap();
+    assert_eq!((f.nodes, f.lifted), (201, false), "the fence stays");
+    let notes: Vec<_> = run_notes(&r)
+        .into_iter()
+        .map(|(k, n)| (k, n.reason, n.warning))
+        .collect();
+    assert_eq!(
+        notes,
+        vec![
+            (0, Reason::Promoted, false),
+            (1, Reason::ReverseNotStarted, true),
+            (report::END, Reason::ReverseNotStarted, true)
+        ]
+    );
+}
+
+#[test]
 fn an_unplanned_failover_reports_the_window_never_a_count_of_changes() {
     let w = LossWindow {
         verified_zxid: Some(0x10),
@@ -427,6 +480,11 @@ fn a_failed_run_is_failed_with_its_reason_and_says_whether_it_rolled_back() {
         reason: Reason::CatchUpTimeout,
         message: "the stream did not catch up".into(),
         rolled_back: true,
+        fence: Some(fence::Fenced {
+            nodes: 7,
+            record: "/.resiliency-operator/fences/ab".into(),
+        }),
+        fence_lifted: true,
     };
     let r = report(
         vec![
@@ -453,6 +511,12 @@ fn a_failed_run_is_failed_with_its_reason_and_says_whether_it_rolled_back() {
         "{m}"
     );
     assert!(st.data_loss.is_none());
+    let f = st.fence.as_ref().unwrap();
+    assert_eq!(
+        (f.nodes, f.lifted),
+        (7, true),
+        "the fence the rollback lifted"
+    );
     let notes = run_notes(&r);
     let reasons: Vec<_> = notes
         .iter()
