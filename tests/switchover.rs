@@ -248,6 +248,9 @@ async fn a_planned_switchover_under_load_loses_no_acknowledged_write_and_the_rev
         s.streaming() && s.full_syncs >= 1
     })
     .await;
+    // Fenced and verified equal, the old primary held nothing of its own.
+    let (_, diff) = rev.snapshot().destination_diff.expect("not compared");
+    assert!(!diff.loses_anything(), "{diff:?}");
     mk(&zd, &format!("{root}/after-switch"), b"written on B").await;
     let mut back = opts(&b.connect_string(), &root, &a.connect_string(), &root);
     back.fence_destination = Some(identity.clone());
@@ -685,4 +688,89 @@ async fn the_cli_switches_over_with_a_json_report_and_unfences() {
     );
     assert_eq!(acls(a, &root).await, before);
     assert!(fence::load(&zop, &root).await.unwrap().is_none());
+}
+
+/// A failback after a split brain: the old primary, cut off from the stream, took writes of
+/// its own. The unplanned failover's reverse stream, once the old primary is back, reports
+/// them (paths and counts, from the verifier, before its first full sync writes anything),
+/// overwrites what differs and holds the mass of deletes in its deletion guard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverse_stream_reports_the_old_primarys_split_brain_writes_and_guards_them() {
+    let a = ZkServer::start_default();
+    let (_, b) = shared_pair();
+    let root = unique_root("switch-split");
+    let za = client(&a).await;
+    build_tree(&za, &root, 200, 10, 8).await;
+    mk(&za, &format!("{root}/config"), b"v1").await;
+    let pa = Proxy::start(a.port()).await;
+    let o = opts(&pa.connect_string(), &root, &b.connect_string(), &root);
+    let (co, c) = stream(&o).await;
+
+    // The partition: the stream loses the old primary, whose applications go on writing.
+    pa.cut();
+    wait_for(
+        "the stream to lose the source",
+        Duration::from_secs(30),
+        || async { c.snapshot().source.is_unreachable() },
+    )
+    .await;
+    const SPLIT: usize = 150;
+    for i in 0..SPLIT {
+        mk(&za, &format!("{root}/split-{i:03}"), b"only on A").await;
+    }
+    za.set_data(&format!("{root}/config"), b"v2 on A", None)
+        .await
+        .unwrap();
+
+    let local = Local::new(co, c, "test reverse");
+    let (r, report) = run(&switch(&o, Mode::Unplanned, FenceMode::None, true), &local).await;
+    let out = r.unwrap_or_else(|f| panic!("{f:?}\n{:#?}", report.steps));
+    assert!(
+        out.reverse.is_some() && out.reverse_error.is_none(),
+        "{out:?}"
+    );
+    let zb = client(b).await;
+    zb.set_data(&format!("{root}/config"), b"v3 on B", None)
+        .await
+        .unwrap();
+    mk(&zb, &format!("{root}/on-b"), b"new primary").await;
+    let rev = local.take_reverse().expect("the reverse stream runs");
+
+    // The old primary comes back: compared, then synced under the guard.
+    pa.heal();
+    wait_for(
+        "the reverse stream to compare and sync",
+        Duration::from_secs(60),
+        || async {
+            let s = rev.snapshot();
+            s.destination_diff.is_some() && s.full_syncs >= 1 && s.held.is_some()
+        },
+    )
+    .await;
+    let s = rev.snapshot();
+    let (_, diff) = s.destination_diff.clone().unwrap();
+    assert_eq!(diff.only_on_destination, SPLIT as u64, "{diff:?}");
+    assert_eq!(diff.changed, 1, "{diff:?}");
+    assert_eq!(diff.only_on_source, 1, "{diff:?}");
+    assert!(diff.loses_anything());
+    let listed: Vec<_> = diff.paths.iter().map(|p| p.path.as_str()).collect();
+    assert!(listed.contains(&"/config"), "{listed:?}");
+    assert!(listed.contains(&"/split-000"), "{listed:?}");
+    let (_, held) = s.held.clone().unwrap();
+    assert_eq!(held.deletes, SPLIT as u64, "{held:?}");
+
+    // On the old primary: the split-brain nodes kept (held), everything else the new
+    // primary's, checked node by node by the verifier.
+    let back = opts(&b.connect_string(), &root, &a.connect_string(), &root);
+    let v = verify(&back).await;
+    assert_eq!(v.counts.extra, SPLIT as u64, "{v:?}");
+    assert_eq!(
+        v.counts.total(),
+        SPLIT as u64,
+        "only the held split-brain nodes differ: {v:?}"
+    );
+    assert_eq!(v.destination_nodes, v.source_nodes + SPLIT as u64);
+    let (config, _) = za.get_data(&format!("{root}/config")).await.unwrap();
+    assert_eq!(config, b"v3 on B");
+    drop(rev);
 }

@@ -252,7 +252,9 @@ impl LiveStream {
     /// Resumes an existing reverse stream (a failback resumes the original), keeping its
     /// destination fenced or not as this switchover left it.
     async fn resume_fenced(&self, name: &str, fenced: bool) -> Result<(), String> {
-        let patch = serde_json::json!({"spec": {"suspend": false, "fenceDestination": fenced}});
+        // The stream now copies onto the old primary, which may hold writes made after the
+        // split: its next full sync reports them first.
+        let patch = serde_json::json!({"spec": {"suspend": false, "fenceDestination": fenced, "compareBeforeSync": true}});
         self.api
             .patch(
                 name,

@@ -96,6 +96,7 @@ pub fn resolve_live(
         None
     };
     let mut live = crate::engine::live::LiveOptions::new(sync);
+    live.compare_before_sync = spec.compare_before_sync;
     live.sync.progress_every = None;
     live.resync_interval = (!resync.is_zero()).then_some(resync);
     let mut live = live.with_apply_delay(apply_delay, crate::engine::live::DEFAULT_DELAY_MAX_BYTES);

@@ -149,6 +149,34 @@ pub struct LiveSynchronizationSpec {
     /// refused. Set on the reverse stream a Switchover creates; needs destination credentials.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fence_destination: bool,
+    /// Before each full sync that follows a start or a gap, compare the trees and report in
+    /// status.destinationDivergence (and an Event) what the destination holds that the sync
+    /// deletes or overwrites. Set on the reverse stream a Switchover creates: the old primary
+    /// may hold writes made after the split.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compare_before_sync: bool,
+}
+
+/// What the destination held, compared by the verifier before a full sync, that the sync
+/// deletes (under the deletion guard) or overwrites.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationDivergenceStatus {
+    /// When the trees were compared (the full sync began right after).
+    pub time: Time,
+    pub source_nodes: u64,
+    pub destination_nodes: u64,
+    /// Nodes only on the destination: the sync deletes them, unless the deletion guard
+    /// holds the deletes (see status.deletionGuard).
+    pub only_on_destination: u64,
+    /// Nodes whose data, ACL or kind differ: the sync overwrote them with the source's.
+    pub changed: u64,
+    /// Nodes only on the source: created by the sync (nothing of the destination's lost).
+    pub only_on_source: u64,
+    /// Up to 20 of the destination's nodes deleted or overwritten, as `path (what differs)`,
+    /// relative to the roots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
 
 fn default_apply_delay() -> String {
@@ -232,6 +260,9 @@ pub struct LiveSynchronizationStatus {
     /// Delayed apply: changes recorded and waiting their delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delayed_changes: Option<u64>,
+    /// `compareBeforeSync`: what the last compared full sync found on the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_divergence: Option<DestinationDivergenceStatus>,
 }
 
 impl LiveSynchronizationSpec {

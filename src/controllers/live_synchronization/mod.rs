@@ -129,6 +129,7 @@ fn running(
     report::report(&mut d, snap, max_lag(ls), ls.spec.verify_interval_enabled());
     let release = guard::guard(&mut d, ls, old, snap);
     report::delayed_apply(&mut d, snap);
+    report::destination_divergence(&mut d, old, snap);
     report::transition_notes(old, &mut d);
     let requeue = snap.failed.as_ref().map(|_| RESTART_AFTER_FAILURE);
     let action = release.map_or(LiveAction::Nothing, |(token, deletes)| {
@@ -404,6 +405,75 @@ mod tests {
             .notes
             .iter()
             .any(|n| n.warning && n.reason == Reason::Diverged));
+    }
+
+    #[test]
+    fn what_a_compared_full_sync_found_on_the_destination_is_in_status_and_one_event() {
+        use crate::engine::live::DestinationDiff;
+        use verifier::{Divergence, DivergenceClass};
+        let mut snap = streaming(1000);
+        let diff = DestinationDiff {
+            source_nodes: 202,
+            destination_nodes: 351,
+            only_on_destination: 150,
+            changed: 1,
+            only_on_source: 1,
+            paths: vec![
+                Divergence {
+                    path: "/config".into(),
+                    class: DivergenceClass::DataDiffers,
+                },
+                Divergence {
+                    path: "/split-000".into(),
+                    class: DivergenceClass::Extra,
+                },
+            ],
+        };
+        snap.destination_diff = Some((at(990), diff));
+        let d = desired(
+            &ls(1),
+            || panic!("not resolved while running"),
+            Some((Some(1), &snap)),
+            at(1000),
+        );
+        let dd = d.status.destination_divergence.as_ref().unwrap();
+        assert_eq!(
+            (dd.only_on_destination, dd.changed, dd.only_on_source),
+            (150, 1, 1)
+        );
+        assert_eq!(dd.time, Time(at(990)));
+        assert_eq!(
+            dd.paths,
+            vec!["/config (data differs)", "/split-000 (extra)"]
+        );
+        let said: Vec<_> = d
+            .notes
+            .iter()
+            .filter(|n| n.reason == Reason::DestinationDiverged)
+            .collect();
+        assert_eq!(said.len(), 1, "{:?}", d.notes);
+        assert!(said[0].warning);
+        assert!(
+            said[0]
+                .message
+                .contains("150 nodes the source does not have and 1 that differ"),
+            "{}",
+            said[0].message
+        );
+        // Said once: with that status stored, the next reconcile says nothing more.
+        let mut l = ls(1);
+        l.status = Some(d.status.clone());
+        let d = desired(
+            &l,
+            || panic!("not resolved while running"),
+            Some((Some(1), &snap)),
+            at(1001),
+        );
+        assert!(d
+            .notes
+            .iter()
+            .all(|n| n.reason != Reason::DestinationDiverged));
+        assert!(d.status.destination_divergence.is_some());
     }
 
     #[test]

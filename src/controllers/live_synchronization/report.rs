@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{human, Draft, Note};
-use crate::api::automation::{LivePhase, LiveSynchronizationStatus};
+use crate::api::automation::{DestinationDivergenceStatus, LivePhase, LiveSynchronizationStatus};
 use crate::api::conditions::{find, types, ConditionStatus, Desired, Reason};
 use verifier::Side;
 
@@ -297,6 +297,54 @@ pub(super) fn delayed_apply(d: &mut Draft, snap: &Snapshot) {
         ),
     };
     d.set(c);
+}
+
+/// `compareBeforeSync`: what the destination held that the last compared full sync deleted
+/// or overwrote, in the status, and a warning Event the first time each comparison is seen
+/// when the destination lost anything.
+pub(super) fn destination_divergence(
+    d: &mut Draft,
+    old: &LiveSynchronizationStatus,
+    snap: &Snapshot,
+) {
+    let Some((at, diff)) = &snap.destination_diff else {
+        return;
+    };
+    let st = DestinationDivergenceStatus {
+        time: Time(*at),
+        source_nodes: diff.source_nodes,
+        destination_nodes: diff.destination_nodes,
+        only_on_destination: diff.only_on_destination,
+        changed: diff.changed,
+        only_on_source: diff.only_on_source,
+        paths: diff
+            .paths
+            .iter()
+            .map(|p| format!("{} ({})", shown(&p.path), p.class.label()))
+            .collect(),
+    };
+    let seen = old
+        .destination_divergence
+        .as_ref()
+        .is_some_and(|o| o.time == st.time);
+    if !seen && diff.loses_anything() {
+        let e = if st.paths.is_empty() {
+            String::new()
+        } else {
+            format!(", e.g. {}", st.paths.join(", "))
+        };
+        d.notes.push(Note::warning(Reason::DestinationDiverged, format!("before the full sync, the destination held {} nodes the source does not have and {} that differ{e}: the differing ones are overwritten with the source's; deletes of the others go through the deletion guard (status.deletionGuard). If they are writes made on an old primary after a failover, copy them out before releasing any hold", diff.only_on_destination, diff.changed)));
+    }
+    d.st.destination_divergence = Some(st);
+}
+
+/// A relative path for people: the root is "/".
+fn shown(rel: &str) -> &str {
+    if rel.is_empty() {
+        "/"
+    } else {
+        rel
+    }
 }
 
 /// Events for what users must hear about: Ready turning, divergence found.
