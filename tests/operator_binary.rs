@@ -1634,10 +1634,7 @@ async fn a_planned_switchover_promotes_the_verified_copy_and_starts_the_reverse_
             && verify(&o).await.equal
     })
     .await;
-    // The heartbeat keeps the stream busy: this branch's core CatchUp waits for a batch that
-    // ends after the request, which an idle stream never runs (see the report; main's core
-    // waits for two idle looks instead). Changes made just before the switchover must reach
-    // the new primary too.
+    // Changes made just before the switchover must reach the new primary too.
     for i in 0..20 {
         mk(&zs, &format!("{root}/late-{i}"), b"late").await;
     }
