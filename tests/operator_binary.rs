@@ -1598,7 +1598,8 @@ fn events_of(fake: &Fake, name: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_planned_switchover_promotes_the_verified_copy_and_starts_the_reverse_stream() {
+async fn a_planned_switchover_promotes_the_verified_copy_starts_the_reverse_stream_and_fails_back()
+{
     let (src, dst) = shared_pair();
     let zs = client(src).await;
     let root = unique_root("operator-switchover");
@@ -1781,6 +1782,98 @@ async fn a_planned_switchover_promotes_the_verified_copy_and_starts_the_reverse_
         metrics.contains(
             "resiliency_switchover_duration_seconds_bucket{mode=\"planned\",result=\"complete\""
         ),
+        "{metrics}"
+    );
+
+    // The reverse stream compared A before its first full sync: A held nothing of its own.
+    assert_eq!(reverse["spec"]["compareBeforeSync"], true, "{reverse:#}");
+    wait_for(
+        "the reverse stream's comparison in its status",
+        Duration::from_secs(20),
+        || async {
+            status("livesynchronizations", "dr-live-reverse")["destinationDivergence"].is_object()
+        },
+    )
+    .await;
+    let dd = status("livesynchronizations", "dr-live-reverse")["destinationDivergence"].clone();
+    assert_eq!(
+        (&dd["onlyOnDestination"], &dd["changed"]),
+        (&json!(0), &json!(0)),
+        "{dd:#}"
+    );
+    // B takes writes, and they reach A.
+    let zd = client(dst).await;
+    mk(&zd, &format!("{root}/written-on-b"), b"b").await;
+    wait_for("B's write on A", Duration::from_secs(30), || async {
+        zs.check_stat(&format!("{root}/written-on-b"))
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+
+    // Failback: one more Switchover, of the reverse stream. It resumes the original.
+    fake.write(
+        "switchovers",
+        ns,
+        switchover(
+            "back",
+            json!({"liveSynchronizationName": "dr-live-reverse", "reverse": true}),
+        ),
+        "ADDED",
+    );
+    wait_for("the failback to end", Duration::from_secs(90), || async {
+        let p = &status("switchovers", "back")["phase"];
+        p == "Complete" || p == "Failed"
+    })
+    .await;
+    let st = status("switchovers", "back");
+    assert_eq!(st["phase"], "Complete", "{st:#}");
+    assert_eq!(st["dataLoss"]["proven"], true, "{st:#}");
+    assert_eq!(st["verification"]["result"], "Equal", "{st:#}");
+    assert_eq!(
+        (&st["oldPrimary"], &st["newPrimary"]),
+        (&json!("zk-b"), &json!("zk-a")),
+        "{st:#}"
+    );
+    assert_eq!(st["reverseLiveSynchronizationName"], "dr-live", "{st:#}");
+    let original = fake.get("livesynchronizations", ns, "dr-live").unwrap();
+    assert_eq!(original["spec"]["suspend"], false, "{original:#}");
+    assert_eq!(original["spec"]["compareBeforeSync"], true, "{original:#}");
+    let reverse = fake
+        .get("livesynchronizations", ns, "dr-live-reverse")
+        .unwrap();
+    assert_eq!(reverse["spec"]["suspend"], true, "{reverse:#}");
+    wait_for(
+        "the original streaming again",
+        Duration::from_secs(60),
+        || async {
+            condition(&status("livesynchronizations", "dr-live"), "Streaming")["status"] == "True"
+        },
+    )
+    .await;
+    // A is the primary again: its writes reach B, and the trees are equal.
+    mk(&zs, &format!("{root}/written-on-a-again"), b"a").await;
+    wait_for("A's write on B", Duration::from_secs(30), || async {
+        zd.check_stat(&format!("{root}/written-on-a-again"))
+            .await
+            .unwrap()
+            .is_some()
+            && verify(&o).await.equal
+    })
+    .await;
+    let r = verify(&o).await;
+    assert_eq!(r.destination_nodes, r.source_nodes, "{r:?}");
+    assert_eq!(r.destination_root_hash, r.source_root_hash);
+    let events = events_of(&fake, "back");
+    assert!(
+        events.iter().any(|e| e["reason"] == "Promoted"),
+        "{events:#?}"
+    );
+    let (_, metrics) = http_get(&metrics_addr, "/metrics").await;
+    assert!(
+        metrics
+            .contains("resiliency_switchover_runs_total{mode=\"planned\",result=\"complete\"} 2"),
         "{metrics}"
     );
 }

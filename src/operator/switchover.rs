@@ -195,7 +195,7 @@ impl Ctx {
             ls: ls.clone(),
             uid: ls.metadata.uid.clone().unwrap_or_default(),
             switchover: name.clone(),
-            reverse: reverse_name(sw),
+            reverse: reverse_name(sw, ls),
         };
         let progress = Progress::new(opts.mode, Timestamp::now());
         let p = progress.clone();

@@ -15,11 +15,18 @@ pub const SWITCHOVER: &str = "automation.astronetes.io/switchover";
 /// Longest label value Kubernetes accepts; longer names go in the annotations only.
 const MAX_LABEL_VALUE: usize = 63;
 
-/// spec.reverseName, else `<liveSynchronizationName>-reverse`.
-pub fn reverse_name(sw: &Switchover) -> String {
-    sw.spec
-        .reverse_name
-        .clone()
+/// spec.reverseName; else, switching over a reverse stream (a failback), the original it
+/// copies back (named in its `reverse-of` annotation), which is resumed; else
+/// `<liveSynchronizationName>-reverse`.
+pub fn reverse_name(sw: &Switchover, ls: &LiveSynchronization) -> String {
+    if let Some(n) = &sw.spec.reverse_name {
+        return n.clone();
+    }
+    ls.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVERSE_OF))
+        .cloned()
         .unwrap_or_else(|| format!("{}-reverse", sw.spec.live_synchronization_name))
 }
 

@@ -595,3 +595,26 @@ fn the_oldest_waiting_switchover_goes_first_and_a_running_one_always_does() {
     );
     assert_eq!(blocking(&me, [&running], none).as_deref(), Some("z"));
 }
+
+#[test]
+fn a_failback_resumes_the_original_the_reverse_stream_copies_back() {
+    let forward = live(false);
+    let s = planned();
+    assert_eq!(reverse::reverse_name(&s, &forward), "live-reverse");
+    // The reverse stream names its original: switching it over resumes that one.
+    let mut back = live(false);
+    back.metadata.name = Some("live-reverse".into());
+    let (_, annotations) = reverse::reverse_marks("live", "to-dr");
+    back.metadata.annotations = Some(annotations);
+    let f = sw(
+        "back",
+        serde_json::json!({"liveSynchronizationName": "live-reverse", "reverse": true}),
+    );
+    assert_eq!(reverse::reverse_name(&f, &back), "live");
+    // spec.reverseName wins.
+    let f = sw(
+        "back",
+        serde_json::json!({"liveSynchronizationName": "live-reverse", "reverse": true, "reverseName": "elsewhere"}),
+    );
+    assert_eq!(reverse::reverse_name(&f, &back), "elsewhere");
+}
