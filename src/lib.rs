@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cli;
 pub mod controllers;
+pub mod local_switchover;
 pub mod metrics;
 pub mod operator;
 pub mod remote_cluster;

@@ -439,3 +439,373 @@ spec:
     assert!(r.equal, "{}", r.render());
     assert_eq!(r.destination_nodes, 1);
 }
+
+/// The credentials of both Databases in [`manifests`]: the identity a fence keeps ALL for.
+const DB_AUTH: &str = "admin:s3cr3t-value";
+
+fn live_and_switchover(root: &str, switchover: &str) -> String {
+    format!(
+        r#"---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: LiveSynchronization
+metadata:
+  name: live
+spec:
+  plugin: zookeeper-to-zookeeper-nodes
+  config:
+    sourceName: zookeeper-source
+    destinationName: zookeeper-destination
+    rootPath: {root}
+  resyncInterval: 0s
+{switchover}"#
+    )
+}
+
+const PLANNED: &str = r#"---
+apiVersion: automation.astronetes.io/v1alpha1
+kind: Switchover
+metadata:
+  name: to-dr
+spec:
+  liveSynchronizationName: live
+  mode: planned
+  fence: acl
+  reverse: true
+  timeout: 60s
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planned_switchover_from_files_fences_proves_no_loss_and_streams_back_until_sigterm() {
+    let (s, d) = shared_pair();
+    let root = unique_root("standalone-switchover");
+    let zs = client(s).await;
+    build_tree(&zs, &root, 200, 10, 8).await;
+    let before = acls(s, &root, DB_AUTH).await;
+    // An application writes to the source while the stream copies and streams it.
+    let writer = Writer::start(client(s).await, root.clone());
+    let mut run = Running::switch_over(s, d, &root);
+    run.until(
+        "the switchover to end",
+        &["switchover/default/to-dr: complete in", "failed at"],
+    )
+    .await;
+    // The application keeps trying after the fence: those writes are refused.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (acked, refused) = writer.stop().await;
+    let out = run.stdout();
+    assert!(run.said("complete in"), "{out}\n{}", run.stderr());
+    assert!(refused > 0, "the fence refused no write:\n{out}");
+
+    // Each step as it ended, and the report: zero changes lost, proven.
+    assert!(
+        out.contains("waiting for the stream to finish its first full sync"),
+        "{out}"
+    );
+    for step in [
+        "Preflight  Succeeded",
+        "Fence      Succeeded",
+        "CatchUp    Succeeded",
+        "StopStream Succeeded",
+        "Verify     Succeeded",
+        "Promote    Succeeded",
+        "Reverse    Succeeded",
+    ] {
+        assert!(
+            out.contains(&format!("switchover/default/to-dr: {step}")),
+            "{step} missing from:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("data loss: 0 changes (verified up to zxid"),
+        "{out}"
+    );
+    let report: serde_json::Value = out
+        .lines()
+        .find_map(|l| {
+            l.split_once("switchover/default/to-dr: report ")
+                .map(|(_, j)| j)
+        })
+        .map(|j| serde_json::from_str(j).unwrap())
+        .unwrap_or_else(|| panic!("no report in:\n{out}"));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["dataLoss"]["changesLost"], 0, "{report}");
+    assert_eq!(report["verification"]["equal"], true, "{report}");
+    assert!(
+        report["fence"]["nodes"].as_u64().unwrap() >= 201,
+        "{report}"
+    );
+    assert!(
+        out.contains("livesynchronization/default/live: stopped for good by switchover to-dr"),
+        "{out}"
+    );
+    // The files still say the old stream runs: the person is told before running them again.
+    assert!(
+        out.contains("WARNING the files still say LiveSynchronization live streams"),
+        "{out}"
+    );
+
+    // No acknowledged write is missing on the new primary, and its tree equals the old one's
+    // (node count and blake3 root hash, data and structure: the old one's ACLs are fenced).
+    let zd = client(d).await;
+    for (p, data) in &acked {
+        let (got, _) = zd
+            .get_data(p)
+            .await
+            .unwrap_or_else(|e| panic!("{p} missing on the new primary: {e}"));
+        assert_eq!(&got, data, "{p}");
+    }
+    let mut data_only = sync_opts(s, &root, d, &root);
+    data_only.copy_acl = false;
+    let r = assert_equal(&data_only).await;
+    assert_eq!(r.source_nodes, r.destination_nodes);
+    assert!(r.source_nodes >= 201, "{}", r.render());
+
+    // The old primary is fenced: every node read-only for all but the Database's identity,
+    // and an application's write refused; the new primary has the applications' ACLs.
+    let identity = verifier::DigestAuth::parse(DB_AUTH).unwrap().acl_id();
+    let (on_s, on_d) = (acls(s, &root, DB_AUTH).await, acls(d, &root, DB_AUTH).await);
+    for (p, acl) in &before {
+        assert_eq!(on_d.get(p), Some(acl), "{p} on the new primary");
+        assert_eq!(
+            on_s.get(p),
+            Some(&resiliency_operator::switchover::fence::fenced_acl(
+                acl, &identity
+            )),
+            "{p} is not fenced on the old primary"
+        );
+    }
+    let app = client(s).await;
+    assert!(matches!(
+        app.set_data(&format!("{root}/load-0"), b"late", None).await,
+        Err(zookeeper_client::Error::NoAuth)
+    ));
+
+    // The reverse stream, reported as the LiveSynchronization the operator would create,
+    // carries a write on the new primary to the old one.
+    run.until(
+        "the reverse stream to stream",
+        &["livesynchronization/default/live-reverse: phase Streaming"],
+    )
+    .await;
+    mk(
+        &zd,
+        &format!("{root}/after-switch"),
+        b"written on the new primary",
+    )
+    .await;
+    appears(
+        &zs,
+        &format!("{root}/after-switch"),
+        "the new primary's write on the old one",
+    )
+    .await;
+
+    let (code, out) = run.stop().await;
+    assert_eq!(code, Some(0), "{out}\n{}", run.stderr());
+    assert!(
+        out.contains(
+            "livesynchronization/default/live-reverse: stopped; destination data is left as it is"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("s3cr3t-value"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switchover_that_fails_rolls_back_the_stream_streams_on_and_the_exit_code_says_so() {
+    let (s, d) = shared_pair();
+    let root = unique_root("standalone-switchover-rollback");
+    let zs = client(s).await;
+    build_tree(&zs, &root, 60, 6, 8).await;
+    // The fence cannot finish: the Database's identity may not administer this node.
+    mk_without_admin(&zs, &format!("{root}/locked")).await;
+    let before = acls(s, &root, DB_AUTH).await;
+    let mut run = Running::switch_over(s, d, &root);
+    run.until(
+        "the switchover to fail",
+        &["switchover/default/to-dr: failed at"],
+    )
+    .await;
+    let out = run.stdout();
+    assert!(out.contains("failed at Fence: "), "{out}");
+    assert!(out.contains("/locked"), "{out}");
+    assert!(
+        out.contains("(rolled back: the old primary serves as before)"),
+        "{out}"
+    );
+    assert!(out.contains("Rollback   Succeeded"), "{out}");
+    // The fence is lifted, and the resumed stream carries a new write.
+    assert_eq!(acls(s, &root, DB_AUTH).await, before);
+    mk(&zs, &format!("{root}/after-rollback"), b"x").await;
+    let zd = client(d).await;
+    appears(
+        &zd,
+        &format!("{root}/after-rollback"),
+        "the resumed stream's copy of a new write",
+    )
+    .await;
+    let (code, out) = run.stop().await;
+    // A switchover that failed fails the run, as a failed Synchronization does.
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "livesynchronization/default/live: stopped; destination data is left as it is"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("live-reverse"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_a_switchover_waits_for_its_stream_ends_it_unbegun() {
+    // Nothing answers: the stream never streams, so the switchover only waits.
+    let mut run = Running::start("127.0.0.1:1", "127.0.0.1:2", "/never");
+    run.until(
+        "the switchover to wait",
+        &["switchover/default/to-dr: waiting for the stream"],
+    )
+    .await;
+    let (code, out) = run.stop().await;
+    assert_eq!(code, Some(1), "{out}\n{}", run.stderr());
+    assert!(
+        out.contains("Preflight  Failed    stopped by SIGINT or SIGTERM before it began; nothing was changed"),
+        "{out}"
+    );
+    assert!(!out.contains("Fence"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switchover_of_a_missing_or_suspended_stream_is_refused_naming_the_field_and_nothing_is_written(
+) {
+    let (s, d) = shared_pair();
+    let root = unique_root("standalone-switchover-bad");
+    let zs = client(s).await;
+    build_tree(&zs, &root, 60, 6, 8).await;
+    // A stale copy: a stream that started would change it.
+    let o = sync_opts(s, &root, d, &root);
+    resiliency_operator::engine::sync(&o).await.unwrap();
+    mk(&zs, &format!("{root}/newer"), b"only on the source").await;
+    let before = fingerprint(d, &root).await;
+    let cases = [
+        (
+            PLANNED.replace(
+                "liveSynchronizationName: live",
+                "liveSynchronizationName: nope",
+            ),
+            "",
+            "spec.liveSynchronizationName: LiveSynchronization nope not found",
+        ),
+        (
+            PLANNED.to_string(),
+            "  suspend: true\n",
+            "spec.suspend: true",
+        ),
+    ];
+    for (switchover, suspend, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let files = format!("{}{suspend}{switchover}", live_and_switchover(&root, ""));
+        std::fs::write(
+            dir.path().join("all.yaml"),
+            manifests(&s.connect_string(), &d.connect_string(), &files),
+        )
+        .unwrap();
+        let (code, out, err) = run(dir.path());
+        assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+        assert!(err.contains("switchover to-dr: "), "{err}");
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+        // Refused before anything started: no stream, no Database probed.
+        assert!(out.is_empty(), "{out}");
+    }
+    let after = fingerprint(d, &root).await;
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "the destination's node count changed"
+    );
+    assert_eq!(before, after, "the destination was written");
+    let zd = client(d).await;
+    assert!(zd
+        .check_stat(&format!("{root}/newer"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// `run -f` running, its output gathered as it comes.
+struct Running {
+    child: tokio::process::Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// `run -f` on the two Databases, a LiveSynchronization of `root` and the [`PLANNED`]
+    /// Switchover of it.
+    fn switch_over(s: &ZkServer, d: &ZkServer, root: &str) -> Running {
+        Running::start(&s.connect_string(), &d.connect_string(), root)
+    }
+
+    fn start(src: &str, dst: &str, root: &str) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("all.yaml"),
+            manifests(src, dst, &live_and_switchover(root, PLANNED)),
+        )
+        .unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"))
+            .args(["run", "-f"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = gather(child.stdout.take().unwrap());
+        let stderr = gather(child.stderr.take().unwrap());
+        Running {
+            child,
+            stdout,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until it has printed one of `needles`.
+    async fn until(&self, what: &str, needles: &[&str]) {
+        wait_for(what, std::time::Duration::from_secs(120), || async {
+            needles.iter().any(|n| self.said(n))
+        })
+        .await;
+    }
+
+    fn said(&self, needle: &str) -> bool {
+        self.stdout.lock().unwrap().contains(needle)
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then its exit code and all it printed.
+    async fn stop(&mut self) -> (Option<i32>, String) {
+        signal(self.child.id().unwrap(), "-TERM");
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        (status.code(), self.stdout())
+    }
+}
+
+/// Waits until `path` exists on the server of `c`.
+async fn appears(c: &zookeeper_client::Client, path: &str, what: &str) {
+    wait_for(what, std::time::Duration::from_secs(60), || async {
+        c.check_stat(path).await.unwrap().is_some()
+    })
+    .await;
+}

@@ -6,9 +6,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use resiliency_operator::continuous::{Continuous, ContinuousOptions};
@@ -22,8 +19,8 @@ use resiliency_operator::switchover::{
 };
 use resiliency_operator::Reason;
 use support::*;
-use verifier::{AclEntry, DigestAuth};
-use zookeeper_client::{Acl, AuthId, Client, CreateMode, Error as ZkError, Permission};
+use verifier::DigestAuth;
+use zookeeper_client::{Acl, AuthId, CreateMode, Error as ZkError, Permission};
 
 const OP: &str = "op:op-secret";
 
@@ -78,86 +75,12 @@ async fn run(
     (r, progress.report())
 }
 
-/// Every node's ACL under `root`, by path, read with the operator's identity (digest ids
-/// are hidden from a session without ADMIN).
-async fn acls(server: &ZkServer, root: &str) -> BTreeMap<String, Vec<AclEntry>> {
-    let c = client_at(&server.connect_string(), Some(OP)).await;
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root.to_string()];
-    while let Some(p) = todo.pop() {
-        let Ok((acl, _)) = c.get_acl(&p).await else {
-            continue;
-        };
-        let acl = verifier::model::canonical_acl(acl.iter().map(AclEntry::from_zk).collect());
-        out.insert(p.clone(), acl);
-        for child in c.list_children(&p).await.unwrap_or_default() {
-            todo.push(format!("{p}/{child}"));
-        }
-    }
-    out
-}
-
 fn step(r: &switchover::Report, name: StepName) -> &switchover::Step {
     r.steps
         .iter()
         .rev()
         .find(|s| s.name == name)
         .unwrap_or_else(|| panic!("no {name} step in {:#?}", r.steps))
-}
-
-/// An application without the operator's credentials writing as fast as a light load
-/// allows; every write the source acknowledged, with its last value.
-struct Writer {
-    acked: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
-    refused: Arc<Mutex<u64>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(c: Client, root: String) -> Writer {
-        let acked = Arc::new(Mutex::new(BTreeMap::new()));
-        let refused = Arc::new(Mutex::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, r, s) = (acked.clone(), refused.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut i = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                let p = format!("{root}/load-{}", i % 40);
-                let data = format!("v{i}").into_bytes();
-                let res = match c.set_data(&p, &data, None).await {
-                    Err(ZkError::NoNode) => c
-                        .create(&p, &data, &CreateMode::Persistent.with_acls(open()))
-                        .await
-                        .map(|_| ()),
-                    other => other.map(|_| ()),
-                };
-                match res {
-                    Ok(()) => {
-                        a.lock().unwrap().insert(p, data);
-                    }
-                    Err(ZkError::NoAuth) => *r.lock().unwrap() += 1,
-                    Err(e) => panic!("writer: {e}"),
-                }
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        });
-        Writer {
-            acked,
-            refused,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) -> (BTreeMap<String, Vec<u8>>, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        let acked = self.acked.lock().unwrap().clone();
-        let refused = *self.refused.lock().unwrap();
-        (acked, refused)
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +91,7 @@ async fn a_planned_switchover_under_load_loses_no_acknowledged_write_and_the_rev
     build_tree(&zs, &root, 300, 10, 8).await;
     let o = opts(&a.connect_string(), &root, &b.connect_string(), &root);
     let (co, c) = stream(&o).await;
-    let before = acls(a, &root).await;
+    let before = acls(a, &root, OP).await;
     let writer = Writer::start(client(a).await, root.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -227,7 +150,7 @@ async fn a_planned_switchover_under_load_loses_no_acknowledged_write_and_the_rev
         );
     }
     // The new primary has the applications' ACLs, not the fence.
-    let on_b = acls(b, &root).await;
+    let on_b = acls(b, &root, OP).await;
     let identity = DigestAuth::parse(OP).unwrap().acl_id();
     for (p, acl) in &before {
         assert_eq!(on_b.get(p), Some(acl), "{p}");
@@ -268,7 +191,7 @@ async fn a_planned_switchover_under_load_loses_no_acknowledged_write_and_the_rev
     let mut data_only = back.clone();
     data_only.copy_acl = false;
     converges(&data_only).await;
-    let (on_a, on_b) = (acls(a, &root).await, acls(b, &root).await);
+    let (on_a, on_b) = (acls(a, &root, OP).await, acls(b, &root, OP).await);
     assert_eq!(on_a.len(), on_b.len());
     for (p, acl) in &on_b {
         assert_eq!(
@@ -300,7 +223,7 @@ async fn a_planned_switchover_under_load_loses_no_acknowledged_write_and_the_rev
     let out = r.unwrap_or_else(|f| panic!("failback failed: {f:?}\n{:#?}", report.steps));
     assert!(matches!(out.data_loss, DataLoss::None { .. }));
     let l = out.lifted.expect("the old primary's fence was not lifted");
-    let on_a = acls(a, &root).await;
+    let on_a = acls(a, &root, OP).await;
     let wrong: Vec<_> = on_b
         .iter()
         .filter(|(p, acl)| on_a.get(*p) != Some(acl))
@@ -353,7 +276,7 @@ async fn a_fence_is_applied_and_lifted_exactly() {
     for i in 0..50 {
         mk(&zs, &format!("{root}/open/deep/n{i}"), b"x").await;
     }
-    let before = acls(a, &root).await;
+    let before = acls(a, &root, OP).await;
     let op = client_at(&a.connect_string(), Some(OP)).await;
     let identity = DigestAuth::parse(OP).unwrap().acl_id();
 
@@ -361,7 +284,7 @@ async fn a_fence_is_applied_and_lifted_exactly() {
         .await
         .unwrap();
     assert_eq!(f.nodes, before.len() as u64);
-    let fenced = acls(a, &root).await;
+    let fenced = acls(a, &root, OP).await;
     for (p, acl) in &before {
         assert_eq!(
             fenced.get(p),
@@ -412,7 +335,7 @@ async fn a_fence_is_applied_and_lifted_exactly() {
     let lifted = fence::lift(&op, &root).await.unwrap().unwrap();
     assert_eq!(lifted.changed_since, 1);
     assert_eq!(lifted.restored, before.len() as u64 - 1);
-    let after = acls(a, &root).await;
+    let after = acls(a, &root, OP).await;
     for (p, acl) in &before {
         if *p != changed {
             assert_eq!(after.get(p), Some(acl), "{p} did not get its ACL back");
@@ -435,7 +358,7 @@ async fn a_planned_switchover_that_cannot_finish_rolls_back() {
     build_tree(&zs, &root, 100, 10, 8).await;
     let o = opts(&a.connect_string(), &root, &b.connect_string(), &root);
     let (co, c) = stream(&o).await;
-    let before = acls(a, &root).await;
+    let before = acls(a, &root, OP).await;
     // A destination node the stream would delete, held by the deletion guard: the copy
     // cannot verify equal. Made behind the stream's back, as a stray writer would.
     let zd = client(b).await;
@@ -456,7 +379,7 @@ async fn a_planned_switchover_that_cannot_finish_rolls_back() {
         StepState::Succeeded
     );
     // The old primary serves as before: its ACLs are back and the stream runs again.
-    let after = acls(a, &root).await;
+    let after = acls(a, &root, OP).await;
     for (p, acl) in &before {
         assert_eq!(after.get(p), Some(acl), "{p}");
     }
@@ -475,27 +398,16 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let zs = client(a).await;
     build_tree(&zs, &root, 60, 6, 8).await;
     // A node the operator's identity may read but not administer.
-    let app_only = [Acl::new(
-        Permission::READ | Permission::WRITE | Permission::CREATE | Permission::DELETE,
-        AuthId::new("world", "anyone"),
-    )];
-    mk_with(
-        &zs,
-        &format!("{root}/locked"),
-        b"L",
-        CreateMode::Persistent,
-        &app_only,
-    )
-    .await;
+    mk_without_admin(&zs, &format!("{root}/locked")).await;
     let proxy = Proxy::start(a.port()).await;
     let o = opts(&proxy.connect_string(), &root, &b.connect_string(), &root);
     let (co, c) = stream(&o).await;
     let local = Local::new(co, c, "test reverse");
-    let src_before = acls(a, &root).await;
+    let src_before = acls(a, &root, OP).await;
     let dst_before = fingerprint(b, &root).await;
     let unchanged = || async {
         assert_eq!(
-            acls(a, &root).await,
+            acls(a, &root, OP).await,
             src_before,
             "the source's ACLs changed"
         );
@@ -621,7 +533,7 @@ async fn the_cli_switches_over_with_a_json_report_and_unfences() {
     let root = unique_root("switch-cli");
     let zs = client(a).await;
     build_tree(&zs, &root, 80, 8, 8).await;
-    let before = acls(a, &root).await;
+    let before = acls(a, &root, OP).await;
     let (sa, sb, r1) = (a.connect_string(), b.connect_string(), root.clone());
     let out = tokio::task::spawn_blocking(move || {
         cli(&[
@@ -686,7 +598,7 @@ async fn the_cli_switches_over_with_a_json_report_and_unfences() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(acls(a, &root).await, before);
+    assert_eq!(acls(a, &root, OP).await, before);
     assert!(fence::load(&zop, &root).await.unwrap().is_none());
 }
 

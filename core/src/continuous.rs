@@ -532,6 +532,19 @@ impl Registry {
         drop(old);
     }
 
+    /// Takes the run under `key` out of the registry, still running: a driver that switches
+    /// it over owns it from now on (see [`crate::switchover::local::Local`]).
+    pub fn take(&self, key: &str) -> Option<(Option<i64>, Continuous)> {
+        self.lock().remove(key)
+    }
+
+    /// Puts a run started elsewhere under `key` (a stream resumed by a rolled-back
+    /// switchover, or its reverse stream), stopping the one there.
+    pub fn adopt(&self, key: &str, generation: Option<i64>, run: Continuous) {
+        let old = self.lock().insert(key.to_string(), (generation, run));
+        drop(old);
+    }
+
     /// Stops the run under `key`, if any.
     pub fn stop(&self, key: &str) {
         let old = self.lock().remove(key);
@@ -640,6 +653,26 @@ mod tests {
         reg.keep_stopped("live", false);
         reg.start("live", Some(2), opts(), None);
         assert_eq!(reg.get("live").map(|(g, _)| g), Some(Some(2)));
+        reg.clear();
+    }
+
+    #[tokio::test]
+    async fn a_taken_stream_keeps_running_and_can_be_put_back() {
+        let reg = Registry::default();
+        let opts = ContinuousOptions::new(LiveOptions::new(crate::engine::SyncOptions::new(
+            verifier::ConnectOptions::new("127.0.0.1:9"),
+            "/a",
+            verifier::ConnectOptions::new("127.0.0.1:9"),
+            "/b",
+        )));
+        reg.start("live", Some(3), opts, None);
+        let (generation, run) = reg.take("live").unwrap();
+        assert!(reg.is_empty());
+        assert_eq!(generation, Some(3));
+        // Still trying to connect: not stopped by the take.
+        assert!(run.snapshot().failed.is_none());
+        reg.adopt("live", generation, run);
+        assert_eq!(reg.get("live").map(|(g, _)| g), Some(Some(3)));
         reg.clear();
     }
 

@@ -4,13 +4,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
 use super::StandaloneError;
 use crate::api::assets::{Bucket, Database};
-use crate::api::automation::{LiveSynchronization, Synchronization, SynchronizationPlan};
-use crate::resolve::{self, SecretData};
+use crate::api::automation::{
+    LiveSynchronization, Switchover, Synchronization, SynchronizationPlan,
+};
+use crate::resolve::{self, Found, SecretData};
 
 /// Everything read from the files, keyed by (namespace, name).
 #[derive(Default)]
@@ -21,6 +24,7 @@ pub struct Manifests {
     pub plans: BTreeMap<(String, String), SynchronizationPlan>,
     pub live: BTreeMap<(String, String), LiveSynchronization>,
     pub buckets: BTreeMap<(String, String), Bucket>,
+    pub switchovers: BTreeMap<(String, String), Switchover>,
     /// Names handed out for `generateName` so far.
     generated: u32,
 }
@@ -124,25 +128,40 @@ impl Manifests {
             }
             "LiveSynchronization" => {
                 let mut l: LiveSynchronization = serde_json::from_value(doc)?;
-                let name = l.metadata.name.clone().unwrap_or_default();
-                l.metadata.namespace = Some(ns.clone());
-                l.metadata.uid = Some(format!("{ns}/{name}"));
-                l.metadata.generation = Some(1);
-                self.live.insert((ns, name), l);
+                admit(&mut l.metadata, &ns);
+                self.live
+                    .insert((ns, l.metadata.name.clone().unwrap_or_default()), l);
+            }
+            "Switchover" => {
+                let mut sw: Switchover = serde_json::from_value(doc)?;
+                admit(&mut sw.metadata, &ns);
+                sw.metadata.creation_timestamp = Some(Time(Timestamp::now()));
+                self.switchovers
+                    .insert((ns, sw.metadata.name.clone().unwrap_or_default()), sw);
             }
             "SynchronizationPlan" => {
                 let mut p: SynchronizationPlan = serde_json::from_value(doc)?;
                 p.metadata.namespace = Some(ns.clone());
                 p.metadata.generation = Some(1);
-                p.metadata.creation_timestamp = Some(
-                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
-                );
+                p.metadata.creation_timestamp = Some(Time(Timestamp::now()));
                 self.plans
                     .insert((ns, p.metadata.name.clone().unwrap_or_default()), p);
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// The Database `name` of namespace `ns` and the Secret of the same name, for
+    /// [`crate::resolve`].
+    pub fn lookup<'a>(&'a self, ns: &'a str) -> impl Fn(&str) -> Found + 'a {
+        move |name| {
+            let key = (ns.to_string(), name.to_string());
+            Ok((
+                self.databases.get(&key).cloned(),
+                self.secrets.get(&key).cloned(),
+            ))
+        }
     }
 
     fn add_sync(&mut self, ns: String, mut s: Synchronization) {
@@ -156,19 +175,16 @@ impl Manifests {
                 .unwrap_or_else(|| "synchronization-".into());
             s.metadata.name = Some(format!("{base}{:05}", self.generated));
         }
-        admit(&mut s, &ns);
+        admit(&mut s.metadata, &ns);
         self.syncs
             .insert((ns, s.metadata.name.clone().unwrap_or_default()), s);
     }
 }
 
-/// What the API server fills in on create: namespace, a UID (unique per namespace and name
-/// here, which is all the run registry needs) and the first generation.
-pub(super) fn admit(s: &mut Synchronization, ns: &str) {
-    s.metadata.namespace = Some(ns.to_string());
-    s.metadata.uid = Some(format!(
-        "{ns}/{}",
-        s.metadata.name.clone().unwrap_or_default()
-    ));
-    s.metadata.generation = Some(1);
+/// What the API server fills in on create: namespace, a UID (unique per kind, namespace and
+/// name here, which is all the registries need) and the first generation.
+pub(super) fn admit(meta: &mut ObjectMeta, ns: &str) {
+    meta.namespace = Some(ns.to_string());
+    meta.uid = Some(format!("{ns}/{}", meta.name.clone().unwrap_or_default()));
+    meta.generation = Some(1);
 }

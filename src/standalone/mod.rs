@@ -1,10 +1,11 @@
 //! Standalone mode: the same manifests (Secrets included) read from files, driven through the
 //! same resolver and decisions as the operator, without Kubernetes. Each status change is
-//! printed. Plans fire on schedule; without plans the command ends when every
-//! Synchronization has finished.
+//! printed. Plans fire on schedule, and streams run until a signal; without them the command
+//! ends when every Synchronization and Switchover has finished.
 
 mod load;
 mod say;
+mod switchover;
 
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ use crate::resolve::{self, ResolveError};
 use crate::runs::Runs;
 use load::admit;
 pub use load::{load, Manifests};
-use say::{live_changes, phase_line, say, say_notes, Kind};
+use say::{phase_line, say, say_notes, show_live, Kind};
+use switchover::Switchovers;
 
 #[derive(Debug, Error)]
 pub enum StandaloneError {
@@ -34,6 +36,13 @@ pub enum StandaloneError {
         #[source]
         source: ResolveError,
     },
+    /// Refused by the operator's decisions (a Switchover's input), with their message.
+    #[error("{kind} {name}: {message}")]
+    Refused {
+        kind: &'static str,
+        name: String,
+        message: String,
+    },
 }
 
 /// The pause between two passes over the resources.
@@ -42,27 +51,23 @@ const PASS_INTERVAL: Duration = Duration::from_millis(200);
 /// Engine settings of a sync from the loaded Databases and Secrets.
 pub fn resolve_sync(m: &Manifests, s: &Synchronization) -> Result<crate::runs::Job, ResolveError> {
     let ns = s.metadata.namespace.clone().unwrap_or_default();
-    resolve::resolve_job(
-        s,
-        |name| {
-            let key = (ns.clone(), name.to_string());
-            Ok((m.databases.get(&key).cloned(), m.secrets.get(&key).cloned()))
-        },
-        &|name| {
-            let bucket = m.buckets.get(&(ns.clone(), name.to_string())).cloned();
-            let secret = bucket
-                .as_ref()
-                .and_then(resolve::bucket_secret_name)
-                .and_then(|sn| m.secrets.get(&(ns.clone(), sn.to_string())).cloned());
-            (bucket, secret)
-        },
-    )
+    resolve::resolve_job(s, m.lookup(&ns), &|name| {
+        let bucket = m.buckets.get(&(ns.clone(), name.to_string())).cloned();
+        let secret = bucket
+            .as_ref()
+            .and_then(resolve::bucket_secret_name)
+            .and_then(|sn| m.secrets.get(&(ns.clone(), sn.to_string())).cloned());
+        (bucket, secret)
+    })
 }
 
-/// Runs until every Synchronization has finished (while plans or LiveSynchronizations exist,
-/// until SIGINT or SIGTERM). Returns true when every Synchronization succeeded and none
-/// diverged, and no LiveSynchronization failed or was confirmed divergent.
+/// Runs until every Synchronization and Switchover has finished (while plans or
+/// LiveSynchronizations that are not suspended exist, until SIGINT or SIGTERM). Returns true
+/// when every Synchronization succeeded and none diverged, no LiveSynchronization failed or
+/// was confirmed divergent, and every Switchover completed.
 pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
+    // A Switchover's input first: refused, nothing has started.
+    let mut switchovers = switchover::check(&m)?;
     let runs = Runs::new();
     // Databases first: an unreachable ensemble shows before any copy starts.
     probe_databases(&m).await;
@@ -76,19 +81,27 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
     }
     loop {
         let now = Timestamp::now();
-        drive_live(&mut m, &live, now)?;
+        drive_live(&mut m, &live, &switchovers, now)?;
+        // A stream started in this pass is taken over in it.
+        switchovers.drive(&mut m, &live, &stop_rx).await;
         // Plans create children first, so a due slot starts in this same pass.
         drive_plans(&mut m, &runs, now);
         drive_syncs(&mut m, &runs, now)?;
-        let all_done = m.syncs.values().all(sync_ctl::settled);
-        if (m.plans.is_empty() && m.live.is_empty() && all_done) || *stop_rx.borrow() {
+        let all_done = m.syncs.values().all(sync_ctl::settled) && switchovers.finished();
+        let streams = m.live.values().any(|l| !l.spec.suspend);
+        if (m.plans.is_empty() && !streams && all_done) || *stop_rx.borrow() {
             break;
         }
         tokio::time::sleep(PASS_INTERVAL).await;
     }
+    if switchovers.settle(&mut m, &live).await {
+        // The status of what the switchover left: a stream stopped, or the reverse one.
+        drive_live(&mut m, &live, &switchovers, Timestamp::now())?;
+    }
     if !live.is_empty() {
         live.clear();
-        for (ns, name) in m.live.keys() {
+        let streamed = m.live.iter().filter(|(_, l)| !l.spec.suspend);
+        for ((ns, name), _) in streamed {
             say(
                 Kind::LiveSynchronization,
                 ns,
@@ -97,7 +110,7 @@ pub async fn run(mut m: Manifests) -> Result<bool, StandaloneError> {
             );
         }
     }
-    Ok(succeeded(&m))
+    Ok(succeeded(&m) && switchovers.succeeded())
 }
 
 /// Each Database's Ready condition, as the operator would set it.
@@ -166,7 +179,7 @@ fn drive_plans(m: &mut Manifests, runs: &Runs, now: Timestamp) {
         }
         if let Some((child, slot)) = &d.create {
             let mut s = plan_ctl::child(&plan, child, *slot);
-            admit(&mut s, &key.0);
+            admit(&mut s.metadata, &key.0);
             m.syncs.entry((key.0.clone(), child.clone())).or_insert(s);
         }
         if let Some(p) = m.plans.get_mut(key) {
@@ -245,6 +258,7 @@ fn report_sync(
 fn drive_live(
     m: &mut Manifests,
     live: &crate::continuous::Registry,
+    switchovers: &Switchovers,
     now: Timestamp,
 ) -> Result<(), StandaloneError> {
     use crate::controllers::live_synchronization::{self as live_ctl, LiveAction};
@@ -254,13 +268,13 @@ fn drive_live(
             continue;
         };
         let uid = l.metadata.uid.clone().unwrap_or_default();
-        let run = live.get(&uid);
-        let resolve = || {
-            resolve::resolve_live(&l, |name| {
-                let k = (key.0.clone(), name.to_string());
-                Ok((m.databases.get(&k).cloned(), m.secrets.get(&k).cloned()))
-            })
+        let run = match switchovers.holding(&uid) {
+            Some(Some(snap)) => Some((l.metadata.generation, snap)),
+            // A switchover stopped it and has not ended: nothing to decide until it has.
+            Some(None) => continue,
+            None => live.get(&uid),
         };
+        let resolve = || resolve::resolve_live(&l, m.lookup(&key.0));
         if run.is_none() {
             // Files do not change under us: what is missing now stays missing.
             if let Err(e) = resolve() {
@@ -278,18 +292,13 @@ fn drive_live(
                 d.notes.push(note);
             }
         }
-        say_notes(Kind::LiveSynchronization, &key.0, &key.1, &d.notes);
         match d.action {
             LiveAction::Start(opts) => live.start(&uid, l.metadata.generation, *opts, None),
             LiveAction::Stop => live.stop(&uid),
             LiveAction::Release { .. } | LiveAction::Nothing => {}
         }
-        let old = l.status.clone().unwrap_or_default();
-        for line in live_changes(&old, &d.status) {
-            say(Kind::LiveSynchronization, &key.0, &key.1, &line);
-        }
         if let Some(x) = m.live.get_mut(&key) {
-            x.status = Some(d.status);
+            show_live(&key, x, &d.notes, d.status);
         }
     }
     Ok(())

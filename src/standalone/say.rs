@@ -1,8 +1,11 @@
-//! What standalone mode prints: one timestamped line per status change of a resource.
+//! What standalone mode prints: one timestamped line per status change of a resource (and
+//! per step of a switchover).
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::automation::{LiveSynchronizationStatus, SynchronizationStatus};
+use crate::api::automation::{
+    LiveSynchronization, LiveSynchronizationStatus, SynchronizationStatus,
+};
 use crate::api::conditions::find;
 use crate::controllers::synchronization::Note;
 
@@ -13,6 +16,7 @@ pub(super) enum Kind {
     Synchronization,
     SynchronizationPlan,
     LiveSynchronization,
+    Switchover,
 }
 
 impl Kind {
@@ -22,6 +26,7 @@ impl Kind {
             Kind::Synchronization => "synchronization",
             Kind::SynchronizationPlan => "synchronizationplan",
             Kind::LiveSynchronization => "livesynchronization",
+            Kind::Switchover => "switchover",
         }
     }
 }
@@ -107,4 +112,19 @@ pub(super) fn live_changes(
         ));
     }
     out
+}
+
+/// Prints a LiveSynchronization's notes and what changed in its status, which it then has.
+pub(super) fn show_live(
+    (ns, name): &(String, String),
+    l: &mut LiveSynchronization,
+    notes: &[Note],
+    status: LiveSynchronizationStatus,
+) {
+    say_notes(Kind::LiveSynchronization, ns, name, notes);
+    let old = l.status.clone().unwrap_or_default();
+    for line in live_changes(&old, &status) {
+        say(Kind::LiveSynchronization, ns, name, &line);
+    }
+    l.status = Some(status);
 }

@@ -67,6 +67,17 @@ pub async fn mk_with(c: &Client, path: &str, data: &[u8], mode: CreateMode, acl:
         .unwrap_or_else(|e| panic!("create {path}: {e}"));
 }
 
+/// A node anyone may read, write, create under and delete, but nobody may administer: a
+/// fence cannot change its ACL.
+pub async fn mk_without_admin(c: &Client, path: &str) {
+    use zookeeper_client::{AuthId, Permission};
+    let app_only = [Acl::new(
+        Permission::READ | Permission::WRITE | Permission::CREATE | Permission::DELETE,
+        AuthId::new("world", "anyone"),
+    )];
+    mk_with(c, path, b"L", CreateMode::Persistent, &app_only).await;
+}
+
 /// The `n` paths `build_tree` creates under `root`, breadth first, so every parent precedes
 /// its children.
 pub fn tree_paths(root: &str, n: usize, fanout: usize) -> Vec<String> {
@@ -196,6 +207,88 @@ pub async fn fingerprint(server: &ZkServer, root: &str) -> Vec<(String, verifier
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Every node's ACL under `root`, by path, read with the digest identity `auth`
+/// (`user:password`; digest ids are hidden from a session without ADMIN).
+pub async fn acls(
+    server: &ZkServer,
+    root: &str,
+    auth: &str,
+) -> std::collections::BTreeMap<String, Vec<verifier::AclEntry>> {
+    let c = client_at(&server.connect_string(), Some(auth)).await;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![root.to_string()];
+    while let Some(p) = todo.pop() {
+        let Ok((acl, _)) = c.get_acl(&p).await else {
+            continue;
+        };
+        let acl =
+            verifier::model::canonical_acl(acl.iter().map(verifier::AclEntry::from_zk).collect());
+        out.insert(p.clone(), acl);
+        for child in c.list_children(&p).await.unwrap_or_default() {
+            todo.push(format!("{p}/{child}"));
+        }
+    }
+    out
+}
+
+/// An application without credentials writing as fast as a light load allows (40 nodes
+/// `load-N` under the root, over and over); every write the server acknowledged, with its
+/// last value, and how many a fence refused.
+pub struct Writer {
+    acked: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
+    refused: std::sync::Arc<std::sync::Mutex<u64>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    pub fn start(c: Client, root: String) -> Writer {
+        use zookeeper_client::Error as ZkError;
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let refused = std::sync::Arc::new(std::sync::Mutex::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, r, s) = (acked.clone(), refused.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut i = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let p = format!("{root}/load-{}", i % 40);
+                let data = format!("v{i}").into_bytes();
+                let res = match c.set_data(&p, &data, None).await {
+                    Err(ZkError::NoNode) => c
+                        .create(&p, &data, &CreateMode::Persistent.with_acls(open()))
+                        .await
+                        .map(|_| ()),
+                    other => other.map(|_| ()),
+                };
+                match res {
+                    Ok(()) => {
+                        a.lock().unwrap().insert(p, data);
+                    }
+                    Err(ZkError::NoAuth) => *r.lock().unwrap() += 1,
+                    Err(e) => panic!("writer: {e}"),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        Writer {
+            acked,
+            refused,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops it: the writes acknowledged (path, last value) and the number refused.
+    pub async fn stop(self) -> (std::collections::BTreeMap<String, Vec<u8>>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        let refused = *self.refused.lock().unwrap();
+        (acked, refused)
+    }
 }
 
 pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
@@ -692,13 +785,15 @@ pub async fn scrape_metrics(addr: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The stderr of a child, gathered as it comes.
-pub fn gather(stderr: tokio::process::ChildStderr) -> std::sync::Arc<std::sync::Mutex<String>> {
+/// The stderr (or stdout) of a child, gathered as it comes.
+pub fn gather(
+    from: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
     use tokio::io::AsyncBufReadExt;
     let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let sink = out.clone();
     tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut lines = tokio::io::BufReader::new(from).lines();
         while let Ok(Some(l)) = lines.next_line().await {
             let mut s = sink.lock().unwrap();
             s.push_str(&l);
