@@ -31,7 +31,7 @@ use crate::engine::error::cause_chain;
 use crate::engine::SyncError;
 pub use catalog::{delete, list, probe, select, Selector};
 pub use check::check;
-pub use format::{Manifest, Standing};
+pub use format::{Limits, Manifest, Standing};
 pub use restore::{restore, tree_hash, RestoreOptions, RestoreSummary};
 pub use retention::{seal, to_prune, Retention, Sealed};
 pub use store::{Backend, Location};
@@ -65,6 +65,12 @@ pub enum BackupError {
     NoSnapshot { location: String, what: String },
     #[error("snapshot {snapshot} is corrupt and was not restored (nothing was written): {what}")]
     Corrupt { snapshot: String, what: String },
+    #[error("snapshot {snapshot} holds a node of {size} data bytes, over the destination's jute.maxbuffer of {limit} bytes (nothing was written): raise jute.maxbuffer on the destination's servers, then restore with --jute-maxbuffer {size} or more")]
+    TooLarge {
+        snapshot: String,
+        size: u64,
+        limit: usize,
+    },
     #[error("destination root {path} is not empty ({children} children): restore into an empty or absent path, or delete it first")]
     DestinationNotEmpty { path: String, children: i32 },
     #[error("snapshot {snapshot}: the restored tree's root hash {got} differs from the manifest's {expected}: something wrote to {path} during the restore")]

@@ -12,7 +12,8 @@ use verifier::Side;
 use verifier::{path, AclEntry, ConnectOptions, EphemeralPolicy, HashOptions, WalkOptions};
 use zookeeper_client::{Client, Error as ZkError, Stat};
 
-use super::check::{check_file, decode_all, download};
+use super::check::{check_file, decode_all, download, Decoded, Sink};
+use super::format::Limits;
 use super::{io_error, is_under, list, select, BackupError, Location, Manifest, Selector};
 use crate::engine::plan::{plan_acl, Identity};
 use crate::engine::writer::{self, Op, Queued, WriterConfig};
@@ -84,13 +85,23 @@ pub async fn restore(o: &RestoreOptions) -> Result<RestoreSummary, BackupError> 
             what: o.select.missing(),
         })?
         .clone();
+    // A destination that cannot hold the snapshot's largest node is refused before the
+    // download; a record larger than the manifest says is refused as forged by the decode.
+    let limits = Limits::new(o.writer.jute_maxbuffer);
+    if m.max_data_bytes > limits.data as u64 {
+        return Err(BackupError::TooLarge {
+            snapshot: m.name.clone(),
+            size: m.max_data_bytes,
+            limit: limits.data,
+        });
+    }
     let store = o.location.open(false)?;
     // Pass 1: everything checked before anything is written.
     let file = download(&store, &o.location, &m).await?;
     let check = file
         .try_clone()
         .map_err(io_error("reading a temporary file"))?;
-    check_file(check, &m).await?;
+    check_file(check, &m, limits).await?;
     // The clone shares the file position.
     let mut file = file;
     file.rewind()
@@ -103,7 +114,7 @@ pub async fn restore(o: &RestoreOptions) -> Result<RestoreSummary, BackupError> 
         &format!("restore of {}", o.location.describe()),
     )
     .await?;
-    let r = restore_claimed(o, file, m, started).await;
+    let r = restore_claimed(o, file, m, limits, started).await;
     claims.release().await;
     r
 }
@@ -113,6 +124,7 @@ async fn restore_claimed(
     o: &RestoreOptions,
     file: std::fs::File,
     m: Manifest,
+    limits: Limits,
     started: Instant,
 ) -> Result<RestoreSummary, BackupError> {
     let dst = Destination {
@@ -124,7 +136,7 @@ async fn restore_claimed(
     let root = o.destination_root.clone();
     let existing = dst.empty_root(&root).await?;
     dst.create_ancestors(&root).await?;
-    let planned = dst.write(file, &m, existing.is_some()).await?;
+    let planned = dst.write(file, &m, limits, existing.is_some()).await?;
     let cversion_raised = dst.raise_cversions(&planned.bumps).await?;
     dst.set_final_acls(&planned.at_end).await?;
     let got = dst.check_hash(&m).await?;
@@ -217,16 +229,27 @@ impl Destination<'_> {
     }
 
     /// Pass 2: decodes the checked file again and writes its nodes, the decoder, the planner
-    /// and the writer running side by side.
+    /// and the writer running side by side. Every decoded node takes its bytes from the
+    /// memory budget before it is queued and gives them back once written, so the nodes in
+    /// flight stay within the budget however large each is.
     async fn write(
         &self,
         file: std::fs::File,
         m: &Manifest,
+        limits: Limits,
         root_exists: bool,
     ) -> Result<Planned, BackupError> {
-        let (node_tx, node_rx) = mpsc::channel::<(String, Node)>(QUEUE);
+        let (node_tx, node_rx) = mpsc::channel::<Decoded>(QUEUE);
+        let budget_bytes = self.o.memory_budget_bytes.max(2);
+        let sink = Sink {
+            tx: node_tx,
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+            runtime: tokio::runtime::Handle::current(),
+        };
         let mc = m.clone();
-        let decoder = tokio::task::spawn_blocking(move || decode_all(file, &mc, Some(node_tx)));
+        let decoder =
+            tokio::task::spawn_blocking(move || decode_all(file, &mc, limits, Some(sink)));
         let (op_tx, op_rx) = mpsc::channel::<Queued>(QUEUE);
         let progress = Arc::new(Progress::default());
         let plan = self.plan(node_rx, op_tx, root_exists);
@@ -240,16 +263,15 @@ impl Destination<'_> {
         Ok(planned)
     }
 
-    /// Turns each decoded node into its operation, queued within the memory budget.
+    /// Turns each decoded node into its operation, which keeps the node's share of the budget.
     async fn plan(
         &self,
-        mut node_rx: mpsc::Receiver<(String, Node)>,
+        mut node_rx: mpsc::Receiver<Decoded>,
         op_tx: mpsc::Sender<Queued>,
         root_exists: bool,
     ) -> Result<Planned, BackupError> {
         let root = &self.o.destination_root;
         let me = Identity::new(self.o.destination.auth.as_ref());
-        let budget = Arc::new(Semaphore::new(self.o.memory_budget_bytes));
         let mut planned = Planned {
             at_end: Vec::new(),
             bumps: Vec::new(),
@@ -257,7 +279,7 @@ impl Destination<'_> {
             data_bytes: 0,
         };
         let mut sequential = SequentialParents::default();
-        while let Some((rel, node)) = node_rx.recv().await {
+        while let Some((rel, node, permit)) = node_rx.recv().await {
             let dp = path::join(root, &rel);
             planned.nodes += 1;
             planned.data_bytes += node.data.len() as u64;
@@ -272,12 +294,6 @@ impl Destination<'_> {
             } else {
                 create(&me, dp, node, &mut planned.at_end)
             };
-            let want = op.wire_size().min(self.o.memory_budget_bytes).max(1) as u32;
-            let permit = budget
-                .clone()
-                .acquire_many_owned(want)
-                .await
-                .map_err(|_| SyncError::WriterStopped)?;
             op_tx
                 .send(Queued { op, permit })
                 .await
