@@ -985,3 +985,244 @@ async fn backups_and_restores_write_only_tmpdir_and_say_so_when_it_is_unwritable
         "the verified snapshot is gone: {after:?}"
     );
 }
+
+/// A tree for the resume tests: `n` nodes of 1 KiB, plus a node whose ACL (read and
+/// administer only) a restore must stage to create its child, and sequential children.
+async fn resumable_tree(c: &zookeeper_client::Client, root: &str, n: usize) {
+    build_tree(c, root, n, 20, 1024).await;
+    mk(c, &format!("{root}/guarded"), b"g").await;
+    mk(c, &format!("{root}/guarded/child"), b"c").await;
+    let guarded = [Acl::new(
+        Permission::READ | Permission::ADMIN,
+        AuthId::anyone(),
+    )];
+    c.set_acl(&format!("{root}/guarded"), &guarded, None)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        c.create(
+            &format!("{root}/n0001/item-"),
+            b"q",
+            &CreateMode::PersistentSequential.with_acls(Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Polls (every 2 ms) until `root` exists on `server` with children.
+async fn until_written(c: &zookeeper_client::Client, root: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while c
+        .check_stat(root)
+        .await
+        .unwrap()
+        .is_none_or(|s| s.num_children == 0)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "nothing written");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A restore killed part way, as a crash or an operator restart kills it (SIGKILL: its claim
+/// stays until its session expires), is resumed by the next restore of the same snapshot:
+/// it waits for the dead one's claim, creates what is missing, puts right what the dead one
+/// staged, and verifies. Meanwhile a restore of another snapshot into that tree is refused,
+/// saying how to proceed, and writes nothing; once verified the tree is no longer marked, so
+/// a restore over it is refused as any non-empty tree is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_killed_part_way_is_resumed_by_the_next_one() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("backup-resume");
+    let zs = client(src).await;
+    resumable_tree(&zs, &root, 3000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = BackupOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        &root,
+        local(dir.path()),
+        "resume",
+    );
+    let m = backup::backup(&o).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    mk(&zs, &format!("{root}-other"), b"o").await;
+    let other = backup::backup(&BackupOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        &format!("{root}-other"),
+        local(dir.path()),
+        "resume",
+    ))
+    .await
+    .unwrap();
+    let from = dir.path().display().to_string();
+    let target = format!("{root}-restored");
+    let cli_restore = |snapshot: &str| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_resiliency-operator"));
+        c.args(["restore", "--from", &from, "--snapshot", snapshot])
+            .args([
+                "--destination",
+                &dst.connect_string(),
+                "--root-path",
+                &target,
+            ])
+            // Short: the killed one's claim expires soon. Small batches: it is still
+            // writing when it is killed.
+            .args(["--session-timeout", "4", "--jute-maxbuffer", "65536"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        c
+    };
+
+    let zd = client(dst).await;
+    let mut first = cli_restore(&m.name).spawn().unwrap();
+    until_written(&zd, &target).await;
+    first.start_kill().unwrap();
+    let status = first.wait().await.unwrap();
+    assert!(!status.success(), "finished before it was killed");
+    let partial = fingerprint(dst, &target).await;
+    println!("killed with {} of {} nodes written", partial.len(), m.nodes);
+    assert!(
+        !partial.is_empty() && (partial.len() as u64) < m.nodes,
+        "killed with {} of {} nodes written",
+        partial.len(),
+        m.nodes
+    );
+    let marked = zd
+        .get_data(&backup::marker::path_for(&target))
+        .await
+        .unwrap()
+        .0;
+    let mark: backup::marker::Mark = serde_json::from_slice(&marked).unwrap();
+    assert_eq!(
+        (mark.snapshot.as_str(), mark.root.as_str()),
+        (m.name.as_str(), target.as_str())
+    );
+
+    // Another snapshot: refused before it claims or writes anything, naming the way out.
+    let e = backup::restore(&RestoreOptions::new(
+        local(dir.path()),
+        Selector::Name(other.name.clone()),
+        ConnectOptions::new(dst.connect_string()),
+        &target,
+    ))
+    .await
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, BackupError::OtherRestore { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "holds an interrupted restore of snapshot {}",
+            m.name
+        )) && msg.contains(&format!("restore {} again to finish it", m.name))
+            && msg.contains(&format!("delete {target} to restore {}", other.name)),
+        "{msg}"
+    );
+    assert_eq!(fingerprint(dst, &target).await, partial, "it wrote");
+
+    // The same snapshot again: resumed, and the tree is the source's.
+    let out = cli_restore(&m.name).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "resumed an interrupted restore of {} into {target}",
+            m.name
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verified: root hash"), "{stdout}");
+    let report = assert_equal(&sync_opts(src, &root, dst, &target)).await;
+    assert_eq!(report.destination_nodes, m.nodes);
+    assert_eq!(report.destination_root_hash, m.root_hash);
+    assert_eq!(
+        fingerprint(dst, &target).await.len(),
+        fingerprint(src, &root).await.len()
+    );
+    let (acl, _) = zd.get_acl(&format!("{target}/guarded")).await.unwrap();
+    assert_eq!(
+        acl,
+        vec![Acl::new(
+            Permission::READ | Permission::ADMIN,
+            AuthId::anyone()
+        )]
+    );
+    let (_, s_stat) = zs.get_data(&format!("{root}/n0001")).await.unwrap();
+    let (_, d_stat) = zd.get_data(&format!("{target}/n0001")).await.unwrap();
+    assert!(d_stat.cversion >= s_stat.cversion, "{d_stat:?} {s_stat:?}");
+
+    // Verified: unmarked, so the tree is any non-empty tree now.
+    assert!(zd
+        .check_stat(&backup::marker::path_for(&target))
+        .await
+        .unwrap()
+        .is_none());
+    let e = backup::restore(&RestoreOptions::new(
+        local(dir.path()),
+        Selector::Name(m.name.clone()),
+        ConnectOptions::new(dst.connect_string()),
+        &target,
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(e, BackupError::DestinationNotEmpty { .. }), "{e}");
+}
+
+/// The operator's path: a restore run of the run registry (what a Synchronization with the
+/// bucket-to-zookeeper plugin starts) stopped part way, as an operator restart stops it, and
+/// started again as the restarted operator does: it resumes and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_run_stopped_by_an_operator_restart_resumes_when_started_again() {
+    use resiliency_operator::runs::{Job, RunState, Runs};
+    let (src, dst) = shared_pair();
+    let root = unique_root("backup-resume-run");
+    let zs = client(src).await;
+    resumable_tree(&zs, &root, 2000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = backup::backup(&BackupOptions::new(
+        ConnectOptions::new(src.connect_string()),
+        &root,
+        local(dir.path()),
+        "run",
+    ))
+    .await
+    .unwrap();
+    let target = format!("{root}-restored");
+    let mut o = RestoreOptions::new(
+        local(dir.path()),
+        Selector::Latest,
+        ConnectOptions::new(dst.connect_string()),
+        &target,
+    );
+    // One small transaction at a time: still writing when it is stopped.
+    o.writer.max_batch_bytes = 16 << 10;
+    o.writer.max_in_flight = 1;
+    let job = Job::Restore(Box::new(o));
+    let runs = Runs::new();
+    runs.start("restore", job.clone());
+    let zd = client(dst).await;
+    until_written(&zd, &target).await;
+    runs.stop("restore");
+    let partial = fingerprint(dst, &target).await.len() as u64;
+    println!("stopped with {partial} of {} nodes written", m.nodes);
+    assert!(partial > 0 && partial < m.nodes, "{partial} of {}", m.nodes);
+
+    // The restarted operator's registry is empty: the Synchronization starts the job again.
+    let runs = Runs::new();
+    runs.start("restore", job);
+    wait_for("the restore run", Duration::from_secs(120), || async {
+        matches!(runs.state("restore"), Some(RunState::Finished { .. }))
+    })
+    .await;
+    let Some(RunState::Finished { result, .. }) = runs.state("restore") else {
+        panic!()
+    };
+    let outcome = result.unwrap();
+    let snap = outcome.snapshot.unwrap();
+    assert!(snap.restore && snap.verified, "{snap:?}");
+    assert!(snap.resumed.is_some_and(|n| n > 0), "{snap:?}");
+    assert_eq!(snap.status.root_hash, m.root_hash);
+    let report = assert_equal(&sync_opts(src, &root, dst, &target)).await;
+    assert_eq!(report.destination_nodes, m.nodes);
+}

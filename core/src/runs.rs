@@ -87,6 +87,9 @@ pub struct SnapshotOutcome {
     /// Backup: read back and checked. Restore: the restored tree hashes to the manifest's root.
     pub verified: bool,
     pub duration_seconds: f64,
+    /// A restore that finished an interrupted one (an operator restart): the nodes it found
+    /// already in place.
+    pub resumed: Option<u64>,
 }
 
 /// A copy that did not finish.
@@ -291,7 +294,11 @@ async fn run(job: Job) -> Result<RunOutcome, RunFailure> {
                 suspect: false,
                 suspect_reason: None,
             };
-            Ok(snapshot_outcome(true, status, true, s.duration_seconds))
+            let mut done = snapshot_outcome(true, status, true, s.duration_seconds);
+            if let Some(snap) = &mut done.snapshot {
+                snap.resumed = s.resumed.then_some(s.existing);
+            }
+            Ok(done)
         }
     }
 }
@@ -321,6 +328,7 @@ fn snapshot_outcome(
             status,
             verified,
             duration_seconds,
+            resumed: None,
         }),
     }
 }

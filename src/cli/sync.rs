@@ -177,7 +177,7 @@ pub fn held_hint(held: &engine::Held) -> String {
 }
 
 /// Below this no request fits, whatever the data.
-const MIN_JUTE_MAXBUFFER: usize = 1024;
+pub(super) const MIN_JUTE_MAXBUFFER: usize = 1024;
 /// ZooKeeper's largest TTL: 40 bits of milliseconds.
 const MAX_TTL_MS: i64 = 0xFF_FFFF_FFFF;
 

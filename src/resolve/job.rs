@@ -38,9 +38,11 @@ pub fn resolve_job(
                 verify: c.verify,
             })
         }
-        Direction::Restore => Ok(Job::Restore(Box::new(restore_job(
-            &namespace, c, databases, buckets,
-        )?))),
+        Direction::Restore => {
+            let mut opts = restore_job(&namespace, c, databases, buckets)?;
+            opts.holder = holder("Synchronization", &sync.metadata);
+            Ok(Job::Restore(Box::new(opts)))
+        }
     }
 }
 

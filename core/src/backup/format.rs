@@ -11,7 +11,11 @@
 //! ```
 //!
 //! Integers are little-endian; `str32`/`bytes32` carry a u32 length, `str16` a u16 length. Every
-//! length is bounded, so a corrupted stream fails with an error instead of a huge allocation.
+//! length is checked against [`Limits`] before anything is read, and a field's buffer grows
+//! only with the bytes actually decoded: a corrupted or forged stream fails with an error
+//! naming the field and the limit, never with a huge allocation.
+
+use std::io::Read as _;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use verifier::model::{AclEntry, Node, NodeKind, NodeStat};
@@ -23,14 +27,71 @@ pub const NODES: &str = "nodes.zst";
 
 const RECORD: u8 = 1;
 const TRAILER: u8 = 0;
-/// ZooKeeper's jute.maxbuffer is 1 MiB by default; a server may raise it, not this far.
-const MAX_DATA: usize = 256 << 20;
-/// A path or an ACL id: far beyond any ZooKeeper accepts, still a bounded allocation.
-const MAX_PATH: usize = 1 << 20;
+/// Bytes reserved for a length-prefixed field before any of it is read: a declared length is
+/// never trusted with an allocation, the buffer grows only with bytes actually decoded.
+const PREALLOC: usize = 64 << 10;
+
+/// What one record may hold: a stream over any of these is refused before the field is read,
+/// so a few kilobytes of zstd declaring gigabytes never become an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Node data: the destination's jute.maxbuffer (ZooKeeper refuses a larger request, so a
+    /// node never holds more; 0xfffff bytes by default).
+    pub data: usize,
+    /// A relative path.
+    pub path: usize,
+    /// ACL entries of one node.
+    pub acl_entries: usize,
+    /// An ACL scheme (`world`, `digest`, `sasl`, `x509`, ...).
+    pub scheme: usize,
+    /// An ACL id (`user:hash`, a principal, a DN, an address).
+    pub acl_id: usize,
+}
+
+/// Linux's PATH_MAX: ZooKeeper itself bounds a path only by jute.maxbuffer, but no real tree
+/// comes near, and a bounded path keeps the per-depth state of a decode (tree order, Merkle
+/// frames) small: a chain of nested nodes is at most half this deep.
+pub const MAX_PATH: usize = 4096;
 /// ACL entries of one node: ZooKeeper has no limit but jute.maxbuffer; real ones hold a few.
-const MAX_ACL: usize = 1 << 16;
-/// An ACL scheme: its length is a u16.
-const MAX_SCHEME: usize = 1 << 16;
+pub const MAX_ACL_ENTRIES: usize = 1024;
+/// ZooKeeper's schemes are a few letters; a custom authentication provider's name too.
+pub const MAX_SCHEME: usize = 64;
+/// Digest ids are ~40 bytes, principals and DNs a few hundred; room for a custom provider's.
+pub const MAX_ACL_ID: usize = 4096;
+
+impl Limits {
+    /// The limits for a destination whose servers take requests up to `jute_maxbuffer` bytes.
+    pub fn new(jute_maxbuffer: usize) -> Limits {
+        Limits {
+            data: jute_maxbuffer,
+            path: MAX_PATH,
+            acl_entries: MAX_ACL_ENTRIES,
+            scheme: MAX_SCHEME,
+            acl_id: MAX_ACL_ID,
+        }
+    }
+}
+
+/// The most node data a backup's own read-back check takes, whatever its largest node: the
+/// old format bound, far above any jute.maxbuffer in use.
+const MAX_OWN_DATA: usize = 256 << 20;
+
+impl Limits {
+    /// The limits a backup checks its own snapshot with, just written: its largest node may
+    /// be over the default jute.maxbuffer when the source raised it. Never for a manifest read
+    /// from a bucket, which anyone with write access there may have forged.
+    pub fn for_own(m: &Manifest) -> Limits {
+        let largest = usize::try_from(m.max_data_bytes).unwrap_or(usize::MAX);
+        Limits::new(Limits::default().data.max(largest).min(MAX_OWN_DATA))
+    }
+}
+
+impl Default for Limits {
+    /// ZooKeeper's default jute.maxbuffer.
+    fn default() -> Limits {
+        Limits::new(crate::engine::DEFAULT_JUTE_MAXBUFFER)
+    }
+}
 
 /// What a snapshot holds, written after its data: a snapshot without one is incomplete and
 /// never listed or restored.
@@ -46,6 +107,11 @@ pub struct Manifest {
     pub root_path: String,
     pub nodes: u64,
     pub data_bytes: u64,
+    /// The most data one node holds: a restore into servers whose jute.maxbuffer is smaller
+    /// is refused before it writes, and a record holding more is refused as forged. 0 in
+    /// manifests written before it was recorded.
+    #[serde(default)]
+    pub max_data_bytes: u64,
     pub kinds: KindCounts,
     /// The verifier's blake3 Merkle root of the captured tree; a restore is checked against it.
     pub root_hash: String,
@@ -80,6 +146,7 @@ impl Manifest {
             root_path: String::new(),
             nodes: 0,
             data_bytes: 0,
+            max_data_bytes: 0,
             kinds: KindCounts::default(),
             root_hash: String::new(),
             acl_in_hash: true,
@@ -262,11 +329,17 @@ pub struct Decoder<R> {
     inner: R,
     offset: u64,
     hasher: blake3::Hasher,
+    limits: Limits,
 }
 
 impl<R: std::io::Read> Decoder<R> {
-    /// Checks the magic bytes.
-    pub fn new(mut inner: R) -> Result<Decoder<R>, Corrupt> {
+    /// Checks the magic bytes; records are held to the default [`Limits`].
+    pub fn new(inner: R) -> Result<Decoder<R>, Corrupt> {
+        Decoder::with_limits(inner, Limits::default())
+    }
+
+    /// Checks the magic bytes; records are held to `limits`.
+    pub fn with_limits(mut inner: R, limits: Limits) -> Result<Decoder<R>, Corrupt> {
         let mut magic = [0u8; MAGIC.len()];
         inner.read_exact(&mut magic).map_err(|e| Corrupt {
             offset: 0,
@@ -284,6 +357,7 @@ impl<R: std::io::Read> Decoder<R> {
             inner,
             offset: MAGIC.len() as u64,
             hasher,
+            limits,
         })
     }
 
@@ -305,21 +379,43 @@ impl<R: std::io::Read> Decoder<R> {
         Ok(b)
     }
 
-    fn vec(&mut self, len: usize, max: usize, what: &str) -> Result<Vec<u8>, Corrupt> {
+    /// A field of `len` bytes, refused when over `max` (`limit` says what that is). Read
+    /// through `take`: the buffer grows with the bytes the stream really holds, so a length
+    /// the stream does not back costs no memory.
+    fn vec(&mut self, len: usize, max: usize, what: &str, limit: &str) -> Result<Vec<u8>, Corrupt> {
         if len > max {
             return Err(Corrupt {
                 offset: self.offset,
-                what: format!("{what} of {len} bytes is over the limit of {max}"),
+                what: format!("{what} of {len} bytes is over the limit of {max} ({limit})"),
             });
         }
-        let mut v = vec![0u8; len];
-        self.fill(&mut v, what, true)?;
+        let mut v = Vec::with_capacity(len.min(PREALLOC));
+        let got = std::io::Read::take(&mut self.inner, len as u64)
+            .read_to_end(&mut v)
+            .map_err(|e| Corrupt {
+                offset: self.offset,
+                what: format!("reading {what}: {e}"),
+            })?;
+        if got < len {
+            return Err(Corrupt {
+                offset: self.offset + got as u64,
+                what: format!("reading {what}: the stream ends {got} bytes into its {len}"),
+            });
+        }
+        self.hasher.update(&v);
+        self.offset += len as u64;
         Ok(v)
     }
 
-    fn string(&mut self, len: usize, max: usize, what: &str) -> Result<String, Corrupt> {
+    fn string(
+        &mut self,
+        len: usize,
+        max: usize,
+        what: &str,
+        limit: &str,
+    ) -> Result<String, Corrupt> {
         let offset = self.offset;
-        String::from_utf8(self.vec(len, max, what)?).map_err(|_| Corrupt {
+        String::from_utf8(self.vec(len, max, what, limit)?).map_err(|_| Corrupt {
             offset,
             what: format!("{what} is not UTF-8"),
         })
@@ -360,10 +456,15 @@ impl<R: std::io::Read> Decoder<R> {
     /// A node record, after its tag.
     fn record(&mut self) -> Result<Item, Corrupt> {
         let len = u32::from_le_bytes(self.array("a path length")?) as usize;
-        let rel = self.string(len, MAX_PATH, "a path")?;
+        let rel = self.string(len, self.limits.path, "a path", "no real tree comes near")?;
         let kind = self.kind(&rel)?;
         let len = u32::from_le_bytes(self.array("a data length")?) as usize;
-        let data = self.vec(len, MAX_DATA, "node data")?;
+        let data = self.vec(
+            len,
+            self.limits.data,
+            &format!("node data at {rel:?}"),
+            "the destination's jute.maxbuffer: ZooKeeper would refuse the node",
+        )?;
         let acl = self.acl(&rel)?;
         let stat = self.stat(data.len())?;
         Ok(Item::Node(
@@ -396,19 +497,24 @@ impl<R: std::io::Read> Decoder<R> {
 
     fn acl(&mut self, rel: &str) -> Result<Vec<AclEntry>, Corrupt> {
         let n = u32::from_le_bytes(self.array("an ACL count")?) as usize;
-        if n > MAX_ACL {
+        if n > self.limits.acl_entries {
             return Err(Corrupt {
                 offset: self.offset,
-                what: format!("{n} ACL entries at {rel:?}"),
+                what: format!(
+                    "{n} ACL entries at {rel:?} are over the limit of {}",
+                    self.limits.acl_entries
+                ),
             });
         }
-        let mut acl = Vec::with_capacity(n);
+        let mut acl = Vec::with_capacity(n.min(16));
         for _ in 0..n {
             let perms = i32::from_le_bytes(self.array("ACL permissions")?);
             let len = u16::from_le_bytes(self.array("an ACL scheme length")?) as usize;
-            let scheme = self.string(len, MAX_SCHEME, "an ACL scheme")?;
+            let what = format!("an ACL scheme at {rel:?}");
+            let scheme = self.string(len, self.limits.scheme, &what, "schemes are short names")?;
             let len = u32::from_le_bytes(self.array("an ACL id length")?) as usize;
-            let id = self.string(len, MAX_PATH, "an ACL id")?;
+            let what = format!("an ACL id at {rel:?}");
+            let id = self.string(len, self.limits.acl_id, &what, "ids are names or hashes")?;
             acl.push(AclEntry::new(perms, &scheme, &id));
         }
         Ok(acl)
@@ -541,6 +647,116 @@ mod tests {
             }
         }
         assert!(failed);
+    }
+
+    /// The first record's error, decoding `raw` (a magic and records) with `limits`.
+    fn first_error(raw: &[u8], limits: Limits) -> Corrupt {
+        let mut d = Decoder::with_limits(raw, limits).unwrap();
+        d.next_item().unwrap_err()
+    }
+
+    fn one(rel: &str, node: &Node) -> Vec<u8> {
+        let mut raw = MAGIC.to_vec();
+        encode_record(&mut raw, rel, node);
+        raw
+    }
+
+    #[test]
+    fn each_field_is_held_to_its_limit_and_the_error_names_it() {
+        // Data: the destination's jute.maxbuffer, by default 0xfffff bytes.
+        let at_limit = Node::persistent(vec![7; 0xfffff]);
+        let raw = one("/big", &at_limit);
+        let mut d = Decoder::new(&raw[..]).unwrap();
+        assert!(matches!(d.next_item().unwrap(), Item::Node(_, n) if n.data.len() == 0xfffff));
+        let over = Node::persistent(vec![7; 0x100000]);
+        let e = first_error(&one("/big", &over), Limits::default());
+        assert!(
+            e.what
+                .contains("node data at \"/big\" of 1048576 bytes is over the limit of 1048575"),
+            "{e}"
+        );
+        assert!(e.what.contains("jute.maxbuffer"), "{e}");
+        // A destination that raised it takes more.
+        let raw = one("/big", &over);
+        let mut d = Decoder::with_limits(&raw[..], Limits::new(2 << 20)).unwrap();
+        assert!(d.next_item().is_ok());
+
+        let long = format!("/{}", "p".repeat(MAX_PATH));
+        let e = first_error(&one(&long, &Node::persistent(vec![])), Limits::default());
+        assert!(
+            e.what.contains(&format!(
+                "a path of {} bytes is over the limit of {MAX_PATH}",
+                MAX_PATH + 1
+            )),
+            "{e}"
+        );
+
+        let entries = (0..=MAX_ACL_ENTRIES)
+            .map(|i| AclEntry::new(1, "ip", &format!("10.0.{}.{}", i / 256, i % 256)))
+            .collect();
+        let many = Node::persistent(vec![]).with_acl(entries);
+        let e = first_error(&one("/acl", &many), Limits::default());
+        assert!(
+            e.what
+                .contains("1025 ACL entries at \"/acl\" are over the limit of 1024"),
+            "{e}"
+        );
+
+        let scheme = Node::persistent(vec![]).with_acl(vec![AclEntry::new(
+            1,
+            &"s".repeat(MAX_SCHEME + 1),
+            "x",
+        )]);
+        let e = first_error(&one("/s", &scheme), Limits::default());
+        assert!(
+            e.what
+                .contains("an ACL scheme at \"/s\" of 65 bytes is over the limit of 64"),
+            "{e}"
+        );
+
+        let id = Node::persistent(vec![]).with_acl(vec![AclEntry::new(
+            1,
+            "digest",
+            &"i".repeat(MAX_ACL_ID + 1),
+        )]);
+        let e = first_error(&one("/i", &id), Limits::default());
+        assert!(
+            e.what
+                .contains("an ACL id at \"/i\" of 4097 bytes is over the limit of 4096"),
+            "{e}"
+        );
+    }
+
+    /// Counts the bytes handed out, to show what a decode really allocated.
+    struct Counting<'a>(&'a [u8], usize);
+
+    impl std::io::Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1 = self.1.max(buf.len());
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_declared_length_the_stream_does_not_back_costs_no_memory() {
+        // A record declaring 1 MiB of data followed by 10 bytes: refused as truncated, and the
+        // decoder never asked for a buffer near the declared size.
+        let mut raw = MAGIC.to_vec();
+        raw.push(RECORD);
+        put_bytes32(&mut raw, b"/x");
+        raw.push(0);
+        raw.extend_from_slice(&0i64.to_le_bytes());
+        raw.extend_from_slice(&(0xfffffu32).to_le_bytes());
+        raw.extend_from_slice(&[1; 10]);
+        let mut src = Counting(&raw, 0);
+        let mut d = Decoder::new(&mut src).unwrap();
+        let e = d.next_item().unwrap_err();
+        assert!(
+            e.what.contains("the stream ends 10 bytes into its 1048575"),
+            "{e}"
+        );
+        assert!(src.1 <= PREALLOC, "read into a {}-byte buffer", src.1);
     }
 
     #[test]

@@ -8,10 +8,14 @@
 //!
 //! A restore first downloads the snapshot to a temporary file while checking the compressed
 //! bytes against the manifest, then decodes it all, checking the trailer and recomputing the
-//! Merkle root. Only a snapshot that passes is written: a corrupt one is refused with nothing
-//! written. It then creates the nodes (ACLs staged when they would lock the restore out,
-//! sequential parents' cversion raised) and verifies the restored tree's root hash against
-//! the manifest.
+//! Merkle root. The decode streams, each field held to [`format::Limits`] (node data to the
+//! destination's jute.maxbuffer) and the running totals to the manifest's, so a forged
+//! snapshot is refused with bounded memory. Only a snapshot that passes is written: a corrupt
+//! one is refused with nothing written. It then marks the destination root ([`marker`]),
+//! creates the nodes (ACLs staged when they would lock the restore out, sequential parents'
+//! cversion raised) and verifies the restored tree's root hash against the manifest. A
+//! restore interrupted after it marked the root is resumed by the next restore of the same
+//! snapshot.
 //!
 //! ZooKeeper has no point-in-time read: like its own snapshots, a backup of a tree that is
 //! being written is fuzzy. The manifest's `maxMzxid` says how far it reaches.
@@ -19,6 +23,7 @@
 mod catalog;
 mod check;
 pub mod format;
+pub mod marker;
 mod restore;
 pub mod retention;
 pub mod store;
@@ -31,7 +36,7 @@ use crate::engine::error::cause_chain;
 use crate::engine::SyncError;
 pub use catalog::{delete, list, probe, select, Selector};
 pub use check::check;
-pub use format::{Manifest, Standing};
+pub use format::{Limits, Manifest, Standing};
 pub use restore::{restore, tree_hash, RestoreOptions, RestoreSummary};
 pub use retention::{seal, to_prune, Retention, Sealed};
 pub use store::{Backend, Location};
@@ -65,8 +70,28 @@ pub enum BackupError {
     NoSnapshot { location: String, what: String },
     #[error("snapshot {snapshot} is corrupt and was not restored (nothing was written): {what}")]
     Corrupt { snapshot: String, what: String },
-    #[error("destination root {path} is not empty ({children} children): restore into an empty or absent path, or delete it first")]
+    #[error("snapshot {snapshot} holds a node of {size} data bytes, over the destination's jute.maxbuffer of {limit} bytes (nothing was written): raise jute.maxbuffer on the destination's servers, then restore with --jute-maxbuffer {size} or more")]
+    TooLarge {
+        snapshot: String,
+        size: u64,
+        limit: usize,
+    },
+    #[error("destination root {path} is not empty ({children} children) and no restore marked it as its own: restore into an empty or absent path, or delete it first")]
     DestinationNotEmpty { path: String, children: i32 },
+    /// The root holds what a restore of another snapshot left when it was interrupted.
+    #[error(
+        "destination root {path} ({children} children) holds an interrupted restore of snapshot {marked} from {location} (started {since}): restore {marked} again to finish it, or delete {path} to restore {wanted} there instead",
+        marked = .mark.snapshot,
+        location = .mark.location,
+        since = .mark.since
+    )]
+    OtherRestore {
+        path: String,
+        children: i32,
+        /// The mark found there (boxed: errors stay small).
+        mark: Box<marker::Mark>,
+        wanted: String,
+    },
     #[error("snapshot {snapshot}: the restored tree's root hash {got} differs from the manifest's {expected}: something wrote to {path} during the restore")]
     Mismatch {
         snapshot: String,

@@ -1,22 +1,33 @@
 //! Restoring a snapshot: checked whole before anything is written, then created under a
-//! claimed, absent or empty destination root, then verified against the manifest.
+//! claimed and marked destination root, then verified against the manifest.
+//!
+//! The root must be absent or empty, or hold what an interrupted restore of this same
+//! snapshot left: the restore marks the root ([`super::marker`]) before it writes, so a
+//! restore cut short by a crash or an operator restart is resumed by the next one (it
+//! creates what is missing, puts right what differs, and verifies as usual), while a tree
+//! it did not mark, or one marked by a restore of another snapshot, is refused.
+
+mod plan;
 
 use std::io::Seek;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Semaphore};
 use verifier::hash::{hex, MerkleBuilder};
-use verifier::model::{is_sequential_name, perms, Node, NodeKind};
 use verifier::Side;
 use verifier::{path, AclEntry, ConnectOptions, EphemeralPolicy, HashOptions, WalkOptions};
-use zookeeper_client::{Client, Error as ZkError, Stat};
+use zookeeper_client::{Client, Error as ZkError};
 
-use super::check::{check_file, decode_all, download};
-use super::{io_error, is_under, list, select, BackupError, Location, Manifest, Selector};
-use crate::engine::plan::{plan_acl, Identity};
-use crate::engine::writer::{self, Op, Queued, WriterConfig};
+use super::check::{check_file, decode_all, download, Decoded, Sink};
+use super::format::Limits;
+use super::marker::{self, Mark, Start};
+use super::{io_error, list, select, BackupError, Location, Manifest, Selector};
+use crate::engine::claim::Claims;
+use crate::engine::plan::Identity;
+use crate::engine::writer::{self, Queued, WriterConfig};
 use crate::engine::{Progress, SyncError};
+use plan::{Planned, Planner};
 
 /// What to restore and where.
 #[derive(Clone, Debug)]
@@ -26,8 +37,11 @@ pub struct RestoreOptions {
     pub destination: ConnectOptions,
     /// Where the snapshot's root goes: an absent or empty node.
     pub destination_root: String,
+    /// Its `jute_maxbuffer` is the destination's: node data over it is refused.
     pub writer: WriterConfig,
     pub memory_budget_bytes: usize,
+    /// Who restores, for the writer claim and the mark, e.g. `Synchronization ns/name`.
+    pub holder: String,
 }
 
 impl RestoreOptions {
@@ -50,6 +64,7 @@ impl RestoreOptions {
             destination_root: root.to_string(),
             writer: defaults.writer,
             memory_budget_bytes: defaults.memory_budget_bytes,
+            holder: defaults.holder,
         }
     }
 }
@@ -63,6 +78,10 @@ pub struct RestoreSummary {
     pub nodes: u64,
     pub data_bytes: u64,
     pub cversion_raised: u64,
+    /// Whether this restore finished one that was interrupted.
+    pub resumed: bool,
+    /// Nodes a resumed restore found already in place.
+    pub existing: u64,
     /// The restored tree's root hash, equal to the manifest's.
     pub root_hash: String,
     pub duration_seconds: f64,
@@ -77,6 +96,26 @@ const HASH_WINDOW: usize = 512;
 pub async fn restore(o: &RestoreOptions) -> Result<RestoreSummary, BackupError> {
     path::validate_root("destination root path", &o.destination_root)?;
     let started = Instant::now();
+    let m = pick(o).await?;
+    let limits = Limits::new(o.writer.jute_maxbuffer);
+    let file = checked_download(o, &m, limits).await?;
+    let dst = Destination {
+        zk: verifier::connect(Side::Destination, &o.destination)
+            .await
+            .map_err(SyncError::Connect)?,
+        o,
+    };
+    // A tree that cannot be taken is refused before claiming it; one this snapshot's
+    // restore marked may still carry that restore's claim.
+    let (_, own_mark) = dst.look(&m).await?;
+    let claims = dst.claim(&m, own_mark).await?;
+    let r = dst.restore_claimed(file, &m, limits, started).await;
+    claims.release().await;
+    r
+}
+
+/// The snapshot `o` selects, refused when a node of it cannot fit the destination.
+async fn pick(o: &RestoreOptions) -> Result<Manifest, BackupError> {
     let all = list(&o.location).await?;
     let m = select(&all, &o.select)
         .ok_or_else(|| BackupError::NoSnapshot {
@@ -84,75 +123,51 @@ pub async fn restore(o: &RestoreOptions) -> Result<RestoreSummary, BackupError> 
             what: o.select.missing(),
         })?
         .clone();
+    // Refused before the download; a record larger than the manifest says is refused as
+    // forged by the decode.
+    if m.max_data_bytes > o.writer.jute_maxbuffer as u64 {
+        return Err(BackupError::TooLarge {
+            snapshot: m.name.clone(),
+            size: m.max_data_bytes,
+            limit: o.writer.jute_maxbuffer,
+        });
+    }
+    Ok(m)
+}
+
+/// Pass 1: the snapshot downloaded and checked whole before anything is written; the file
+/// rewound for pass 2.
+async fn checked_download(
+    o: &RestoreOptions,
+    m: &Manifest,
+    limits: Limits,
+) -> Result<std::fs::File, BackupError> {
     let store = o.location.open(false)?;
-    // Pass 1: everything checked before anything is written.
-    let file = download(&store, &o.location, &m).await?;
+    let mut file = download(&store, &o.location, m).await?;
     let check = file
         .try_clone()
         .map_err(io_error("reading a temporary file"))?;
-    check_file(check, &m).await?;
+    check_file(check, m, limits).await?;
     // The clone shares the file position.
-    let mut file = file;
     file.rewind()
         .map_err(io_error("reading a temporary file"))?;
-
-    // One writer per destination tree: a restore claims it like a copy does.
-    let claims = crate::engine::claim::acquire_destination(
-        &o.destination,
-        &o.destination_root,
-        &format!("restore of {}", o.location.describe()),
-    )
-    .await?;
-    let r = restore_claimed(o, file, m, started).await;
-    claims.release().await;
-    r
+    Ok(file)
 }
 
-/// [`restore`] once the snapshot is checked and the destination tree is claimed.
-async fn restore_claimed(
-    o: &RestoreOptions,
-    file: std::fs::File,
-    m: Manifest,
-    started: Instant,
-) -> Result<RestoreSummary, BackupError> {
-    let dst = Destination {
-        zk: verifier::connect(Side::Destination, &o.destination)
-            .await
-            .map_err(SyncError::Connect)?,
-        o,
-    };
-    let root = o.destination_root.clone();
-    let existing = dst.empty_root(&root).await?;
-    dst.create_ancestors(&root).await?;
-    let planned = dst.write(file, &m, existing.is_some()).await?;
-    let cversion_raised = dst.raise_cversions(&planned.bumps).await?;
-    dst.set_final_acls(&planned.at_end).await?;
-    let got = dst.check_hash(&m).await?;
-    Ok(RestoreSummary {
-        snapshot: m.name.clone(),
-        destination_root: root,
-        nodes: planned.nodes,
-        data_bytes: planned.data_bytes,
-        cversion_raised,
-        root_hash: got,
-        duration_seconds: started.elapsed().as_secs_f64(),
-    })
+/// How long a resuming restore waits for the claim of the run it resumes: a crashed holder's
+/// claim goes when its session expires, within its session timeout, which is most likely
+/// this one's.
+fn stale_claim_wait(o: &RestoreOptions) -> Duration {
+    o.destination.session_timeout * 2 + Duration::from_secs(2)
 }
+
+/// Between two tries at a claim that an interrupted restore still holds.
+const CLAIM_RETRY: Duration = Duration::from_millis(500);
 
 /// The destination a restore writes to, and the steps it takes there.
 struct Destination<'a> {
     zk: Client,
     o: &'a RestoreOptions,
-}
-
-/// What pass 2 wrote, and what is left for after it.
-struct Planned {
-    /// ACLs to set once everything is written: they would lock the restore out.
-    at_end: Vec<(String, Vec<AclEntry>)>,
-    /// Parents of sequential nodes, with the cversion to raise them to.
-    bumps: Vec<(String, i32)>,
-    nodes: u64,
-    data_bytes: u64,
 }
 
 impl Destination<'_> {
@@ -171,21 +186,93 @@ impl Destination<'_> {
         }
     }
 
-    /// The destination root must be absent or empty: a restore never deletes data. Its stat
-    /// when it exists.
-    async fn empty_root(&self, root: &str) -> Result<Option<Stat>, BackupError> {
-        let existing = self
+    /// How the restore of `m` starts on what is at the root now (refused when it cannot),
+    /// and whether a restore of `m` marked the root.
+    async fn look(&self, m: &Manifest) -> Result<(Start, bool), BackupError> {
+        let root = &self.o.destination_root;
+        let mark = marker::read(&self.zk, root)
+            .await
+            .map_err(self.zk_error("getData", &marker::path_for(root)))?;
+        let stat = self
             .zk
             .check_stat(root)
             .await
             .map_err(self.zk_error("exists", root))?;
-        match &existing {
-            Some(st) if st.num_children > 0 => Err(BackupError::DestinationNotEmpty {
-                path: root.to_string(),
-                children: st.num_children,
-            }),
-            _ => Ok(existing),
+        let start = marker::decide(root, stat.map(|s| s.num_children), mark.as_ref(), m)?;
+        let own = mark.is_some_and(|k| k.root == *root && k.is_of(m));
+        Ok((start, own))
+    }
+
+    /// One writer per destination tree: a restore claims it like a copy does. When resuming,
+    /// the interrupted run's claim may outlive it by a session timeout: waited for.
+    async fn claim(&self, m: &Manifest, resuming: bool) -> Result<Claims, BackupError> {
+        let o = self.o;
+        let holder = format!(
+            "{} restoring snapshot {} from {}",
+            o.holder,
+            m.name,
+            o.location.describe()
+        );
+        let deadline = Instant::now() + stale_claim_wait(o);
+        loop {
+            let claimed = crate::engine::claim::acquire_destination(
+                &o.destination,
+                &o.destination_root,
+                &holder,
+            )
+            .await;
+            match claimed {
+                Err(SyncError::Busy { holder: other, .. })
+                    if resuming && Instant::now() < deadline =>
+                {
+                    tracing::info!(
+                        root = %o.destination_root,
+                        holder = %other,
+                        "resuming an interrupted restore: waiting for its claim to expire"
+                    );
+                    tokio::time::sleep(CLAIM_RETRY).await;
+                }
+                r => return Ok(r?),
+            }
         }
+    }
+
+    /// [`restore`] once the snapshot is checked and the destination tree is claimed: the
+    /// root looked at again (under the claim now), marked, written, verified, unmarked.
+    async fn restore_claimed(
+        &self,
+        file: std::fs::File,
+        m: &Manifest,
+        limits: Limits,
+        started: Instant,
+    ) -> Result<RestoreSummary, BackupError> {
+        let o = self.o;
+        let root = o.destination_root.clone();
+        let (start, _) = self.look(m).await?;
+        let mark = Mark::new(&root, m, &o.location.describe(), &o.holder);
+        marker::write(&self.zk, &mark, o.destination.auth.is_some())
+            .await
+            .map_err(self.zk_error("create", &marker::path_for(&root)))?;
+        self.create_ancestors(&root).await?;
+        let planned = self.write(file, m, limits, start).await?;
+        let cversion_raised = self.raise_cversions(&planned.bumps).await?;
+        self.set_final_acls(&planned.at_end).await?;
+        let got = self.check_hash(m).await?;
+        // Verified: nothing is left to resume. A failure before this keeps the mark.
+        marker::clear(&self.zk, &root)
+            .await
+            .map_err(self.zk_error("delete", &marker::path_for(&root)))?;
+        Ok(RestoreSummary {
+            snapshot: m.name.clone(),
+            destination_root: root,
+            nodes: planned.nodes,
+            data_bytes: planned.data_bytes,
+            cversion_raised,
+            resumed: start == Start::Resume,
+            existing: planned.existing,
+            root_hash: got,
+            duration_seconds: started.elapsed().as_secs_f64(),
+        })
     }
 
     async fn exists(&self, path: &str) -> Result<bool, BackupError> {
@@ -217,72 +304,54 @@ impl Destination<'_> {
     }
 
     /// Pass 2: decodes the checked file again and writes its nodes, the decoder, the planner
-    /// and the writer running side by side.
+    /// and the writer running side by side. Every decoded node takes its bytes from the
+    /// memory budget before it is queued and gives them back once written, so the nodes in
+    /// flight stay within the budget however large each is.
     async fn write(
         &self,
         file: std::fs::File,
         m: &Manifest,
-        root_exists: bool,
+        limits: Limits,
+        start: Start,
     ) -> Result<Planned, BackupError> {
-        let (node_tx, node_rx) = mpsc::channel::<(String, Node)>(QUEUE);
+        let (node_tx, node_rx) = mpsc::channel::<Decoded>(QUEUE);
+        let budget_bytes = self.o.memory_budget_bytes.max(2);
+        let sink = Sink {
+            tx: node_tx,
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+            runtime: tokio::runtime::Handle::current(),
+        };
         let mc = m.clone();
-        let decoder = tokio::task::spawn_blocking(move || decode_all(file, &mc, Some(node_tx)));
+        let decoder =
+            tokio::task::spawn_blocking(move || decode_all(file, &mc, limits, Some(sink)));
+        let pool = if start == Start::Resume {
+            verifier::connect_pool(
+                Side::Destination,
+                &self.o.destination,
+                verifier::zk::READ_SESSIONS,
+            )
+            .await
+            .map_err(SyncError::Connect)?
+        } else {
+            Vec::new()
+        };
         let (op_tx, op_rx) = mpsc::channel::<Queued>(QUEUE);
+        let planner = Planner {
+            me: Identity::new(self.o.destination.auth.as_ref()),
+            root: &self.o.destination_root,
+            start,
+            pool,
+            op_tx,
+        };
         let progress = Arc::new(Progress::default());
-        let plan = self.plan(node_rx, op_tx, root_exists);
         let write = writer::run(&self.zk, op_rx, self.o.writer, progress);
-        let (planned, written) = tokio::join!(plan, write);
+        let (planned, written) = tokio::join!(planner.run(node_rx), write);
         let corrupt = BackupError::corrupt(&m.name);
         let decoded = decoder.await.map_err(|e| corrupt(e.to_string()))?;
         written?;
         let planned = planned?;
         decoded.map_err(corrupt)?;
-        Ok(planned)
-    }
-
-    /// Turns each decoded node into its operation, queued within the memory budget.
-    async fn plan(
-        &self,
-        mut node_rx: mpsc::Receiver<(String, Node)>,
-        op_tx: mpsc::Sender<Queued>,
-        root_exists: bool,
-    ) -> Result<Planned, BackupError> {
-        let root = &self.o.destination_root;
-        let me = Identity::new(self.o.destination.auth.as_ref());
-        let budget = Arc::new(Semaphore::new(self.o.memory_budget_bytes));
-        let mut planned = Planned {
-            at_end: Vec::new(),
-            bumps: Vec::new(),
-            nodes: 0,
-            data_bytes: 0,
-        };
-        let mut sequential = SequentialParents::default();
-        while let Some((rel, node)) = node_rx.recv().await {
-            let dp = path::join(root, &rel);
-            planned.nodes += 1;
-            planned.data_bytes += node.data.len() as u64;
-            sequential.see(root, &rel, node.stat.cversion, &mut planned.bumps);
-            let op = if rel.is_empty() && root_exists {
-                // The empty destination root stays; it takes the snapshot's data and ACL.
-                planned.at_end.push((dp.clone(), node.acl.clone()));
-                Op::SetData {
-                    path: dp,
-                    data: node.data,
-                }
-            } else {
-                create(&me, dp, node, &mut planned.at_end)
-            };
-            let want = op.wire_size().min(self.o.memory_budget_bytes).max(1) as u32;
-            let permit = budget
-                .clone()
-                .acquire_many_owned(want)
-                .await
-                .map_err(|_| SyncError::WriterStopped)?;
-            op_tx
-                .send(Queued { op, permit })
-                .await
-                .map_err(|_| SyncError::WriterStopped)?;
-        }
         Ok(planned)
     }
 
@@ -338,64 +407,6 @@ impl Destination<'_> {
             });
         }
         Ok(got)
-    }
-}
-
-/// The create of a restored node: its ACL staged when it would lock the restore out, an
-/// ephemeral one made persistent (its session is gone).
-fn create(
-    me: &Identity,
-    path: String,
-    node: Node,
-    at_end: &mut Vec<(String, Vec<AclEntry>)>,
-) -> Op {
-    let required = if node.stat.num_children > 0 {
-        perms::CREATE
-    } else {
-        0
-    };
-    let acl = plan_acl(me, Some(&node.acl), None, required);
-    if let Some(a) = acl.set_at_end {
-        at_end.push((path.clone(), a));
-    }
-    let kind = match node.kind {
-        NodeKind::Ephemeral => NodeKind::Persistent,
-        k => k,
-    };
-    Op::Create {
-        path,
-        data: node.data,
-        acl: acl.create_with.unwrap_or(node.acl),
-        kind,
-    }
-}
-
-/// The ancestors of the current node with their source cversion, to find the parents of
-/// sequential nodes.
-#[derive(Default)]
-struct SequentialParents {
-    ancestors: Vec<(String, i32)>,
-}
-
-impl SequentialParents {
-    /// Takes the next node in tree order; adds its parent to `bumps` (once) when its name is
-    /// sequential.
-    fn see(&mut self, root: &str, rel: &str, cversion: i32, bumps: &mut Vec<(String, i32)>) {
-        while self
-            .ancestors
-            .last()
-            .is_some_and(|(a, _)| !is_under(a, rel))
-        {
-            self.ancestors.pop();
-        }
-        if let Some((parent, cv)) = self.ancestors.last() {
-            let name = rel.rsplit('/').next().unwrap_or_default();
-            let pd = path::join(root, parent);
-            if is_sequential_name(name) && bumps.last().map(|b| &b.0) != Some(&pd) {
-                bumps.push((pd, *cv));
-            }
-        }
-        self.ancestors.push((rel.to_string(), cversion));
     }
 }
 

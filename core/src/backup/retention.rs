@@ -132,7 +132,8 @@ pub async fn seal(
     retention: Retention,
 ) -> Result<Sealed, BackupError> {
     if verify {
-        check(location, &m)
+        // The manifest is the one this backup just wrote, not one read from the bucket.
+        check(location, &m, format::Limits::for_own(&m))
             .await
             .map_err(|e| BackupError::NotVerified {
                 snapshot: m.name.clone(),

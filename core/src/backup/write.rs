@@ -101,6 +101,7 @@ pub async fn backup(o: &BackupOptions) -> Result<Manifest, BackupError> {
         root_path: o.root.clone(),
         nodes: tally.nodes,
         data_bytes: tally.data_bytes,
+        max_data_bytes: tally.max_data_bytes,
         kinds: tally.kinds,
         root_hash: hex(&tally.merkle.finish()),
         acl_in_hash: o.acl_in_hash,
@@ -227,6 +228,7 @@ struct Tally {
     kinds: KindCounts,
     nodes: u64,
     data_bytes: u64,
+    max_data_bytes: u64,
     max_mzxid: i64,
 }
 
@@ -236,6 +238,7 @@ impl Tally {
         self.kinds.add(n.node.kind);
         self.nodes += 1;
         self.data_bytes += n.node.data.len() as u64;
+        self.max_data_bytes = self.max_data_bytes.max(n.node.data.len() as u64);
         self.max_mzxid = self.max_mzxid.max(n.node.stat.mzxid);
     }
 }

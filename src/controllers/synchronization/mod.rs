@@ -426,6 +426,7 @@ mod tests {
                 status,
                 verified: true,
                 duration_seconds: 0.1,
+                resumed: None,
             }),
         };
         let d = desired(&running, opts, Some(&finished(Ok(ok))), t(14));

@@ -44,8 +44,16 @@ fn done_message(snap: &SnapshotOutcome) -> String {
     let s = &snap.status;
     if snap.restore {
         return format!(
-            "restored {} nodes of snapshot {} from {}",
-            s.nodes, s.name, s.location
+            "restored {} nodes of snapshot {} from {}{}",
+            s.nodes,
+            s.name,
+            s.location,
+            match snap.resumed {
+                Some(n) => format!(
+                    ", finishing a restore that was interrupted ({n} nodes were already in place)"
+                ),
+                None => String::new(),
+            }
         );
     }
     format!(
@@ -89,4 +97,36 @@ fn verified(snap: &SnapshotOutcome) -> Desired {
         )
     };
     Desired::new(types::VERIFIED, true, Reason::Equal, how)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::Snapshot;
+
+    #[test]
+    fn a_resumed_restore_says_it_finished_an_interrupted_one() {
+        let mut snap = SnapshotOutcome {
+            restore: true,
+            status: Snapshot {
+                name: "db-1".into(),
+                location: "s3://b/ns/db".into(),
+                nodes: 3000,
+                ..Snapshot::default()
+            },
+            verified: true,
+            duration_seconds: 1.0,
+            resumed: None,
+        };
+        assert_eq!(
+            done_message(&snap),
+            "restored 3000 nodes of snapshot db-1 from s3://b/ns/db"
+        );
+        snap.resumed = Some(1200);
+        assert_eq!(
+            done_message(&snap),
+            "restored 3000 nodes of snapshot db-1 from s3://b/ns/db, finishing a restore that \
+             was interrupted (1200 nodes were already in place)"
+        );
+    }
 }
