@@ -80,7 +80,7 @@ pub const BACKUP_SIZE_BYTES: &str = "resiliency_backup_size_bytes";
 /// deletion guard's limits against the last verified one, so it evicts nothing.
 pub const BACKUP_LAST_SNAPSHOT_SUSPECT: &str = "resiliency_backup_last_snapshot_suspect";
 /// Copies refused before writing anything, by `reason`: writer_conflict (another copy
-/// writes the tree), replication_loop (a stream the other way), same_ensemble.
+/// writes the tree), replication_loop (a stream the other way), source_fenced (an old primary a switchover fenced), same_ensemble.
 pub const SYNC_CLAIMS_REFUSED_TOTAL: &str = "resiliency_sync_claims_refused_total";
 /// Changes a delayed stream recorded and holds back until they are old enough.
 pub const SYNC_DELAYED_CHANGES: &str = "resiliency_sync_delayed_changes";
@@ -315,7 +315,7 @@ pub fn describe() {
     );
     describe_counter!(
         SYNC_CLAIMS_REFUSED_TOTAL,
-        "Copies refused before writing, by reason (writer_conflict, replication_loop, same_ensemble)"
+        "Copies refused before writing, by reason (writer_conflict, replication_loop, source_fenced, same_ensemble)"
     );
     describe_gauge!(
         SYNC_DELAYED_CHANGES,

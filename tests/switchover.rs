@@ -686,3 +686,58 @@ async fn a_reverse_stream_reports_the_old_primarys_split_brain_writes_and_guards
     assert_eq!(config, b"v3 on B");
     drop(rev);
 }
+
+/// After a planned switchover with a fence, the old primary is a fenced source: a copy from
+/// it (a manifest run again, a stream resumed by hand) would overwrite the new primary with
+/// what it held then. Both a one-shot copy and a stream are refused, and the new primary is
+/// left exactly as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_from_a_fenced_old_primary_is_refused_and_the_new_primary_is_untouched() {
+    let (a, b) = shared_pair();
+    let root = unique_root("switch-fenced-source");
+    let zs = client(a).await;
+    build_tree(&zs, &root, 150, 10, 8).await;
+    let o = opts(&a.connect_string(), &root, &b.connect_string(), &root);
+    let (co, c) = stream(&o).await;
+    let local = Local::new(co.clone(), c, "test reverse");
+    let (r, report) = run(&switch(&o, Mode::Planned, FenceMode::Acl, false), &local).await;
+    r.unwrap_or_else(|f| panic!("{f:?}\n{:#?}", report.steps));
+    // The new primary moves on.
+    let zd = client_at(&b.connect_string(), Some(OP)).await;
+    mk(&zd, &format!("{root}/after"), b"on the new primary").await;
+    zd.delete(&format!("{root}/n0001"), None).await.ok();
+    let before = (fingerprint(b, &root).await, verify(&o).await);
+
+    let e = resiliency_operator::engine::sync(&o)
+        .await
+        .expect_err("a copy from the fenced old primary ran");
+    assert!(
+        matches!(
+            e,
+            resiliency_operator::engine::SyncError::SourceFenced { .. }
+        ),
+        "{e}"
+    );
+    let said = e.to_string();
+    assert!(
+        said.contains("fenced") && said.contains("test switchover"),
+        "{said}"
+    );
+
+    let again = Continuous::start(co, Vec::new(), None);
+    wait_for("the stream to refuse", Duration::from_secs(30), || async {
+        again.snapshot().failed.is_some()
+    })
+    .await;
+    let (_, why) = again.snapshot().failed.unwrap();
+    assert!(why.contains("is fenced"), "{why}");
+    drop(again);
+
+    let after = (fingerprint(b, &root).await, verify(&o).await);
+    assert_eq!(before.0, after.0, "the new primary was written");
+    assert_eq!(
+        before.1.destination_root_hash, after.1.destination_root_hash,
+        "the new primary's tree changed"
+    );
+    assert_eq!(before.1.destination_nodes, after.1.destination_nodes);
+}

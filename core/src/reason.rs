@@ -56,6 +56,8 @@ pub enum Reason {
     DeletesReleased,
     WriterConflict,
     ReplicationLoop,
+    /// The source is an old primary a switchover fenced: a copy from it is refused.
+    SourceFenced,
     Delaying,
     DelayShortened,
     /// Switchover: the new primary is promoted (Complete).

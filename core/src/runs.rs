@@ -226,6 +226,7 @@ pub fn classify(err: &SyncError) -> (Reason, Option<Side>) {
         SyncError::RetriesExhausted { last, .. } => return classify(last),
         SyncError::Busy { .. } => Reason::WriterConflict,
         SyncError::Loop { .. } => Reason::ReplicationLoop,
+        SyncError::SourceFenced { .. } => Reason::SourceFenced,
         _ => Reason::CopyFailed,
     };
     (reason, err.side())

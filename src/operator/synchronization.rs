@@ -331,6 +331,7 @@ fn record_result(labels: &[(&'static str, String); 2], st: &SynchronizationStatu
     match failed {
         Some("WriterConflict") => m::claims_refused(labels, "writer_conflict"),
         Some("ReplicationLoop") => m::claims_refused(labels, "replication_loop"),
+        Some("SourceFenced") => m::claims_refused(labels, "source_fenced"),
         _ => {}
     }
     if let (Some(a), Some(b)) = (&st.start_time, &st.completion_time) {

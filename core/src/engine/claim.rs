@@ -240,6 +240,7 @@ async fn claim(
     let checked = async {
         check_other_writers(&claims, opts, stat.czxid).await?;
         if claims.src.is_some() {
+            check_source_unfenced(&claims, opts).await?;
             check_same_ensemble(&claims, opts).await?;
             register_reader(&mut claims, opts, info(&opts.source_root)).await;
             check_reverse_stream(&claims, opts, mine.since_ms).await?;
@@ -254,6 +255,36 @@ async fn claim(
             Err(e)
         }
     }
+}
+
+/// A source tree a switchover fenced is an old primary: copying from it would overwrite the
+/// new primary with what it held when it was fenced (a standalone manifest run again, a
+/// resumed stream nobody told). Only the record's existence is needed (its ACL is the
+/// fencer's); who fenced it and when are said when they can be read.
+async fn check_source_unfenced(c: &Claims, opts: &SyncOptions) -> Result<(), SyncError> {
+    let Some(src) = &c.src else { return Ok(()) };
+    let record = crate::switchover::fence::record_path(&opts.source_root);
+    let found =
+        src.check_stat(&record)
+            .await
+            .map_err(claim_error(Side::Source, "exists", &record))?;
+    if found.is_none() {
+        return Ok(());
+    }
+    let by = match crate::switchover::fence::header(src, &opts.source_root).await {
+        Some(h) => format!(
+            "by {} at {}",
+            h.holder,
+            jiff::Timestamp::from_millisecond(h.since_ms)
+                .map_or_else(|_| "an unknown time".to_string(), |t| t.to_string())
+        ),
+        None => "by a switchover".to_string(),
+    };
+    Err(SyncError::SourceFenced {
+        root: opts.source_root.clone(),
+        record,
+        by,
+    })
 }
 
 /// The probe: the writer claim, looked for through the source session.

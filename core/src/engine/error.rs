@@ -62,6 +62,12 @@ pub enum SyncError {
         source_root: String,
         destination_root: String,
     },
+    #[error("source: {root} is fenced ({by}; its record is {record}): it is an old primary a switchover made read-only, and a copy from it would overwrite the new primary with what it held then. Copy the other way (the reverse stream, or a failback Switchover of it), or, if it really is the primary again, lift the fence first (resiliency-operator unfence)")]
+    SourceFenced {
+        root: String,
+        record: String,
+        by: String,
+    },
     #[error("{side}: not authorized to create the writer claim {path}: grant create on / (or on /.resiliency-operator/claims) to the copier's identity")]
     ClaimRefused { side: Side, path: String },
     #[error("deletion guard: repair left {deletes} destination-only subtrees in place (e.g. {}): over the limits, or the stream is holding deletes; release the hold or delete them yourself", sample.join(", "))]
@@ -105,6 +111,7 @@ impl SyncError {
             SyncError::Busy { .. } => Some("writer_conflict"),
             SyncError::Loop { .. } => Some("replication_loop"),
             SyncError::Overlap { .. } => Some("same_ensemble"),
+            SyncError::SourceFenced { .. } => Some("source_fenced"),
             SyncError::RetriesExhausted { last, .. } => last.claim_refusal(),
             _ => None,
         }
@@ -123,7 +130,9 @@ impl SyncError {
             SyncError::Connect(ConnectError::Unreachable { role, .. })
             | SyncError::Connect(ConnectError::Refused { role, .. })
             | SyncError::Connect(ConnectError::InvalidServers { role, .. }) => role.side(),
-            SyncError::SourceRootMissing { .. } => Some(Side::Source),
+            SyncError::SourceRootMissing { .. } | SyncError::SourceFenced { .. } => {
+                Some(Side::Source)
+            }
             SyncError::Read(e) => Some(e.side),
             SyncError::RetriesExhausted { last, .. } => last.side(),
             _ => Some(Side::Destination),

@@ -194,6 +194,12 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// The record's header for `root`, when there is one and it can be read.
+pub async fn header(client: &Client, root: &str) -> Option<FenceHeader> {
+    let (data, _) = client.get_data(&record_path(root)).await.ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
 /// Reads the fence record of `root`, if the ensemble has one.
 pub async fn load(client: &Client, root: &str) -> Result<Option<FenceRecord>, FenceError> {
     let head = record_path(root);
