@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Renders the all-in-one deploy/operator.yaml and deploy/operator-openshift.yaml from the
-# kustomizations, without the CRDs: users install those first from crds/crds.yaml.
+# Renders the all-in-one deploy/operator.yaml, deploy/operator-openshift.yaml and
+# deploy/operator-namespaced.yaml from the kustomizations, without the CRDs: users (for the
+# namespaced install, an admin) install those first from crds/crds.yaml.
 # CI can run `bash deploy/render.sh && git diff --exit-code deploy/` to catch drift.
 # Needs kubectl (its built-in kustomize) or a standalone kustomize.
 set -euo pipefail
@@ -23,3 +24,4 @@ render() { # variant output
 }
 render kubernetes operator.yaml
 render openshift operator-openshift.yaml
+render namespaced operator-namespaced.yaml

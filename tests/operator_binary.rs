@@ -30,6 +30,8 @@ struct Store {
     /// Every change, in order: (resourceVersion, plural, namespace, event type, object).
     log: Vec<(u64, String, String, &'static str, Value)>,
     version: u64,
+    /// Every request, in order: method and path (with the query).
+    requests: Vec<(Method, String)>,
 }
 
 #[derive(Clone)]
@@ -180,6 +182,15 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let path = uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    fake.store
+        .lock()
+        .unwrap()
+        .requests
+        .push((method.clone(), path));
     let Some(t) = parse(uri.path()) else {
         return status_error(404, "NotFound", "no such path");
     };
@@ -1213,6 +1224,18 @@ async fn start_operator(
     controllers: Option<&str>,
     stderr: std::process::Stdio,
 ) -> (tokio::process::Child, String, tempfile::TempDir, u16) {
+    start_operator_with(fake, ns, pod, controllers, stderr, &[]).await
+}
+
+/// [`start_operator`] with extra environment variables.
+async fn start_operator_with(
+    fake: &Fake,
+    ns: &str,
+    pod: &str,
+    controllers: Option<&str>,
+    stderr: std::process::Stdio,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String, tempfile::TempDir, u16) {
     let api_port = serve(
         axum::Router::new()
             .fallback(handle)
@@ -1240,6 +1263,8 @@ async fn start_operator(
             std::env::var("OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("WATCH_NAMESPACES")
+        .envs(env.iter().copied())
         .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
@@ -1960,4 +1985,142 @@ async fn a_switchover_of_a_missing_or_suspended_live_synchronization_fails_and_c
         metrics.contains("resiliency_switchover_runs_total{mode=\"planned\",result=\"failed\"} 2"),
         "{metrics}"
     );
+}
+
+/// One of each kind the operator reconciles, in `ns`: Databases `zk-a` and `zk-b` with their
+/// Secrets, a Synchronization of `root`, a local Bucket, a suspended SynchronizationPlan and
+/// LiveSynchronization, and a Switchover of a LiveSynchronization that does not exist.
+fn one_of_each(fake: &Fake, ns: &str, src: &ZkServer, dst: &ZkServer, root: &str, dir: &str) {
+    two_databases(fake, ns, src, dst);
+    let config = json!({"sourceName": "zk-a", "destinationName": "zk-b", "rootPath": root});
+    let plugin = "zookeeper-to-zookeeper-nodes";
+    fake.write(
+        "synchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "Synchronization",
+            "metadata": {"name": "copy"}, "spec": {"plugin": plugin, "config": config}}),
+        "ADDED",
+    );
+    fake.write(
+        "buckets",
+        ns,
+        json!({"apiVersion": "assets.astronetes.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": "local"}, "spec": {"local": {"path": dir}}}),
+        "ADDED",
+    );
+    fake.write(
+        "synchronizationplans",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "SynchronizationPlan",
+            "metadata": {"name": "plan"},
+            "spec": {"schedule": "*/5 * * * *", "suspend": true,
+                     "template": {"spec": {"plugin": plugin, "config": config}}}}),
+        "ADDED",
+    );
+    fake.write(
+        "livesynchronizations",
+        ns,
+        json!({"apiVersion": "automation.astronetes.io/v1alpha1", "kind": "LiveSynchronization",
+            "metadata": {"name": "live"},
+            "spec": {"plugin": plugin, "config": config, "suspend": true}}),
+        "ADDED",
+    );
+    fake.write(
+        "switchovers",
+        ns,
+        switchover("over", json!({"liveSynchronizationName": "nope"})),
+        "ADDED",
+    );
+}
+
+const RECONCILED: [&str; 7] = [
+    "databases",
+    "buckets",
+    "synchronizations",
+    "synchronizationplans",
+    "livesynchronizations",
+    "switchovers",
+    "secrets",
+];
+
+/// The namespaced install: WATCH_NAMESPACES=ns-a reconciles every kind in ns-a, leaves ns-b
+/// alone, and sends every request to ns-a or (Leases only) the operator's own namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_watch_namespaces_the_operator_reconciles_only_there_and_never_asks_cluster_wide() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("operator-namespaced");
+    build_tree(&client(src).await, &root, 20, 5, 8).await;
+    let fake = Fake::new();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    for ns in ["ns-a", "ns-b"] {
+        one_of_each(&fake, ns, src, dst, &root, dir);
+    }
+    let untouched: Vec<(Key, Value)> = {
+        let s = fake.store.lock().unwrap();
+        s.objects
+            .iter()
+            .filter(|((p, n, _), _)| n == "ns-b" && RECONCILED.contains(&p.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let lease_ns = "resiliency-operator";
+    let (mut operator, _metrics, _kubeconfig, _) = start_operator_with(
+        &fake,
+        lease_ns,
+        "operator-namespaced-0",
+        None,
+        std::process::Stdio::inherit(),
+        &[("WATCH_NAMESPACES", "ns-a")],
+    )
+    .await;
+
+    let status = |plural: &str, name: &str| {
+        fake.get(plural, "ns-a", name)
+            .map(|o| o["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let ready =
+        |plural: &str, name: &str| condition(&status(plural, name), "Ready")["status"] == "True";
+    wait_for(
+        "every kind in ns-a reconciled",
+        Duration::from_secs(60),
+        || async {
+            status("synchronizations", "copy")["phase"] == "Succeeded"
+                && ready("databases", "zk-a")
+                && ready("databases", "zk-b")
+                && ready("buckets", "local")
+                && !status("synchronizationplans", "plan").is_null()
+                && status("livesynchronizations", "live")["phase"] == "Suspended"
+                && status("switchovers", "over")["phase"] == "Failed"
+        },
+    )
+    .await;
+    // Time for a stray cluster-wide watch to deliver ns-b's objects, had there been one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    operator.kill().await.unwrap();
+
+    // ns-b: no status, no finalizer, no new resourceVersion, no Event.
+    let changed: Vec<&Key> = untouched
+        .iter()
+        .filter(|(k, v)| fake.get(&k.0, &k.1, &k.2).as_ref() != Some(v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(changed.is_empty(), "changed in ns-b: {changed:?}");
+    assert!(
+        !events_of(&fake, "over").is_empty(),
+        "the Switchover's Warning in ns-a"
+    );
+
+    let requests = fake.store.lock().unwrap().requests.clone();
+    assert!(requests.len() > 20, "{requests:?}");
+    for (method, path) in &requests {
+        let t = parse(path.split('?').next().unwrap()).unwrap();
+        match t.namespace.as_deref() {
+            Some("ns-a") => {}
+            Some(ns) if ns == lease_ns => assert_eq!(t.plural, "leases", "{method} {path}"),
+            Some(_) => panic!("outside the watched namespace: {method} {path}"),
+            None => panic!("a cluster-scoped request: {method} {path}"),
+        }
+    }
 }

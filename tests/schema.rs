@@ -319,3 +319,99 @@ fn live_synchronizations_take_kubernetes_durations_and_refuse_others_naming_the_
         .unwrap_err()
         .contains("same Database"));
 }
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn named<'a>(docs: &'a [Value], kind: &str, name: &Value) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == *name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// deploy/namespaced: each controller's ClusterRole rules as a Role (and its binding as a
+/// RoleBinding) in the watched namespace; the rendered install holds nothing cluster-wide for
+/// the operator, and each Deployment watches exactly the namespaces its Roles are in.
+#[test]
+fn the_namespaced_install_grants_the_cluster_rules_with_roles_only() {
+    let base = documents(&repo("deploy/kubernetes/rbac.yaml"));
+    let roles = documents(&repo("deploy/namespaced/roles.yaml"));
+    let controllers: Vec<&Value> = base
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .filter(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .ends_with("-controller")
+        })
+        .collect();
+    assert_eq!(controllers.len(), 3);
+    for cluster_role in controllers {
+        let name = &cluster_role["metadata"]["name"];
+        let role = named(&roles, "Role", name);
+        assert_eq!(
+            role["rules"], cluster_role["rules"],
+            "{name}: rules drifted"
+        );
+        let binding = named(&roles, "RoleBinding", name);
+        let cluster_binding = named(&base, "ClusterRoleBinding", name);
+        assert_eq!(binding["subjects"], cluster_binding["subjects"], "{name}");
+        assert_eq!(
+            binding["roleRef"],
+            serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name})
+        );
+        assert_eq!(
+            binding["metadata"]["namespace"],
+            role["metadata"]["namespace"]
+        );
+    }
+
+    // Rendered by `bash deploy/render.sh` from deploy/namespaced.
+    let rendered = documents(&repo("deploy/operator-namespaced.yaml"));
+    for d in &rendered {
+        let (kind, name) = (d["kind"].as_str().unwrap(), &d["metadata"]["name"]);
+        assert!(
+            !matches!(kind, "ClusterRoleBinding" | "CustomResourceDefinition"),
+            "{kind} {name} in the namespaced install"
+        );
+        if kind == "ClusterRole" {
+            // Only the aggregated roles for people.
+            assert!(["resiliency-operator-view", "resiliency-operator-edit"]
+                .contains(&name.as_str().unwrap()));
+        }
+    }
+    let deployments: Vec<&Value> = rendered
+        .iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .collect();
+    assert_eq!(deployments.len(), 3);
+    for d in deployments {
+        let pod = &d["spec"]["template"]["spec"];
+        let account = &pod["serviceAccountName"];
+        let env = pod["containers"][0]["env"].as_array().unwrap();
+        let watched = env
+            .iter()
+            .find(|e| e["name"] == "WATCH_NAMESPACES")
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("{account}: no WATCH_NAMESPACES"));
+        let mut watched: Vec<&str> = watched.split(',').collect();
+        watched.sort();
+        // Where this account may reconcile: its RoleBindings, leader election aside.
+        let mut granted: Vec<&str> = rendered
+            .iter()
+            .filter(|b| b["kind"] == "RoleBinding")
+            .filter(|b| {
+                !b["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("-leader-election")
+            })
+            .filter(|b| b["subjects"][0]["name"] == *account)
+            .map(|b| b["metadata"]["namespace"].as_str().unwrap())
+            .collect();
+        granted.sort();
+        assert_eq!(watched, granted, "{account}");
+    }
+}

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::output::fail;
+use crate::operator::scope::{Scope, ScopeError};
 
 #[derive(Args, Debug)]
 pub struct OperatorArgs {
@@ -33,6 +34,22 @@ pub struct OperatorArgs {
     /// Act without a Lease. Only safe when a single replica runs, e.g. on a laptop.
     #[arg(long)]
     pub no_leader_election: bool,
+    /// Watch only these namespaces, comma separated (empty: all namespaces). Every request
+    /// then goes to a namespace, so Roles in them (and in the Lease namespace) suffice.
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_name = "NAMESPACES",
+        default_value = "",
+        hide_default_value = true,
+        value_parser = parse_scope
+    )]
+    pub watch_namespaces: Scope,
+}
+
+/// `--watch-namespaces`: the message names the flag and the bad item.
+fn parse_scope(s: &str) -> Result<Scope, ScopeError> {
+    Scope::parse(s)
 }
 
 pub async fn run_operator(a: OperatorArgs) -> ExitCode {
@@ -59,9 +76,49 @@ pub async fn run_operator(a: OperatorArgs) -> ExitCode {
         listen: a.listen,
         lease_namespace: (!a.no_leader_election).then_some(a.leader_election_namespace),
         identity,
+        scope: a.watch_namespaces,
     };
     match crate::operator::run(settings, metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(false, &e),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        a: OperatorArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Scope, String> {
+        let argv = std::iter::once("operator").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .map(|c| c.a.watch_namespaces)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn watch_namespaces_defaults_to_all_and_takes_a_list() {
+        assert_eq!(parse(&[]), Ok(Scope::All));
+        assert_eq!(parse(&["--watch-namespaces", ""]), Ok(Scope::All));
+        assert_eq!(
+            parse(&["--watch-namespaces", "ns-a,ns-b"]),
+            Ok(Scope::Namespaces(vec!["ns-a".into(), "ns-b".into()]))
+        );
+    }
+
+    #[test]
+    fn bad_watch_namespaces_are_refused_naming_the_flag() {
+        for bad in ["ns-a,,ns-b", "ns-a,", "NS-A", "ns_a", "-a"] {
+            let err = parse(&[&format!("--watch-namespaces={bad}")]).unwrap_err();
+            assert!(err.contains("--watch-namespaces"), "{bad}: {err}");
+            assert!(err.contains("WATCH_NAMESPACES"), "{bad}: {err}");
+        }
     }
 }

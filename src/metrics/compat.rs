@@ -229,54 +229,54 @@ impl Exports {
         &self,
         key: &'static str,
         kind: &'static str,
-        store: Store<K>,
+        stores: Vec<Store<K>>,
         conditions: Conditions<K>,
     ) where
         K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     {
         let sample = move |o: &K| asset_sample(kind, o, conditions(o));
-        self.register(key, from_store(store, sample));
+        self.register(key, from_stores(stores, sample));
     }
 
-    pub fn register_databases(&self, store: Store<Database>) {
-        self.register_assets("database", "Database", store, |d| {
+    pub fn register_databases(&self, stores: Vec<Store<Database>>) {
+        self.register_assets("database", "Database", stores, |d| {
             d.status.as_ref().map(|s| &s.conditions[..])
         });
     }
 
-    pub fn register_buckets(&self, store: Store<Bucket>) {
-        self.register_assets("bucket", "Bucket", store, |b| {
+    pub fn register_buckets(&self, stores: Vec<Store<Bucket>>) {
+        self.register_assets("bucket", "Bucket", stores, |b| {
             b.status.as_ref().map(|s| &s.conditions[..])
         });
     }
 
-    pub fn register_kubernetes_clusters(&self, store: Store<KubernetesCluster>) {
-        self.register_assets("kubernetescluster", "KubernetesCluster", store, |k| {
+    pub fn register_kubernetes_clusters(&self, stores: Vec<Store<KubernetesCluster>>) {
+        self.register_assets("kubernetescluster", "KubernetesCluster", stores, |k| {
             k.status.as_ref().map(|s| &s.conditions[..])
         });
     }
 
-    pub fn register_synchronizations(&self, store: Store<Synchronization>) {
+    pub fn register_synchronizations(&self, stores: Vec<Store<Synchronization>>) {
         self.register(
             "synchronization",
-            from_store(store, |s: &Synchronization| {
+            from_stores(stores, |s: &Synchronization| {
                 let objects = Some(synchronization_objects(s));
                 sample_of("Synchronization", s, synchronization_status(s), objects)
             }),
         );
     }
 
-    pub fn register_plans(&self, store: Store<SynchronizationPlan>) {
+    pub fn register_plans(&self, stores: Vec<Store<SynchronizationPlan>>) {
         self.register(
             "synchronizationplan",
-            from_store(store, |p: &SynchronizationPlan| {
+            from_stores(stores, |p: &SynchronizationPlan| {
                 sample_of("SynchronizationPlan", p, plan_status(p), None)
             }),
         );
     }
 
-    pub fn register_live(&self, store: Store<LiveSynchronization>) {
-        self.register(LIVE_KEY, from_store(store, live_sample));
+    pub fn register_live(&self, stores: Vec<Store<LiveSynchronization>>) {
+        self.register(LIVE_KEY, from_stores(stores, live_sample));
     }
 }
 
@@ -303,12 +303,19 @@ impl Drop for Exported {
     }
 }
 
-fn from_store<K, F>(store: Store<K>, f: F) -> Source
+/// The samples of every object in `stores`: one cache per watched namespace (or one for all).
+fn from_stores<K, F>(stores: Vec<Store<K>>, f: F) -> Source
 where
     K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     F: Fn(&K) -> Sample + Send + Sync + 'static,
 {
-    Box::new(move || store.state().iter().map(|o| f(o)).collect())
+    Box::new(move || {
+        stores
+            .iter()
+            .flat_map(|s| s.state())
+            .map(|o| f(&o))
+            .collect()
+    })
 }
 
 /// An asset's sample: Terminating while deleted, else from its Ready condition.

@@ -15,7 +15,7 @@ use kube::Api;
 use tokio::time::Instant;
 
 use super::apply::{self, Error};
-use super::shared::{drive, HasShared, Watched};
+use super::shared::{drive, stores, HasShared, Watched};
 use super::Shared;
 use crate::api::assets::Database;
 use crate::api::conditions::{find, types, ConditionStatus};
@@ -214,23 +214,32 @@ pub async fn run(
     ctx: Arc<Ctx>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.shared.client.clone();
     let exports = ctx.shared.process.exports.clone();
-    // Metadata only: the controller never caches credentials.
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
-    let controller = Controller::new(
-        Api::<Database>::all(client),
-        watcher::Config::default().any_semantic(),
-    );
-    ctx.shared
-        .process
-        .exports
-        .register_databases(controller.store());
-    let controller = controller.watches(secrets, watcher::Config::default(), |s| {
-        Some(ObjectRef::<Database>::new(&s.metadata.name?).within(&s.metadata.namespace?))
-    });
+    let controllers: Vec<_> = ctx
+        .shared
+        .within()
+        .into_iter()
+        .map(|w| {
+            // Metadata only: the controller never caches credentials.
+            Controller::new(
+                w.api::<Database>(),
+                watcher::Config::default().any_semantic(),
+            )
+            .watches(
+                w.api::<PartialObjectMeta<Secret>>(),
+                watcher::Config::default(),
+                |s| {
+                    Some(
+                        ObjectRef::<Database>::new(&s.metadata.name?)
+                            .within(&s.metadata.namespace?),
+                    )
+                },
+            )
+        })
+        .collect();
+    exports.register_databases(stores(&controllers));
     let _exported = Exported::new(exports, NAME);
-    drive(NAME, controller, reconcile, ctx, stop).await;
+    drive(NAME, controllers, reconcile, ctx, stop).await;
 }
 
 /// Runs the controller of an asset checked with the Secret its spec names (`secret_of`):
@@ -240,7 +249,7 @@ pub async fn run_checked_with_secret<K, Fut>(
     name: &'static str,
     ctx: Arc<Ctx>,
     secret_of: fn(&K) -> Option<&str>,
-    register: fn(&Exports, kube::runtime::reflector::Store<K>),
+    register: fn(&Exports, Vec<kube::runtime::reflector::Store<K>>),
     reconcile: fn(Arc<K>, Arc<Ctx>) -> Fut,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
@@ -248,26 +257,31 @@ pub async fn run_checked_with_secret<K, Fut>(
     Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {
     use kube::ResourceExt;
-    let client = ctx.shared.client.clone();
-    let controller = Controller::new(
-        Api::<K>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
+    let controllers: Vec<_> = ctx
+        .shared
+        .within()
+        .into_iter()
+        .map(|w| {
+            let controller =
+                Controller::new(w.api::<K>(), watcher::Config::default().any_semantic());
+            let store = controller.store();
+            // Metadata only: the controller never caches credentials.
+            let secrets = w.api::<PartialObjectMeta<Secret>>();
+            controller.watches(secrets, watcher::Config::default(), move |s| {
+                let (ns, secret) = (s.namespace(), s.name_any());
+                store
+                    .state()
+                    .iter()
+                    .filter(|o| o.namespace() == ns && secret_of(o) == Some(secret.as_str()))
+                    .map(|o| ObjectRef::from_obj(&**o))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
     let exports = ctx.shared.process.exports.clone();
-    register(&exports, controller.store());
-    let store = controller.store();
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client);
-    let controller = controller.watches(secrets, watcher::Config::default(), move |s| {
-        let (ns, secret) = (s.namespace(), s.name_any());
-        store
-            .state()
-            .iter()
-            .filter(|o| o.namespace() == ns && secret_of(o) == Some(secret.as_str()))
-            .map(|o| ObjectRef::from_obj(&**o))
-            .collect::<Vec<_>>()
-    });
+    register(&exports, stores(&controllers));
     let _exported = Exported::new(exports, name);
-    drive(name, controller, reconcile, ctx, stop).await;
+    drive(name, controllers, reconcile, ctx, stop).await;
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use kube::runtime::{watcher, Controller};
 use kube::Api;
 
 use super::apply::{self, Error};
-use super::shared::{drive, HasShared};
+use super::shared::{drive, stores, HasShared};
 use super::synchronization::{
     finalize, read_endpoints, uses, wake_users_on_endpoint_changes, RUN_POLL,
 };
@@ -171,14 +171,23 @@ pub async fn run(
     ctx: Arc<Ctx>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.shared.client.clone();
-    let controller = Controller::new(
-        Api::<LiveSynchronization>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    ctx.shared.process.exports.register_live(controller.store());
-    let controller = wake_users_on_endpoint_changes(controller, client, users_of);
+    let controllers: Vec<_> = ctx
+        .shared
+        .within()
+        .iter()
+        .map(|w| {
+            let c = Controller::new(
+                w.api::<LiveSynchronization>(),
+                watcher::Config::default().any_semantic(),
+            );
+            wake_users_on_endpoint_changes(c, w, users_of)
+        })
+        .collect();
+    ctx.shared
+        .process
+        .exports
+        .register_live(stores(&controllers));
     let _exported = Exported::new(ctx.shared.process.exports.clone(), LIVE_KEY);
-    drive(NAME, controller, reconcile, ctx.clone(), stop).await;
+    drive(NAME, controllers, reconcile, ctx.clone(), stop).await;
     ctx.live.clear();
 }

@@ -11,6 +11,7 @@ pub mod leader;
 pub mod live_synchronization;
 mod preflight;
 pub mod remote;
+pub mod scope;
 pub mod shared;
 pub mod switchover;
 pub mod synchronization;
@@ -63,6 +64,8 @@ pub struct Settings {
     /// Namespace of the Leases; None disables leader election (one replica only).
     pub lease_namespace: Option<String>,
     pub identity: String,
+    /// The namespaces watched (`--watch-namespaces`): all, or only these.
+    pub scope: scope::Scope,
 }
 
 #[derive(Debug, Error)]
@@ -84,11 +87,13 @@ pub enum OperatorError {
 }
 
 /// What the controllers in one process share, whichever Leases it holds: the tunnels and
-/// clients into other clusters, and the Astronetes names its `/metrics` renders.
+/// clients into other clusters, the Astronetes names its `/metrics` renders, and the
+/// namespaces it watches.
 #[derive(Clone, Default)]
 pub struct Process {
     pub remotes: Arc<remote::Remotes>,
     pub exports: Arc<Exports>,
+    pub scope: scope::Scope,
 }
 
 /// Resolves once `rx` says true (or its sender is gone).
@@ -269,7 +274,10 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Result<(), OperatorError> {
     let health = Arc::new(http::Health::default());
-    let process = Process::default();
+    let process = Process {
+        scope: settings.scope.clone(),
+        ..Process::default()
+    };
     let listener = http::bind(settings.listen)
         .await
         .map_err(OperatorError::Listen)?;
@@ -283,10 +291,10 @@ pub async fn run(
         http::spawn_upkeep(h);
     }
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
-    preflight(&client, &settings.controllers).await?;
+    preflight(&client, &settings.controllers, &settings.scope).await?;
     health.set_ready();
     tracing::info!(controllers = ?settings.controllers.iter().map(|g| g.name()).collect::<Vec<_>>(),
-        identity = %settings.identity, "operator started");
+        identity = %settings.identity, namespaces = %settings.scope.describe(), "operator started");
 
     let settings = Arc::new(settings);
     let mut tasks = tokio::task::JoinSet::new();

@@ -1,5 +1,10 @@
 //! The checks before any controller starts: the API server answers, we may list what we
 //! watch, and every CustomResourceDefinition we need is installed.
+//!
+//! The CRDs themselves are never read (that needs a ClusterRole): listing one object of each
+//! kind, in each watched namespace or cluster-wide, proves both that the CRD is installed (a
+//! 404 otherwise) and that our RBAC lets us list there, so the namespaced install needs no
+//! cluster-scoped permission for it.
 
 use std::fmt::Debug;
 
@@ -7,6 +12,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
+use super::scope::{Scope, Within};
 use super::{apply, ControllerGroup, OperatorError};
 use crate::api::assets::{Bucket, Database, KubernetesCluster};
 use crate::api::automation::{
@@ -55,25 +61,24 @@ impl Crd {
     }
 
     /// Lists one object of the kind: enough to prove the CRD is there and we may read it.
-    async fn list_one(self, client: Client) -> Result<(), kube::Error> {
+    async fn list_one(self, within: &Within) -> Result<(), kube::Error> {
         match self {
-            Crd::Database => list_one::<Database>(client).await,
-            Crd::Synchronization => list_one::<Synchronization>(client).await,
-            Crd::SynchronizationPlan => list_one::<SynchronizationPlan>(client).await,
-            Crd::KubernetesCluster => list_one::<KubernetesCluster>(client).await,
-            Crd::Bucket => list_one::<Bucket>(client).await,
-            Crd::LiveSynchronization => list_one::<LiveSynchronization>(client).await,
-            Crd::Switchover => list_one::<Switchover>(client).await,
+            Crd::Database => list_one(within.api::<Database>()).await,
+            Crd::Synchronization => list_one(within.api::<Synchronization>()).await,
+            Crd::SynchronizationPlan => list_one(within.api::<SynchronizationPlan>()).await,
+            Crd::KubernetesCluster => list_one(within.api::<KubernetesCluster>()).await,
+            Crd::Bucket => list_one(within.api::<Bucket>()).await,
+            Crd::LiveSynchronization => list_one(within.api::<LiveSynchronization>()).await,
+            Crd::Switchover => list_one(within.api::<Switchover>()).await,
         }
     }
 }
 
-async fn list_one<K>(client: Client) -> Result<(), kube::Error>
+async fn list_one<K>(api: Api<K>) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    Api::<K>::all(client)
-        .list_metadata(&ListParams::default().limit(1))
+    api.list_metadata(&ListParams::default().limit(1))
         .await
         .map(|_| ())
 }
@@ -83,6 +88,7 @@ where
 pub(super) async fn preflight(
     client: &Client,
     controllers: &[ControllerGroup],
+    scope: &Scope,
 ) -> Result<(), OperatorError> {
     let mut crds: Vec<Crd> = controllers
         .iter()
@@ -90,18 +96,20 @@ pub(super) async fn preflight(
         .collect();
     crds.sort();
     crds.dedup();
-    for crd in crds {
-        let name = crd.name();
-        match crd.list_one(client.clone()).await {
-            Ok(()) => {}
-            Err(e) if apply::is_not_found(&e) => {
-                return Err(OperatorError::CrdMissing(name.into()))
-            }
-            Err(source) => {
-                return Err(OperatorError::Preflight {
-                    what: format!("listing {name}"),
-                    source,
-                })
+    for within in scope.within(client) {
+        for crd in &crds {
+            let name = crd.name();
+            match crd.list_one(&within).await {
+                Ok(()) => {}
+                Err(e) if apply::is_not_found(&e) => {
+                    return Err(OperatorError::CrdMissing(name.into()))
+                }
+                Err(source) => {
+                    return Err(OperatorError::Preflight {
+                        what: format!("listing {name} {}", within.describe()),
+                        source,
+                    })
+                }
             }
         }
     }

@@ -7,9 +7,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::Controller;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -50,6 +51,12 @@ impl Shared {
             process: process.clone(),
             failures: Arc::default(),
         }
+    }
+
+    /// Where this controller's Apis point: one [`super::scope::Within`] per watched
+    /// namespace, or one over all namespaces.
+    pub fn within(&self) -> Vec<super::scope::Within> {
+        self.process.scope.within(&self.client)
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -150,14 +157,27 @@ pub fn log_result<K: Resource, E: std::error::Error + 'static, QE: std::error::E
     }
 }
 
-/// A kind a controller watches: what kube's Controller asks of it.
+/// A kind a controller watches: what kube's Controller asks of it. Namespaced, so that
+/// [`super::scope::Within`] can point its Api at one namespace.
 pub trait Watched:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
 {
 }
 
 impl<K> Watched for K where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
 {
 }
 
@@ -166,10 +186,33 @@ pub trait HasShared: Send + Sync + 'static {
     fn shared(&self) -> &Shared;
 }
 
-/// Drives `controller` until `stop` resolves: every reconcile through
-/// [`Shared::instrument`], every failure through [`Shared::error_policy`], every result
-/// logged under `name`.
+/// The caches of `controllers` (one per watched namespace), for the compat exports.
+pub fn stores<K: Watched>(controllers: &[Controller<K>]) -> Vec<Store<K>> {
+    controllers.iter().map(Controller::store).collect()
+}
+
+/// Drives `controllers` (one per watched namespace, see [`Shared::within`]) until `stop`
+/// resolves: every reconcile through [`Shared::instrument`], every failure through
+/// [`Shared::error_policy`], every result logged under `name`.
 pub async fn drive<K, C, Fut>(
+    name: &'static str,
+    controllers: Vec<Controller<K>>,
+    reconcile: fn(Arc<K>, Arc<C>) -> Fut,
+    ctx: Arc<C>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: Watched,
+    C: HasShared,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let stop = stop.shared();
+    let each = controllers
+        .into_iter()
+        .map(|c| drive_one(name, c, reconcile, ctx.clone(), stop.clone()));
+    futures::future::join_all(each).await;
+}
+
+async fn drive_one<K, C, Fut>(
     name: &'static str,
     controller: Controller<K>,
     reconcile: fn(Arc<K>, Arc<C>) -> Fut,

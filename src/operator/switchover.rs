@@ -350,9 +350,16 @@ pub async fn run(
     ctx: Arc<Ctx>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let controller = Controller::new(
-        Api::<Switchover>::all(ctx.shared.client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    drive(NAME, controller, reconcile, ctx.clone(), stop).await;
+    let controllers = ctx
+        .shared
+        .within()
+        .iter()
+        .map(|w| {
+            Controller::new(
+                w.api::<Switchover>(),
+                watcher::Config::default().any_semantic(),
+            )
+        })
+        .collect();
+    drive(NAME, controllers, reconcile, ctx.clone(), stop).await;
 }

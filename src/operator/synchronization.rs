@@ -19,7 +19,8 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 
 use super::apply::{self, Error};
-use super::shared::{drive, HasShared, Watched};
+use super::scope::Within;
+use super::shared::{drive, stores, HasShared, Watched};
 use super::Shared;
 use crate::api::assets::Bucket;
 use crate::api::assets::Database;
@@ -402,7 +403,7 @@ pub fn uses(config: &SyncConfig, db: &str) -> bool {
 /// are watched metadata-only: no controller caches credentials.
 pub(super) fn wake_users_on_endpoint_changes<K>(
     controller: Controller<K>,
-    client: kube::Client,
+    within: &Within,
     users: fn(&Store<K>, &str, &str) -> Vec<ObjectRef<K>>,
 ) -> Controller<K>
 where
@@ -410,10 +411,10 @@ where
 {
     let by_db = controller.store();
     let by_secret = controller.store();
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    let secrets = within.api::<PartialObjectMeta<Secret>>();
     controller
         .watches(
-            Api::<Database>::all(client),
+            within.api::<Database>(),
             watcher::Config::default(),
             move |db: Database| users(&by_db, &db.namespace().unwrap_or_default(), &db.name_any()),
         )
@@ -431,18 +432,24 @@ pub async fn run(
     ctx: Arc<Ctx>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.shared.client.clone();
-    let controller = Controller::new(
-        Api::<Synchronization>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
+    let controllers: Vec<_> = ctx
+        .shared
+        .within()
+        .iter()
+        .map(|w| {
+            let c = Controller::new(
+                w.api::<Synchronization>(),
+                watcher::Config::default().any_semantic(),
+            );
+            wake_users_on_endpoint_changes(c, w, users_of)
+        })
+        .collect();
     ctx.shared
         .process
         .exports
-        .register_synchronizations(controller.store());
-    let controller = wake_users_on_endpoint_changes(controller, client, users_of);
+        .register_synchronizations(stores(&controllers));
     let exported = crate::metrics::compat::Exported::new(ctx.shared.process.exports.clone(), NAME);
-    drive(NAME, controller, reconcile, ctx.clone(), stop).await;
+    drive(NAME, controllers, reconcile, ctx.clone(), stop).await;
     drop(exported);
     // Shutting down: the next leader restarts unfinished runs.
     ctx.runs.clear();

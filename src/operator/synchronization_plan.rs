@@ -10,7 +10,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{self, is_conflict, is_not_found, Error};
-use super::shared::{drive, HasShared};
+use super::shared::{drive, stores, HasShared};
 use super::Shared;
 use crate::api::automation::{Synchronization, SynchronizationPlan};
 use crate::api::conditions::Reason;
@@ -147,22 +147,25 @@ pub async fn run(
     ctx: Arc<Ctx>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.shared.client.clone();
     let exports = ctx.shared.process.exports.clone();
-    let controller = Controller::new(
-        Api::<SynchronizationPlan>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    ctx.shared
-        .process
-        .exports
-        .register_plans(controller.store());
-    let controller = controller.owns(
-        Api::<Synchronization>::all(client),
-        watcher::Config::default().labels(PLAN_LABEL),
-    );
+    let controllers: Vec<_> = ctx
+        .shared
+        .within()
+        .iter()
+        .map(|w| {
+            Controller::new(
+                w.api::<SynchronizationPlan>(),
+                watcher::Config::default().any_semantic(),
+            )
+            .owns(
+                w.api::<Synchronization>(),
+                watcher::Config::default().labels(PLAN_LABEL),
+            )
+        })
+        .collect();
+    exports.register_plans(stores(&controllers));
     let _exported = crate::metrics::compat::Exported::new(exports, NAME);
-    drive(NAME, controller, reconcile, ctx, stop).await;
+    drive(NAME, controllers, reconcile, ctx, stop).await;
 }
 
 #[cfg(test)]
