@@ -1,7 +1,7 @@
 //! A KubernetesCluster's kubeconfig: found in its Secret, parsed, and checked so it can neither
 //! run commands nor read the operator's files.
 
-use kube::config::Kubeconfig;
+use kube::config::{Kubeconfig, KubeconfigError};
 
 use crate::api::assets::KubernetesCluster;
 use crate::resolve::{ResolveError, SecretData};
@@ -60,10 +60,64 @@ pub fn kubeconfig_from_secret(
         })?;
     let text =
         std::str::from_utf8(raw).map_err(|_| invalid(format!("key {key} is not UTF-8 text")))?;
-    let kc = Kubeconfig::from_yaml(text)
-        .map_err(|e| invalid(format!("key {key} is not a kubeconfig: {e}")))?;
+    let kc = Kubeconfig::from_yaml(text).map_err(|e| {
+        invalid(format!(
+            "key {key} is not a kubeconfig: {}",
+            parse_error(&e)
+        ))
+    })?;
     check(&kc).map_err(|m| invalid(format!("key {key}: {m}")))?;
     Ok(kc)
+}
+
+/// Where a kubeconfig that does not parse is wrong, and what is wrong there, without a byte
+/// of it. Displayed, kube's error quotes the lines around the error (serde-saphyr renders a
+/// snippet by default) and serde's the offending value; next to a syntax error in a kubeconfig
+/// there is often a token or a key, and this message goes to status, Events and logs.
+fn parse_error(e: &KubeconfigError) -> String {
+    match e {
+        KubeconfigError::Parse(e) => {
+            let e = e.without_snippet();
+            let at = e
+                .location()
+                .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
+                .unwrap_or_default();
+            format!("{at}{}", yaml_problem(e))
+        }
+        // Merging the documents of a multi-document kubeconfig: fixed texts.
+        KubeconfigError::KindMismatch | KubeconfigError::ApiVersionMismatch => e.to_string(),
+        _ => "cannot be read as a kubeconfig".into(),
+    }
+}
+
+/// What is wrong, from a closed set of texts: only what the code names (the type expected, a
+/// field of kube's kubeconfig), never what the input holds.
+fn yaml_problem(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error as E;
+    match e.without_snippet() {
+        E::AliasError { error, .. } => yaml_problem(error),
+        E::Eof { .. } => "the YAML ends too early".into(),
+        E::InvalidUtf8Input => "not UTF-8".into(),
+        E::SerdeInvalidType { expected, .. } | E::SerdeInvalidValue { expected, .. } => {
+            format!("a value of the wrong kind (expected {expected})")
+        }
+        E::SerdeInvalidLength { expected, .. } => {
+            format!("a list of the wrong length (expected {expected})")
+        }
+        E::SerdeMissingField { field, .. } => format!("field {field} is missing"),
+        E::SerdeUnknownField { .. } => "a field a kubeconfig does not have".into(),
+        E::DuplicateMappingKey { .. } => "a key appears twice in one mapping".into(),
+        E::Unexpected { expected, .. } => format!("expected {expected}"),
+        E::UnknownAnchor { .. } => "an alias names no anchor".into(),
+        E::Budget { .. }
+        | E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => {
+            "too large or too deeply nested to read".into()
+        }
+        // The parser's own messages may quote characters of the input.
+        _ => "a YAML syntax error".into(),
+    }
 }
 
 /// The context a kubeconfig uses: its current-context, or its only one.
@@ -250,6 +304,41 @@ users:
             let m = e.to_string();
             assert!(m.starts_with("Secret east: key kubeconfig: "), "{m}");
             assert!(m.contains(field), "{field}: {m}");
+            assert_eq!(e.reason(), Reason::SecretInvalid);
+        }
+    }
+
+    #[test]
+    fn a_kubeconfig_that_does_not_parse_is_described_without_its_text() {
+        // A syntax error next to a token, a token where a list belongs, a duplicated key with
+        // a secret for a name, bad indentation under a key: each message says where and what
+        // is wrong, never the text around it.
+        let cases = [
+            (
+                "apiVersion: v1\nkind: Config\nusers:\n- name: b\n  user:\n    token: SECRET-TOKEN-xyz\n    x: [SECRET-TOKEN-xyz\n",
+                "line 7",
+            ),
+            (
+                "apiVersion: v1\nusers:\n- name: b\n  user:\n    token: \"SECRET-TOKEN-xyz\n",
+                "line ",
+            ),
+            ("apiVersion: v1\nusers: SECRET-TOKEN-xyz\n", "line 2"),
+            (
+                "apiVersion: v1\nclusters:\n- name: e\n  cluster:\n    server: https://e\n     SECRET-TOKEN-xyz: 1\n",
+                "line ",
+            ),
+            ("SECRET-TOKEN-xyz: 1\nSECRET-TOKEN-xyz: 2\n", "line 2"),
+            ("users:\n- name: b\n  user:\n    token: SECRET-TOKEN-xyz\n\t- x\n", "line "),
+        ];
+        for (text, at) in cases {
+            let e = kubeconfig_from_secret("east", &data("kubeconfig", text)).unwrap_err();
+            let m = e.to_string();
+            assert!(!m.contains("SECRET-TOKEN") && !m.contains("xyz"), "{m}");
+            assert!(
+                m.starts_with("Secret east: key kubeconfig is not a kubeconfig: "),
+                "{m}"
+            );
+            assert!(m.contains(at) && m.contains("column"), "{at}: {m}");
             assert_eq!(e.reason(), Reason::SecretInvalid);
         }
     }
