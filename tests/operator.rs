@@ -20,11 +20,13 @@ use resiliency_operator::api::automation::{Synchronization, SynchronizationPlan}
 use resiliency_operator::controllers::database::RECHECK;
 use resiliency_operator::controllers::synchronization::WAITING_RECHECK;
 use resiliency_operator::operator::leader::{Elector, Ended, LeaseConfig};
+use resiliency_operator::operator::remote::Remotes;
 use resiliency_operator::operator::synchronization::{FINALIZER, RUN_POLL};
 use resiliency_operator::operator::{
     database, kubernetes_cluster, synchronization, synchronization_plan, ControllerGroup, Process,
     Shared,
 };
+use resiliency_operator::remote_cluster::KubeconfigPolicy;
 use resiliency_operator::runs::Runs;
 use support::*;
 
@@ -505,6 +507,63 @@ async fn a_kubeconfig_that_does_not_parse_keeps_its_secrets_out_of_status_events
             !text.contains("SECRET-TOKEN"),
             "the {what} carries the token: {text}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_kubeconfig_that_turns_tls_down_is_refused_naming_the_field_unless_allowed() {
+    // Each on a loopback port nothing listens on: once allowed, the check gets as far as
+    // connecting and finds nobody.
+    let cluster = |server: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster:\n    \
+             server: {server}\n{extra}contexts:\n- name: east\n  context: {{cluster: east, \
+             user: dr}}\ncurrent-context: east\nusers:\n- name: dr\n  user: {{token: abc}}\n"
+        )
+    };
+    let cases = [
+        (
+            cluster(
+                "https://127.0.0.1:1",
+                "    insecure-skip-tls-verify: true\n",
+            ),
+            "clusters[0].cluster.insecure-skip-tls-verify is true",
+        ),
+        (
+            cluster("http://127.0.0.1:1", ""),
+            "clusters[0].cluster.server is \"http://127.0.0.1:1\", plain HTTP",
+        ),
+        (
+            cluster("https://127.0.0.1:1", "    tls-server-name: kubernetes\n"),
+            "clusters[0].cluster.tls-server-name is set",
+        ),
+    ];
+    // As main does: kube and object_store bring two rustls providers.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let strict = Process::default();
+    let allowing = Process {
+        remotes: Arc::new(Remotes::new(KubeconfigPolicy {
+            allow_insecure: true,
+        })),
+        ..Process::default()
+    };
+    for (kubeconfig, field) in &cases {
+        let (ready, event) = check_cluster(&strict, "east", kubeconfig).await;
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some("SecretInvalid")),
+            "{ready}"
+        );
+        let message = ready["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "Secret east-kubeconfig: key kubeconfig: {field}: "
+            )) && message.contains("--allow-insecure-kubeconfigs"),
+            "{message}"
+        );
+        assert_eq!(event["reason"], "SecretInvalid", "{event}");
+        let (ready, _) = check_cluster(&allowing, "east", kubeconfig).await;
+        assert_eq!(ready["reason"], "Unreachable", "{field}: {ready}");
     }
 }
 

@@ -1234,6 +1234,8 @@ async fn start_operator(
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", ns)
         .env("POD_NAME", pod)
+        // The fake remote cluster's API server speaks plain HTTP.
+        .env("RESILIENCY_ALLOW_INSECURE_KUBECONFIGS", "true")
         // OPERATOR_LOG=info shows what the operator did when a test fails.
         .env(
             "RUST_LOG",

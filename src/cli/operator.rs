@@ -33,6 +33,11 @@ pub struct OperatorArgs {
     /// Act without a Lease. Only safe when a single replica runs, e.g. on a laptop.
     #[arg(long)]
     pub no_leader_election: bool,
+    /// Accept KubernetesCluster kubeconfigs that turn TLS down: `insecure-skip-tls-verify:
+    /// true`, a plain `http://` server, `tls-server-name`. Refused by default, since the
+    /// operator would send their credentials to a server it cannot verify. For test clusters.
+    #[arg(long, env = "RESILIENCY_ALLOW_INSECURE_KUBECONFIGS")]
+    pub allow_insecure_kubeconfigs: bool,
 }
 
 pub async fn run_operator(a: OperatorArgs) -> ExitCode {
@@ -59,6 +64,9 @@ pub async fn run_operator(a: OperatorArgs) -> ExitCode {
         listen: a.listen,
         lease_namespace: (!a.no_leader_election).then_some(a.leader_election_namespace),
         identity,
+        kubeconfig_policy: crate::remote_cluster::KubeconfigPolicy {
+            allow_insecure: a.allow_insecure_kubeconfigs,
+        },
     };
     match crate::operator::run(settings, metrics).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,6 +63,8 @@ pub struct Settings {
     /// Namespace of the Leases; None disables leader election (one replica only).
     pub lease_namespace: Option<String>,
     pub identity: String,
+    /// What the kubeconfigs of KubernetesClusters may ask for.
+    pub kubeconfig_policy: crate::remote_cluster::KubeconfigPolicy,
 }
 
 #[derive(Debug, Error)]
@@ -269,7 +271,10 @@ pub async fn run(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> Result<(), OperatorError> {
     let health = Arc::new(http::Health::default());
-    let process = Process::default();
+    let process = Process {
+        remotes: Arc::new(remote::Remotes::new(settings.kubeconfig_policy)),
+        ..Process::default()
+    };
     let listener = http::bind(settings.listen)
         .await
         .map_err(OperatorError::Listen)?;

@@ -21,6 +21,8 @@ const DEFAULT_NAMESPACE: &str = "default";
 /// controllers in it, so a tunnel's address never changes under a running stream.
 #[derive(Default)]
 pub struct Remotes {
+    /// What the kubeconfigs of KubernetesClusters may ask for (`--allow-insecure-kubeconfigs`).
+    policy: remote_cluster::KubeconfigPolicy,
     tunnels: tunnel::Tunnels,
     /// By cluster (see [`cluster_key`]).
     clients: Mutex<HashMap<String, Cached>>,
@@ -50,6 +52,7 @@ async fn read_kubeconfig(
     ns: &str,
     name: &str,
     database: &str,
+    policy: remote_cluster::KubeconfigPolicy,
 ) -> Result<Result<Found, ResolveError>, Error> {
     let Some(cluster) = Api::<KubernetesCluster>::namespaced(mgmt.clone(), ns)
         .get_opt(name)
@@ -72,10 +75,23 @@ async fn read_kubeconfig(
             .map_err(Error::api("reading", "Secret", ns, &secret_name))?
     };
     let data = secret.as_ref().map(resolve::secret_data);
-    Ok(remote_cluster::kubeconfig_for(&cluster, data.as_ref()).map(|k| (k, secret_name)))
+    Ok(remote_cluster::kubeconfig_for(&cluster, data.as_ref(), policy).map(|k| (k, secret_name)))
 }
 
 impl Remotes {
+    /// No tunnels or clients yet; kubeconfigs checked with `policy`.
+    pub fn new(policy: remote_cluster::KubeconfigPolicy) -> Remotes {
+        Remotes {
+            policy,
+            ..Remotes::default()
+        }
+    }
+
+    /// What the kubeconfigs of KubernetesClusters may ask for.
+    pub fn kubeconfig_policy(&self) -> remote_cluster::KubeconfigPolicy {
+        self.policy
+    }
+
     fn clients(&self) -> MutexGuard<'_, HashMap<String, Cached>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -91,7 +107,8 @@ impl Remotes {
         name: &str,
         database: &str,
     ) -> Result<Result<(Client, String), ResolveError>, Error> {
-        let (kubeconfig, secret_name) = match read_kubeconfig(mgmt, ns, name, database).await? {
+        let found = read_kubeconfig(mgmt, ns, name, database, self.policy).await?;
+        let (kubeconfig, secret_name) = match found {
             Ok(found) => found,
             Err(e) => return Ok(Err(e)),
         };

@@ -1,5 +1,6 @@
-//! A KubernetesCluster's kubeconfig: found in its Secret, parsed, and checked so it can neither
-//! run commands nor read the operator's files.
+//! A KubernetesCluster's kubeconfig: found in its Secret, parsed (its text never quoted), and
+//! checked so it can neither run commands, nor read the operator's files, nor (unless the
+//! operator allows it) send its credentials where TLS does not protect them.
 
 use kube::config::{Kubeconfig, KubeconfigError};
 
@@ -13,6 +14,7 @@ pub const KUBECONFIG_KEYS: [&str; 4] = ["kubeconfig", "value", "config", "kubeco
 pub fn kubeconfig_for(
     cluster: &KubernetesCluster,
     secret: Option<&SecretData>,
+    policy: KubeconfigPolicy,
 ) -> Result<Kubeconfig, ResolveError> {
     let name = cluster.metadata.name.clone().unwrap_or_default();
     let secret_name = &cluster.spec.secret_name;
@@ -27,7 +29,7 @@ pub fn kubeconfig_for(
         name: secret_name.clone(),
         needed_by: format!("KubernetesCluster {name} needs it for its kubeconfig"),
     })?;
-    kubeconfig_from_secret(secret_name, data)
+    kubeconfig_from_secret(secret_name, data, policy)
 }
 
 /// Reads and checks the kubeconfig in a KubernetesCluster's Secret.
@@ -37,9 +39,11 @@ pub fn kubeconfig_for(
 /// (`certificate-authority`, `client-certificate`, `client-key`, `tokenFile`), which would read
 /// the operator's files, its own ServiceAccount token among them, and send them to whatever
 /// server the kubeconfig names. Embedded data (`*-data`, `token`) is what a Secret is for.
+/// Refused too unless `policy` allows them: what turns TLS down (see [`check_cluster`]).
 pub fn kubeconfig_from_secret(
     secret_name: &str,
     data: &SecretData,
+    policy: KubeconfigPolicy,
 ) -> Result<Kubeconfig, ResolveError> {
     let invalid = |message: String| ResolveError::SecretInvalid {
         name: secret_name.to_string(),
@@ -66,7 +70,7 @@ pub fn kubeconfig_from_secret(
             parse_error(&e)
         ))
     })?;
-    check(&kc).map_err(|m| invalid(format!("key {key}: {m}")))?;
+    check(&kc, policy).map_err(|m| invalid(format!("key {key}: {m}")))?;
     Ok(kc)
 }
 
@@ -136,7 +140,21 @@ fn context_name(kc: &Kubeconfig) -> Result<String, String> {
     }
 }
 
-fn check(kc: &Kubeconfig) -> Result<(), String> {
+/// The flag (and its environment variable) that lets a kubeconfig turn TLS down.
+pub const ALLOW_INSECURE_FLAG: &str =
+    "--allow-insecure-kubeconfigs (RESILIENCY_ALLOW_INSECURE_KUBECONFIGS=true)";
+
+/// What a kubeconfig may ask of the operator beyond embedded credentials over verified TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KubeconfigPolicy {
+    /// Accept `insecure-skip-tls-verify: true`, a plain `http://` server and `tls-server-name`
+    /// (see [`ALLOW_INSECURE_FLAG`]); a test cluster may need them.
+    pub allow_insecure: bool,
+}
+
+/// The checks, each refusal naming the field as a path into the kubeconfig
+/// (`clusters[0].cluster.server`), as the KubernetesCluster's condition shows it.
+fn check(kc: &Kubeconfig, policy: KubeconfigPolicy) -> Result<(), String> {
     let name = context_name(kc)?;
     let ctx = kc
         .contexts
@@ -144,41 +162,96 @@ fn check(kc: &Kubeconfig) -> Result<(), String> {
         .find(|c| c.name == name)
         .and_then(|c| c.context.as_ref())
         .ok_or_else(|| format!("context {name:?} is empty"))?;
-    let cluster = kc
+    let (i, cluster) = kc
         .clusters
         .iter()
-        .find(|c| c.name == ctx.cluster)
-        .and_then(|c| c.cluster.as_ref())
+        .enumerate()
+        .find(|(_, c)| c.name == ctx.cluster)
+        .and_then(|(i, c)| c.cluster.as_ref().map(|c| (i, c)))
         .ok_or_else(|| {
             format!(
                 "context {name:?} names cluster {:?}, which is not there",
                 ctx.cluster
             )
         })?;
-    let server = cluster.server.as_deref().unwrap_or_default();
-    if !(server.starts_with("https://") || server.starts_with("http://")) {
-        return Err(format!(
-            "cluster {:?}: server must be an http(s) URL, got {server:?}",
-            ctx.cluster
-        ));
-    }
-    if cluster.certificate_authority.is_some() {
-        return Err(format!(
-            "cluster {:?}: certificate-authority names a file; embed it as certificate-authority-data",
-            ctx.cluster
-        ));
-    }
+    check_cluster(cluster, &format!("clusters[{i}].cluster"), policy)?;
     let Some(user) = ctx.user.as_ref() else {
         return Ok(());
     };
-    let auth = kc
+    let (i, auth) = kc
         .auth_infos
         .iter()
-        .find(|a| &a.name == user)
-        .and_then(|a| a.auth_info.as_ref())
+        .enumerate()
+        .find(|(_, a)| &a.name == user)
+        .and_then(|(i, a)| a.auth_info.as_ref().map(|a| (i, a)))
         .ok_or_else(|| format!("context {name:?} names user {user:?}, which is not there"))?;
-    let refuse =
-        |field: &str, fix: &str| Err(format!("user {user:?}: {field} is not allowed: {fix}"));
+    check_user(auth, &format!("users[{i}].user"))
+}
+
+/// The cluster's server is reached over TLS the operator verifies: https, and neither
+/// `insecure-skip-tls-verify` nor `tls-server-name` unless `policy` allows them. Otherwise the
+/// operator sends the kubeconfig's credentials to whoever answers, or to a server whose
+/// certificate names another host.
+fn check_cluster(
+    cluster: &kube::config::Cluster,
+    at: &str,
+    policy: KubeconfigPolicy,
+) -> Result<(), String> {
+    let unless_allowed = |field: &str, what: &str, fix: &str| {
+        if policy.allow_insecure {
+            Ok(())
+        } else {
+            Err(format!(
+                "{at}.{field} {what}: {fix} (or start the operator with {ALLOW_INSECURE_FLAG})"
+            ))
+        }
+    };
+    let server = cluster.server.as_deref().unwrap_or_default();
+    let scheme = server
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("https") => {}
+        Some("http") => unless_allowed(
+            "server",
+            &format!("is {server:?}, plain HTTP"),
+            "the credentials would cross the network unencrypted to a server nobody verified; \
+             use https://",
+        )?,
+        _ => {
+            return Err(format!(
+                "{at}.server must be an https:// URL, got {server:?}"
+            ))
+        }
+    }
+    if cluster.certificate_authority.is_some() {
+        return Err(format!(
+            "{at}.certificate-authority is not allowed: it names a file; embed it as \
+             certificate-authority-data"
+        ));
+    }
+    if cluster.insecure_skip_tls_verify == Some(true) {
+        unless_allowed(
+            "insecure-skip-tls-verify",
+            "is true",
+            "the operator would send the credentials to whatever server answers, unverified; \
+             remove it and embed the server's CA as certificate-authority-data",
+        )?;
+    }
+    if cluster.tls_server_name.is_some() {
+        unless_allowed(
+            "tls-server-name",
+            "is set",
+            "the operator would accept a certificate issued for another name than the \
+             server's; remove it and name the server as its certificate does",
+        )?;
+    }
+    Ok(())
+}
+
+/// Credentials are embedded: nothing the operator would run or read with its own privileges.
+fn check_user(auth: &kube::config::AuthInfo, at: &str) -> Result<(), String> {
+    let refuse = |field: &str, fix: &str| Err(format!("{at}.{field} is not allowed: {fix}"));
     if auth.exec.is_some() {
         return refuse(
             "exec",
@@ -236,6 +309,10 @@ mod tests {
     use super::*;
     use crate::api::conditions::Reason;
 
+    const STRICT: KubeconfigPolicy = KubeconfigPolicy {
+        allow_insecure: false,
+    };
+
     fn kubeconfig(user: &str, cluster_extra: &str) -> String {
         format!(
             "apiVersion: v1
@@ -266,11 +343,11 @@ users:
     #[test]
     fn embedded_credentials_pass_and_name_the_server() {
         let text = kubeconfig("    token: abc", "    certificate-authority-data: Zm9v");
-        let kc = kubeconfig_from_secret("east", &data("kubeconfig", &text)).unwrap();
+        let kc = kubeconfig_from_secret("east", &data("kubeconfig", &text), STRICT).unwrap();
         assert_eq!(server(&kc).as_deref(), Some("https://east.example:6443"));
         // Cluster API's key, and any single key.
-        assert!(kubeconfig_from_secret("east", &data("value", &text)).is_ok());
-        assert!(kubeconfig_from_secret("east", &data("east.yaml", &text)).is_ok());
+        assert!(kubeconfig_from_secret("east", &data("value", &text), STRICT).is_ok());
+        assert!(kubeconfig_from_secret("east", &data("east.yaml", &text), STRICT).is_ok());
     }
 
     #[test]
@@ -299,13 +376,76 @@ users:
             ),
         ];
         for (user, cluster, field) in cases {
-            let e = kubeconfig_from_secret("east", &data("kubeconfig", &kubeconfig(user, cluster)))
-                .unwrap_err();
+            let e = kubeconfig_from_secret(
+                "east",
+                &data("kubeconfig", &kubeconfig(user, cluster)),
+                STRICT,
+            )
+            .unwrap_err();
             let m = e.to_string();
             assert!(m.starts_with("Secret east: key kubeconfig: "), "{m}");
             assert!(m.contains(field), "{field}: {m}");
             assert_eq!(e.reason(), Reason::SecretInvalid);
         }
+    }
+
+    #[test]
+    fn what_turns_tls_down_is_refused_by_field_unless_the_operator_allows_it() {
+        let cases = [
+            (
+                "    certificate-authority-data: Zm9v\n    insecure-skip-tls-verify: true",
+                "https://east.example:6443",
+                "clusters[0].cluster.insecure-skip-tls-verify is true: ",
+            ),
+            (
+                "    certificate-authority-data: Zm9v",
+                "http://east.example:6443",
+                "clusters[0].cluster.server is \"http://east.example:6443\", plain HTTP: ",
+            ),
+            (
+                "    certificate-authority-data: Zm9v\n    tls-server-name: kubernetes.default",
+                "https://10.0.0.1:6443",
+                "clusters[0].cluster.tls-server-name is set: ",
+            ),
+        ];
+        let allow = KubeconfigPolicy {
+            allow_insecure: true,
+        };
+        for (cluster, url, refusal) in cases {
+            // The second cluster is the one the context uses: the path says which.
+            let text = kubeconfig("    token: abc", cluster)
+                .replace("https://east.example:6443", url)
+                .replace(
+                    "clusters:\n",
+                    "clusters:\n- name: other\n  cluster: {server: https://other:6443}\n",
+                );
+            let secret = data("kubeconfig", &text);
+            let e = kubeconfig_from_secret("east", &secret, STRICT).unwrap_err();
+            let m = e.to_string();
+            let refusal = refusal.replace("clusters[0]", "clusters[1]");
+            assert!(
+                m.starts_with(&format!("Secret east: key kubeconfig: {refusal}")),
+                "{m}"
+            );
+            assert!(
+                m.ends_with(&format!(
+                    "(or start the operator with {ALLOW_INSECURE_FLAG})"
+                )),
+                "{m}"
+            );
+            assert_eq!(e.reason(), Reason::SecretInvalid);
+            let kc = kubeconfig_from_secret("east", &secret, allow).unwrap();
+            assert_eq!(server(&kc).as_deref(), Some(url));
+        }
+        // insecure-skip-tls-verify: false asks for nothing.
+        let text = kubeconfig("    token: abc", "    insecure-skip-tls-verify: false");
+        assert!(kubeconfig_from_secret("east", &data("kubeconfig", &text), STRICT).is_ok());
+        // Files and programs stay refused whatever the policy.
+        let text = kubeconfig("    tokenFile: /var/run/token", "");
+        let m = kubeconfig_from_secret("east", &data("kubeconfig", &text), allow)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("users[0].user.tokenFile is not allowed"), "{m}");
     }
 
     #[test]
@@ -331,7 +471,7 @@ users:
             ("users:\n- name: b\n  user:\n    token: SECRET-TOKEN-xyz\n\t- x\n", "line "),
         ];
         for (text, at) in cases {
-            let e = kubeconfig_from_secret("east", &data("kubeconfig", text)).unwrap_err();
+            let e = kubeconfig_from_secret("east", &data("kubeconfig", text), STRICT).unwrap_err();
             let m = e.to_string();
             assert!(!m.contains("SECRET-TOKEN") && !m.contains("xyz"), "{m}");
             assert!(
@@ -348,27 +488,30 @@ users:
         let two: SecretData = [("a".into(), b"x".to_vec()), ("b".into(), b"y".to_vec())]
             .into_iter()
             .collect();
-        let m = kubeconfig_from_secret("east", &two)
+        let m = kubeconfig_from_secret("east", &two, STRICT)
             .unwrap_err()
             .to_string();
         assert!(
             m.contains("put it under the key kubeconfig") && m.contains("a, b"),
             "{m}"
         );
-        let m = kubeconfig_from_secret("east", &data("kubeconfig", "clusters: 3"))
+        let m = kubeconfig_from_secret("east", &data("kubeconfig", "clusters: 3"), STRICT)
             .unwrap_err()
             .to_string();
         assert!(m.contains("is not a kubeconfig"), "{m}");
         let no_ctx = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n";
-        let m = kubeconfig_from_secret("east", &data("kubeconfig", no_ctx))
+        let m = kubeconfig_from_secret("east", &data("kubeconfig", no_ctx), STRICT)
             .unwrap_err()
             .to_string();
         assert!(m.contains("has no contexts"), "{m}");
         let bad_server =
             kubeconfig("    token: abc", "").replace("https://east.example:6443", "east:6443");
-        let m = kubeconfig_from_secret("east", &data("kubeconfig", &bad_server))
+        let m = kubeconfig_from_secret("east", &data("kubeconfig", &bad_server), STRICT)
             .unwrap_err()
             .to_string();
-        assert!(m.contains("server must be an http(s) URL"), "{m}");
+        assert!(
+            m.contains("clusters[0].cluster.server must be an https:// URL, got \"east:6443\""),
+            "{m}"
+        );
     }
 }

@@ -6,7 +6,10 @@
 mod kubeconfig;
 pub mod tunnel;
 
-pub use kubeconfig::{kubeconfig_for, kubeconfig_from_secret, namespace, server, KUBECONFIG_KEYS};
+pub use kubeconfig::{
+    kubeconfig_for, kubeconfig_from_secret, namespace, server, KubeconfigPolicy,
+    ALLOW_INSECURE_FLAG, KUBECONFIG_KEYS,
+};
 
 use std::time::Duration;
 
