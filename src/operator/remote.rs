@@ -1,6 +1,11 @@
 //! Databases that live in another cluster (spec.kubernetesClusterName): their servers are
 //! swapped for loopback tunnels through that cluster's API server before anything connects.
 //! The controllers route here; the engine and the verifier see plain `127.0.0.1:PORT`s.
+//!
+//! Each Database gets tunnels of its own, which admit only connections showing its key (see
+//! [`tunnel::admit`]); the key rides in memory on the routed copy of the Database into its
+//! connection settings. A Database of another namespace that names `127.0.0.1:PORT` (or a
+//! host resolving there) reaches the port, but cannot show the key, so is never forwarded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -182,8 +187,9 @@ impl Remotes {
     }
 
     /// `db` as it should be connected to: itself, or (for a Database in a KubernetesCluster) a
-    /// copy whose servers are loopback tunnels. `Ok(Err(_))` is a problem to report in status;
-    /// `Err(_)` an API error to retry.
+    /// copy whose servers are loopback tunnels of its own, with the key they admit
+    /// (`spec.zookeeper.client.tunnel_key`, in memory only). `Ok(Err(_))` is a problem to
+    /// report in status; `Err(_)` an API error to retry.
     pub async fn route(
         self: &Arc<Self>,
         client: &Client,
@@ -193,31 +199,32 @@ impl Remotes {
         let Some(cluster_name) = db.spec.kubernetes_cluster_name.clone() else {
             return Ok(Ok(db));
         };
-        let db_name = db.metadata.name.clone().unwrap_or_default();
+        let owner = owner(ns, &db);
         let default_ns = match self
-            .current_client(client, ns, &cluster_name, &db_name)
+            .current_client(client, ns, &cluster_name, &owner.name)
             .await?
         {
             Ok((_, default_ns)) => default_ns,
             Err(e) => return Ok(Err(e)),
         };
-        let source = self.client_source(client, ns, &cluster_name, &db_name);
-        let Some(servers) = db
-            .spec
-            .zookeeper
-            .as_mut()
-            .and_then(|z| z.client.as_mut())
-            .map(|c| &mut c.servers)
-        else {
+        let source = self.client_source(client, ns, &cluster_name, &owner.name);
+        let Some(zk) = db.spec.zookeeper.as_mut().and_then(|z| z.client.as_mut()) else {
             // Nothing to route: the resolver reports the missing servers.
             return Ok(Ok(db));
         };
         let key = cluster_key(ns, &cluster_name);
-        match self
-            .tunnel_each(&key, &cluster_name, &source, servers, &default_ns)
-            .await
-        {
-            Ok(routed) => *servers = routed,
+        match self.tunnel_each(
+            &owner,
+            &key,
+            &cluster_name,
+            &source,
+            &zk.servers,
+            &default_ns,
+        ) {
+            Ok((routed, tunnel_key)) => {
+                zk.servers = routed;
+                zk.tunnel_key = tunnel_key;
+            }
             Err(e) => return Ok(Err(e)),
         }
         // Routed: what is left are loopback addresses to connect to directly.
@@ -225,16 +232,19 @@ impl Remotes {
         Ok(Ok(db))
     }
 
-    /// The loopback address of a tunnel to each of `servers` in the cluster `key`.
-    async fn tunnel_each(
+    /// The loopback address of `owner`'s tunnel to each of `servers` in the cluster `key`, and
+    /// the key they admit (None when there are no servers).
+    fn tunnel_each(
         &self,
+        owner: &tunnel::Owner,
         key: &str,
         cluster_name: &str,
         source: &tunnel::ClientSource,
         servers: &[String],
         default_ns: &str,
-    ) -> Result<Vec<String>, ResolveError> {
+    ) -> Result<(Vec<String>, Option<verifier::DigestAuth>), ResolveError> {
         let mut routed = Vec::with_capacity(servers.len());
+        let mut tunnel_key = None;
         for (i, server) in servers.iter().enumerate() {
             let target = tunnel::parse_target(server, default_ns).map_err(|m| {
                 ResolveError::InvalidSpec {
@@ -242,15 +252,17 @@ impl Remotes {
                     message: format!("{m} (spec.kubernetesClusterName is {cluster_name})"),
                 }
             })?;
-            let t = self.tunnels.route(key, source, target).await.map_err(|e| {
-                ResolveError::InvalidSpec {
+            let (t, k) = self
+                .tunnels
+                .route(owner, key, source, target)
+                .map_err(|e| ResolveError::InvalidSpec {
                     field: "spec.kubernetesClusterName".into(),
                     message: format!("opening a loopback listener for {server}: {e}"),
-                }
-            })?;
+                })?;
             routed.push(t.local.to_string());
+            tunnel_key = Some(k);
         }
-        Ok(routed)
+        Ok((routed, tunnel_key))
     }
 
     /// Why the last connection to `db`'s cluster failed, for a status message (None when the
@@ -271,6 +283,21 @@ impl Remotes {
             .flat_map(|c| c.servers.iter())
             .filter_map(|s| tunnel::parse_target(s, &default_ns).ok())
             .collect();
-        self.tunnels.last_error(&key, &targets)
+        self.tunnels.last_error(&owner(ns, db), &key, &targets)
+    }
+
+    /// Every open tunnel: the Database it is for, its KubernetesCluster (namespace/name) and
+    /// its loopback address.
+    pub fn tunnels(&self) -> Vec<(tunnel::Owner, String, std::net::SocketAddr)> {
+        self.tunnels.list()
+    }
+}
+
+/// The owner of `db`'s tunnels.
+fn owner(ns: &str, db: &Database) -> tunnel::Owner {
+    tunnel::Owner {
+        namespace: ns.to_string(),
+        name: db.metadata.name.clone().unwrap_or_default(),
+        uid: db.metadata.uid.clone().unwrap_or_default(),
     }
 }

@@ -5,8 +5,12 @@
 //!
 //! The pod is chosen per connection, so a tunnel follows pods as they restart or move; a
 //! ZooKeeper client reconnecting after a pod died gets a live one.
+//!
+//! A tunnel belongs to one Database ([`Owner`]) and admits only connections that show that
+//! Database's key ([`admit`]): a loopback port is open to every connection the operator
+//! makes, those of other namespaces' Databases among them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +20,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
+use verifier::DigestAuth;
 
+pub mod admit;
 mod target;
 
 use target::pick;
@@ -48,12 +54,13 @@ pub enum TunnelError {
     },
 }
 
-/// Forwards one accepted connection to a pod of `target`.
+/// Forwards one admitted connection to a pod of `target`.
 async fn forward(
     client: &Client,
     target: &Target,
     turn: usize,
     local: &mut TcpStream,
+    admitted: admit::Admitted,
 ) -> Result<(), TunnelError> {
     let (namespace, pod, port) = pick(client, target, turn).await?;
     let forward_err = |message: String| TunnelError::Forward {
@@ -66,12 +73,11 @@ async fn forward(
         .portforward(&pod, &[port])
         .await
         .map_err(|e| forward_err(crate::runs::cause_chain(&e)))?;
-    let mut remote = pf
+    let remote = pf
         .take_stream(port)
         .ok_or_else(|| forward_err("no stream for the port".into()))?;
     let errors = pf.take_error(port);
-    let copied = tokio::io::copy_bidirectional(local, &mut remote).await;
-    drop(remote);
+    let relayed = admit::relay(local, remote, admitted).await;
     if let Some(errors) = errors {
         if let Ok(Some(e)) = tokio::time::timeout(FORWARD_ERROR_WAIT, errors).await {
             return Err(forward_err(e));
@@ -79,7 +85,7 @@ async fn forward(
     }
     let _ = pf.join().await;
     // A connection closed by either end is how ZooKeeper sessions move; not an error.
-    let _ = copied;
+    let _ = relayed;
     Ok(())
 }
 
@@ -91,7 +97,15 @@ pub type ClientSource = Arc<
         + Sync,
 >;
 
-/// One loopback listener leading to one remote server.
+/// How one connection through a tunnel ended, as the `outcome` label counts it.
+fn outcome_label(outcome: &Result<(), TunnelError>) -> &'static str {
+    match outcome {
+        Ok(()) => "forwarded",
+        Err(_) => "failed",
+    }
+}
+
+/// One loopback listener leading to one remote server, for the connections that show `key`.
 pub struct Tunnel {
     pub local: SocketAddr,
     pub target: Target,
@@ -100,43 +114,70 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// Opens the listener; connections are forwarded until the tunnel is dropped.
-    pub async fn open(
+    /// Opens the listener (bound before this returns, so no await sits between a decision to
+    /// open and the port existing); connections showing `key` are forwarded until the tunnel
+    /// is dropped, which closes the listener and cuts the connections through it.
+    pub fn open(
         source: ClientSource,
         cluster: String,
         target: Target,
+        key: &DigestAuth,
     ) -> std::io::Result<Tunnel> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        std_listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(std_listener)?;
         let local = listener.local_addr()?;
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
         let t = target.clone();
+        let key = Arc::new(admit::key_bytes(key));
         let task = tokio::spawn(async move {
             let turn = Arc::new(AtomicUsize::new(0));
+            // Owned by this task: aborting it drops them, so no connection outlives the tunnel.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
-                let socket = match listener.accept().await {
-                    Ok((socket, _)) => socket,
-                    Err(_) => {
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
+                let socket = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((socket, _)) => socket,
+                        Err(_) => {
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                            continue;
+                        }
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 };
                 let _ = socket.set_nodelay(true);
-                let (source, t, errors, cluster) =
-                    (source.clone(), t.clone(), errors.clone(), cluster.clone());
+                let (source, t, errors, cluster, key) = (
+                    source.clone(),
+                    t.clone(),
+                    errors.clone(),
+                    cluster.clone(),
+                    key.clone(),
+                );
                 let n = turn.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let mut socket = socket;
+                    // Before anything is dialled: the key, or nothing.
+                    let admitted = match admit::admit(&mut socket, &key).await {
+                        Ok(a) => a,
+                        Err(admit::Refused::Closed) => {
+                            // A client that gave up mid-handshake (its own timeout, say).
+                            tracing::debug!(cluster, target = %t, "tunnel connection closed before the key");
+                            return;
+                        }
+                        Err(why) => {
+                            metrics::counter!(crate::metrics::TUNNEL_CONNECTIONS_TOTAL, "cluster" => cluster.clone(), "outcome" => "refused")
+                                .increment(1);
+                            // Not the owner's failure: its status is not told.
+                            tracing::warn!(cluster, target = %t, reason = %why, "tunnel connection refused");
+                            return;
+                        }
+                    };
                     let outcome = match source().await {
-                        Ok(client) => forward(&client, &t, n, &mut socket).await,
+                        Ok(client) => forward(&client, &t, n, &mut socket, admitted).await,
                         Err(message) => Err(TunnelError::Credentials { message }),
                     };
-                    let label = if outcome.is_ok() {
-                        "forwarded"
-                    } else {
-                        "failed"
-                    };
-                    metrics::counter!(crate::metrics::TUNNEL_CONNECTIONS_TOTAL, "cluster" => cluster.clone(), "outcome" => label)
+                    metrics::counter!(crate::metrics::TUNNEL_CONNECTIONS_TOTAL, "cluster" => cluster.clone(), "outcome" => outcome_label(&outcome))
                         .increment(1);
                     let mut last = errors.lock().unwrap_or_else(|p| p.into_inner());
                     match outcome {
@@ -175,44 +216,99 @@ impl Drop for Tunnel {
     }
 }
 
-/// (cluster namespace/name, target) of a tunnel.
-type TunnelKey = (String, String);
+/// The Database a tunnel is for: only its connection settings get the tunnel's key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
 
-/// Tunnels by (cluster, server): one listener per remote server for the life of the process,
-/// shared by every run that uses it, so its address never changes under a running stream.
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database {}/{}", self.namespace, self.name)
+    }
+}
+
+/// (cluster namespace/name, target) of one of an owner's tunnels.
+type Route = (String, String);
+
+/// One Database's tunnels and the key they all ask for.
+struct Owned {
+    key: DigestAuth,
+    tunnels: BTreeMap<Route, Arc<Tunnel>>,
+}
+
+/// Tunnels by owner, then (cluster, server): one listener per server of a Database for the
+/// life of the process, so its address never changes under a running stream. Never shared between Databases: a tunnel is
+/// only ever reached by the owner it was routed for.
 #[derive(Default)]
 pub struct Tunnels {
-    open: Mutex<HashMap<TunnelKey, Arc<Tunnel>>>,
+    open: Mutex<HashMap<Owner, Owned>>,
 }
 
 impl Tunnels {
-    /// The tunnel leading to `target` in the cluster `cluster` (namespace/name), opened on
-    /// first use with `source` for its credentials.
-    pub async fn route(
+    /// `owner`'s tunnel to `target` in the cluster `cluster` (namespace/name), opened on first
+    /// use with `source` for its credentials, and the key to show it.
+    pub fn route(
         &self,
+        owner: &Owner,
         cluster: &str,
         source: &ClientSource,
         target: Target,
-    ) -> std::io::Result<Arc<Tunnel>> {
-        let key = (cluster.to_string(), target.to_string());
-        if let Some(t) = self.lock().get(&key) {
-            return Ok(t.clone());
+    ) -> std::io::Result<(Arc<Tunnel>, DigestAuth)> {
+        let mut open = self.lock();
+        let owned = match open.entry(owner.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(Owned {
+                key: admit::new_key()?,
+                tunnels: BTreeMap::new(),
+            }),
+        };
+        let route = (cluster.to_string(), target.to_string());
+        if let Some(t) = owned.tunnels.get(&route) {
+            return Ok((t.clone(), owned.key.clone()));
         }
-        let tunnel = Arc::new(Tunnel::open(source.clone(), cluster.to_string(), target).await?);
-        Ok(self.lock().entry(key).or_insert(tunnel).clone())
+        let tunnel = Arc::new(Tunnel::open(
+            source.clone(),
+            cluster.to_string(),
+            target,
+            &owned.key,
+        )?);
+        owned.tunnels.insert(route, tunnel.clone());
+        Ok((tunnel, owned.key.clone()))
     }
 
-    /// Why the last connection through a tunnel into `cluster` to one of `targets` failed, if
-    /// it did.
-    pub fn last_error(&self, cluster: &str, targets: &[Target]) -> Option<String> {
+    /// Why the last connection through one of `owner`'s tunnels into `cluster` to one of
+    /// `targets` failed, if it did.
+    pub fn last_error(&self, owner: &Owner, cluster: &str, targets: &[Target]) -> Option<String> {
         let open = self.lock();
+        let owned = open.get(owner)?;
         targets.iter().find_map(|t| {
-            open.get(&(cluster.to_string(), t.to_string()))
+            owned
+                .tunnels
+                .get(&(cluster.to_string(), t.to_string()))
                 .and_then(|tunnel| tunnel.last_error())
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TunnelKey, Arc<Tunnel>>> {
+    /// Every open tunnel: its owner, cluster and loopback address.
+    pub fn list(&self) -> Vec<(Owner, String, SocketAddr)> {
+        let open = self.lock();
+        let mut out: Vec<_> = open
+            .iter()
+            .flat_map(|(owner, owned)| {
+                owned
+                    .tunnels
+                    .iter()
+                    .map(|((cluster, _), t)| (owner.clone(), cluster.clone(), t.local))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Owner, Owned>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
