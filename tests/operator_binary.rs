@@ -1213,9 +1213,10 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
 
 /// A tunnel belongs to the Database it was routed for: that Database's connections go
 /// through, another namespace's Database naming the same loopback port is turned away before
-/// anything is dialled in the remote cluster. In process, against the in-memory API server.
+/// anything is dialled in the remote cluster, and the listener closes when its Database, or
+/// its KubernetesCluster, is deleted. In process, against the in-memory API server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tunnel_admits_only_its_own_database() {
+async fn a_tunnel_admits_only_its_own_database_and_closes_with_it_or_its_cluster() {
     use resiliency_operator::api::assets::Database;
     use resiliency_operator::operator::remote::Remotes;
     use resiliency_operator::remote_cluster::KubeconfigPolicy;
@@ -1270,6 +1271,11 @@ async fn a_tunnel_admits_only_its_own_database() {
     let remotes = Arc::new(Remotes::new(KubeconfigPolicy {
         allow_insecure: true,
     }));
+    let janitor = tokio::spawn(
+        remotes
+            .clone()
+            .close_deleted(mgmt.clone(), std::future::pending()),
+    );
     let credentials: resolve::SecretData = [
         ("user".to_string(), b"admin".to_vec()),
         ("password".to_string(), b"s3cr3t-value".to_vec()),
@@ -1343,6 +1349,35 @@ async fn a_tunnel_admits_only_its_own_database() {
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     assert_eq!(remote.forwards.load(Relaxed), forwarded);
     assert_eq!(remotes.tunnels().len(), 1, "{:?}", remotes.tunnels());
+
+    // Deleted: its tunnel goes, the listener refuses connections.
+    let closed = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    };
+    let stored = fake.get("databases", a, "zk-remote").unwrap();
+    fake.write("databases", a, stored, "DELETED");
+    wait_for(
+        "the deleted Database's tunnel to close",
+        Duration::from_secs(10),
+        || async { closed(tunnel).await && remotes.tunnels().is_empty() },
+    )
+    .await;
+
+    // A second Database through east; then east itself is deleted.
+    let second = route(a, remote_db("zk-remote-2")).await;
+    let addr: std::net::SocketAddr = second.spec.zookeeper.unwrap().client.unwrap().servers[0]
+        .parse()
+        .unwrap();
+    assert!(!closed(addr).await);
+    let stored = fake.get("kubernetesclusters", a, "east").unwrap();
+    fake.write("kubernetesclusters", a, stored, "DELETED");
+    wait_for(
+        "the deleted KubernetesCluster's tunnels to close",
+        Duration::from_secs(10),
+        || async { closed(addr).await && remotes.tunnels().is_empty() },
+    )
+    .await;
+    janitor.abort();
 }
 
 /// The operator binary against `fake` (served on a loopback port) as pod `pod` in `ns`, all

@@ -293,6 +293,17 @@ pub async fn run(
     tracing::info!(controllers = ?settings.controllers.iter().map(|g| g.name()).collect::<Vec<_>>(),
         identity = %settings.identity, "operator started");
 
+    // Tunnels close with their Database or KubernetesCluster, in the processes that route.
+    let routes = settings.controllers.iter().any(|g| {
+        matches!(
+            g,
+            ControllerGroup::Database | ControllerGroup::Synchronization
+        )
+    });
+    let janitor = routes.then(|| {
+        let stop = when_set(shutdown_rx.clone());
+        tokio::spawn(process.remotes.clone().close_deleted(client.clone(), stop))
+    });
     let settings = Arc::new(settings);
     let mut tasks = tokio::task::JoinSet::new();
     for group in settings.controllers.clone() {
@@ -314,6 +325,9 @@ pub async fn run(
     }
     let _ = shutdown_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    if let Some(janitor) = janitor {
+        let _ = janitor.await;
+    }
     let _ = server.await;
     match died {
         Some(w) => Err(OperatorError::ControllerDied(w)),

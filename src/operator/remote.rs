@@ -6,12 +6,18 @@
 //! [`tunnel::admit`]); the key rides in memory on the routed copy of the Database into its
 //! connection settings. A Database of another namespace that names `127.0.0.1:PORT` (or a
 //! host resolving there) reaches the port, but cannot show the key, so is never forwarded.
+//! Tunnels close when their Database or KubernetesCluster is deleted
+//! ([`Remotes::close_deleted`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::Kubeconfig;
+use kube::core::PartialObjectMeta;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
 use super::apply::Error;
@@ -291,6 +297,66 @@ impl Remotes {
     pub fn tunnels(&self) -> Vec<(tunnel::Owner, String, std::net::SocketAddr)> {
         self.tunnels.list()
     }
+
+    /// Closes the tunnels of Databases and KubernetesClusters once they are deleted, until
+    /// `stop` resolves. Watches both (metadata only) in every process that routes; after each
+    /// (re)list, a tunnel opened before it whose Database or cluster is no longer listed goes
+    /// too (a deletion missed while the watch was down).
+    pub async fn close_deleted(
+        self: Arc<Self>,
+        client: Client,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let dbs = watcher::watcher(
+            Api::<PartialObjectMeta<Database>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map(Gone::Database);
+        let clusters = watcher::watcher(
+            Api::<PartialObjectMeta<KubernetesCluster>>::all(client),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map(Gone::Cluster);
+        let mut events = std::pin::pin!(futures::stream::select(dbs, clusters));
+        let mut janitor = Janitor::default();
+        tokio::pin!(stop);
+        loop {
+            let event = tokio::select! {
+                _ = &mut stop => return,
+                e = events.next() => e,
+            };
+            match event {
+                Some(Gone::Database(Ok(e))) => janitor.database(&self, e),
+                Some(Gone::Cluster(Ok(e))) => janitor.cluster(&self, e),
+                Some(Gone::Database(Err(e)) | Gone::Cluster(Err(e))) => {
+                    tracing::warn!(error = %crate::runs::cause_chain(&e), "watching for deleted tunnel owners")
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Closes tunnels `gone` says are no longer wanted, and forgets the clients of clusters in
+    /// `clusters_gone`.
+    fn close(
+        &self,
+        gone: impl Fn(&tunnel::Owner, &str, Instant) -> bool,
+        clusters_gone: &[String],
+    ) {
+        let n = self.tunnels.close(gone);
+        let mut clients = self.clients();
+        for c in clusters_gone {
+            clients.remove(c);
+        }
+        if n > 0 {
+            tracing::info!(
+                closed = n,
+                "closed the tunnels of deleted Databases or KubernetesClusters"
+            );
+        }
+    }
 }
 
 /// The owner of `db`'s tunnels.
@@ -299,5 +365,86 @@ fn owner(ns: &str, db: &Database) -> tunnel::Owner {
         namespace: ns.to_string(),
         name: db.metadata.name.clone().unwrap_or_default(),
         uid: db.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// An event of either watch of [`Remotes::close_deleted`].
+enum Gone {
+    Database(Result<watcher::Event<PartialObjectMeta<Database>>, watcher::Error>),
+    Cluster(Result<watcher::Event<PartialObjectMeta<KubernetesCluster>>, watcher::Error>),
+}
+
+/// What a (re)list of either kind has seen so far, and when it began.
+#[derive(Default)]
+struct Janitor {
+    databases: Option<(Instant, HashSet<String>)>,
+    clusters: Option<(Instant, HashSet<String>)>,
+}
+
+impl Janitor {
+    fn database(&mut self, remotes: &Remotes, e: watcher::Event<PartialObjectMeta<Database>>) {
+        use watcher::Event;
+        match e {
+            Event::Delete(db) => {
+                let uid = db.metadata.uid.unwrap_or_default();
+                remotes.close(|owner, _, _| owner.uid == uid, &[]);
+            }
+            Event::Init => self.databases = Some((Instant::now(), HashSet::new())),
+            Event::InitApply(db) => {
+                if let Some((_, seen)) = self.databases.as_mut() {
+                    seen.extend(db.metadata.uid);
+                }
+            }
+            Event::InitDone => {
+                if let Some((began, seen)) = self.databases.take() {
+                    remotes.close(
+                        |owner, _, opened| opened < began && !seen.contains(&owner.uid),
+                        &[],
+                    );
+                }
+            }
+            Event::Apply(_) => {}
+        }
+    }
+
+    fn cluster(
+        &mut self,
+        remotes: &Remotes,
+        e: watcher::Event<PartialObjectMeta<KubernetesCluster>>,
+    ) {
+        use watcher::Event;
+        let key = |c: &PartialObjectMeta<KubernetesCluster>| {
+            cluster_key(
+                c.metadata.namespace.as_deref().unwrap_or_default(),
+                c.metadata.name.as_deref().unwrap_or_default(),
+            )
+        };
+        match e {
+            Event::Delete(c) => {
+                let key = key(&c);
+                remotes.close(|_, cluster, _| cluster == key, std::slice::from_ref(&key));
+            }
+            Event::Init => self.clusters = Some((Instant::now(), HashSet::new())),
+            Event::InitApply(c) => {
+                if let Some((_, seen)) = self.clusters.as_mut() {
+                    seen.insert(key(&c));
+                }
+            }
+            Event::InitDone => {
+                if let Some((began, seen)) = self.clusters.take() {
+                    let gone: Vec<String> = remotes
+                        .clients()
+                        .keys()
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    remotes.close(
+                        |_, cluster, opened| opened < began && !seen.contains(cluster),
+                        &gone,
+                    );
+                }
+            }
+            Event::Apply(_) => {}
+        }
     }
 }

@@ -109,6 +109,8 @@ fn outcome_label(outcome: &Result<(), TunnelError>) -> &'static str {
 pub struct Tunnel {
     pub local: SocketAddr,
     pub target: Target,
+    /// When it was opened (a relist closes only tunnels older than itself).
+    pub opened: std::time::Instant,
     last_error: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -196,6 +198,7 @@ impl Tunnel {
         Ok(Tunnel {
             local,
             target,
+            opened: std::time::Instant::now(),
             last_error,
             task,
         })
@@ -239,8 +242,9 @@ struct Owned {
     tunnels: BTreeMap<Route, Arc<Tunnel>>,
 }
 
-/// Tunnels by owner, then (cluster, server): one listener per server of a Database for the
-/// life of the process, so its address never changes under a running stream. Never shared between Databases: a tunnel is
+/// Tunnels by owner, then (cluster, server): one listener per server of a Database for as
+/// long as the Database and its KubernetesCluster exist (see [`Tunnels::close`]), so its
+/// address never changes under a running stream. Never shared between Databases: a tunnel is
 /// only ever reached by the owner it was routed for.
 #[derive(Default)]
 pub struct Tunnels {
@@ -290,6 +294,32 @@ impl Tunnels {
                 .get(&(cluster.to_string(), t.to_string()))
                 .and_then(|tunnel| tunnel.last_error())
         })
+    }
+
+    /// Closes the tunnels `gone(owner, cluster, opened)` says are no longer wanted (their
+    /// Database or KubernetesCluster was deleted): their listeners stop accepting and their
+    /// connections are cut. Returns how many closed.
+    pub fn close(&self, gone: impl Fn(&Owner, &str, std::time::Instant) -> bool) -> usize {
+        let mut closed = Vec::new();
+        {
+            let mut open = self.lock();
+            for (owner, owned) in open.iter_mut() {
+                let routes: Vec<Route> = owned
+                    .tunnels
+                    .iter()
+                    .filter(|((cluster, _), t)| gone(owner, cluster, t.opened))
+                    .map(|(route, _)| route.clone())
+                    .collect();
+                for route in routes {
+                    closed.extend(owned.tunnels.remove(&route));
+                }
+            }
+            open.retain(|_, owned| !owned.tunnels.is_empty());
+        }
+        // Dropped outside the lock: aborting tasks takes no lock, but needs none held either.
+        let n = closed.len();
+        drop(closed);
+        n
     }
 
     /// Every open tunnel: its owner, cluster and loopback address.
