@@ -328,7 +328,7 @@ pub fn describe() {
     );
     describe_counter!(
         TUNNEL_CONNECTIONS_TOTAL,
-        "Connections through tunnels to ZooKeeper in other clusters (KubernetesCluster), by cluster and outcome (forwarded, failed)"
+        "Connections through tunnels to ZooKeeper in other clusters (KubernetesCluster), by cluster and outcome (forwarded, failed, refused: it did not show the tunnel's key)"
     );
     describe_counter!(
         SWITCHOVER_RUNS_TOTAL,

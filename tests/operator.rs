@@ -15,15 +15,18 @@ use kube::Client;
 use serde_json::{json, Value};
 use tower_test::mock;
 
-use resiliency_operator::api::assets::Database;
+use resiliency_operator::api::assets::{Database, KubernetesCluster};
 use resiliency_operator::api::automation::{Synchronization, SynchronizationPlan};
 use resiliency_operator::controllers::database::RECHECK;
 use resiliency_operator::controllers::synchronization::WAITING_RECHECK;
 use resiliency_operator::operator::leader::{Elector, Ended, LeaseConfig};
+use resiliency_operator::operator::remote::Remotes;
 use resiliency_operator::operator::synchronization::{FINALIZER, RUN_POLL};
 use resiliency_operator::operator::{
-    database, synchronization, synchronization_plan, ControllerGroup, Process, Shared,
+    database, kubernetes_cluster, synchronization, synchronization_plan, ControllerGroup, Process,
+    Shared,
 };
+use resiliency_operator::remote_cluster::KubeconfigPolicy;
 use resiliency_operator::runs::Runs;
 use support::*;
 
@@ -381,6 +384,187 @@ async fn an_api_error_fails_the_reconcile_and_publishes_one_warning() {
         shared.error_policy(&db, &err),
         Action::requeue(Duration::from_secs(10))
     );
+}
+
+// ---------------------------------------------------------------- KubernetesCluster
+
+const KC_PATH: &str = "/apis/assets.astronetes.io/v1alpha1/namespaces/team-a/kubernetesclusters";
+
+fn kubernetes_cluster(name: &str) -> KubernetesCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "assets.astronetes.io/v1alpha1", "kind": "KubernetesCluster",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"),
+                     "generation": 1, "resourceVersion": "30"},
+        "spec": {"secretName": format!("{name}-kubeconfig")}
+    }))
+    .unwrap()
+}
+
+/// A Secret holding `kubeconfig` under the key kubeconfig, as an API server returns it (base64).
+fn kubeconfig_secret(name: &str, kubeconfig: &str) -> Value {
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            resource_version: Some("3".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "kubeconfig".to_string(),
+                k8s_openapi::ByteString(kubeconfig.as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    serde_json::to_value(secret).unwrap()
+}
+
+/// Everything logged on this thread while the guard lives, at every level.
+fn capture_logs() -> (
+    Arc<std::sync::Mutex<Vec<u8>>>,
+    tracing::subscriber::DefaultGuard,
+) {
+    #[derive(Clone)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Sink(buf.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || sink.clone())
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+/// Checks the KubernetesCluster `name` whose Secret holds `kubeconfig`, through the drive
+/// loop's instrumentation; returns its Ready condition and the Event published.
+async fn check_cluster(process: &Process, name: &str, kubeconfig: &str) -> (Value, Value) {
+    let (client, mut api) = mock_client();
+    let shared = Shared::new(
+        client,
+        ControllerGroup::Database,
+        Some("test-replica".into()),
+        process,
+    );
+    let ctx = Arc::new(database::Ctx::new(shared.clone()));
+    let kc = kubernetes_cluster(name);
+    api.knows(format!("{KC_PATH}/{name}"), &kc);
+    let task = tokio::spawn(shared.instrument(Arc::new(kc), ctx, kubernetes_cluster::reconcile));
+    let secret = format!("{name}-kubeconfig");
+    api.expect("GET", &format!("{SECRETS_PATH}/{secret}"))
+        .await
+        .reply(200, kubeconfig_secret(&secret, kubeconfig));
+    let c = api
+        .expect("PATCH", &format!("{KC_PATH}/{name}/status"))
+        .await;
+    let ready = condition(&c.body["status"], "Ready").clone();
+    c.echo();
+    let c = api.expect("POST", EVENTS_PATH).await;
+    let event = c.body.clone();
+    c.echo();
+    assert_eq!(task.await.unwrap().unwrap(), Action::requeue(RECHECK));
+    (ready, event)
+}
+
+#[tokio::test]
+async fn a_kubeconfig_that_does_not_parse_keeps_its_secrets_out_of_status_events_and_logs() {
+    let (logs, _guard) = capture_logs();
+    // A syntax error right next to the token: YAML parsers quote the lines around an error.
+    let kubeconfig = "apiVersion: v1\nkind: Config\nusers:\n- name: dr\n  user:\n    \
+                      token: SECRET-TOKEN-xyz\n    client-key-data: [SECRET-TOKEN-xyz\n";
+    let (ready, event) = check_cluster(&Process::default(), "broken", kubeconfig).await;
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("SecretInvalid"))
+    );
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "Secret broken-kubeconfig: key kubeconfig is not a kubeconfig: line 7, column 22: "
+        ),
+        "{message}"
+    );
+    assert_eq!(event["reason"], "SecretInvalid", "{event}");
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("reconcile"), "nothing was logged: {logs}");
+    for (what, text) in [
+        ("status", ready.to_string()),
+        ("Event", event.to_string()),
+        ("log", logs),
+    ] {
+        assert!(
+            !text.contains("SECRET-TOKEN"),
+            "the {what} carries the token: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_kubeconfig_that_turns_tls_down_is_refused_naming_the_field_unless_allowed() {
+    // Each on a loopback port nothing listens on: once allowed, the check gets as far as
+    // connecting and finds nobody.
+    let cluster = |server: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster:\n    \
+             server: {server}\n{extra}contexts:\n- name: east\n  context: {{cluster: east, \
+             user: dr}}\ncurrent-context: east\nusers:\n- name: dr\n  user: {{token: abc}}\n"
+        )
+    };
+    let cases = [
+        (
+            cluster(
+                "https://127.0.0.1:1",
+                "    insecure-skip-tls-verify: true\n",
+            ),
+            "clusters[0].cluster.insecure-skip-tls-verify is true",
+        ),
+        (
+            cluster("http://127.0.0.1:1", ""),
+            "clusters[0].cluster.server is \"http://127.0.0.1:1\", plain HTTP",
+        ),
+        (
+            cluster("https://127.0.0.1:1", "    tls-server-name: kubernetes\n"),
+            "clusters[0].cluster.tls-server-name is set",
+        ),
+    ];
+    // As main does: kube and object_store bring two rustls providers.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let strict = Process::default();
+    let allowing = Process {
+        remotes: Arc::new(Remotes::new(KubeconfigPolicy {
+            allow_insecure: true,
+        })),
+        ..Process::default()
+    };
+    for (kubeconfig, field) in &cases {
+        let (ready, event) = check_cluster(&strict, "east", kubeconfig).await;
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some("SecretInvalid")),
+            "{ready}"
+        );
+        let message = ready["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "Secret east-kubeconfig: key kubeconfig: {field}: "
+            )) && message.contains("--allow-insecure-kubeconfigs"),
+            "{message}"
+        );
+        assert_eq!(event["reason"], "SecretInvalid", "{event}");
+        let (ready, _) = check_cluster(&allowing, "east", kubeconfig).await;
+        assert_eq!(ready["reason"], "Unreachable", "{field}: {ready}");
+    }
 }
 
 // ---------------------------------------------------------------- Synchronization

@@ -1142,6 +1142,14 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
         remote_db["status"]["connectedServer"],
         "zk-client.zk.svc.cluster.local:2181"
     );
+    // srvr went through the tunnel too, with the key in front.
+    assert!(
+        remote_db["status"]["serverVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        remote_db["status"]
+    );
     // A Service with no ready pod: unreachable, and the message says why.
     wait_for(
         "the empty Database to be checked",
@@ -1214,6 +1222,174 @@ async fn a_database_in_another_cluster_is_reached_through_its_api_server() {
     operator.kill().await.unwrap();
 }
 
+/// A tunnel belongs to the Database it was routed for: that Database's connections go
+/// through, another namespace's Database naming the same loopback port is turned away before
+/// anything is dialled in the remote cluster, and the listener closes when its Database, or
+/// its KubernetesCluster, is deleted. In process, against the in-memory API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_admits_only_its_own_database_and_closes_with_it_or_its_cluster() {
+    use resiliency_operator::api::assets::Database;
+    use resiliency_operator::operator::remote::Remotes;
+    use resiliency_operator::remote_cluster::KubeconfigPolicy;
+    use resiliency_operator::resolve;
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (src, _) = shared_pair();
+    let remote = RemoteCluster {
+        token: Arc::new(Mutex::new("east-token".into())),
+        zookeeper_port: src.port(),
+        forwards: Arc::default(),
+    };
+    let remote_url = format!(
+        "http://{}",
+        serve(
+            axum::Router::new()
+                .fallback(remote_handle)
+                .with_state(remote.clone())
+        )
+        .await
+    );
+    let fake = Fake::new();
+    let (a, b) = ("team-a", "team-b");
+    fake.write(
+        "secrets",
+        a,
+        kubeconfig_secret("east-kubeconfig", &remote_url, "    token: east-token"),
+        "ADDED",
+    );
+    let cluster = json!({"apiVersion": "assets.astronetes.io/v1alpha1",
+        "kind": "KubernetesCluster", "metadata": {"name": "east"},
+        "spec": {"secretName": "east-kubeconfig"}});
+    fake.write("kubernetesclusters", a, cluster, "ADDED");
+    let remote_db = |name: &str| {
+        let mut db = database(name, "zk-client.zk:2181");
+        db["spec"]["kubernetesClusterName"] = json!("east");
+        let db = fake.write("databases", a, db, "ADDED");
+        serde_json::from_value::<Database>(db).unwrap()
+    };
+    let owned = remote_db("zk-remote");
+    let api = serve(
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(fake.clone()),
+    )
+    .await;
+    let mgmt = kube::Client::try_from(kube::Config::new(format!("http://{api}").parse().unwrap()))
+        .unwrap();
+    // The plain-HTTP fake remote API server needs the insecure policy; tunnels do not care.
+    let remotes = Arc::new(Remotes::new(KubeconfigPolicy {
+        allow_insecure: true,
+    }));
+    let janitor = tokio::spawn(remotes.clone().close_deleted(
+        resiliency_operator::operator::scope::Scope::All.within(&mgmt),
+        std::future::pending(),
+    ));
+    let credentials: resolve::SecretData = [
+        ("user".to_string(), b"admin".to_vec()),
+        ("password".to_string(), b"s3cr3t-value".to_vec()),
+    ]
+    .into();
+    let route = |ns: &'static str, db: Database| {
+        let (remotes, mgmt) = (remotes.clone(), mgmt.clone());
+        async move { remotes.route(&mgmt, ns, db).await.unwrap().unwrap() }
+    };
+
+    // Its own Database: a session and the version probe get through.
+    let routed = route(a, owned.clone()).await;
+    let servers = &routed
+        .spec
+        .zookeeper
+        .as_ref()
+        .unwrap()
+        .client
+        .as_ref()
+        .unwrap()
+        .servers;
+    let tunnel: std::net::SocketAddr = servers[0].parse().unwrap();
+    assert!(tunnel.ip().is_loopback(), "{servers:?}");
+    let opts = resolve::connect_options(&routed, Some(&credentials)).unwrap();
+    let zk = verifier::connect(verifier::Role::Database, &opts)
+        .await
+        .unwrap();
+    zk.get_data("/").await.unwrap();
+    drop(zk);
+    let probe = resiliency_operator::controllers::database::probe(&opts, None)
+        .await
+        .unwrap();
+    assert!(
+        probe
+            .version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("3.")),
+        "the srvr probe through the tunnel: {probe:?}"
+    );
+    // Routing it again hands out the same tunnel, with the same key.
+    let again = route(a, owned.clone()).await;
+    assert_eq!(
+        resolve::connect_options(&again, Some(&credentials))
+            .unwrap()
+            .servers,
+        opts.servers
+    );
+    let forwarded = remote.forwards.load(Relaxed);
+    assert!(forwarded >= 2, "{forwarded}");
+
+    // Another namespace's Database naming the tunnel's port reaches the listener, and no
+    // further: refused before any port-forward, whatever it sends.
+    let intruder: Database = serde_json::from_value(json!({
+        "apiVersion": "assets.astronetes.io/v1alpha1", "kind": "Database",
+        "metadata": {"name": "zk-borrowed", "namespace": b, "uid": "uid-borrowed"},
+        "spec": {"zookeeper": {"client": {"servers": [tunnel.to_string()]}}}}))
+    .unwrap();
+    let borrowed = route(b, intruder).await;
+    let mut o = resolve::connect_options(&borrowed, Some(&credentials)).unwrap();
+    assert_eq!(o.proxy_auth, None);
+    o.connect_timeout = Duration::from_secs(2);
+    let refused = verifier::connect(verifier::Role::Database, &o).await;
+    assert!(
+        refused.is_err(),
+        "another namespace's Database got a session"
+    );
+    let mut raw = tokio::net::TcpStream::connect(tunnel).await.unwrap();
+    raw.write_all(b"srvr").await.unwrap();
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got).await;
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(remote.forwards.load(Relaxed), forwarded);
+    assert_eq!(remotes.tunnels().len(), 1, "{:?}", remotes.tunnels());
+
+    // Deleted: its tunnel goes, the listener refuses connections.
+    let closed = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    };
+    let stored = fake.get("databases", a, "zk-remote").unwrap();
+    fake.write("databases", a, stored, "DELETED");
+    wait_for(
+        "the deleted Database's tunnel to close",
+        Duration::from_secs(10),
+        || async { closed(tunnel).await && remotes.tunnels().is_empty() },
+    )
+    .await;
+
+    // A second Database through east; then east itself is deleted.
+    let second = route(a, remote_db("zk-remote-2")).await;
+    let addr: std::net::SocketAddr = second.spec.zookeeper.unwrap().client.unwrap().servers[0]
+        .parse()
+        .unwrap();
+    assert!(!closed(addr).await);
+    let stored = fake.get("kubernetesclusters", a, "east").unwrap();
+    fake.write("kubernetesclusters", a, stored, "DELETED");
+    wait_for(
+        "the deleted KubernetesCluster's tunnels to close",
+        Duration::from_secs(10),
+        || async { closed(addr).await && remotes.tunnels().is_empty() },
+    )
+    .await;
+    janitor.abort();
+}
+
 /// The operator binary against `fake` (served on a loopback port) as pod `pod` in `ns`, all
 /// controllers or only `controllers`. Returns it, its metrics address, the kubeconfig's
 /// directory (both go when dropped) and the fake API server's port.
@@ -1257,6 +1433,8 @@ async fn start_operator_with(
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", ns)
         .env("POD_NAME", pod)
+        // The fake remote cluster's API server speaks plain HTTP.
+        .env("RESILIENCY_ALLOW_INSECURE_KUBECONFIGS", "true")
         // OPERATOR_LOG=info shows what the operator did when a test fails.
         .env(
             "RUST_LOG",

@@ -109,6 +109,27 @@ pub struct ZookeeperClient {
     #[x_kube(validation = Rule::new("self.all(s, s.matches('^[^\\\\s:/]+:[0-9]{1,5}$') || s.matches('^\\\\[[0-9a-fA-F:.]+\\\\]:[0-9]{1,5}$'))").message("each server must be HOST:PORT"))]
     #[schemars(length(max = 64), inner(length(max = 262)))]
     pub servers: Vec<String>,
+    /// Never in the API: set in memory only, when the operator routes this Database through
+    /// its tunnels into another cluster, to the key those tunnels ask of every connection.
+    // Never serialized (the predicate always holds) nor read. Not `serde(skip)`: the copy of
+    // this struct the schema derive makes would then never read the field (dead code).
+    #[serde(
+        skip_deserializing,
+        skip_serializing_if = "in_memory_only",
+        serialize_with = "never_serialized"
+    )]
+    #[schemars(skip)]
+    pub tunnel_key: Option<verifier::DigestAuth>,
+}
+
+/// A field that lives in memory only is never serialized.
+fn in_memory_only<T>(_: &T) -> bool {
+    true
+}
+
+/// What a field that is never serialized would serialize as: nothing.
+fn never_serialized<T, S: serde::Serializer>(_: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_none()
 }
 
 /// Observed state of a Database.

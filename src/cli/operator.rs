@@ -45,6 +45,11 @@ pub struct OperatorArgs {
         value_parser = parse_scope
     )]
     pub watch_namespaces: Scope,
+    /// Accept KubernetesCluster kubeconfigs that turn TLS down: `insecure-skip-tls-verify:
+    /// true`, a plain `http://` server, `tls-server-name`. Refused by default, since the
+    /// operator would send their credentials to a server it cannot verify. For test clusters.
+    #[arg(long, env = "RESILIENCY_ALLOW_INSECURE_KUBECONFIGS")]
+    pub allow_insecure_kubeconfigs: bool,
 }
 
 /// `--watch-namespaces`: the message names the flag and the bad item.
@@ -77,6 +82,9 @@ pub async fn run_operator(a: OperatorArgs) -> ExitCode {
         lease_namespace: (!a.no_leader_election).then_some(a.leader_election_namespace),
         identity,
         scope: a.watch_namespaces,
+        kubeconfig_policy: crate::remote_cluster::KubeconfigPolicy {
+            allow_insecure: a.allow_insecure_kubeconfigs,
+        },
     };
     match crate::operator::run(settings, metrics).await {
         Ok(()) => ExitCode::SUCCESS,

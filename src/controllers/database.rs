@@ -91,9 +91,15 @@ pub async fn probe(
     let version = match admin {
         Some(a) if a.protocol == "http" => admin_version(a).await,
         _ => {
+            // Through the operator's tunnels, the key goes first.
+            let preamble = opts
+                .proxy_auth
+                .as_ref()
+                .map(crate::remote_cluster::tunnel::admit::probe_preamble)
+                .unwrap_or_default();
             let mut found = None;
             for s in &servers {
-                if let Some(v) = srvr_version(s).await {
+                if let Some(v) = srvr_version(s, &preamble).await {
                     found = Some((v, s.to_string()));
                     break;
                 }
@@ -113,10 +119,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// so a wrong server cannot make the probe buffer without end.
 const MAX_REPLY_BYTES: u64 = 64 * 1024;
 
-async fn exchange(addr: &str, request: &[u8]) -> Option<String> {
+/// Sends `preamble` then `request` to `addr`, and reads the reply.
+async fn exchange(addr: &str, preamble: &[u8], request: &[u8]) -> Option<String> {
     let io = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(request).await.ok()?;
+        s.write_all(&[preamble, request].concat()).await.ok()?;
         let mut out = Vec::new();
         s.take(MAX_REPLY_BYTES).read_to_end(&mut out).await.ok()?;
         String::from_utf8(out).ok()
@@ -125,9 +132,9 @@ async fn exchange(addr: &str, request: &[u8]) -> Option<String> {
 }
 
 /// `srvr` is whitelisted by default since ZooKeeper 3.5; servers that refuse it simply report
-/// no version.
-pub async fn srvr_version(addr: &str) -> Option<String> {
-    parse_srvr(&exchange(addr, b"srvr").await?)
+/// no version. `preamble` goes first (a tunnel's key; empty when dialling a server directly).
+pub async fn srvr_version(addr: &str, preamble: &[u8]) -> Option<String> {
+    parse_srvr(&exchange(addr, preamble, b"srvr").await?)
 }
 
 pub fn parse_srvr(text: &str) -> Option<String> {
@@ -142,7 +149,7 @@ async fn admin_version(a: &ZookeeperAdmin) -> Option<String> {
         "GET /commands/srvr HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
         a.host
     );
-    let resp = exchange(&format!("{}:{}", a.host, a.port), req.as_bytes()).await?;
+    let resp = exchange(&format!("{}:{}", a.host, a.port), &[], req.as_bytes()).await?;
     let body = resp.split_once("\r\n\r\n")?.1;
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let version = v.get("version")?.as_str()?;

@@ -18,10 +18,15 @@ use crate::{remote_cluster, resolve};
 
 pub const NAME: &str = "kubernetescluster";
 
-/// Checks a cluster: the kubeconfig from its Secret, then the API server it names.
-pub async fn check(kc: &KubernetesCluster, secret: Option<&Secret>) -> Outcome {
+/// Checks a cluster: the kubeconfig from its Secret (as `policy` allows), then the API server it
+/// names.
+pub async fn check(
+    kc: &KubernetesCluster,
+    secret: Option<&Secret>,
+    policy: remote_cluster::KubeconfigPolicy,
+) -> Outcome {
     let data = secret.map(resolve::secret_data);
-    let config = match remote_cluster::kubeconfig_for(kc, data.as_ref()) {
+    let config = match remote_cluster::kubeconfig_for(kc, data.as_ref(), policy) {
         Ok(c) => c,
         Err(e) => return Outcome::Resolve(e),
     };
@@ -49,7 +54,8 @@ pub async fn reconcile(kc: Arc<KubernetesCluster>, ctx: Arc<Ctx>) -> Result<Acti
     if let Some(wait) = ctx.checks.due(&uid, &inputs) {
         return Ok(Action::requeue(wait));
     }
-    let outcome = check(&kc, secret.as_ref()).await;
+    let policy = ctx.shared.process.remotes.kubeconfig_policy();
+    let outcome = check(&kc, secret.as_ref(), policy).await;
     let status = decide::desired(&kc, outcome, Timestamp::now());
     let old = kc.status.as_ref();
     report(&ctx, &*kc, &ns, old, &status, |s| &s.conditions).await?;

@@ -66,6 +66,8 @@ pub struct Settings {
     pub identity: String,
     /// The namespaces watched (`--watch-namespaces`): all, or only these.
     pub scope: scope::Scope,
+    /// What the kubeconfigs of KubernetesClusters may ask for.
+    pub kubeconfig_policy: crate::remote_cluster::KubeconfigPolicy,
 }
 
 #[derive(Debug, Error)]
@@ -276,6 +278,7 @@ pub async fn run(
     let health = Arc::new(http::Health::default());
     let process = Process {
         scope: settings.scope.clone(),
+        remotes: Arc::new(remote::Remotes::new(settings.kubeconfig_policy)),
         ..Process::default()
     };
     let listener = http::bind(settings.listen)
@@ -296,6 +299,18 @@ pub async fn run(
     tracing::info!(controllers = ?settings.controllers.iter().map(|g| g.name()).collect::<Vec<_>>(),
         identity = %settings.identity, namespaces = %settings.scope.describe(), "operator started");
 
+    // Tunnels close with their Database or KubernetesCluster, in the processes that route.
+    let routes = settings.controllers.iter().any(|g| {
+        matches!(
+            g,
+            ControllerGroup::Database | ControllerGroup::Synchronization
+        )
+    });
+    let janitor = routes.then(|| {
+        let stop = when_set(shutdown_rx.clone());
+        let within = settings.scope.within(&client);
+        tokio::spawn(process.remotes.clone().close_deleted(within, stop))
+    });
     let settings = Arc::new(settings);
     let mut tasks = tokio::task::JoinSet::new();
     for group in settings.controllers.clone() {
@@ -317,6 +332,9 @@ pub async fn run(
     }
     let _ = shutdown_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    if let Some(janitor) = janitor {
+        let _ = janitor.await;
+    }
     let _ = server.await;
     match died {
         Some(w) => Err(OperatorError::ControllerDied(w)),

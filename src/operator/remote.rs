@@ -1,12 +1,23 @@
 //! Databases that live in another cluster (spec.kubernetesClusterName): their servers are
 //! swapped for loopback tunnels through that cluster's API server before anything connects.
 //! The controllers route here; the engine and the verifier see plain `127.0.0.1:PORT`s.
+//!
+//! Each Database gets tunnels of its own, which admit only connections showing its key (see
+//! [`tunnel::admit`]); the key rides in memory on the routed copy of the Database into its
+//! connection settings. A Database of another namespace that names `127.0.0.1:PORT` (or a
+//! host resolving there) reaches the port, but cannot show the key, so is never forwarded.
+//! Tunnels close when their Database or KubernetesCluster is deleted
+//! ([`Remotes::close_deleted`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::Kubeconfig;
+use kube::core::PartialObjectMeta;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
 use super::apply::Error;
@@ -21,6 +32,8 @@ const DEFAULT_NAMESPACE: &str = "default";
 /// controllers in it, so a tunnel's address never changes under a running stream.
 #[derive(Default)]
 pub struct Remotes {
+    /// What the kubeconfigs of KubernetesClusters may ask for (`--allow-insecure-kubeconfigs`).
+    policy: remote_cluster::KubeconfigPolicy,
     tunnels: tunnel::Tunnels,
     /// By cluster (see [`cluster_key`]).
     clients: Mutex<HashMap<String, Cached>>,
@@ -50,6 +63,7 @@ async fn read_kubeconfig(
     ns: &str,
     name: &str,
     database: &str,
+    policy: remote_cluster::KubeconfigPolicy,
 ) -> Result<Result<Found, ResolveError>, Error> {
     let Some(cluster) = Api::<KubernetesCluster>::namespaced(mgmt.clone(), ns)
         .get_opt(name)
@@ -72,10 +86,23 @@ async fn read_kubeconfig(
             .map_err(Error::api("reading", "Secret", ns, &secret_name))?
     };
     let data = secret.as_ref().map(resolve::secret_data);
-    Ok(remote_cluster::kubeconfig_for(&cluster, data.as_ref()).map(|k| (k, secret_name)))
+    Ok(remote_cluster::kubeconfig_for(&cluster, data.as_ref(), policy).map(|k| (k, secret_name)))
 }
 
 impl Remotes {
+    /// No tunnels or clients yet; kubeconfigs checked with `policy`.
+    pub fn new(policy: remote_cluster::KubeconfigPolicy) -> Remotes {
+        Remotes {
+            policy,
+            ..Remotes::default()
+        }
+    }
+
+    /// What the kubeconfigs of KubernetesClusters may ask for.
+    pub fn kubeconfig_policy(&self) -> remote_cluster::KubeconfigPolicy {
+        self.policy
+    }
+
     fn clients(&self) -> MutexGuard<'_, HashMap<String, Cached>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -91,7 +118,8 @@ impl Remotes {
         name: &str,
         database: &str,
     ) -> Result<Result<(Client, String), ResolveError>, Error> {
-        let (kubeconfig, secret_name) = match read_kubeconfig(mgmt, ns, name, database).await? {
+        let found = read_kubeconfig(mgmt, ns, name, database, self.policy).await?;
+        let (kubeconfig, secret_name) = match found {
             Ok(found) => found,
             Err(e) => return Ok(Err(e)),
         };
@@ -165,8 +193,9 @@ impl Remotes {
     }
 
     /// `db` as it should be connected to: itself, or (for a Database in a KubernetesCluster) a
-    /// copy whose servers are loopback tunnels. `Ok(Err(_))` is a problem to report in status;
-    /// `Err(_)` an API error to retry.
+    /// copy whose servers are loopback tunnels of its own, with the key they admit
+    /// (`spec.zookeeper.client.tunnel_key`, in memory only). `Ok(Err(_))` is a problem to
+    /// report in status; `Err(_)` an API error to retry.
     pub async fn route(
         self: &Arc<Self>,
         client: &Client,
@@ -176,31 +205,32 @@ impl Remotes {
         let Some(cluster_name) = db.spec.kubernetes_cluster_name.clone() else {
             return Ok(Ok(db));
         };
-        let db_name = db.metadata.name.clone().unwrap_or_default();
+        let owner = owner(ns, &db);
         let default_ns = match self
-            .current_client(client, ns, &cluster_name, &db_name)
+            .current_client(client, ns, &cluster_name, &owner.name)
             .await?
         {
             Ok((_, default_ns)) => default_ns,
             Err(e) => return Ok(Err(e)),
         };
-        let source = self.client_source(client, ns, &cluster_name, &db_name);
-        let Some(servers) = db
-            .spec
-            .zookeeper
-            .as_mut()
-            .and_then(|z| z.client.as_mut())
-            .map(|c| &mut c.servers)
-        else {
+        let source = self.client_source(client, ns, &cluster_name, &owner.name);
+        let Some(zk) = db.spec.zookeeper.as_mut().and_then(|z| z.client.as_mut()) else {
             // Nothing to route: the resolver reports the missing servers.
             return Ok(Ok(db));
         };
         let key = cluster_key(ns, &cluster_name);
-        match self
-            .tunnel_each(&key, &cluster_name, &source, servers, &default_ns)
-            .await
-        {
-            Ok(routed) => *servers = routed,
+        match self.tunnel_each(
+            &owner,
+            &key,
+            &cluster_name,
+            &source,
+            &zk.servers,
+            &default_ns,
+        ) {
+            Ok((routed, tunnel_key)) => {
+                zk.servers = routed;
+                zk.tunnel_key = tunnel_key;
+            }
             Err(e) => return Ok(Err(e)),
         }
         // Routed: what is left are loopback addresses to connect to directly.
@@ -208,16 +238,19 @@ impl Remotes {
         Ok(Ok(db))
     }
 
-    /// The loopback address of a tunnel to each of `servers` in the cluster `key`.
-    async fn tunnel_each(
+    /// The loopback address of `owner`'s tunnel to each of `servers` in the cluster `key`, and
+    /// the key they admit (None when there are no servers).
+    fn tunnel_each(
         &self,
+        owner: &tunnel::Owner,
         key: &str,
         cluster_name: &str,
         source: &tunnel::ClientSource,
         servers: &[String],
         default_ns: &str,
-    ) -> Result<Vec<String>, ResolveError> {
+    ) -> Result<(Vec<String>, Option<verifier::DigestAuth>), ResolveError> {
         let mut routed = Vec::with_capacity(servers.len());
+        let mut tunnel_key = None;
         for (i, server) in servers.iter().enumerate() {
             let target = tunnel::parse_target(server, default_ns).map_err(|m| {
                 ResolveError::InvalidSpec {
@@ -225,15 +258,17 @@ impl Remotes {
                     message: format!("{m} (spec.kubernetesClusterName is {cluster_name})"),
                 }
             })?;
-            let t = self.tunnels.route(key, source, target).await.map_err(|e| {
-                ResolveError::InvalidSpec {
+            let (t, k) = self
+                .tunnels
+                .route(owner, key, source, target)
+                .map_err(|e| ResolveError::InvalidSpec {
                     field: "spec.kubernetesClusterName".into(),
                     message: format!("opening a loopback listener for {server}: {e}"),
-                }
-            })?;
+                })?;
             routed.push(t.local.to_string());
+            tunnel_key = Some(k);
         }
-        Ok(routed)
+        Ok((routed, tunnel_key))
     }
 
     /// Why the last connection to `db`'s cluster failed, for a status message (None when the
@@ -254,6 +289,192 @@ impl Remotes {
             .flat_map(|c| c.servers.iter())
             .filter_map(|s| tunnel::parse_target(s, &default_ns).ok())
             .collect();
-        self.tunnels.last_error(&key, &targets)
+        self.tunnels.last_error(&owner(ns, db), &key, &targets)
+    }
+
+    /// Every open tunnel: the Database it is for, its KubernetesCluster (namespace/name) and
+    /// its loopback address.
+    pub fn tunnels(&self) -> Vec<(tunnel::Owner, String, std::net::SocketAddr)> {
+        self.tunnels.list()
+    }
+
+    /// Closes the tunnels of Databases and KubernetesClusters once they are deleted, until
+    /// `stop` resolves. Watches both (metadata only) in every process that routes; after each
+    /// (re)list, a tunnel opened before it whose Database or cluster is no longer listed goes
+    /// too (a deletion missed while the watch was down).
+    ///
+    /// One watch of each per watched namespace (`--watch-namespaces`), each judging only the
+    /// tunnels of its namespace: a re-list there says nothing of the others.
+    pub async fn close_deleted(
+        self: Arc<Self>,
+        within: Vec<super::scope::Within>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let each = within.into_iter().map(|w| self.clone().close_deleted_in(w));
+        tokio::select! {
+            _ = stop => {}
+            _ = futures::future::join_all(each) => {}
+        }
+    }
+
+    async fn close_deleted_in(self: Arc<Self>, within: super::scope::Within) {
+        let dbs = watcher::watcher(
+            within.api::<PartialObjectMeta<Database>>(),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map(Gone::Database);
+        let clusters = watcher::watcher(
+            within.api::<PartialObjectMeta<KubernetesCluster>>(),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map(Gone::Cluster);
+        let mut events = std::pin::pin!(futures::stream::select(dbs, clusters));
+        let mut janitor = Janitor {
+            namespace: within.namespace().map(str::to_string),
+            ..Janitor::default()
+        };
+        loop {
+            let event = events.next().await;
+            match event {
+                Some(Gone::Database(Ok(e))) => janitor.database(&self, e),
+                Some(Gone::Cluster(Ok(e))) => janitor.cluster(&self, e),
+                Some(Gone::Database(Err(e)) | Gone::Cluster(Err(e))) => {
+                    tracing::warn!(error = %crate::runs::cause_chain(&e), "watching for deleted tunnel owners")
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Closes tunnels `gone` says are no longer wanted, and forgets the clients of clusters in
+    /// `clusters_gone`.
+    fn close(
+        &self,
+        gone: impl Fn(&tunnel::Owner, &str, Instant) -> bool,
+        clusters_gone: &[String],
+    ) {
+        let n = self.tunnels.close(gone);
+        let mut clients = self.clients();
+        for c in clusters_gone {
+            clients.remove(c);
+        }
+        if n > 0 {
+            tracing::info!(
+                closed = n,
+                "closed the tunnels of deleted Databases or KubernetesClusters"
+            );
+        }
+    }
+}
+
+/// The owner of `db`'s tunnels.
+fn owner(ns: &str, db: &Database) -> tunnel::Owner {
+    tunnel::Owner {
+        namespace: ns.to_string(),
+        name: db.metadata.name.clone().unwrap_or_default(),
+        uid: db.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// An event of either watch of [`Remotes::close_deleted`].
+enum Gone {
+    Database(Result<watcher::Event<PartialObjectMeta<Database>>, watcher::Error>),
+    Cluster(Result<watcher::Event<PartialObjectMeta<KubernetesCluster>>, watcher::Error>),
+}
+
+/// What a (re)list of either kind has seen so far, and when it began.
+#[derive(Default)]
+struct Janitor {
+    /// The namespace its watches list (None: all).
+    namespace: Option<String>,
+    databases: Option<(Instant, HashSet<String>)>,
+    clusters: Option<(Instant, HashSet<String>)>,
+}
+
+impl Janitor {
+    /// Whether a re-list of this janitor's watches speaks for namespace `ns`.
+    fn judges(&self, ns: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|n| n == ns)
+    }
+
+    /// Same for a cluster key `ns/name`.
+    fn judges_cluster(&self, key: &str) -> bool {
+        self.judges(key.split('/').next().unwrap_or_default())
+    }
+
+    fn database(&mut self, remotes: &Remotes, e: watcher::Event<PartialObjectMeta<Database>>) {
+        use watcher::Event;
+        match e {
+            Event::Delete(db) => {
+                let uid = db.metadata.uid.unwrap_or_default();
+                remotes.close(|owner, _, _| owner.uid == uid, &[]);
+            }
+            Event::Init => self.databases = Some((Instant::now(), HashSet::new())),
+            Event::InitApply(db) => {
+                if let Some((_, seen)) = self.databases.as_mut() {
+                    seen.extend(db.metadata.uid);
+                }
+            }
+            Event::InitDone => {
+                if let Some((began, seen)) = self.databases.take() {
+                    remotes.close(
+                        |owner, _, opened| {
+                            self.judges(&owner.namespace)
+                                && opened < began
+                                && !seen.contains(&owner.uid)
+                        },
+                        &[],
+                    );
+                }
+            }
+            Event::Apply(_) => {}
+        }
+    }
+
+    fn cluster(
+        &mut self,
+        remotes: &Remotes,
+        e: watcher::Event<PartialObjectMeta<KubernetesCluster>>,
+    ) {
+        use watcher::Event;
+        let key = |c: &PartialObjectMeta<KubernetesCluster>| {
+            cluster_key(
+                c.metadata.namespace.as_deref().unwrap_or_default(),
+                c.metadata.name.as_deref().unwrap_or_default(),
+            )
+        };
+        match e {
+            Event::Delete(c) => {
+                let key = key(&c);
+                remotes.close(|_, cluster, _| cluster == key, std::slice::from_ref(&key));
+            }
+            Event::Init => self.clusters = Some((Instant::now(), HashSet::new())),
+            Event::InitApply(c) => {
+                if let Some((_, seen)) = self.clusters.as_mut() {
+                    seen.insert(key(&c));
+                }
+            }
+            Event::InitDone => {
+                if let Some((began, seen)) = self.clusters.take() {
+                    let gone: Vec<String> = remotes
+                        .clients()
+                        .keys()
+                        .filter(|k| self.judges_cluster(k) && !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    remotes.close(
+                        |_, cluster, opened| {
+                            self.judges_cluster(cluster)
+                                && opened < began
+                                && !seen.contains(cluster)
+                        },
+                        &gone,
+                    );
+                }
+            }
+            Event::Apply(_) => {}
+        }
     }
 }

@@ -95,6 +95,11 @@ impl Within {
         }
     }
 
+    /// The namespace, or None for all of them.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
     /// For messages: "in namespace <ns>" or "in all namespaces".
     pub fn describe(&self) -> String {
         match &self.namespace {

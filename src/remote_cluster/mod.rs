@@ -1,9 +1,15 @@
-//! Other Kubernetes clusters, named by KubernetesCluster assets: their kubeconfig (from a
-//! Secret, checked so it can neither run commands nor read the operator's files), a client for
-//! them, and the check the KubernetesCluster controller reports. [`tunnel`] reaches ZooKeeper
-//! services inside them through their API server.
+//! Other Kubernetes clusters, named by KubernetesCluster assets: their kubeconfig
+//! ([`kubeconfig`]: from a Secret, checked), a client for them, and the check the
+//! KubernetesCluster controller reports. [`tunnel`] reaches ZooKeeper services inside them
+//! through their API server.
 
+mod kubeconfig;
 pub mod tunnel;
+
+pub use kubeconfig::{
+    kubeconfig_for, kubeconfig_from_secret, namespace, server, KubeconfigPolicy,
+    ALLOW_INSECURE_FLAG, KUBECONFIG_KEYS,
+};
 
 use std::time::Duration;
 
@@ -16,182 +22,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use thiserror::Error;
 
-use crate::api::assets::KubernetesCluster;
 use crate::api::conditions::Reason;
-use crate::resolve::{ResolveError, SecretData};
-
-/// Secret keys a kubeconfig is looked for under, in order (`value` is Cluster API's).
-pub const KUBECONFIG_KEYS: [&str; 4] = ["kubeconfig", "value", "config", "kubeconfig.yaml"];
 
 /// How long a check of a remote API server may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The kubeconfig of a KubernetesCluster, from the Secret its spec names (`secret`, if found).
-pub fn kubeconfig_for(
-    cluster: &KubernetesCluster,
-    secret: Option<&SecretData>,
-) -> Result<Kubeconfig, ResolveError> {
-    let name = cluster.metadata.name.clone().unwrap_or_default();
-    let secret_name = &cluster.spec.secret_name;
-    if secret_name.is_empty() {
-        return Err(ResolveError::InvalidSpec {
-            field: "spec.secretName".into(),
-            message: "must name the Secret holding the kubeconfig".into(),
-        });
-    }
-    let data = secret.ok_or_else(|| ResolveError::SecretNotFound {
-        namespace: cluster.metadata.namespace.clone().unwrap_or_default(),
-        name: secret_name.clone(),
-        needed_by: format!("KubernetesCluster {name} needs it for its kubeconfig"),
-    })?;
-    kubeconfig_from_secret(secret_name, data)
-}
-
-/// Reads and checks the kubeconfig in a KubernetesCluster's Secret.
-///
-/// Refused, because the operator would act on them with its own privileges: `exec` and
-/// `auth-provider` (they run programs in the operator's container) and every file reference
-/// (`certificate-authority`, `client-certificate`, `client-key`, `tokenFile`), which would read
-/// the operator's files, its own ServiceAccount token among them, and send them to whatever
-/// server the kubeconfig names. Embedded data (`*-data`, `token`) is what a Secret is for.
-pub fn kubeconfig_from_secret(
-    secret_name: &str,
-    data: &SecretData,
-) -> Result<Kubeconfig, ResolveError> {
-    let invalid = |message: String| ResolveError::SecretInvalid {
-        name: secret_name.to_string(),
-        message,
-    };
-    let (key, raw) = KUBECONFIG_KEYS
-        .iter()
-        .find_map(|k| data.get(*k).map(|v| (k.to_string(), v)))
-        .or_else(|| match data.iter().collect::<Vec<_>>().as_slice() {
-            [(k, v)] => Some((k.to_string(), *v)),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            invalid(format!(
-                "has no kubeconfig: put it under the key kubeconfig (found keys: {})",
-                data.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-    let text =
-        std::str::from_utf8(raw).map_err(|_| invalid(format!("key {key} is not UTF-8 text")))?;
-    let kc = Kubeconfig::from_yaml(text)
-        .map_err(|e| invalid(format!("key {key} is not a kubeconfig: {e}")))?;
-    check(&kc).map_err(|m| invalid(format!("key {key}: {m}")))?;
-    Ok(kc)
-}
-
-/// The context a kubeconfig uses: its current-context, or its only one.
-fn context_name(kc: &Kubeconfig) -> Result<String, String> {
-    if let Some(c) = kc.current_context.as_ref().filter(|c| !c.is_empty()) {
-        return if kc.contexts.iter().any(|n| &n.name == c) {
-            Ok(c.clone())
-        } else {
-            Err(format!("current-context {c:?} names no context"))
-        };
-    }
-    match kc.contexts.as_slice() {
-        [one] => Ok(one.name.clone()),
-        [] => Err("has no contexts".into()),
-        _ => Err("has several contexts and no current-context".into()),
-    }
-}
-
-fn check(kc: &Kubeconfig) -> Result<(), String> {
-    let name = context_name(kc)?;
-    let ctx = kc
-        .contexts
-        .iter()
-        .find(|c| c.name == name)
-        .and_then(|c| c.context.as_ref())
-        .ok_or_else(|| format!("context {name:?} is empty"))?;
-    let cluster = kc
-        .clusters
-        .iter()
-        .find(|c| c.name == ctx.cluster)
-        .and_then(|c| c.cluster.as_ref())
-        .ok_or_else(|| {
-            format!(
-                "context {name:?} names cluster {:?}, which is not there",
-                ctx.cluster
-            )
-        })?;
-    let server = cluster.server.as_deref().unwrap_or_default();
-    if !(server.starts_with("https://") || server.starts_with("http://")) {
-        return Err(format!(
-            "cluster {:?}: server must be an http(s) URL, got {server:?}",
-            ctx.cluster
-        ));
-    }
-    if cluster.certificate_authority.is_some() {
-        return Err(format!(
-            "cluster {:?}: certificate-authority names a file; embed it as certificate-authority-data",
-            ctx.cluster
-        ));
-    }
-    let Some(user) = ctx.user.as_ref() else {
-        return Ok(());
-    };
-    let auth = kc
-        .auth_infos
-        .iter()
-        .find(|a| &a.name == user)
-        .and_then(|a| a.auth_info.as_ref())
-        .ok_or_else(|| format!("context {name:?} names user {user:?}, which is not there"))?;
-    let refuse =
-        |field: &str, fix: &str| Err(format!("user {user:?}: {field} is not allowed: {fix}"));
-    if auth.exec.is_some() {
-        return refuse(
-            "exec",
-            "it would run a program in the operator; use a token or client certificate",
-        );
-    }
-    if auth.auth_provider.is_some() {
-        return refuse("auth-provider", "use a token or client certificate");
-    }
-    if auth.token_file.is_some() {
-        return refuse("tokenFile", "it names a file; embed the token as token");
-    }
-    if auth.client_certificate.is_some() || auth.client_key.is_some() {
-        return refuse(
-            "client-certificate/client-key",
-            "they name files; embed them as client-certificate-data and client-key-data",
-        );
-    }
-    Ok(())
-}
-
-/// The namespace a kubeconfig's context sets, if any.
-pub fn namespace(kc: &Kubeconfig) -> Option<String> {
-    let name = context_name(kc).ok()?;
-    kc.contexts
-        .iter()
-        .find(|c| c.name == name)?
-        .context
-        .as_ref()?
-        .namespace
-        .clone()
-}
-
-/// The server URL a (checked) kubeconfig talks to.
-pub fn server(kc: &Kubeconfig) -> Option<String> {
-    let name = context_name(kc).ok()?;
-    let ctx = kc
-        .contexts
-        .iter()
-        .find(|c| c.name == name)?
-        .context
-        .as_ref()?;
-    kc.clusters
-        .iter()
-        .find(|c| c.name == ctx.cluster)?
-        .cluster
-        .as_ref()?
-        .server
-        .clone()
-}
 
 /// Why a remote cluster could not be used.
 #[derive(Debug, Error)]
@@ -297,111 +131,4 @@ pub async fn probe(client: &Client, server: &str) -> Result<Probe, ClusterError>
         version: info.git_version,
         user,
     })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn kubeconfig(user: &str, cluster_extra: &str) -> String {
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: east
-  cluster:
-    server: https://east.example:6443
-{cluster_extra}
-contexts:
-- name: east
-  context: {{cluster: east, user: backup}}
-current-context: east
-users:
-- name: backup
-  user:
-{user}
-"
-        )
-    }
-
-    fn data(k: &str, v: &str) -> SecretData {
-        [(k.to_string(), v.as_bytes().to_vec())]
-            .into_iter()
-            .collect()
-    }
-
-    #[test]
-    fn embedded_credentials_pass_and_name_the_server() {
-        let text = kubeconfig("    token: abc", "    certificate-authority-data: Zm9v");
-        let kc = kubeconfig_from_secret("east", &data("kubeconfig", &text)).unwrap();
-        assert_eq!(server(&kc).as_deref(), Some("https://east.example:6443"));
-        // Cluster API's key, and any single key.
-        assert!(kubeconfig_from_secret("east", &data("value", &text)).is_ok());
-        assert!(kubeconfig_from_secret("east", &data("east.yaml", &text)).is_ok());
-    }
-
-    #[test]
-    fn programs_and_files_are_refused_by_field() {
-        let cases = [
-            (
-                "    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh}",
-                "",
-                "exec",
-            ),
-            ("    auth-provider: {name: gcp}", "", "auth-provider"),
-            (
-                "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token",
-                "",
-                "tokenFile",
-            ),
-            (
-                "    client-certificate: /etc/cert.pem\n    client-key: /etc/key.pem",
-                "",
-                "client-certificate",
-            ),
-            (
-                "    token: abc",
-                "    certificate-authority: /etc/ca.pem",
-                "certificate-authority",
-            ),
-        ];
-        for (user, cluster, field) in cases {
-            let e = kubeconfig_from_secret("east", &data("kubeconfig", &kubeconfig(user, cluster)))
-                .unwrap_err();
-            let m = e.to_string();
-            assert!(m.starts_with("Secret east: key kubeconfig: "), "{m}");
-            assert!(m.contains(field), "{field}: {m}");
-            assert_eq!(e.reason(), Reason::SecretInvalid);
-        }
-    }
-
-    #[test]
-    fn a_missing_or_broken_kubeconfig_says_what_is_wrong() {
-        let two: SecretData = [("a".into(), b"x".to_vec()), ("b".into(), b"y".to_vec())]
-            .into_iter()
-            .collect();
-        let m = kubeconfig_from_secret("east", &two)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            m.contains("put it under the key kubeconfig") && m.contains("a, b"),
-            "{m}"
-        );
-        let m = kubeconfig_from_secret("east", &data("kubeconfig", "clusters: 3"))
-            .unwrap_err()
-            .to_string();
-        assert!(m.contains("is not a kubeconfig"), "{m}");
-        let no_ctx = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n";
-        let m = kubeconfig_from_secret("east", &data("kubeconfig", no_ctx))
-            .unwrap_err()
-            .to_string();
-        assert!(m.contains("has no contexts"), "{m}");
-        let bad_server =
-            kubeconfig("    token: abc", "").replace("https://east.example:6443", "east:6443");
-        let m = kubeconfig_from_secret("east", &data("kubeconfig", &bad_server))
-            .unwrap_err()
-            .to_string();
-        assert!(m.contains("server must be an http(s) URL"), "{m}");
-    }
 }

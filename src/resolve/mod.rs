@@ -147,13 +147,8 @@ pub fn connect_options(
             ),
         ));
     }
-    let servers = db
-        .spec
-        .zookeeper
-        .as_ref()
-        .and_then(|z| z.client.as_ref())
-        .map(|c| c.servers.clone())
-        .unwrap_or_default();
+    let client = db.spec.zookeeper.as_ref().and_then(|z| z.client.as_ref());
+    let servers = client.map(|c| c.servers.clone()).unwrap_or_default();
     if servers.is_empty() {
         return Err(invalid(
             "spec.zookeeper.client.servers",
@@ -187,6 +182,8 @@ pub fn connect_options(
     let auth = credentials(&name, data)?;
     let mut o = ConnectOptions::new(servers.join(","));
     o.auth = Some(auth);
+    // Servers the operator routed through its tunnels: the key they admit.
+    o.proxy_auth = client.and_then(|c| c.tunnel_key.clone());
     Ok(o)
 }
 
@@ -259,6 +256,7 @@ mod tests {
                     admin: None,
                     client: Some(ZookeeperClient {
                         servers: servers.iter().map(|s| s.to_string()).collect(),
+                        ..Default::default()
                     }),
                 }),
                 kubernetes_cluster_name: None,
@@ -273,6 +271,39 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn a_tunnel_key_reaches_the_connection_settings_and_never_the_api() {
+        let mut routed = db(&["127.0.0.1:4711"]);
+        let key = verifier::DigestAuth {
+            user: "resiliency-tunnel".into(),
+            password: "k".into(),
+        };
+        routed
+            .spec
+            .zookeeper
+            .as_mut()
+            .and_then(|z| z.client.as_mut())
+            .unwrap()
+            .tunnel_key = Some(key.clone());
+        let data = secret(&[("user", "admin"), ("password", "pw")]);
+        let o = connect_options(&routed, Some(&data)).unwrap();
+        assert_eq!(o.proxy_auth, Some(key));
+        // Neither written out nor taken in: a Database cannot carry a key of its own.
+        let json = serde_json::to_value(&routed).unwrap();
+        assert_eq!(
+            json["spec"]["zookeeper"]["client"],
+            serde_json::json!({"servers": ["127.0.0.1:4711"]})
+        );
+        let mut typed = json.clone();
+        typed["spec"]["zookeeper"]["client"]["tunnelKey"] =
+            serde_json::json!({"user": "resiliency-tunnel", "password": "k"});
+        let read: Database = serde_json::from_value(typed).unwrap();
+        assert_eq!(
+            connect_options(&read, Some(&data)).unwrap().proxy_auth,
+            None
+        );
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct ConnectOptions {
     /// `host:port[,host:port...]`, optionally with a chroot suffix as in the Java client.
     pub servers: String,
     pub auth: Option<DigestAuth>,
+    /// Credentials a proxy in front of the servers asks of every connection (the operator's
+    /// tunnels into other clusters: their key), sent before `auth` on each connection; the
+    /// proxy takes them out, so the servers never see them.
+    pub proxy_auth: Option<DigestAuth>,
     pub session_timeout: Duration,
     /// How long to try before calling the ensemble unreachable.
     pub connect_timeout: Duration,
@@ -63,6 +67,7 @@ impl ConnectOptions {
         ConnectOptions {
             servers: servers.into(),
             auth: None,
+            proxy_auth: None,
             session_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }
@@ -170,6 +175,13 @@ fn connector(opts: &ConnectOptions, left: Duration) -> zookeeper_client::Connect
         .with_session_timeout(opts.session_timeout)
         .with_connection_timeout(left.min(opts.session_timeout))
         .with_fail_eagerly();
+    // First: a proxy reads the first auth packet after the ConnectRequest.
+    if let Some(proxy) = &opts.proxy_auth {
+        connector = connector.with_auth(
+            "digest",
+            format!("{}:{}", proxy.user, proxy.password).as_bytes(),
+        );
+    }
     if let Some(auth) = &opts.auth {
         connector = connector.with_auth(
             "digest",
