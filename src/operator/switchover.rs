@@ -254,37 +254,31 @@ impl LiveStream {
     async fn resume_fenced(&self, name: &str, fenced: bool) -> Result<(), String> {
         // The stream now copies onto the old primary, which may hold writes made after the
         // split: its next full sync reports them first.
-        let patch = serde_json::json!({"spec": {"suspend": false, "fenceDestination": fenced, "compareBeforeSync": true}});
-        self.api
-            .patch(
-                name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PatchParams::default()
-                },
-                &Patch::Merge(&patch),
-            )
+        let spec = serde_json::json!({"suspend": false, "fenceDestination": fenced, "compareBeforeSync": true});
+        self.patch_spec(name, spec)
             .await
-            .map(|_| ())
             .map_err(|e| format!("resuming LiveSynchronization {name}: {e}"))
     }
 
     async fn suspend(&self, name: &str, suspend: bool) -> Result<(), String> {
-        let patch = serde_json::json!({"spec": {"suspend": suspend}});
-        self.api
-            .patch(
-                name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PatchParams::default()
-                },
-                &Patch::Merge(&patch),
-            )
+        self.patch_spec(name, serde_json::json!({ "suspend": suspend }))
             .await
-            .map(|_| ())
             .map_err(|e| {
                 format!("setting spec.suspend: {suspend} on LiveSynchronization {name}: {e}")
             })
+    }
+
+    /// A merge patch of the LiveSynchronization's spec, as this controller's field manager.
+    async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({ "spec": spec });
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        self.api
+            .patch(name, &pp, &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
     }
 }
 
