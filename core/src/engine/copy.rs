@@ -153,12 +153,32 @@ impl<'a> Planner<'a> {
         path::join(&self.opts.destination_root, rel)
     }
 
-    fn child_names(&self, rel: &str, f: &Fetched, root: &str) -> HashSet<String> {
-        f.children
-            .iter()
-            .filter(|n| !path::is_reserved(&path::join(root, &path::child(rel, n))))
-            .cloned()
-            .collect()
+    /// The names of the children of `f` (at `rel` on `side`) the copy compares. Never one whose
+    /// destination path is reserved (ZooKeeper's own `/zookeeper`, the writer claims): with a
+    /// destination root of `/`, a source child called `zookeeper` is left out, as the verifier
+    /// keeps showing, rather than written onto the server's own tree.
+    fn child_names(&mut self, rel: &str, f: &Fetched, side: Side) -> HashSet<String> {
+        let mut names = HashSet::with_capacity(f.children.len());
+        for n in &f.children {
+            let child = path::child(rel, n);
+            let dst = path::join(&self.opts.destination_root, &child);
+            let reserved_here = side == Side::Source
+                && path::is_reserved(&path::join(&self.opts.source_root, &child));
+            if reserved_here {
+                continue;
+            }
+            if path::is_reserved(&dst) {
+                if side == Side::Source {
+                    let src = path::join(&self.opts.source_root, &child);
+                    tracing::warn!(source = %src, destination = %dst,
+                        "left out: its destination path is reserved (ZooKeeper's own tree)");
+                    self.summary.reserved += 1;
+                }
+                continue;
+            }
+            names.insert(n.clone());
+        }
+        names
     }
 
     async fn visit(
@@ -253,7 +273,7 @@ impl<'a> Planner<'a> {
         let acl = plan_acl(self.me, fenced.as_deref(), None, required);
         let name = name_of(&rel, &self.opts.source_root).to_string();
         let dst_abs = self.dst_path(&rel);
-        let children = self.child_names(&rel, &src, &self.opts.source_root);
+        let children = self.child_names(&rel, &src, Side::Source);
         self.emit(Op::Create {
             path: dst_abs.clone(),
             data: src.node.data,
@@ -289,8 +309,8 @@ impl<'a> Planner<'a> {
     ) -> Result<(), SyncError> {
         let name = name_of(&rel, &self.opts.source_root).to_string();
         let dst_abs = self.dst_path(&rel);
-        let src_names = self.child_names(&rel, &src, &self.opts.source_root);
-        let dst_names = self.child_names(&rel, &dst, &self.opts.destination_root);
+        let src_names = self.child_names(&rel, &src, Side::Source);
+        let dst_names = self.child_names(&rel, &dst, Side::Destination);
         let to_delete: Vec<&String> = if self.opts.prune {
             dst_names.difference(&src_names).collect()
         } else {
@@ -487,7 +507,8 @@ impl<'a> Planner<'a> {
             if empty_container {
                 continue;
             }
-            let bump = path::child(&self.dst_path(&rel), CVERSION_BUMP_CHILD);
+            // Joined to the root, so the bump child of `/` is `/name`, not `//name`.
+            let bump = self.dst_path(&path::child(&rel, CVERSION_BUMP_CHILD));
             for _ in 0..pairs {
                 self.emit(Op::Create {
                     path: bump.clone(),

@@ -266,6 +266,13 @@ fn dst_path(o: &SyncOptions, src_path: &str) -> String {
     path::join(&o.destination_root, rel)
 }
 
+/// Whether the source path `p` is never streamed: reserved on the source, or mapped onto a
+/// reserved destination path (a destination root of `/` and a source child called
+/// `zookeeper`: the server's own tree is never written or deleted).
+fn left_out(o: &SyncOptions, p: &str) -> bool {
+    path::is_reserved(p) || path::is_reserved(&dst_path(o, p))
+}
+
 /// Absolute path of the child `name` of the absolute path `parent`.
 fn child_of(parent: &str, name: &str) -> String {
     if parent == "/" {
@@ -300,6 +307,17 @@ mod tests {
         o.destination_root = "/dr".into();
         assert_eq!(dst_path(&o, "/a/b"), "/dr/a/b");
         assert_eq!(child_of("/", "x"), "/x");
+        // Onto `/`, a source child called zookeeper would land on the server's own tree.
+        o.source_root = "/tenant".into();
+        o.destination_root = "/".into();
+        assert!(left_out(&o, "/tenant/zookeeper"));
+        assert!(left_out(&o, "/tenant/zookeeper/config"));
+        assert!(left_out(&o, "/tenant/.resiliency-operator/claims"));
+        assert!(!left_out(&o, "/tenant/zookeeper-app"));
+        assert!(!left_out(&o, "/tenant/a/zookeeper"));
+        o.source_root = "/".into();
+        assert!(left_out(&o, "/zookeeper/quota"));
+        assert!(!left_out(&o, "/app"));
         assert_eq!(child_of("/a", "x"), "/a/x");
     }
 }

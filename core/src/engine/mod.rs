@@ -239,6 +239,9 @@ pub struct SyncSummary {
     pub ancestors_created: u64,
     /// Kind differences left alone because pruning is off.
     pub kind_conflicts: u64,
+    /// Source subtrees left out because their destination path is reserved: a destination
+    /// root of `/` never receives a source child called `zookeeper` (the server's own tree).
+    pub reserved: u64,
     pub write_ops: u64,
     pub batches: u64,
     pub bytes_written: u64,
@@ -308,6 +311,12 @@ impl SyncSummary {
             s.push_str(&format!(
                 "  WARNING: {} nodes differ in kind and were not replaced (pruning is off)\n",
                 self.kind_conflicts
+            ));
+        }
+        if self.reserved > 0 {
+            s.push_str(&format!(
+                "  WARNING: {} source subtrees left out: their destination path is ZooKeeper's own /zookeeper\n",
+                self.reserved
             ));
         }
         s.push_str(&format!(

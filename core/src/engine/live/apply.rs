@@ -8,7 +8,7 @@ use verifier::path;
 use verifier::Side;
 use zookeeper_client::{Acl, Client, Error as ZkError, Stat};
 
-use super::{dst_path, Applied, ApplyError, LiveOptions, STREAM_NEEDS};
+use super::{dst_path, left_out, Applied, ApplyError, LiveOptions, STREAM_NEEDS};
 use crate::engine::plan::{desired_kind, plan_create_acl, Identity};
 use crate::engine::writer::create_options;
 use crate::engine::{kind_for, observable, SyncOptions};
@@ -24,6 +24,9 @@ pub(super) async fn apply_data(
     p: &str,
 ) -> Result<Applied, ApplyError> {
     let o = &lo.sync;
+    if left_out(o, p) {
+        return Ok(Applied::Unchanged);
+    }
     let (data, stat) = match read_data(src, o, p).await? {
         None => return apply_path(src, dst, lo, me, p).await,
         Some((_, _, None)) => return Ok(Applied::Unchanged),
@@ -156,6 +159,10 @@ pub(super) async fn write_state(
     state: SourceState,
 ) -> Result<Applied, ApplyError> {
     let o = &lo.sync;
+    if left_out(o, p) {
+        // Events there are dropped; this holds the line for any other way in.
+        return Ok(Applied::Unchanged);
+    }
     let node = match state {
         SourceState::Skipped => return Ok(Applied::Unchanged),
         SourceState::Absent => return offer_delete(lo, p),

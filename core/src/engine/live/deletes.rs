@@ -163,7 +163,8 @@ async fn list(c: &Client, side: Side, paths: &[String]) -> Result<Vec<Vec<Listed
 /// `tops` (less those under another of them) and every node under them, a level at a time,
 /// parents before children. Paths already gone are left out.
 async fn list_subtrees(dst: &Client, tops: &[String]) -> Result<Vec<String>, ApplyError> {
-    let mut sorted: Vec<&String> = tops.iter().collect();
+    // The server's own tree is never deleted, whatever asks.
+    let mut sorted: Vec<&String> = tops.iter().filter(|t| !path::is_reserved(t)).collect();
     sorted.sort_by(|a, b| path::tree_order(a, b));
     sorted.dedup();
     let mut level: Vec<String> = Vec::new();
@@ -191,7 +192,12 @@ async fn list_subtrees(dst: &Client, tops: &[String]) -> Result<Vec<String>, App
                         }
                     },
                 };
-                next.extend(children.iter().map(|c| child_of(p, c)));
+                next.extend(
+                    children
+                        .iter()
+                        .map(|c| child_of(p, c))
+                        .filter(|c| !path::is_reserved(c)),
+                );
                 order.push(p.clone());
             }
         }
@@ -225,7 +231,12 @@ async fn delete_one_by_one(dst: &Client, top: &str) -> Result<u64, ApplyError> {
         match dst.get_children(&order[i]).await {
             Ok((children, _)) => {
                 let parent = order[i].clone();
-                order.extend(children.iter().map(|c| child_of(&parent, c)));
+                order.extend(
+                    children
+                        .iter()
+                        .map(|c| child_of(&parent, c))
+                        .filter(|c| !path::is_reserved(c)),
+                );
             }
             Err(ZkError::NoNode) => {}
             Err(e) => {

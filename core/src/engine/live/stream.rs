@@ -341,6 +341,7 @@ impl Streamer<'_> {
     /// Records a watch event. Some: the epoch ends.
     fn on_watch(&mut self, ev: WatchedEvent) -> Option<Epoch> {
         on_watch_event(
+            &self.opts.sync,
             ev,
             &mut self.dirty,
             &mut self.overflowed,

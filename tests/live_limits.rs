@@ -1,0 +1,209 @@
+//! A stream at its limits, against real ZooKeeper servers: a destination root of `/` never
+//! touches ZooKeeper's own `/zookeeper`.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use resiliency_operator::continuous::{Continuous, ContinuousOptions};
+use resiliency_operator::engine::live::{LiveOptions, LiveState, Observer};
+use resiliency_operator::engine::SyncOptions;
+use support::*;
+use zookeeper_client::{Acls, CreateMode};
+
+/// What a stream told its observer: claims refused, full syncs, every reason it gave.
+#[derive(Default)]
+struct Seen {
+    refused: AtomicU64,
+    full_syncs: AtomicU64,
+    whys: Mutex<Vec<String>>,
+}
+
+impl Seen {
+    fn full_syncs(&self) -> u64 {
+        self.full_syncs.load(Ordering::SeqCst)
+    }
+}
+
+impl Observer for Seen {
+    fn state(&self, _state: LiveState, why: &str) {
+        self.whys.lock().unwrap().push(why.to_string());
+    }
+    fn full_sync(&self, _summary: &resiliency_operator::engine::SyncSummary) {
+        self.full_syncs.fetch_add(1, Ordering::SeqCst);
+    }
+    fn claim_refused(&self, _reason: &'static str) {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn stream(o: &SyncOptions, seen: &Arc<Seen>) -> Continuous {
+    let mut lo = LiveOptions::new(o.clone());
+    lo.resync_interval = None;
+    Continuous::start(
+        ContinuousOptions::new(lo),
+        vec![seen.clone() as Arc<dyn Observer>],
+        None,
+    )
+}
+
+async fn streaming(run: &Continuous) {
+    wait_for("streaming", Duration::from_secs(60), || async {
+        run.snapshot().streaming()
+    })
+    .await;
+}
+
+/// The destination's `/zookeeper` subtree: every node with its stat, and the data of
+/// `/zookeeper/config`. Equal before and after: nothing there was written or deleted.
+async fn system_tree(server: &ZkServer) -> (Vec<(String, verifier::NodeStat)>, Vec<u8>) {
+    let tree = fingerprint(server, "/zookeeper").await;
+    let (config, _) = client(server)
+        .await
+        .get_data("/zookeeper/config")
+        .await
+        .unwrap();
+    (tree, config)
+}
+
+/// Nodes under `/zookeeper/quota` of `server`, as quotas make them (a person may set some on
+/// the destination too).
+async fn quota_nodes(server: &ZkServer, name: &str) {
+    let c = client(server).await;
+    mk(&c, &format!("/zookeeper/quota/{name}"), b"").await;
+    mk(
+        &c,
+        &format!("/zookeeper/quota/{name}/zookeeper_limits"),
+        b"count=10,bytes=-1",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_of_slash_streams_everything_but_the_zookeeper_subtree() {
+    let (src, dst) = std::thread::scope(|s| {
+        let a = s.spawn(ZkServer::start_default);
+        let b = s.spawn(ZkServer::start_default);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let zs = client(&src).await;
+    let zd = client(&dst).await;
+    build_tree(&zs, "/app", 50, 10, 8).await;
+    // Churn under / on the source only: its cversion is far above the destination's, so the
+    // copy raises the cversion of / itself.
+    for i in 0..20 {
+        mk(&zs, &format!("/churn-{i}"), b"").await;
+        zs.delete(&format!("/churn-{i}"), None).await.unwrap();
+    }
+    quota_nodes(&src, "app").await;
+    quota_nodes(&dst, "kept").await;
+    mk(&zd, "/stale", b"destination only").await;
+    let before = system_tree(&dst).await;
+
+    let o = sync_opts(&src, "/", &dst, "/");
+    let seen = Arc::new(Seen::default());
+    let run = stream(&o, &seen);
+    streaming(&run).await;
+    // Creates, updates, a subtree deleted, sequential children of / itself.
+    mk(&zs, "/new", b"n").await;
+    mk(&zs, "/new/deeper", b"d").await;
+    zs.set_data("/app/n0001", b"updated", None).await.unwrap();
+    for c in zs.list_children("/app/n0002").await.unwrap() {
+        zs.delete(&format!("/app/n0002/{c}"), None).await.unwrap();
+    }
+    zs.delete("/app/n0002", None).await.unwrap();
+    zs.create(
+        "/seq-",
+        b"s",
+        &CreateMode::PersistentSequential.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    converges(&o).await;
+    run.stop().await.unwrap();
+
+    assert!(zd.check_stat("/stale").await.unwrap().is_none(), "pruned");
+    assert_eq!(zd.get_data("/app/n0001").await.unwrap().0, b"updated");
+    let after = system_tree(&dst).await;
+    assert_eq!(before, after, "the destination's /zookeeper was written");
+    assert!(zd
+        .check_stat("/zookeeper/quota/app")
+        .await
+        .unwrap()
+        .is_none());
+
+    // A one-shot copy and a verification with the same roots leave it alone too.
+    mk(&zs, "/once", b"o").await;
+    resiliency_operator::engine::sync(&o).await.unwrap();
+    assert_equal(&o).await;
+    assert_eq!(before, system_tree(&dst).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_child_named_zookeeper_is_never_written_onto_the_destination_zookeeper() {
+    let (src, dst) = std::thread::scope(|s| {
+        let a = s.spawn(ZkServer::start_default);
+        let b = s.spawn(ZkServer::start_default);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let zs = client(&src).await;
+    let zd = client(&dst).await;
+    build_tree(&zs, "/tenant", 20, 5, 8).await;
+    // Under /tenant this is an ordinary node; copied onto / it would land on the server's own.
+    mk(&zs, "/tenant/zookeeper", b"tenant data").await;
+    mk(&zs, "/tenant/zookeeper/config", b"not a config").await;
+    mk(&zs, "/tenant/zookeeper/quota", b"").await;
+    quota_nodes(&dst, "kept").await;
+    let before = system_tree(&dst).await;
+
+    let o = sync_opts(&src, "/tenant", &dst, "/");
+    let seen = Arc::new(Seen::default());
+    let run = stream(&o, &seen);
+    streaming(&run).await;
+    // Streamed changes there are left out too: creates, updates and deletes.
+    mk(&zs, "/tenant/zookeeper/new", b"n").await;
+    zs.set_data("/tenant/zookeeper/config", b"changed", None)
+        .await
+        .unwrap();
+    zs.delete("/tenant/zookeeper/quota", None).await.unwrap();
+    mk(&zs, "/tenant/beside", b"b").await;
+    wait_for("the rest streamed", Duration::from_secs(30), || async {
+        zd.check_stat("/beside").await.unwrap().is_some()
+    })
+    .await;
+    assert_eq!(
+        zd.get_data("/n0001").await.unwrap().0,
+        vec![0, 1, 2, 3, 4, 5, 6, 7]
+    );
+    assert_eq!(
+        before,
+        system_tree(&dst).await,
+        "the destination's /zookeeper was written"
+    );
+    let snap = run.snapshot();
+    assert!(snap.streaming(), "{snap:?}");
+    assert_eq!(seen.full_syncs(), 1, "the stream re-walked");
+    // The verifier says the copy lacks them: never in sync.
+    let r = verify(&o).await;
+    assert!(!r.equal, "{}", r.render());
+    assert!(
+        r.divergences
+            .iter()
+            .all(|d| d.path.starts_with("/zookeeper")),
+        "{}",
+        r.render()
+    );
+    run.stop().await.unwrap();
+
+    // A one-shot copy leaves them out the same way, and so does its repair of the divergence.
+    resiliency_operator::engine::sync(&o).await.unwrap();
+    let confirmed = vec!["/zookeeper".to_string()];
+    let guard = resiliency_operator::engine::DeletionGuard::default();
+    resiliency_operator::engine::judge::repair(&o, &confirmed, guard, 100)
+        .await
+        .unwrap();
+    assert_eq!(before, system_tree(&dst).await);
+}
