@@ -1,5 +1,6 @@
-//! A stream at its limits, against real ZooKeeper servers: a destination root of `/` never
-//! touches ZooKeeper's own `/zookeeper`.
+//! A stream at its limits, against real ZooKeeper servers: a tree another writer holds or a
+//! source that keeps dropping the connection is tried again with a growing backoff the stream
+//! reports, and a destination root of `/` never touches ZooKeeper's own `/zookeeper`.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use resiliency_operator::continuous::{Continuous, ContinuousOptions};
+use resiliency_operator::engine::claim;
 use resiliency_operator::engine::live::{LiveOptions, LiveState, Observer};
 use resiliency_operator::engine::SyncOptions;
 use support::*;
@@ -23,6 +25,12 @@ struct Seen {
 }
 
 impl Seen {
+    fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+    fn said(&self, what: &str) -> bool {
+        self.whys.lock().unwrap().iter().any(|w| w.contains(what))
+    }
     fn full_syncs(&self) -> u64 {
         self.full_syncs.load(Ordering::SeqCst)
     }
@@ -55,6 +63,80 @@ async fn streaming(run: &Continuous) {
         run.snapshot().streaming()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_another_writer_holds_is_claimed_again_with_a_growing_backoff() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("limits-claimed");
+    build_tree(&client(src).await, &root, 20, 5, 8).await;
+    let o = sync_opts(src, &root, dst, &root);
+    let other = claim::acquire(&o, "another writer (test)").await.unwrap();
+    let seen = Arc::new(Seen::default());
+    let run = stream(&o, &seen);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // 1 s, 2 s, 4 s, 8 s between attempts: four in ten seconds, where a hot loop makes dozens.
+    let attempts = seen.refused();
+    assert!((2..=4).contains(&attempts), "{attempts} claims in 10 s");
+    let snap = run.snapshot();
+    assert_eq!(snap.state, Some(LiveState::Retrying), "{snap:?}");
+    assert!(
+        snap.why.contains("retrying in")
+            && snap.why.contains(&format!("after {attempts} failures")),
+        "{}",
+        snap.why
+    );
+    assert!(snap.why.contains("another writer (test)"), "{}", snap.why);
+    let retry = snap.retry.clone().expect("the backoff in the snapshot");
+    assert_eq!(retry.failures as u64, attempts);
+    assert!(retry.wait >= Duration::from_secs(4), "{retry:?}");
+    // Nothing was written while the tree was held.
+    assert!(client(dst)
+        .await
+        .check_stat(&format!("{root}/n0000"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // The other writer goes: the stream takes the tree at its next attempt.
+    other.release().await;
+    streaming(&run).await;
+    converges(&o).await;
+    assert!(run.snapshot().retry.is_none());
+    run.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_source_connection_is_not_re_walked_at_every_reconnect() {
+    let (src, dst) = shared_pair();
+    let root = unique_root("limits-flapping");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 100, 10, 8).await;
+    let proxy = Proxy::start(src.port()).await;
+    let mut o = sync_opts(src, &root, dst, &root);
+    o.source = verifier::ConnectOptions::new(proxy.connect_string());
+    let seen = Arc::new(Seen::default());
+    let run = stream(&o, &seen);
+    streaming(&run).await;
+    let before = seen.full_syncs();
+
+    // Each reconnect may have lost events, so it ends the epoch: a hot loop re-walks the tree
+    // at every one of them.
+    for i in 0..12 {
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.heal();
+        mk(&zs, &format!("{root}/flap-{i}"), b"f").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rewalks = seen.full_syncs() - before;
+    assert!(rewalks <= 5, "{rewalks} full syncs in 12 reconnects");
+    assert!(seen.said("retrying in"), "the backoff was never reported");
+
+    let mut direct = o.clone();
+    direct.source = verifier::ConnectOptions::new(src.connect_string());
+    converges(&direct).await;
+    run.stop().await.unwrap();
 }
 
 /// The destination's `/zookeeper` subtree: every node with its stat, and the data of

@@ -20,7 +20,9 @@ use crate::engine::live::{self, LiveOptions, LiveState, Observer};
 use crate::engine::{Allowance, Held, SyncError, SyncSummary};
 
 mod snapshot;
-pub use snapshot::{Reach, Snapshot, VerifyOutcome, VerifySummary, HEARTBEAT_MISSES, MAX_LISTED};
+pub use snapshot::{
+    Reach, Retry, Snapshot, VerifyOutcome, VerifySummary, HEARTBEAT_MISSES, MAX_LISTED,
+};
 
 /// Settings of a continuous sync and its verifier.
 #[derive(Clone, Debug)]
@@ -81,6 +83,17 @@ impl Observer for Board {
         let mut s = self.lock();
         s.state = Some(state);
         s.why = why.to_string();
+        if state != LiveState::Retrying {
+            // Trying again (or streaming): no longer waiting.
+            s.retry = None;
+        }
+    }
+    fn backoff(&self, failures: u32, wait: Duration) {
+        let at = jiff::SignedDuration::try_from(wait)
+            .ok()
+            .and_then(|w| Timestamp::now().checked_add(w).ok())
+            .unwrap_or_else(Timestamp::now);
+        self.lock().retry = Some(snapshot::Retry { failures, wait, at });
     }
     fn full_sync(&self, _summary: &SyncSummary) {
         let mut s = self.lock();

@@ -57,6 +57,17 @@ pub struct VerifyOutcome {
     pub result: Result<VerifySummary, String>,
 }
 
+/// The stream waits before it tries again (see [`crate::engine::live::backoff`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Failures in a row.
+    pub failures: u32,
+    /// How long it waits after the last.
+    pub wait: Duration,
+    /// When it tries again.
+    pub at: Timestamp,
+}
+
 /// Everything a driver needs to report, at one instant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -90,6 +101,8 @@ pub struct Snapshot {
     pub heartbeat_error: Option<String>,
     /// An error no retry can fix: the stream stopped.
     pub failed: Option<(Timestamp, String)>,
+    /// While the stream waits to try again after failures (its state is Retrying).
+    pub retry: Option<Retry>,
     /// Deletes the deletion guard holds, and since when.
     pub held: Option<(Timestamp, Held)>,
     /// Delayed apply: the configured delay.
@@ -126,6 +139,7 @@ impl Snapshot {
             heartbeat_seen: None,
             heartbeat_error: None,
             failed: None,
+            retry: None,
             held: None,
             apply_delay: None,
             delayed: 0,

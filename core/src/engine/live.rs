@@ -13,7 +13,7 @@
 //! keeps the dirty set, which is bounded, and retries.
 
 //!
-//! Files by job: [`stream`] the epoch loop, [`events`] the dirty set, [`batch`] the batched
+//! Files by job: [`stream`] the epoch loop, [`backoff`] its waits after failures, [`events`] the dirty set, [`batch`] the batched
 //! fast path, [`apply`] one path at a time, [`deletes`] and [`cversion`] what they say,
 //! [`delay`] delayed apply, [`observer`] what the stream reports.
 
@@ -24,6 +24,7 @@ use verifier::{path, Side};
 use zookeeper_client::Error as ZkError;
 
 mod apply;
+pub mod backoff;
 mod batch;
 mod cversion;
 mod delay;

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use verifier::{ConnectOptions, Side};
 use zookeeper_client::{AddWatchMode, Client, Error as ZkError, PersistentWatcher, WatchedEvent};
 
+use super::backoff::{self, retrying, Backoff};
 use super::batch::apply_batch;
 use super::deletes::apply_deletes;
 use super::events::on_watch_event;
@@ -43,7 +44,7 @@ async fn epochs(
     stop: &mut watch::Receiver<bool>,
     claims: &mut Option<Claims>,
 ) -> Result<(), SyncError> {
-    let mut failures = 0u32;
+    let mut backoff = Backoff::default();
     let mut first = true;
     loop {
         if *stop.borrow() {
@@ -61,34 +62,50 @@ async fn epochs(
                 return Ok(());
             }
         }
+        // When the epoch's first full sync ended: how long it streamed tells a healthy epoch.
+        let mut streaming_since = None;
         let outcome = async {
             if claims.as_ref().is_none_or(Claims::lost) {
                 *claims = None;
                 observer.state(LiveState::Connecting, "claiming the destination tree");
                 *claims = Some(claim::acquire(&opts.sync, &opts.sync.holder).await?);
             }
-            epoch(opts, &observer, stop, first, claims.as_ref()).await
+            let claims = claims.as_ref();
+            epoch(opts, &observer, stop, first, claims, &mut streaming_since).await
         }
         .await;
         if let Some(reason) = outcome.as_ref().err().and_then(SyncError::claim_refusal) {
             observer.claim_refused(reason);
         }
+        let healthy = backoff.ended(streaming_since.map(|t: Instant| t.elapsed()));
         match outcome {
             Ok(Epoch::Stopped) => return Ok(()),
-            Ok(Epoch::Restart(why)) => {
+            // A gap after a healthy epoch is closed at once: a blip costs no lag.
+            Ok(Epoch::Restart(why)) if healthy => {
                 tracing::info!(why = %why, "continuous sync: new sessions and a full sync");
-                failures = 0;
+                observer.state(LiveState::Connecting, &why);
+            }
+            // Restarting at once again and again would re-walk both trees in a loop.
+            Ok(Epoch::Restart(why)) => {
+                let (failures, wait) = backoff.failed();
+                tracing::info!(why = %why, failures, retry_in = ?wait,
+                    "continuous sync: new sessions and a full sync after a backoff");
+                observer.backoff(failures, wait);
+                observer.state(LiveState::Retrying, &retrying(failures, wait, &why));
+                if stopped_during(wait, stop).await {
+                    return Ok(());
+                }
                 observer.state(LiveState::Connecting, &why);
             }
             Err(e) if e.is_transient() || !first => {
-                failures = failures.saturating_add(1);
-                let wait = retry_wait(failures);
+                let (failures, wait) = backoff.failed();
                 let why = cause_chain(&e);
                 if let Some(side) = e.side() {
                     observer.reachable(side, false, &why);
                 }
-                tracing::warn!(error = %why, retry_in = ?wait, "continuous sync interrupted");
-                observer.state(LiveState::Retrying, &why);
+                tracing::warn!(error = %why, failures, retry_in = ?wait, "continuous sync interrupted");
+                observer.backoff(failures, wait);
+                observer.state(LiveState::Retrying, &retrying(failures, wait, &why));
                 if stopped_during(wait, stop).await {
                     return Ok(());
                 }
@@ -112,15 +129,6 @@ async fn stopped_during(wait: Duration, stop: &mut watch::Receiver<bool>) -> boo
     }
 }
 
-/// After `n` failed epochs in a row the next waits 2^n times this, up to [`RETRY_DOUBLINGS`]
-/// doublings (8 s): soon after a blip, gently on a side that stays down.
-const RETRY_BASE: Duration = Duration::from_millis(250);
-const RETRY_DOUBLINGS: u32 = 5;
-
-fn retry_wait(failures: u32) -> Duration {
-    RETRY_BASE * (1u32 << failures.min(RETRY_DOUBLINGS))
-}
-
 /// One epoch: fresh sessions, a watch, a full sync, then streaming until a gap or stop.
 async fn epoch(
     opts: &LiveOptions,
@@ -128,6 +136,7 @@ async fn epoch(
     stop: &mut watch::Receiver<bool>,
     first: bool,
     claims: Option<&Claims>,
+    streaming_since: &mut Option<Instant>,
 ) -> Result<Epoch, SyncError> {
     let o = &opts.sync;
     let (src, dst) = open_sessions(o, observer, first).await?;
@@ -157,7 +166,7 @@ async fn epoch(
         overflowed: false,
         disconnected: false,
         due: None,
-        retrying: false,
+        failures: 0,
         reported: opts.gate.held(),
     };
     let mut why = "full sync";
@@ -165,6 +174,7 @@ async fn epoch(
         if let Some(end) = s.full_sync(stop, why).await? {
             return Ok(end);
         }
+        streaming_since.get_or_insert_with(Instant::now);
         match s.stream(stop).await {
             Round::End(end) => return Ok(end),
             Round::FullSync(next) => why = next,
@@ -238,8 +248,8 @@ struct Streamer<'a> {
     disconnected: bool,
     /// When the pending changes are applied next (None: nothing pending).
     due: Option<tokio::time::Instant>,
-    /// A write failed: the next batch that succeeds reports the destination back.
-    retrying: bool,
+    /// Writes that failed in a row: the next batch that succeeds reports the destination back.
+    failures: u32,
     /// The deletion guard's hold as last reported.
     reported: Option<Held>,
 }
@@ -363,8 +373,8 @@ impl Streamer<'_> {
             if let Some(end) = interrupted(&e, observer) {
                 return Some(end);
             }
-            self.retrying = true;
-            tokio::time::sleep(RETRY_PAUSE).await;
+            let pause = self.destination_failed(&e);
+            tokio::time::sleep(pause).await;
         }
         report_backlog(q, observer);
         self.report_caught_up();
@@ -394,7 +404,8 @@ impl Streamer<'_> {
             if let Some(end) = interrupted(&e, observer) {
                 return Some(Round::End(end));
             }
-            self.retrying = true;
+            let pause = self.destination_failed(&e);
+            self.due = Some(tokio::time::Instant::now() + pause);
         }
         self.report_caught_up();
         None
@@ -418,7 +429,7 @@ impl Streamer<'_> {
         match applied {
             Err(e) => self.batch_failed(e, batch).await,
             Ok(()) => {
-                if std::mem::take(&mut self.retrying) {
+                if std::mem::take(&mut self.failures) > 0 {
                     observer.reachable(Side::Destination, true, "connected");
                     observer.state(LiveState::Streaming, "destination back: streaming changes");
                 }
@@ -464,9 +475,21 @@ impl Streamer<'_> {
                 observer.reconnected(Side::Destination);
             }
         }
-        self.due = Some(tokio::time::Instant::now() + RETRY_PAUSE);
-        self.retrying = true;
+        let pause = self.destination_failed(&e);
+        self.due = Some(tokio::time::Instant::now() + pause);
         None
+    }
+
+    /// A write to the destination failed: counts it, reports the pause before the next try
+    /// (doubling from [`RETRY_PAUSE`] to [`RETRY_PAUSE_CAP`] over failures in a row) and
+    /// returns it.
+    fn destination_failed(&mut self, e: &ApplyError) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let pause = backoff::wait(self.failures, RETRY_PAUSE, RETRY_PAUSE_CAP);
+        self.observer.backoff(self.failures, pause);
+        let why = retrying(self.failures, pause, &destination_why(e));
+        self.observer.state(LiveState::Retrying, &why);
+        pause
     }
 
     /// Caught up: nothing dirty and no delete waiting in the guard.
@@ -489,8 +512,10 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// the same few round trips for one path or a thousand, and each round holds up the batches.
 const DELETE_GATHER: Duration = Duration::from_millis(20);
 
-/// A pause before the stream tries the destination again after a write failed.
+/// A pause before the stream tries the destination again after a write failed, doubled for
+/// each failure in a row up to [`RETRY_PAUSE_CAP`]: the dirty set is kept meanwhile.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+const RETRY_PAUSE_CAP: Duration = Duration::from_secs(5);
 
 /// What a failed apply means: a source failure ends the epoch (events may be lost); a
 /// destination failure is reported and retried with the same changes.
@@ -498,10 +523,12 @@ fn interrupted(e: &ApplyError, observer: &Arc<dyn Observer>) -> Option<Epoch> {
     if e.side == Side::Source {
         return Some(Epoch::Restart(format!("source: {}", e.source)));
     }
-    let why = format!("destination: {} {}: {}", e.op, e.path, e.source);
-    observer.state(LiveState::Retrying, &why);
-    observer.reachable(Side::Destination, false, &why);
+    observer.reachable(Side::Destination, false, &destination_why(e));
     None
+}
+
+fn destination_why(e: &ApplyError) -> String {
+    format!("destination: {} {}: {}", e.op, e.path, e.source)
 }
 
 /// Nodes a full sync left under the destination root: the copied ones, plus the deletes it
@@ -534,17 +561,5 @@ fn report_hold(gate: &LiveGate, reported: &mut Option<Held>, observer: &Arc<dyn 
         }
         observer.deletions_held(now.as_ref());
         *reported = now;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epochs_back_off_from_half_a_second_to_eight() {
-        assert_eq!(retry_wait(1), Duration::from_millis(500));
-        assert_eq!(retry_wait(5), Duration::from_secs(8));
-        assert_eq!(retry_wait(u32::MAX), Duration::from_secs(8));
     }
 }
