@@ -1,6 +1,7 @@
 //! A stream at its limits, against real ZooKeeper servers: a tree another writer holds or a
 //! source that keeps dropping the connection is tried again with a growing backoff the stream
-//! reports, and a destination root of `/` never touches ZooKeeper's own `/zookeeper`.
+//! reports, a node too big for the destination is left out and named while everything else
+//! streams, and a destination root of `/` never touches ZooKeeper's own `/zookeeper`.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -136,6 +137,125 @@ async fn a_flapping_source_connection_is_not_re_walked_at_every_reconnect() {
     let mut direct = o.clone();
     direct.source = verifier::ConnectOptions::new(src.connect_string());
     converges(&direct).await;
+    run.stop().await.unwrap();
+}
+
+/// A destination that takes requests of at most 256 KiB, a source that takes 1 MiB.
+fn small_destination() -> ZkServer {
+    ZkServer::start(ZkOptions {
+        jute_maxbuffer: Some(256 << 10),
+        ..ZkOptions::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_too_big_for_the_destination_is_reported_and_the_rest_streams() {
+    let src = &shared_pair().0;
+    let dst = small_destination();
+    let root = unique_root("limits-big");
+    let zs = client(src).await;
+    build_tree(&zs, &root, 30, 10, 8).await;
+    // Too big before the stream starts: its full sync leaves it (and its child) out.
+    let early = format!("{root}/early-big");
+    mk(&zs, &early, &vec![1u8; 400 << 10]).await;
+    mk(&zs, &format!("{early}/child"), b"c").await;
+    let o = sync_opts(src, &root, &dst, &root);
+    let seen = Arc::new(Seen::default());
+    let run = stream(&o, &seen);
+    streaming(&run).await;
+    let zd = client(&dst).await;
+    assert!(zd.check_stat(&early).await.unwrap().is_none());
+    assert_eq!(
+        zd.get_data(&format!("{root}/n0001")).await.unwrap().0,
+        vec![0, 1, 2, 3, 4, 5, 6, 7]
+    );
+
+    // Too big while streaming: a new node, and an existing one that grows past the limit.
+    let late = format!("{root}/late-big");
+    let grown = format!("{root}/n0002");
+    mk(&zs, &late, &vec![2u8; 300 << 10]).await;
+    zs.set_data(&grown, &vec![3u8; 500 << 10], None)
+        .await
+        .unwrap();
+    // Everything else keeps flowing, in the same batches and after them.
+    mk(&zs, &format!("{root}/beside"), b"b").await;
+    zs.set_data(&format!("{root}/n0003"), b"updated", None)
+        .await
+        .unwrap();
+    wait_for("the rest streamed", Duration::from_secs(30), || async {
+        zd.get_data(&format!("{root}/n0003"))
+            .await
+            .is_ok_and(|(d, _)| d == b"updated")
+            && zd
+                .check_stat(&format!("{root}/beside"))
+                .await
+                .unwrap()
+                .is_some()
+    })
+    .await;
+    mk(&zs, &format!("{root}/after"), b"a").await;
+    wait_for(
+        "a later change streamed",
+        Duration::from_secs(30),
+        || async {
+            zd.check_stat(&format!("{root}/after"))
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
+
+    // Each is named with its size, and the stream streams on: no restart loop.
+    let snap = run.snapshot();
+    assert!(snap.streaming(), "{snap:?}");
+    let named: Vec<(String, usize)> = snap
+        .oversized
+        .iter()
+        .map(|n| (n.path.clone(), n.size))
+        .collect();
+    for (path, at_least) in [(&early, 400 << 10), (&late, 300 << 10), (&grown, 500 << 10)] {
+        assert!(
+            named.iter().any(|(p, s)| p == path && *s >= at_least),
+            "{path} not reported: {named:?}"
+        );
+    }
+    assert_eq!(snap.oversized_limit, Some(256 << 10), "{snap:?}");
+    assert_eq!(seen.full_syncs(), 1, "the stream re-walked");
+    assert!(!snap.why.contains("retrying"), "{}", snap.why);
+    let zd_grown = zd.get_data(&grown).await.unwrap().0;
+    assert_eq!(
+        zd_grown,
+        vec![0, 1, 2, 3, 4, 5, 6, 7],
+        "stale, not half-written"
+    );
+
+    // The verifier keeps showing exactly those as divergent: never in sync.
+    let r = verify(&o).await;
+    assert!(!r.equal);
+    assert_eq!(r.destination_nodes, r.source_nodes - 3, "{}", r.render());
+    let mut divergent: Vec<String> = r.divergences.iter().map(|d| d.path.clone()).collect();
+    divergent.sort();
+    divergent.dedup();
+    let rel = |p: &str| p.strip_prefix(root.as_str()).unwrap().to_string();
+    let mut expected = vec![
+        rel(&early),
+        format!("{}/child", rel(&early)),
+        rel(&grown),
+        rel(&late),
+    ];
+    expected.sort();
+    assert_eq!(divergent, expected, "{}", r.render());
+
+    // Shrunk back under the limit, each is copied (the early one with its subtree).
+    zs.set_data(&early, b"small now", None).await.unwrap();
+    zs.set_data(&late, b"small now", None).await.unwrap();
+    zs.set_data(&grown, b"small now", None).await.unwrap();
+    converges(&o).await;
+    wait_for("nothing reported", Duration::from_secs(30), || async {
+        run.snapshot().oversized.is_empty()
+    })
+    .await;
     run.stop().await.unwrap();
 }
 

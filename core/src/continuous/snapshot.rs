@@ -6,6 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::engine::live::LiveState;
+use crate::engine::oversized::TooBig;
 use crate::engine::Held;
 
 /// Whether a side answers.
@@ -103,6 +104,13 @@ pub struct Snapshot {
     pub failed: Option<(Timestamp, String)>,
     /// While the stream waits to try again after failures (its state is Retrying).
     pub retry: Option<Retry>,
+    /// Source nodes left out because their write would be longer than the destination takes,
+    /// at most [`MAX_LISTED`] (the rest counted in `oversized_count`).
+    pub oversized: Vec<TooBig>,
+    pub oversized_count: usize,
+    /// The longest request the destination takes, when a probe found it below the configured
+    /// jute.maxbuffer.
+    pub oversized_limit: Option<usize>,
     /// Deletes the deletion guard holds, and since when.
     pub held: Option<(Timestamp, Held)>,
     /// Delayed apply: the configured delay.
@@ -140,6 +148,9 @@ impl Snapshot {
             heartbeat_error: None,
             failed: None,
             retry: None,
+            oversized: Vec::new(),
+            oversized_count: 0,
+            oversized_limit: None,
             held: None,
             apply_delay: None,
             delayed: 0,

@@ -43,6 +43,7 @@ pub use observer::{quantile, Observer, Stats, StatsInner, Tee};
 pub use stream::run;
 
 use super::guard::{LiveGate, SharedGate};
+use super::oversized::Oversized;
 use super::{SyncError, SyncOptions};
 
 /// What the stream needs on a node it creates to go on with it as events come (reading and
@@ -74,6 +75,9 @@ pub struct LiveOptions {
     pub gate: SharedGate,
     /// Delayed apply (None: changes are applied as soon as they are read).
     pub delay: Option<Arc<DelayQueue>>,
+    /// The destination's request limit as probed, and the nodes left out for their size (see
+    /// [`crate::engine::oversized`]); whoever runs the stream keeps a clone to report them.
+    pub oversized: Arc<Oversized>,
 }
 
 /// Long enough to coalesce a burst of writes to one node, short next to any lag objective.
@@ -99,7 +103,16 @@ impl LiveOptions {
             resync_interval: Some(DEFAULT_RESYNC_INTERVAL),
             gate,
             delay: None,
+            oversized: Arc::default(),
         }
+    }
+
+    /// The longest request the stream builds and the bytes of one transaction: the configured
+    /// ones, or less when the destination was found to take less.
+    pub fn limits(&self) -> (usize, usize) {
+        let w = &self.sync.writer;
+        let limit = self.oversized.limit(w.jute_maxbuffer);
+        (limit, w.max_batch_bytes.min(limit / 2))
     }
 
     /// Every delete waits `delay` (default [`DELETE_DELAY`]) before the deletion guard lets it
@@ -249,6 +262,16 @@ enum Applied {
     Unchanged,
     /// A delete handed to the deletion guard; reported when it is applied.
     Queued,
+    /// Left out: too big for the destination, or under a node that is (reported as such).
+    LeftOut,
+}
+
+impl Applied {
+    /// Whether the path counts as applied now (a queued delete counts when applied, a node
+    /// left out never).
+    fn counts(&self) -> bool {
+        matches!(self, Applied::Written { .. } | Applied::Unchanged)
+    }
 }
 
 fn dst_path(o: &SyncOptions, src_path: &str) -> String {

@@ -10,7 +10,7 @@ use verifier::{path, Side};
 use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
 
 use super::multi::commit_setting_aside;
-use super::{apply_path, child_of, dst_path, Applied, ApplyError, LiveOptions, Observer};
+use super::{apply_path, child_of, dst_path, ApplyError, LiveOptions, Observer};
 use crate::engine::plan::Identity;
 use crate::engine::SyncError;
 
@@ -54,10 +54,14 @@ pub(super) async fn apply_deletes(
             futures::future::join_all(chunk.iter().map(|p| apply_path(src, dst, opts, &me, p)))
                 .await;
         for (p, applied) in chunk.iter().zip(applied) {
-            if !matches!(applied?, Applied::Queued) {
+            if applied?.counts() {
                 observer.applied(p, started.elapsed());
             }
         }
+    }
+    for p in &gone {
+        // Nothing under a node gone from the source is left out for its size any more.
+        opts.oversized.gone(p);
     }
     let tops: Vec<String> = gone.iter().map(|p| dst_path(o, p)).collect();
     let n = delete_subtrees(dst, &tops).await?;

@@ -18,6 +18,7 @@ use super::CREATED_OR_DELETED;
 use super::{delay, ApplyError, DelayQueue, Epoch, LiveOptions, LiveState, Observer, Pending};
 use crate::engine::claim::{self, Claims};
 use crate::engine::guard::LiveGate;
+use crate::engine::oversized;
 use crate::engine::plan::Identity;
 use crate::engine::{error::cause_chain, Held, HoldReason, SyncError, SyncOptions, SyncSummary};
 
@@ -140,6 +141,8 @@ async fn epoch(
 ) -> Result<Epoch, SyncError> {
     let o = &opts.sync;
     let (src, dst) = open_sessions(o, observer, first).await?;
+    // Before the full sync, so it leaves out what the destination cannot take.
+    learn_limit(opts, observer).await;
     let readers = Readers::open(&src, &o.source).await?;
     // Registered before the full sync: every change from here on is an event.
     let watcher = src
@@ -267,6 +270,12 @@ impl Streamer<'_> {
         // A full sync re-reads both trees: it judges (or holds) every delete itself.
         let mut full_opts = opts.sync.clone();
         full_opts.guard = gate.full_sync_guard();
+        // Nothing longer than the destination takes: such nodes are left out and named.
+        (
+            full_opts.writer.jute_maxbuffer,
+            full_opts.writer.max_batch_bytes,
+        ) = opts.limits();
+        full_opts.leave_out_too_big = true;
         gate.reset_queue();
         if let Some(q) = &opts.delay {
             q.clear();
@@ -287,6 +296,8 @@ impl Streamer<'_> {
         };
         observer.full_sync(&summary);
         gate.after_full_sync(summary.held.clone(), destination_nodes(&summary));
+        opts.oversized.replace(&summary.too_big);
+        report_too_big(opts, observer);
         self.report_hold();
         self.report_caught_up();
         Ok(None)
@@ -344,6 +355,12 @@ impl Streamer<'_> {
             };
             if let Some(round) = ended {
                 return round;
+            }
+            report_too_big(opts, observer);
+            if opts.oversized.take_rewalk() {
+                return Round::FullSync(
+                    "a node left out for its size fits now: a full sync copies its subtree",
+                );
             }
         }
     }
@@ -465,6 +482,11 @@ impl Streamer<'_> {
         if let Some(end) = interrupted(&e, observer) {
             return Some(end);
         }
+        if self.failures > 0 && matches!(e.zk(), Some(ZkError::ConnectionLoss)) {
+            // Dropped twice in a row: a request longer than the destination takes (its limit
+            // may have been lowered since the epoch began) looks just like this.
+            learn_limit(opts, observer).await;
+        }
         if matches!(
             e.zk(),
             Some(ZkError::SessionExpired | ZkError::ClientClosed)
@@ -503,6 +525,39 @@ impl Streamer<'_> {
     }
 }
 
+/// Probes the destination's request limit on a session of its own (the probe's dropped
+/// connections disturb nothing else) and reports what changed. A destination that does not
+/// answer leaves the limit as it was.
+async fn learn_limit(opts: &LiveOptions, observer: &Arc<dyn Observer>) {
+    let configured = opts.sync.writer.jute_maxbuffer;
+    let probed = match verifier::connect(Side::Destination, &opts.sync.destination).await {
+        Ok(c) => oversized::probe(&c, configured)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(cause_chain(&e)),
+    };
+    match probed {
+        Ok(found) => {
+            if let Some(limit) = found {
+                tracing::warn!(limit, configured, "the destination takes shorter requests than jute.maxbuffer says: nodes too big for it are left out");
+            }
+            opts.oversized.set_probed(found);
+        }
+        Err(e) => tracing::debug!(error = %e, "could not probe the destination's request limit"),
+    }
+    report_too_big(opts, observer);
+}
+
+/// Tells the observer about the nodes left out for their size when they (or the limit)
+/// changed.
+fn report_too_big(opts: &LiveOptions, observer: &Arc<dyn Observer>) {
+    let o = &opts.oversized;
+    if o.take_changed() {
+        let limit = o.probed_below(opts.sync.writer.jute_maxbuffer);
+        observer.too_big(&o.list(), limit);
+    }
+}
+
 /// Sleeps until `at`; select! only polls it when `at` is Some.
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     tokio::time::sleep_until(at.unwrap_or_else(tokio::time::Instant::now)).await
@@ -534,7 +589,10 @@ fn destination_why(e: &ApplyError) -> String {
 /// Nodes a full sync left under the destination root: the copied ones, plus the deletes it
 /// held (an emptied source held before any write leaves the destination as it was).
 fn destination_nodes(summary: &SyncSummary) -> u64 {
-    let copied = summary.source_nodes.saturating_sub(summary.skipped.total());
+    let missing = summary.too_big.iter().filter(|n| n.missing).count() as u64;
+    let copied = summary
+        .source_nodes
+        .saturating_sub(summary.skipped.total() + missing);
     match &summary.held {
         Some(h) if h.reason == HoldReason::SourceEmpty => h.destination_nodes,
         Some(h) => copied + h.deletes,
