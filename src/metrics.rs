@@ -87,6 +87,9 @@ pub const SYNC_DELAYED_CHANGES: &str = "resiliency_sync_delayed_changes";
 /// How long a continuous sync waits before it tries again after failures in a row (0 while it
 /// is not waiting): doubling to a minute for epochs, to seconds for destination writes.
 pub const SYNC_RETRY_BACKOFF_SECONDS: &str = "resiliency_sync_retry_backoff_seconds";
+/// Source nodes a continuous sync leaves out because their write would be longer than the
+/// destination takes (its jute.maxbuffer).
+pub const SYNC_OVERSIZED_NODES: &str = "resiliency_sync_oversized_nodes";
 /// Times a continuous sync backed off after a failure (a new epoch, or a batch the
 /// destination refused, tried again later).
 pub const SYNC_RETRIES_TOTAL: &str = "resiliency_sync_retries_total";
@@ -143,6 +146,7 @@ pub const ALL: &[&str] = &[
     SYNC_DELAYED_CHANGES,
     SYNC_RETRY_BACKOFF_SECONDS,
     SYNC_RETRIES_TOTAL,
+    SYNC_OVERSIZED_NODES,
     BACKUP_DURATION_SECONDS,
     TUNNEL_CONNECTIONS_TOTAL,
     SWITCHOVER_RUNS_TOTAL,
@@ -338,6 +342,10 @@ pub fn describe() {
         SYNC_RETRIES_TOTAL,
         "Times the continuous sync backed off after a failure (a new epoch or a refused batch tried again later)"
     );
+    describe_gauge!(
+        SYNC_OVERSIZED_NODES,
+        "Source nodes the continuous sync leaves out because the destination's jute.maxbuffer cannot take their write"
+    );
     describe_histogram!(
         BACKUP_DURATION_SECONDS,
         Unit::Seconds,
@@ -392,6 +400,7 @@ impl LiveMetrics {
         metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &labels).set(0.0);
         metrics::gauge!(SYNC_DELETES_HELD, &labels).set(0.0);
         metrics::gauge!(SYNC_RETRY_BACKOFF_SECONDS, &labels).set(0.0);
+        metrics::gauge!(SYNC_OVERSIZED_NODES, &labels).set(0.0);
         LiveMetrics {
             applied: metrics::counter!(SYNC_CHANGES_APPLIED_TOTAL, &labels),
             lag: metrics::histogram!(SYNC_LAG_SECONDS, &labels),
@@ -453,6 +462,9 @@ impl crate::engine::live::Observer for LiveMetrics {
         if state != crate::engine::live::LiveState::Retrying {
             metrics::gauge!(SYNC_RETRY_BACKOFF_SECONDS, &self.labels).set(0.0);
         }
+    }
+    fn too_big(&self, nodes: &[crate::engine::oversized::TooBig], _limit: Option<usize>) {
+        metrics::gauge!(SYNC_OVERSIZED_NODES, &self.labels).set(nodes.len() as f64);
     }
     fn backoff(&self, _failures: u32, wait: std::time::Duration) {
         metrics::gauge!(SYNC_RETRY_BACKOFF_SECONDS, &self.labels).set(wait.as_secs_f64());

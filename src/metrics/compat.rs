@@ -85,6 +85,7 @@ fn is_failure(reason: &str) -> bool {
         Reason::SourceEmptyHeld,
         Reason::WriterConflict,
         Reason::ReplicationLoop,
+        Reason::NodeTooLarge,
     ]
     .iter()
     .any(|r| r.as_str() == reason)
