@@ -84,6 +84,15 @@ pub const BACKUP_LAST_SNAPSHOT_SUSPECT: &str = "resiliency_backup_last_snapshot_
 pub const SYNC_CLAIMS_REFUSED_TOTAL: &str = "resiliency_sync_claims_refused_total";
 /// Changes a delayed stream recorded and holds back until they are old enough.
 pub const SYNC_DELAYED_CHANGES: &str = "resiliency_sync_delayed_changes";
+/// How long a continuous sync waits before it tries again after failures in a row (0 while it
+/// is not waiting): doubling to a minute for epochs, to seconds for destination writes.
+pub const SYNC_RETRY_BACKOFF_SECONDS: &str = "resiliency_sync_retry_backoff_seconds";
+/// Source nodes a continuous sync leaves out because their write would be longer than the
+/// destination takes (its jute.maxbuffer).
+pub const SYNC_OVERSIZED_NODES: &str = "resiliency_sync_oversized_nodes";
+/// Times a continuous sync backed off after a failure (a new epoch, or a batch the
+/// destination refused, tried again later).
+pub const SYNC_RETRIES_TOTAL: &str = "resiliency_sync_retries_total";
 /// Wall time of backups and restores, by operation.
 pub const BACKUP_DURATION_SECONDS: &str = "resiliency_backup_duration_seconds";
 /// Connections through tunnels to ZooKeeper in other clusters, by cluster and outcome.
@@ -135,6 +144,9 @@ pub const ALL: &[&str] = &[
     BACKUP_LAST_SNAPSHOT_SUSPECT,
     SYNC_CLAIMS_REFUSED_TOTAL,
     SYNC_DELAYED_CHANGES,
+    SYNC_RETRY_BACKOFF_SECONDS,
+    SYNC_RETRIES_TOTAL,
+    SYNC_OVERSIZED_NODES,
     BACKUP_DURATION_SECONDS,
     TUNNEL_CONNECTIONS_TOTAL,
     SWITCHOVER_RUNS_TOTAL,
@@ -321,6 +333,19 @@ pub fn describe() {
         SYNC_DELAYED_CHANGES,
         "Changes a delayed stream holds back until they are old enough"
     );
+    describe_gauge!(
+        SYNC_RETRY_BACKOFF_SECONDS,
+        Unit::Seconds,
+        "How long the continuous sync waits before it tries again after failures in a row (0 while not waiting)"
+    );
+    describe_counter!(
+        SYNC_RETRIES_TOTAL,
+        "Times the continuous sync backed off after a failure (a new epoch or a refused batch tried again later)"
+    );
+    describe_gauge!(
+        SYNC_OVERSIZED_NODES,
+        "Source nodes the continuous sync leaves out because the destination's jute.maxbuffer cannot take their write"
+    );
     describe_histogram!(
         BACKUP_DURATION_SECONDS,
         Unit::Seconds,
@@ -374,6 +399,8 @@ impl LiveMetrics {
         metrics::gauge!(SYNC_MAX_LAG_SECONDS, &labels).set(max_lag.as_secs_f64());
         metrics::gauge!(SYNC_CURRENT_LAG_SECONDS, &labels).set(0.0);
         metrics::gauge!(SYNC_DELETES_HELD, &labels).set(0.0);
+        metrics::gauge!(SYNC_RETRY_BACKOFF_SECONDS, &labels).set(0.0);
+        metrics::gauge!(SYNC_OVERSIZED_NODES, &labels).set(0.0);
         LiveMetrics {
             applied: metrics::counter!(SYNC_CHANGES_APPLIED_TOTAL, &labels),
             lag: metrics::histogram!(SYNC_LAG_SECONDS, &labels),
@@ -432,6 +459,16 @@ impl crate::engine::live::Observer for LiveMetrics {
     fn state(&self, state: crate::engine::live::LiveState, _why: &str) {
         let streaming = state == crate::engine::live::LiveState::Streaming;
         metrics::gauge!(SYNC_STREAMING, &self.labels).set(if streaming { 1.0 } else { 0.0 });
+        if state != crate::engine::live::LiveState::Retrying {
+            metrics::gauge!(SYNC_RETRY_BACKOFF_SECONDS, &self.labels).set(0.0);
+        }
+    }
+    fn too_big(&self, nodes: &[crate::engine::oversized::TooBig], _limit: Option<usize>) {
+        metrics::gauge!(SYNC_OVERSIZED_NODES, &self.labels).set(nodes.len() as f64);
+    }
+    fn backoff(&self, _failures: u32, wait: std::time::Duration) {
+        metrics::gauge!(SYNC_RETRY_BACKOFF_SECONDS, &self.labels).set(wait.as_secs_f64());
+        metrics::counter!(SYNC_RETRIES_TOTAL, &self.labels).increment(1);
     }
     fn full_sync(&self, _summary: &crate::engine::SyncSummary) {
         metrics::counter!(SYNC_FULL_SYNCS_TOTAL, &self.labels).increment(1);
@@ -533,6 +570,7 @@ mod tests {
                 SYNC_REPAIRED_PATHS_TOTAL,
                 SYNC_DELETES_HELD_TOTAL,
                 SYNC_CLAIMS_REFUSED_TOTAL,
+                SYNC_RETRIES_TOTAL,
                 TUNNEL_CONNECTIONS_TOTAL,
                 SWITCHOVER_RUNS_TOTAL,
             ]

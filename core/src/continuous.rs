@@ -17,10 +17,13 @@ use crate::engine::error::cause_chain;
 use crate::engine::guard::SharedGate;
 use crate::engine::judge;
 use crate::engine::live::{self, DestinationDiff, LiveOptions, LiveState, Observer};
+use crate::engine::oversized::TooBig;
 use crate::engine::{Allowance, Held, SyncError, SyncSummary};
 
 mod snapshot;
-pub use snapshot::{Reach, Snapshot, VerifyOutcome, VerifySummary, HEARTBEAT_MISSES, MAX_LISTED};
+pub use snapshot::{
+    Reach, Retry, Snapshot, VerifyOutcome, VerifySummary, HEARTBEAT_MISSES, MAX_LISTED,
+};
 
 /// Settings of a continuous sync and its verifier.
 #[derive(Clone, Debug)]
@@ -81,6 +84,23 @@ impl Observer for Board {
         let mut s = self.lock();
         s.state = Some(state);
         s.why = why.to_string();
+        if state != LiveState::Retrying {
+            // Trying again (or streaming): no longer waiting.
+            s.retry = None;
+        }
+    }
+    fn backoff(&self, failures: u32, wait: Duration) {
+        let at = jiff::SignedDuration::try_from(wait)
+            .ok()
+            .and_then(|w| Timestamp::now().checked_add(w).ok())
+            .unwrap_or_else(Timestamp::now);
+        self.lock().retry = Some(snapshot::Retry { failures, wait, at });
+    }
+    fn too_big(&self, nodes: &[TooBig], limit: Option<usize>) {
+        let mut s = self.lock();
+        s.oversized = nodes.iter().take(MAX_LISTED).cloned().collect();
+        s.oversized_count = nodes.len();
+        s.oversized_limit = limit;
     }
     fn full_sync(&self, _summary: &SyncSummary) {
         let mut s = self.lock();
@@ -419,7 +439,24 @@ async fn repair(
     nodes: u64,
 ) {
     let guard = o.live.gate.full_sync_guard();
-    let r = judge::repair(&o.live.sync, confirmed, guard, nodes).await;
+    // What the stream leaves out for its size stays divergent: repair would leave it out too.
+    let sync_root = &o.live.sync.source_root;
+    let confirmed: Vec<String> = confirmed
+        .iter()
+        .filter(|rel| {
+            !o.live
+                .oversized
+                .covers(&verifier::path::join(sync_root, rel))
+        })
+        .cloned()
+        .collect();
+    if confirmed.is_empty() {
+        return;
+    }
+    let mut sync = o.live.sync.clone();
+    (sync.writer.jute_maxbuffer, sync.writer.max_batch_bytes) = o.live.limits();
+    sync.leave_out_too_big = true;
+    let r = judge::repair(&sync, &confirmed, guard, nodes).await;
     let mut s = board.lock();
     match r {
         Ok(n) => {

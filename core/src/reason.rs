@@ -60,6 +60,11 @@ pub enum Reason {
     SourceFenced,
     Delaying,
     DelayShortened,
+    /// Live: source nodes are left out because their write would be longer than the
+    /// destination's jute.maxbuffer (NodesTooLarge True).
+    NodeTooLarge,
+    /// Live: every node fits the destination (NodesTooLarge False).
+    NodesFit,
     /// Switchover: the new primary is promoted (Complete).
     Promoted,
     /// Switchover: `fence: acl` could not be applied or lifted.

@@ -25,6 +25,9 @@ pub mod types {
     pub const DELETION_GUARD: &str = "DeletionGuard";
     /// A delayed stream keeps its delay (False: the record bound cut it short).
     pub const DELAYED_APPLY: &str = "DelayedApply";
+    /// True while a stream leaves source nodes out because the destination cannot take them
+    /// (their write would be longer than its jute.maxbuffer).
+    pub const NODES_TOO_LARGE: &str = "NodesTooLarge";
 }
 
 pub use resiliency_core::Reason;

@@ -217,6 +217,7 @@ struct Seen {
     verify: Option<crate::continuous::VerifyOutcome>,
     repaired: u64,
     applied: u64,
+    oversized: (usize, Vec<crate::engine::oversized::TooBig>),
 }
 
 impl Seen {
@@ -234,6 +235,30 @@ impl Seen {
                 None => eprintln!("continuous: deletion guard: nothing held"),
             }
             self.held = held_now;
+        }
+        let oversized = (snap.oversized_count, snap.oversized.clone());
+        if oversized != self.oversized {
+            let named: Vec<String> = snap
+                .oversized
+                .iter()
+                .map(|n| format!("{} ({} bytes)", n.path, n.size))
+                .collect();
+            match snap.oversized_limit {
+                _ if snap.oversized_count == 0 => {
+                    eprintln!("continuous: every source node fits the destination")
+                }
+                Some(limit) => eprintln!(
+                    "continuous: LEFT OUT, too big for the destination (it takes requests of at most {limit} bytes; raise its jute.maxbuffer): {} nodes: {}",
+                    snap.oversized_count,
+                    named.join(", ")
+                ),
+                None => eprintln!(
+                    "continuous: LEFT OUT, too big for --jute-maxbuffer: {} nodes: {}",
+                    snap.oversized_count,
+                    named.join(", ")
+                ),
+            }
+            self.oversized = oversized;
         }
         if snap.state != self.state {
             if let Some(st) = snap.state {

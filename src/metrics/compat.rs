@@ -86,6 +86,7 @@ fn is_failure(reason: &str) -> bool {
         Reason::WriterConflict,
         Reason::ReplicationLoop,
         Reason::SourceFenced,
+        Reason::NodeTooLarge,
     ]
     .iter()
     .any(|r| r.as_str() == reason)

@@ -6,6 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::engine::live::{DestinationDiff, LiveState};
+use crate::engine::oversized::TooBig;
 use crate::engine::Held;
 
 /// Whether a side answers.
@@ -57,6 +58,17 @@ pub struct VerifyOutcome {
     pub result: Result<VerifySummary, String>,
 }
 
+/// The stream waits before it tries again (see [`crate::engine::live::backoff`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Failures in a row.
+    pub failures: u32,
+    /// How long it waits after the last.
+    pub wait: Duration,
+    /// When it tries again.
+    pub at: Timestamp,
+}
+
 /// Everything a driver needs to report, at one instant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -96,6 +108,15 @@ pub struct Snapshot {
     pub heartbeat_error: Option<String>,
     /// An error no retry can fix: the stream stopped.
     pub failed: Option<(Timestamp, String)>,
+    /// While the stream waits to try again after failures (its state is Retrying).
+    pub retry: Option<Retry>,
+    /// Source nodes left out because their write would be longer than the destination takes,
+    /// at most [`MAX_LISTED`] (the rest counted in `oversized_count`).
+    pub oversized: Vec<TooBig>,
+    pub oversized_count: usize,
+    /// The longest request the destination takes, when a probe found it below the configured
+    /// jute.maxbuffer.
+    pub oversized_limit: Option<usize>,
     /// Deletes the deletion guard holds, and since when.
     pub held: Option<(Timestamp, Held)>,
     /// Delayed apply: the configured delay.
@@ -134,6 +155,10 @@ impl Snapshot {
             heartbeat_seen: None,
             heartbeat_error: None,
             failed: None,
+            retry: None,
+            oversized: Vec::new(),
+            oversized_count: 0,
+            oversized_limit: None,
             held: None,
             apply_delay: None,
             delayed: 0,

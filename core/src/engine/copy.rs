@@ -141,6 +141,29 @@ impl<'a> Planner<'a> {
             .map_err(|_| SyncError::WriterStopped)
     }
 
+    /// Whether `op` (for the node at `rel`) fits the destination's jute.maxbuffer. Only a copy
+    /// that leaves such nodes out asks: one that does not sends it, and the writer fails the
+    /// copy naming it. A node left out is listed in the summary; `missing`: not on the
+    /// destination at all.
+    fn fits(&mut self, rel: &str, op: &Op, missing: bool) -> bool {
+        if !self.opts.leave_out_too_big {
+            return true;
+        }
+        let src = path::join(&self.opts.source_root, rel);
+        let size = op.wire_size() + super::oversized::REQUEST_FRAME;
+        if size <= self.opts.writer.jute_maxbuffer {
+            return true;
+        }
+        tracing::warn!(path = %src, size, limit = self.opts.writer.jute_maxbuffer,
+            "left out: too big for the destination");
+        self.summary.too_big.push(super::oversized::TooBig {
+            path: src,
+            size,
+            missing,
+        });
+        false
+    }
+
     /// Records a child create or delete under `parent` for its cversion prediction.
     fn child_changed(&mut self, rel: &str, created: bool) {
         if let Some(t) = parent_rel(rel).and_then(|p| self.cversion.get_mut(p)) {
@@ -153,12 +176,32 @@ impl<'a> Planner<'a> {
         path::join(&self.opts.destination_root, rel)
     }
 
-    fn child_names(&self, rel: &str, f: &Fetched, root: &str) -> HashSet<String> {
-        f.children
-            .iter()
-            .filter(|n| !path::is_reserved(&path::join(root, &path::child(rel, n))))
-            .cloned()
-            .collect()
+    /// The names of the children of `f` (at `rel` on `side`) the copy compares. Never one whose
+    /// destination path is reserved (ZooKeeper's own `/zookeeper`, the writer claims): with a
+    /// destination root of `/`, a source child called `zookeeper` is left out, as the verifier
+    /// keeps showing, rather than written onto the server's own tree.
+    fn child_names(&mut self, rel: &str, f: &Fetched, side: Side) -> HashSet<String> {
+        let mut names = HashSet::with_capacity(f.children.len());
+        for n in &f.children {
+            let child = path::child(rel, n);
+            let dst = path::join(&self.opts.destination_root, &child);
+            let reserved_here = side == Side::Source
+                && path::is_reserved(&path::join(&self.opts.source_root, &child));
+            if reserved_here {
+                continue;
+            }
+            if path::is_reserved(&dst) {
+                if side == Side::Source {
+                    let src = path::join(&self.opts.source_root, &child);
+                    tracing::warn!(source = %src, destination = %dst,
+                        "left out: its destination path is reserved (ZooKeeper's own tree)");
+                    self.summary.reserved += 1;
+                }
+                continue;
+            }
+            names.insert(n.clone());
+        }
+        names
     }
 
     async fn visit(
@@ -235,7 +278,7 @@ impl<'a> Planner<'a> {
     async fn create(
         &mut self,
         rel: String,
-        src: Fetched,
+        mut src: Fetched,
         kind: NodeKind,
         stack: &mut Vec<Task>,
     ) -> Result<(), SyncError> {
@@ -253,14 +296,18 @@ impl<'a> Planner<'a> {
         let acl = plan_acl(self.me, fenced.as_deref(), None, required);
         let name = name_of(&rel, &self.opts.source_root).to_string();
         let dst_abs = self.dst_path(&rel);
-        let children = self.child_names(&rel, &src, &self.opts.source_root);
-        self.emit(Op::Create {
+        let op = Op::Create {
             path: dst_abs.clone(),
-            data: src.node.data,
+            data: std::mem::take(&mut src.node.data),
             acl: acl.create_with.unwrap_or_else(|| vec![AclEntry::open()]),
             kind,
-        })
-        .await?;
+        };
+        if !self.fits(&rel, &op, true) {
+            // Nothing under it can be created either: its subtree is left out with it.
+            return Ok(());
+        }
+        let children = self.child_names(&rel, &src, Side::Source);
+        self.emit(op).await?;
         self.summary.created.add(kind, &name);
         self.child_changed(&rel, true);
         if let Some(final_acl) = acl.set_at_end {
@@ -289,8 +336,8 @@ impl<'a> Planner<'a> {
     ) -> Result<(), SyncError> {
         let name = name_of(&rel, &self.opts.source_root).to_string();
         let dst_abs = self.dst_path(&rel);
-        let src_names = self.child_names(&rel, &src, &self.opts.source_root);
-        let dst_names = self.child_names(&rel, &dst, &self.opts.destination_root);
+        let src_names = self.child_names(&rel, &src, Side::Source);
+        let dst_names = self.child_names(&rel, &dst, Side::Destination);
         let to_delete: Vec<&String> = if self.opts.prune {
             dst_names.difference(&src_names).collect()
         } else {
@@ -309,7 +356,7 @@ impl<'a> Planner<'a> {
             .copy_acl
             .then(|| self.opts.destination_acl(src.node.acl.clone()));
         let acl = plan_acl(self.me, fenced.as_deref(), Some(&dst.node.acl), required);
-        self.emit_update(dst_abs, &name, kind, acl, data, &dst.node.acl)
+        self.emit_update(&rel, dst_abs, &name, kind, acl, data, &dst.node.acl)
             .await?;
         if raise_cversion {
             let children = (dst_names.len() - to_delete.len()) as i64;
@@ -334,8 +381,10 @@ impl<'a> Planner<'a> {
 
     /// Emits the writes of an existing node in the order its ACL plan needs: the staging ACL,
     /// the new data, the final ACL (now, or deferred to the end of the copy).
+    #[allow(clippy::too_many_arguments)]
     async fn emit_update(
         &mut self,
+        rel: &str,
         dst_abs: String,
         name: &str,
         kind: NodeKind,
@@ -351,12 +400,15 @@ impl<'a> Planner<'a> {
             .await?;
         }
         if let Some(data) = data {
-            self.emit(Op::SetData {
+            let op = Op::SetData {
                 path: dst_abs.clone(),
                 data,
-            })
-            .await?;
-            self.summary.updated.add(kind, name);
+            };
+            // Too big: the node keeps its older data, its ACL and children are still copied.
+            if self.fits(rel, &op, false) {
+                self.emit(op).await?;
+                self.summary.updated.add(kind, name);
+            }
         }
         if let Some(final_acl) = acl.set_after {
             self.emit(Op::SetAcl {
@@ -487,7 +539,8 @@ impl<'a> Planner<'a> {
             if empty_container {
                 continue;
             }
-            let bump = path::child(&self.dst_path(&rel), CVERSION_BUMP_CHILD);
+            // Joined to the root, so the bump child of `/` is `/name`, not `//name`.
+            let bump = self.dst_path(&path::child(&rel, CVERSION_BUMP_CHILD));
             for _ in 0..pairs {
                 self.emit(Op::Create {
                     path: bump.clone(),

@@ -310,7 +310,12 @@ pub async fn repair(
     let dst = verifier::connect(Side::Destination, &o.destination).await?;
     // Which confirmed paths the source still has: those are copied again, the rest deleted.
     let mut present = Vec::with_capacity(confirmed.len());
-    for rel in confirmed {
+    // A source node mapped onto the destination's own /zookeeper (a destination root of `/`)
+    // stays divergent: nothing may be written or deleted there.
+    let repairable = confirmed
+        .iter()
+        .filter(|rel| !path::is_reserved(&path::join(&o.destination_root, rel)));
+    for rel in repairable {
         let sp = path::join(&o.source_root, rel);
         let exists = src
             .check_stat(&sp)

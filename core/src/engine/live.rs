@@ -13,7 +13,7 @@
 //! keeps the dirty set, which is bounded, and retries.
 
 //!
-//! Files by job: [`stream`] the epoch loop, [`events`] the dirty set, [`batch`] the batched
+//! Files by job: [`stream`] the epoch loop, [`backoff`] its waits after failures, [`events`] the dirty set, [`batch`] the batched
 //! fast path, [`apply`] one path at a time, [`deletes`] and [`cversion`] what they say,
 //! [`delay`] delayed apply, [`observer`] what the stream reports.
 
@@ -24,6 +24,7 @@ use verifier::{path, Side};
 use zookeeper_client::Error as ZkError;
 
 mod apply;
+pub mod backoff;
 mod batch;
 mod compare;
 mod cversion;
@@ -44,6 +45,7 @@ pub use observer::{quantile, Observer, Stats, StatsInner, Tee};
 pub use stream::run;
 
 use super::guard::{LiveGate, SharedGate};
+use super::oversized::Oversized;
 use super::{SyncError, SyncOptions};
 
 /// What the stream needs on a node it creates to go on with it as events come (reading and
@@ -79,6 +81,9 @@ pub struct LiveOptions {
     /// compare the trees and report what the destination holds that the sync will change or
     /// delete ([`compare`]): a reverse stream's old primary may hold writes nobody else has.
     pub compare_before_sync: bool,
+    /// The destination's request limit as probed, and the nodes left out for their size (see
+    /// [`crate::engine::oversized`]); whoever runs the stream keeps a clone to report them.
+    pub oversized: Arc<Oversized>,
 }
 
 /// Long enough to coalesce a burst of writes to one node, short next to any lag objective.
@@ -105,7 +110,16 @@ impl LiveOptions {
             gate,
             delay: None,
             compare_before_sync: false,
+            oversized: Arc::default(),
         }
+    }
+
+    /// The longest request the stream builds and the bytes of one transaction: the configured
+    /// ones, or less when the destination was found to take less.
+    pub fn limits(&self) -> (usize, usize) {
+        let w = &self.sync.writer;
+        let limit = self.oversized.limit(w.jute_maxbuffer);
+        (limit, w.max_batch_bytes.min(limit / 2))
     }
 
     /// Every delete waits `delay` (default [`DELETE_DELAY`]) before the deletion guard lets it
@@ -255,6 +269,16 @@ enum Applied {
     Unchanged,
     /// A delete handed to the deletion guard; reported when it is applied.
     Queued,
+    /// Left out: too big for the destination, or under a node that is (reported as such).
+    LeftOut,
+}
+
+impl Applied {
+    /// Whether the path counts as applied now (a queued delete counts when applied, a node
+    /// left out never).
+    fn counts(&self) -> bool {
+        matches!(self, Applied::Written { .. } | Applied::Unchanged)
+    }
 }
 
 fn dst_path(o: &SyncOptions, src_path: &str) -> String {
@@ -271,6 +295,13 @@ fn dst_path(o: &SyncOptions, src_path: &str) -> String {
             .unwrap_or_default()
     };
     path::join(&o.destination_root, rel)
+}
+
+/// Whether the source path `p` is never streamed: reserved on the source, or mapped onto a
+/// reserved destination path (a destination root of `/` and a source child called
+/// `zookeeper`: the server's own tree is never written or deleted).
+fn left_out(o: &SyncOptions, p: &str) -> bool {
+    path::is_reserved(p) || path::is_reserved(&dst_path(o, p))
 }
 
 /// Absolute path of the child `name` of the absolute path `parent`.
@@ -307,6 +338,17 @@ mod tests {
         o.destination_root = "/dr".into();
         assert_eq!(dst_path(&o, "/a/b"), "/dr/a/b");
         assert_eq!(child_of("/", "x"), "/x");
+        // Onto `/`, a source child called zookeeper would land on the server's own tree.
+        o.source_root = "/tenant".into();
+        o.destination_root = "/".into();
+        assert!(left_out(&o, "/tenant/zookeeper"));
+        assert!(left_out(&o, "/tenant/zookeeper/config"));
+        assert!(left_out(&o, "/tenant/.resiliency-operator/claims"));
+        assert!(!left_out(&o, "/tenant/zookeeper-app"));
+        assert!(!left_out(&o, "/tenant/a/zookeeper"));
+        o.source_root = "/".into();
+        assert!(left_out(&o, "/zookeeper/quota"));
+        assert!(!left_out(&o, "/app"));
         assert_eq!(child_of("/a", "x"), "/a/x");
     }
 }

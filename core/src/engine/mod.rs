@@ -9,6 +9,7 @@ pub mod error;
 pub mod guard;
 pub mod judge;
 pub mod live;
+pub mod oversized;
 pub mod plan;
 pub mod progress;
 pub mod writer;
@@ -67,6 +68,10 @@ pub struct SyncOptions {
     /// but this digest identity (`user:hash`, the destination's credentials) while it is a
     /// replica. Verification compares the source's ACLs in that form.
     pub fence_destination: Option<String>,
+    /// Nodes whose write would be longer than `writer.jute_maxbuffer` are left out and listed
+    /// in the summary ([`SyncSummary::too_big`]) instead of failing the copy: a stream's full
+    /// syncs and repairs, which must go on (see [`oversized`]).
+    pub leave_out_too_big: bool,
 }
 
 /// Creates source nodes whose absolute path matches `pattern` as `kind` on the destination.
@@ -156,6 +161,7 @@ impl SyncOptions {
             guard: DeletionGuard::default(),
             holder: default_holder(),
             fence_destination: None,
+            leave_out_too_big: false,
         }
     }
 
@@ -239,6 +245,13 @@ pub struct SyncSummary {
     pub ancestors_created: u64,
     /// Kind differences left alone because pruning is off.
     pub kind_conflicts: u64,
+    /// Source subtrees left out because their destination path is reserved: a destination
+    /// root of `/` never receives a source child called `zookeeper` (the server's own tree).
+    pub reserved: u64,
+    /// With [`SyncOptions::leave_out_too_big`]: nodes left out because their write would be
+    /// longer than the destination takes (each is bigger than that limit, so there are few).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub too_big: Vec<oversized::TooBig>,
     pub write_ops: u64,
     pub batches: u64,
     pub bytes_written: u64,
@@ -308,6 +321,24 @@ impl SyncSummary {
             s.push_str(&format!(
                 "  WARNING: {} nodes differ in kind and were not replaced (pruning is off)\n",
                 self.kind_conflicts
+            ));
+        }
+        if !self.too_big.is_empty() {
+            s.push_str(&format!(
+                "  WARNING: {} nodes left out: too big for the destination's jute.maxbuffer ({})\n",
+                self.too_big.len(),
+                self.too_big
+                    .iter()
+                    .take(10)
+                    .map(|n| format!("{} {} bytes", n.path, n.size))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.reserved > 0 {
+            s.push_str(&format!(
+                "  WARNING: {} source subtrees left out: their destination path is ZooKeeper's own /zookeeper\n",
+                self.reserved
             ));
         }
         s.push_str(&format!(

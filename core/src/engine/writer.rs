@@ -61,22 +61,14 @@ impl Op {
 
     /// Bytes this op takes in a request, a little over the jute encoding.
     pub fn wire_size(&self) -> usize {
-        let acl_size = |acl: &[AclEntry]| {
-            4 + acl
-                .iter()
-                .map(|e| 12 + e.scheme.len() + e.id.len())
-                .sum::<usize>()
-        };
-        // Multi op header (type, done, err) plus length prefixes.
-        let header = 16;
-        header
-            + self.path().len()
-            + match self {
-                Op::Create { data, acl, .. } => 4 + data.len() + acl_size(acl) + 12,
-                Op::SetData { data, .. } => 8 + data.len(),
-                Op::SetAcl { acl, .. } => 4 + acl_size(acl),
-                Op::Delete { .. } => 4,
-            }
+        match self {
+            Op::Create {
+                path, data, acl, ..
+            } => create_size(path, data.len(), acl),
+            Op::SetData { path, data } => set_data_size(path, data.len()),
+            Op::SetAcl { path, acl } => OP_HEADER + path.len() + 4 + acl_size(acl),
+            Op::Delete { path } => OP_HEADER + path.len() + 4,
+        }
     }
 
     pub fn data_len(&self) -> usize {
@@ -85,6 +77,26 @@ impl Op {
             _ => 0,
         }
     }
+}
+
+/// A multi op's header (type, done, err) plus the path's length prefix.
+const OP_HEADER: usize = 16;
+
+fn acl_size(acl: &[AclEntry]) -> usize {
+    4 + acl
+        .iter()
+        .map(|e| 12 + e.scheme.len() + e.id.len())
+        .sum::<usize>()
+}
+
+/// [`Op::wire_size`] of the create of `path` with `data` bytes and `acl`.
+pub(crate) fn create_size(path: &str, data: usize, acl: &[AclEntry]) -> usize {
+    OP_HEADER + path.len() + 4 + data + acl_size(acl) + 12
+}
+
+/// [`Op::wire_size`] of a setData of `data` bytes at `path`.
+pub(crate) fn set_data_size(path: &str, data: usize) -> usize {
+    OP_HEADER + path.len() + 8 + data
 }
 
 /// An op holding its share of the memory budget until it is acknowledged.

@@ -127,6 +127,7 @@ fn running(
     snap: &Snapshot,
 ) -> LiveDecision {
     report::report(&mut d, snap, max_lag(ls), ls.spec.verify_interval_enabled());
+    report::too_large(&mut d, snap);
     let release = guard::guard(&mut d, ls, old, snap);
     report::delayed_apply(&mut d, snap);
     report::destination_divergence(&mut d, old, snap);

@@ -268,6 +268,66 @@ fn to_the_millisecond(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
+/// Nodes the stream leaves out because the destination cannot take them: the
+/// `NodesTooLarge` condition naming each with its size, and Ready False while there are any
+/// (the copy is incomplete until the destination's jute.maxbuffer is raised).
+pub(super) fn too_large(d: &mut Draft, snap: &Snapshot) {
+    if snap.oversized_count == 0 {
+        d.set(Desired::new(
+            types::NODES_TOO_LARGE,
+            false,
+            Reason::NodesFit,
+            "every source node fits the destination",
+        ));
+        return;
+    }
+    let limit = match snap.oversized_limit {
+        Some(n) => format!("takes requests of at most {n} bytes"),
+        None => "takes no request longer than the configured jute.maxbuffer".into(),
+    };
+    let named: Vec<String> = snap
+        .oversized
+        .iter()
+        .map(|n| format!("{} ({} bytes)", n.path, n.size))
+        .collect();
+    let more = snap.oversized_count.saturating_sub(named.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    let message = format!(
+        "{} source nodes are left out of the copy: the destination {limit}: {}{more}; raise jute.maxbuffer on the destination (or make them smaller)",
+        snap.oversized_count,
+        named.join(", ")
+    );
+    d.set(Desired::new(
+        types::NODES_TOO_LARGE,
+        true,
+        Reason::NodeTooLarge,
+        message.clone(),
+    ));
+    // Before a divergence (which these nodes cause) or the lag, after what stops the stream.
+    let outranked = find(&d.st.conditions, types::READY).is_some_and(|c| {
+        ConditionStatus::of(c) != ConditionStatus::True
+            && ![
+                Reason::Diverged,
+                Reason::LagAboveObjective,
+                Reason::HeartbeatLate,
+            ]
+            .iter()
+            .any(|r| r.as_str() == c.reason)
+    });
+    if !outranked {
+        d.set(Desired::new(
+            types::READY,
+            false,
+            Reason::NodeTooLarge,
+            message,
+        ));
+    }
+}
+
 /// Delayed apply in the status: the changes waiting, and whether the delay holds.
 pub(super) fn delayed_apply(d: &mut Draft, snap: &Snapshot) {
     let Some(delay) = snap.apply_delay else {
@@ -376,8 +436,67 @@ pub(super) fn transition_notes(old: &LiveSynchronizationStatus, d: &mut Draft) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_left_out_for_their_size_are_named_and_keep_ready_false() {
+        use crate::engine::oversized::TooBig;
+        let now = k8s_openapi::jiff::Timestamp::from_second(1000).unwrap();
+        let mut snap = Snapshot::new(now, None);
+        snap.state = Some(LiveState::Streaming);
+        snap.caught_up = true;
+        snap.source = Reach::Connected;
+        snap.destination = Reach::Connected;
+        let mut d = Draft::new(None, Some(1), now);
+        report(&mut d, &snap, Duration::from_secs(30), false);
+        too_large(&mut d, &snap);
+        let c = find(&d.st.conditions, types::NODES_TOO_LARGE).unwrap();
+        assert_eq!(c.reason, "NodesFit");
+        assert_eq!(
+            ConditionStatus::of(find(&d.st.conditions, types::READY).unwrap()),
+            ConditionStatus::True
+        );
+
+        snap.oversized = vec![TooBig {
+            path: "/app/big".into(),
+            size: 409_632,
+            missing: true,
+        }];
+        snap.oversized_count = 3;
+        snap.oversized_limit = Some(262_144);
+        let mut d = Draft::new(None, Some(1), now);
+        report(&mut d, &snap, Duration::from_secs(30), false);
+        too_large(&mut d, &snap);
+        let c = find(&d.st.conditions, types::NODES_TOO_LARGE).unwrap();
+        assert_eq!(
+            (ConditionStatus::of(c), c.reason.as_str()),
+            (ConditionStatus::True, "NodeTooLarge")
+        );
+        assert!(
+            c.message.contains("/app/big (409632 bytes)")
+                && c.message.contains("and 2 more")
+                && c.message.contains("at most 262144 bytes"),
+            "{}",
+            c.message
+        );
+        let r = find(&d.st.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ConditionStatus::of(r), r.reason.as_str()),
+            (ConditionStatus::False, "NodeTooLarge")
+        );
+
+        // An unreachable destination comes first.
+        snap.destination = Reach::Unreachable("connection refused".into());
+        let mut d = Draft::new(None, Some(1), now);
+        report(&mut d, &snap, Duration::from_secs(30), false);
+        too_large(&mut d, &snap);
+        assert_eq!(
+            find(&d.st.conditions, types::READY).unwrap().reason,
+            "Unreachable"
+        );
+    }
 
     #[test]
     fn a_side_not_tried_yet_is_unknown() {

@@ -8,9 +8,10 @@ use verifier::path;
 use verifier::Side;
 use zookeeper_client::{Acl, Client, Error as ZkError, Stat};
 
-use super::{dst_path, Applied, ApplyError, LiveOptions, STREAM_NEEDS};
+use super::{dst_path, left_out, Applied, ApplyError, LiveOptions, STREAM_NEEDS};
+use crate::engine::oversized::REQUEST_FRAME;
 use crate::engine::plan::{desired_kind, plan_create_acl, Identity};
-use crate::engine::writer::create_options;
+use crate::engine::writer::{create_options, create_size, set_data_size};
 use crate::engine::{kind_for, observable, SyncOptions};
 
 /// Only the data of `p` changed (no create or delete event): copy it with one read and one
@@ -24,16 +25,26 @@ pub(super) async fn apply_data(
     p: &str,
 ) -> Result<Applied, ApplyError> {
     let o = &lo.sync;
+    if left_out(o, p) {
+        return Ok(Applied::Unchanged);
+    }
     let (data, stat) = match read_data(src, o, p).await? {
         None => return apply_path(src, dst, lo, me, p).await,
         Some((_, _, None)) => return Ok(Applied::Unchanged),
         Some((data, stat, Some(_))) => (data, stat),
     };
     let dp = dst_path(o, p);
+    if set_data_size(&dp, data.len()) + REQUEST_FRAME > lo.limits().0 {
+        // Too big: the full path finds out whether the destination has the node at all.
+        return apply_path(src, dst, lo, me, p).await;
+    }
     match dst.set_data(&dp, &data, None).await {
-        Ok(_) => Ok(Applied::Written {
-            mtime_ms: stat.mtime,
-        }),
+        Ok(_) => {
+            lo.oversized.written(p);
+            Ok(Applied::Written {
+                mtime_ms: stat.mtime,
+            })
+        }
         Err(ZkError::NoNode) => apply_path(src, dst, lo, me, p).await,
         Err(e) => Err(ApplyError::on(Side::Destination, "setData", &dp)(e)),
     }
@@ -156,14 +167,20 @@ pub(super) async fn write_state(
     state: SourceState,
 ) -> Result<Applied, ApplyError> {
     let o = &lo.sync;
+    if left_out(o, p) {
+        // Events there are dropped; this holds the line for any other way in.
+        return Ok(Applied::Unchanged);
+    }
     let node = match state {
         SourceState::Skipped => return Ok(Applied::Unchanged),
         SourceState::Absent => return offer_delete(lo, p),
+        // Its top is left out for its size: nothing under it can be created.
+        SourceState::Node(_) if lo.oversized.under_missing(p) => return Ok(Applied::LeftOut),
         SourceState::Node(n) => n,
     };
     let dp = dst_path(o, p);
     match dst.get_data(&dp).await {
-        Ok((current, stat)) => update_node(dst, &dp, node, &current, &stat).await,
+        Ok((current, stat)) => update_node(dst, lo, p, &dp, node, &current, &stat).await,
         Err(ZkError::NoNode) => create_node(src, dst, lo, me, p, &dp, node).await,
         Err(e) => Err(ApplyError::on(Side::Destination, "getData", &dp)(e)),
     }
@@ -198,6 +215,10 @@ async fn create_node(
 ) -> Result<Applied, ApplyError> {
     // A node whose ACL would lock the copier out is created open to it, then locked.
     let plan = plan_create_acl(me, node.acl.as_deref(), STREAM_NEEDS);
+    let size = create_size(dp, node.data.len(), &plan.create_with);
+    if !lo.oversized.admit(p, size, lo.limits().0, true) {
+        return Ok(Applied::LeftOut);
+    }
     let zk_acl: Vec<Acl> = plan.create_with.iter().map(AclEntry::to_zk).collect();
     let options = create_options(node.kind, &zk_acl);
     let create = || async {
@@ -212,7 +233,10 @@ async fn create_node(
             // The parent is missing on the destination: bring it first, then retry.
             if let Some(parent) = path::parent(p).filter(|pp| pp.len() >= lo.sync.source_root.len())
             {
-                Box::pin(apply_path(src, dst, lo, me, parent)).await?;
+                let parent = Box::pin(apply_path(src, dst, lo, me, parent)).await?;
+                if matches!(parent, Applied::LeftOut) {
+                    return Ok(Applied::LeftOut);
+                }
             }
             create()
                 .await
@@ -221,6 +245,7 @@ async fn create_node(
         Err(e) => return Err(ApplyError::on(Side::Destination, "create", dp)(e)),
     }
     lo.gate.created(Instant::now(), 1);
+    lo.oversized.written(p);
     if let Some(target) = plan.set_at_end {
         set_acl(dst, dp, &target).await?;
     }
@@ -229,10 +254,13 @@ async fn create_node(
     })
 }
 
-/// Makes the existing destination node `dp` (holding `current`) equal to `node`: its data,
-/// and its ACL when ACLs are copied.
+/// Makes the existing destination node `dp` (holding `current`) of the source path `p` equal
+/// to `node`: its data (unless too big for the destination: it keeps its older data), and its
+/// ACL when ACLs are copied.
 async fn update_node(
     dst: &Client,
+    lo: &LiveOptions,
+    p: &str,
     dp: &str,
     node: SourceNode,
     current: &[u8],
@@ -244,10 +272,19 @@ async fn update_node(
         return Err(ApplyError::kind_differs(dp));
     }
     let mut wrote = false;
-    if current != node.data {
+    let mut left_out = false;
+    if current == node.data {
+        lo.oversized.written(p);
+    } else if !lo
+        .oversized
+        .admit(p, set_data_size(dp, node.data.len()), lo.limits().0, false)
+    {
+        left_out = true;
+    } else {
         dst.set_data(dp, &node.data, None)
             .await
             .map_err(ApplyError::on(Side::Destination, "setData", dp))?;
+        lo.oversized.written(p);
         wrote = true;
     }
     if let Some(acl) = &node.acl {
@@ -260,7 +297,9 @@ async fn update_node(
             wrote = true;
         }
     }
-    Ok(if wrote {
+    Ok(if left_out {
+        Applied::LeftOut
+    } else if wrote {
         Applied::Written {
             mtime_ms: node.mtime_ms,
         }

@@ -28,7 +28,7 @@ use super::{
     Observer, Pending, SourceState, DATA_CHANGED, STREAM_NEEDS,
 };
 use crate::engine::plan::Identity;
-use crate::engine::writer::create_options;
+use crate::engine::writer::{create_options, create_size, set_data_size};
 use crate::engine::SyncOptions;
 
 pub(super) fn depth(p: &str) -> usize {
@@ -176,15 +176,16 @@ async fn apply_created(
         .buffered(CHUNKS_IN_FLIGHT);
     let mut creates = Creates::new(dst, opts, observer);
     let mut slow: BTreeMap<usize, Vec<(String, Pending)>> = BTreeMap::new();
+    let (limit, batch_bytes) = opts.limits();
     while let Some(read) = reads.next().await {
         let (d, found) = read?;
-        let mut groups = Packer::new(o.writer.max_batch_bytes);
+        let mut groups = Packer::new(batch_bytes);
         for (entry, f) in found {
             match f {
                 Found::Gone => {
                     let applied =
                         write_state(src, dst, opts, me, &entry.0, SourceState::Absent).await?;
-                    if !matches!(applied, Applied::Queued) {
+                    if applied.counts() {
                         observer.applied(&entry.0, lag_of(&applied, &entry.1));
                     }
                 }
@@ -195,6 +196,15 @@ async fn apply_created(
                     kind,
                     acl,
                 } => {
+                    let wire = create_size(&dst_path(o, &entry.0), data.len(), &acl);
+                    // Too big for the destination, or under a node that is: left out (and
+                    // named), the rest of the batch goes on.
+                    let oversized = &opts.oversized;
+                    if oversized.under_missing(&entry.0)
+                        || !oversized.admit(&entry.0, wire, limit, true)
+                    {
+                        continue;
+                    }
                     let size = data.len() + entry.0.len() + OP_OVERHEAD;
                     let node = NewNode {
                         entry,
@@ -344,6 +354,7 @@ fn report_created(opts: &LiveOptions, observer: &Arc<dyn Observer>, written: Vec
         opts.gate.created(Instant::now(), written.len() as u64);
     }
     for n in written {
+        opts.oversized.written(&n.entry.0);
         observer.applied(&n.entry.0, since_mtime(n.mtime_ms));
     }
 }
@@ -478,7 +489,7 @@ pub(super) async fn read_paths(
 pub(super) fn lag_of(applied: &Applied, t: &Pending) -> Duration {
     match applied {
         Applied::Written { mtime_ms } => since_mtime(*mtime_ms),
-        Applied::Queued | Applied::Unchanged => t.since.elapsed(),
+        Applied::Queued | Applied::Unchanged | Applied::LeftOut => t.since.elapsed(),
     }
 }
 
@@ -504,16 +515,29 @@ async fn apply_data_chunk(
         read_paths(dst, Side::Destination, &dst_paths)
     );
     let mut slow: Vec<&(String, Pending)> = Vec::new();
+    let (limit, batch_bytes) = opts.limits();
+    let oversized = &opts.oversized;
     // Writes in groups that fit one transaction.
-    let mut groups: Packer<Write<'_>> = Packer::new(o.writer.max_batch_bytes);
+    let mut groups: Packer<Write<'_>> = Packer::new(batch_bytes);
     for ((entry, r), now) in chunk.iter().zip(results?).zip(current?) {
         match r {
             MultiReadResult::Data { data, stat }
                 if stat.ephemeral_owner == 0
                     && matches!(&now, MultiReadResult::Data { data: d, .. } if *d == data) =>
             {
+                oversized.written(&entry.0);
                 observer.applied(&entry.0, since_mtime(stat.mtime));
             }
+            // Under a node left out for its size: not on the destination either.
+            MultiReadResult::Data { .. } if oversized.under_missing(&entry.0) => {}
+            MultiReadResult::Data { data, stat }
+                if stat.ephemeral_owner == 0
+                    && !oversized.admit(
+                        &entry.0,
+                        set_data_size(&dst_path(o, &entry.0), data.len()),
+                        limit,
+                        !matches!(now, MultiReadResult::Data { .. }),
+                    ) => {}
             MultiReadResult::Data { data, stat } if stat.ephemeral_owner == 0 => {
                 let size = data.len() + entry.0.len() + OP_OVERHEAD;
                 groups.push(size, (entry, data, stat.mtime));
@@ -533,6 +557,7 @@ async fn apply_data_chunk(
         })
         .await?;
         for ((p, _), _, mtime_ms) in written {
+            oversized.written(p);
             observer.applied(p, since_mtime(mtime_ms));
         }
         slow.extend(aside.into_iter().map(|(e, ..)| e));
@@ -555,7 +580,7 @@ where
         let applied = futures::future::join_all(group.iter().map(|(p, _)| apply(p))).await;
         for ((p, t), applied) in group.iter().zip(applied) {
             let applied = applied?;
-            if !matches!(applied, Applied::Queued) {
+            if applied.counts() {
                 observer.applied(p, lag_of(&applied, t));
             }
         }

@@ -214,7 +214,7 @@ pub(super) async fn apply_records(
             }
             Ok(Applied::Unchanged) => observer.applied(&r.path, r.seen.elapsed()),
             // A delete: reported when the deletion guard applies it.
-            Ok(Applied::Queued) => {}
+            Ok(Applied::Queued | Applied::LeftOut) => {}
             Err(e) => {
                 let mut rest = vec![r];
                 rest.extend(it);

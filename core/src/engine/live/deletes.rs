@@ -10,7 +10,7 @@ use verifier::{path, Side};
 use zookeeper_client::{Client, Error as ZkError, MultiReadResult};
 
 use super::multi::commit_setting_aside;
-use super::{apply_path, child_of, dst_path, Applied, ApplyError, LiveOptions, Observer};
+use super::{apply_path, child_of, dst_path, ApplyError, LiveOptions, Observer};
 use crate::engine::plan::Identity;
 use crate::engine::SyncError;
 
@@ -54,10 +54,14 @@ pub(super) async fn apply_deletes(
             futures::future::join_all(chunk.iter().map(|p| apply_path(src, dst, opts, &me, p)))
                 .await;
         for (p, applied) in chunk.iter().zip(applied) {
-            if !matches!(applied?, Applied::Queued) {
+            if applied?.counts() {
                 observer.applied(p, started.elapsed());
             }
         }
+    }
+    for p in &gone {
+        // Nothing under a node gone from the source is left out for its size any more.
+        opts.oversized.gone(p);
     }
     let tops: Vec<String> = gone.iter().map(|p| dst_path(o, p)).collect();
     let n = delete_subtrees(dst, &tops).await?;
@@ -163,7 +167,8 @@ async fn list(c: &Client, side: Side, paths: &[String]) -> Result<Vec<Vec<Listed
 /// `tops` (less those under another of them) and every node under them, a level at a time,
 /// parents before children. Paths already gone are left out.
 async fn list_subtrees(dst: &Client, tops: &[String]) -> Result<Vec<String>, ApplyError> {
-    let mut sorted: Vec<&String> = tops.iter().collect();
+    // The server's own tree is never deleted, whatever asks.
+    let mut sorted: Vec<&String> = tops.iter().filter(|t| !path::is_reserved(t)).collect();
     sorted.sort_by(|a, b| path::tree_order(a, b));
     sorted.dedup();
     let mut level: Vec<String> = Vec::new();
@@ -191,7 +196,12 @@ async fn list_subtrees(dst: &Client, tops: &[String]) -> Result<Vec<String>, App
                         }
                     },
                 };
-                next.extend(children.iter().map(|c| child_of(p, c)));
+                next.extend(
+                    children
+                        .iter()
+                        .map(|c| child_of(p, c))
+                        .filter(|c| !path::is_reserved(c)),
+                );
                 order.push(p.clone());
             }
         }
@@ -225,7 +235,12 @@ async fn delete_one_by_one(dst: &Client, top: &str) -> Result<u64, ApplyError> {
         match dst.get_children(&order[i]).await {
             Ok((children, _)) => {
                 let parent = order[i].clone();
-                order.extend(children.iter().map(|c| child_of(&parent, c)));
+                order.extend(
+                    children
+                        .iter()
+                        .map(|c| child_of(&parent, c))
+                        .filter(|c| !path::is_reserved(c)),
+                );
             }
             Err(ZkError::NoNode) => {}
             Err(e) => {

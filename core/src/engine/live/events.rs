@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use verifier::{path, Side};
+use verifier::Side;
 use zookeeper_client::{EventType, SessionState};
 
-use super::{Epoch, LiveState, Observer, Pending, CREATED_OR_DELETED, DATA_CHANGED};
+use super::{left_out, Epoch, LiveState, Observer, Pending, CREATED_OR_DELETED, DATA_CHANGED};
+use crate::engine::SyncOptions;
 
 /// [`on_event`], telling the observer about node events and a lost source connection.
 pub(super) fn on_watch_event(
+    o: &SyncOptions,
     ev: zookeeper_client::WatchedEvent,
     dirty: &mut BTreeMap<String, Pending>,
     overflowed: &mut bool,
@@ -22,6 +24,7 @@ pub(super) fn on_watch_event(
     let was_disconnected = *disconnected;
     let is_node = ev.event_type != EventType::Session;
     let end = on_event(
+        o,
         (ev.event_type, ev.session_state, ev.path),
         dirty,
         overflowed,
@@ -42,6 +45,7 @@ pub(super) fn on_watch_event(
 
 /// Records one watch event. Returns how the epoch ends when the session says so.
 fn on_event(
+    o: &SyncOptions,
     ev: (EventType, SessionState, String),
     dirty: &mut BTreeMap<String, Pending>,
     overflowed: &mut bool,
@@ -62,8 +66,9 @@ fn on_event(
             SessionState::SyncConnected | SessionState::ConnectedReadOnly => None,
             other => Some(Epoch::Restart(format!("source session {other:?}"))),
         },
-        // /zookeeper is the server's own (quotas, config): never copied.
-        _ if path::is_reserved(&path) => None,
+        // /zookeeper is the server's own (quotas, config): never copied from the source, never
+        // written on the destination.
+        _ if left_out(o, &path) => None,
         _ => {
             if dirty.len() >= max_pending && !dirty.contains_key(&path) {
                 *overflowed = true;
@@ -92,6 +97,12 @@ mod tests {
 
     #[test]
     fn events_mark_paths_and_a_reconnect_ends_the_epoch() {
+        let o = SyncOptions::new(
+            verifier::ConnectOptions::new("a:1"),
+            "/",
+            verifier::ConnectOptions::new("b:1"),
+            "/",
+        );
         let mut dirty = BTreeMap::new();
         let (mut over, mut disc) = (false, false);
         let node = |p: &str| {
@@ -101,16 +112,27 @@ mod tests {
                 p.to_string(),
             )
         };
-        assert!(on_event(node("/a"), &mut dirty, &mut over, 2, &mut disc).is_none());
-        assert!(on_event(node("/a"), &mut dirty, &mut over, 2, &mut disc).is_none());
-        assert!(on_event(node("/b"), &mut dirty, &mut over, 2, &mut disc).is_none());
+        assert!(on_event(&o, node("/a"), &mut dirty, &mut over, 2, &mut disc).is_none());
+        assert!(on_event(&o, node("/a"), &mut dirty, &mut over, 2, &mut disc).is_none());
+        assert!(on_event(&o, node("/b"), &mut dirty, &mut over, 2, &mut disc).is_none());
+        // The server's own tree is never streamed.
+        assert!(on_event(
+            &o,
+            node("/zookeeper/quota/x"),
+            &mut dirty,
+            &mut over,
+            2,
+            &mut disc
+        )
+        .is_none());
         assert_eq!(dirty.len(), 2);
         assert!(!over);
         // Over the bound: a full sync instead of an ever-growing set.
-        assert!(on_event(node("/c"), &mut dirty, &mut over, 2, &mut disc).is_none());
+        assert!(on_event(&o, node("/c"), &mut dirty, &mut over, 2, &mut disc).is_none());
         assert!(over);
         let session = |s| (EventType::Session, s, String::new());
         assert!(on_event(
+            &o,
             session(SessionState::Disconnected),
             &mut dirty,
             &mut over,
@@ -120,6 +142,7 @@ mod tests {
         .is_none());
         assert!(matches!(
             on_event(
+                &o,
                 session(SessionState::SyncConnected),
                 &mut dirty,
                 &mut over,
@@ -130,6 +153,7 @@ mod tests {
         ));
         assert!(matches!(
             on_event(
+                &o,
                 session(SessionState::Expired),
                 &mut dirty,
                 &mut over,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{DestinationDiff, LiveState};
+use crate::engine::oversized::TooBig;
 use crate::engine::{Held, SyncSummary};
 use verifier::Side;
 
@@ -33,6 +34,13 @@ pub trait Observer: Send + Sync {
     /// A claim was refused (`writer_conflict`, `replication_loop`, `same_ensemble`): the
     /// stream waits and tries again, or stops.
     fn claim_refused(&self, _reason: &'static str) {}
+    /// The nodes left out because their write would be longer than the destination takes
+    /// (`limit`: that length, when a probe found it below the configured jute.maxbuffer);
+    /// called whenever either changes.
+    fn too_big(&self, _nodes: &[TooBig], _limit: Option<usize>) {}
+    /// The stream failed `failures` times in a row and waits `wait` before it tries again (a
+    /// new epoch, or a batch the destination refused); the next state says why.
+    fn backoff(&self, _failures: u32, _wait: Duration) {}
     /// Delayed apply: changes recorded and waiting, the oldest's age, and the delay the byte
     /// bound cut it to (None: the full delay holds).
     fn delay_backlog(
@@ -80,6 +88,12 @@ impl Observer for Tee {
     }
     fn claim_refused(&self, reason: &'static str) {
         self.0.iter().for_each(|o| o.claim_refused(reason));
+    }
+    fn backoff(&self, failures: u32, wait: Duration) {
+        self.0.iter().for_each(|o| o.backoff(failures, wait));
+    }
+    fn too_big(&self, nodes: &[TooBig], limit: Option<usize>) {
+        self.0.iter().for_each(|o| o.too_big(nodes, limit));
     }
     fn delay_backlog(&self, waiting: usize, oldest: Option<Duration>, shortened: Option<Duration>) {
         self.0

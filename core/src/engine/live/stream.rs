@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use verifier::{ConnectOptions, Side};
 use zookeeper_client::{AddWatchMode, Client, Error as ZkError, PersistentWatcher, WatchedEvent};
 
+use super::backoff::{self, retrying, Backoff};
 use super::batch::apply_batch;
 use super::deletes::apply_deletes;
 use super::events::on_watch_event;
@@ -17,6 +18,7 @@ use super::CREATED_OR_DELETED;
 use super::{delay, ApplyError, DelayQueue, Epoch, LiveOptions, LiveState, Observer, Pending};
 use crate::engine::claim::{self, Claims};
 use crate::engine::guard::LiveGate;
+use crate::engine::oversized;
 use crate::engine::plan::Identity;
 use crate::engine::{error::cause_chain, Held, HoldReason, SyncError, SyncOptions, SyncSummary};
 
@@ -43,7 +45,7 @@ async fn epochs(
     stop: &mut watch::Receiver<bool>,
     claims: &mut Option<Claims>,
 ) -> Result<(), SyncError> {
-    let mut failures = 0u32;
+    let mut backoff = Backoff::default();
     let mut first = true;
     loop {
         if *stop.borrow() {
@@ -61,34 +63,50 @@ async fn epochs(
                 return Ok(());
             }
         }
+        // When the epoch's first full sync ended: how long it streamed tells a healthy epoch.
+        let mut streaming_since = None;
         let outcome = async {
             if claims.as_ref().is_none_or(Claims::lost) {
                 *claims = None;
                 observer.state(LiveState::Connecting, "claiming the destination tree");
                 *claims = Some(claim::acquire(&opts.sync, &opts.sync.holder).await?);
             }
-            epoch(opts, &observer, stop, first, claims.as_ref()).await
+            let claims = claims.as_ref();
+            epoch(opts, &observer, stop, first, claims, &mut streaming_since).await
         }
         .await;
         if let Some(reason) = outcome.as_ref().err().and_then(SyncError::claim_refusal) {
             observer.claim_refused(reason);
         }
+        let healthy = backoff.ended(streaming_since.map(|t: Instant| t.elapsed()));
         match outcome {
             Ok(Epoch::Stopped) => return Ok(()),
-            Ok(Epoch::Restart(why)) => {
+            // A gap after a healthy epoch is closed at once: a blip costs no lag.
+            Ok(Epoch::Restart(why)) if healthy => {
                 tracing::info!(why = %why, "continuous sync: new sessions and a full sync");
-                failures = 0;
+                observer.state(LiveState::Connecting, &why);
+            }
+            // Restarting at once again and again would re-walk both trees in a loop.
+            Ok(Epoch::Restart(why)) => {
+                let (failures, wait) = backoff.failed();
+                tracing::info!(why = %why, failures, retry_in = ?wait,
+                    "continuous sync: new sessions and a full sync after a backoff");
+                observer.backoff(failures, wait);
+                observer.state(LiveState::Retrying, &retrying(failures, wait, &why));
+                if stopped_during(wait, stop).await {
+                    return Ok(());
+                }
                 observer.state(LiveState::Connecting, &why);
             }
             Err(e) if e.is_transient() || !first => {
-                failures = failures.saturating_add(1);
-                let wait = retry_wait(failures);
+                let (failures, wait) = backoff.failed();
                 let why = cause_chain(&e);
                 if let Some(side) = e.side() {
                     observer.reachable(side, false, &why);
                 }
-                tracing::warn!(error = %why, retry_in = ?wait, "continuous sync interrupted");
-                observer.state(LiveState::Retrying, &why);
+                tracing::warn!(error = %why, failures, retry_in = ?wait, "continuous sync interrupted");
+                observer.backoff(failures, wait);
+                observer.state(LiveState::Retrying, &retrying(failures, wait, &why));
                 if stopped_during(wait, stop).await {
                     return Ok(());
                 }
@@ -112,15 +130,6 @@ async fn stopped_during(wait: Duration, stop: &mut watch::Receiver<bool>) -> boo
     }
 }
 
-/// After `n` failed epochs in a row the next waits 2^n times this, up to [`RETRY_DOUBLINGS`]
-/// doublings (8 s): soon after a blip, gently on a side that stays down.
-const RETRY_BASE: Duration = Duration::from_millis(250);
-const RETRY_DOUBLINGS: u32 = 5;
-
-fn retry_wait(failures: u32) -> Duration {
-    RETRY_BASE * (1u32 << failures.min(RETRY_DOUBLINGS))
-}
-
 /// One epoch: fresh sessions, a watch, a full sync, then streaming until a gap or stop.
 async fn epoch(
     opts: &LiveOptions,
@@ -128,9 +137,12 @@ async fn epoch(
     stop: &mut watch::Receiver<bool>,
     first: bool,
     claims: Option<&Claims>,
+    streaming_since: &mut Option<Instant>,
 ) -> Result<Epoch, SyncError> {
     let o = &opts.sync;
     let (src, dst) = open_sessions(o, observer, first).await?;
+    // Before the full sync, so it leaves out what the destination cannot take.
+    learn_limit(opts, observer).await;
     let readers = Readers::open(&src, &o.source).await?;
     // Registered before the full sync: every change from here on is an event.
     let watcher = src
@@ -157,7 +169,7 @@ async fn epoch(
         overflowed: false,
         disconnected: false,
         due: None,
-        retrying: false,
+        failures: 0,
         reported: opts.gate.held(),
         compare: opts.compare_before_sync,
     };
@@ -166,6 +178,7 @@ async fn epoch(
         if let Some(end) = s.full_sync(stop, why).await? {
             return Ok(end);
         }
+        streaming_since.get_or_insert_with(Instant::now);
         match s.stream(stop).await {
             Round::End(end) => return Ok(end),
             Round::FullSync(next) => why = next,
@@ -239,8 +252,8 @@ struct Streamer<'a> {
     disconnected: bool,
     /// When the pending changes are applied next (None: nothing pending).
     due: Option<tokio::time::Instant>,
-    /// A write failed: the next batch that succeeds reports the destination back.
-    retrying: bool,
+    /// Writes that failed in a row: the next batch that succeeds reports the destination back.
+    failures: u32,
     /// The deletion guard's hold as last reported.
     reported: Option<Held>,
     /// The trees are compared before the next full sync (once per epoch).
@@ -260,6 +273,12 @@ impl Streamer<'_> {
         // A full sync re-reads both trees: it judges (or holds) every delete itself.
         let mut full_opts = opts.sync.clone();
         full_opts.guard = gate.full_sync_guard();
+        // Nothing longer than the destination takes: such nodes are left out and named.
+        (
+            full_opts.writer.jute_maxbuffer,
+            full_opts.writer.max_batch_bytes,
+        ) = opts.limits();
+        full_opts.leave_out_too_big = true;
         gate.reset_queue();
         if let Some(q) = &opts.delay {
             q.clear();
@@ -293,6 +312,8 @@ impl Streamer<'_> {
         self.compare = false;
         observer.full_sync(&summary);
         gate.after_full_sync(summary.held.clone(), destination_nodes(&summary));
+        opts.oversized.replace(&summary.too_big);
+        report_too_big(opts, observer);
         self.report_hold();
         self.report_caught_up();
         Ok(None)
@@ -351,12 +372,19 @@ impl Streamer<'_> {
             if let Some(round) = ended {
                 return round;
             }
+            report_too_big(opts, observer);
+            if opts.oversized.take_rewalk() {
+                return Round::FullSync(
+                    "a node left out for its size fits now: a full sync copies its subtree",
+                );
+            }
         }
     }
 
     /// Records a watch event. Some: the epoch ends.
     fn on_watch(&mut self, ev: WatchedEvent) -> Option<Epoch> {
         on_watch_event(
+            &self.opts.sync,
             ev,
             &mut self.dirty,
             &mut self.overflowed,
@@ -378,8 +406,8 @@ impl Streamer<'_> {
             if let Some(end) = interrupted(&e, observer) {
                 return Some(end);
             }
-            self.retrying = true;
-            tokio::time::sleep(RETRY_PAUSE).await;
+            let pause = self.destination_failed(&e);
+            tokio::time::sleep(pause).await;
         }
         report_backlog(q, observer);
         self.report_caught_up();
@@ -409,7 +437,8 @@ impl Streamer<'_> {
             if let Some(end) = interrupted(&e, observer) {
                 return Some(Round::End(end));
             }
-            self.retrying = true;
+            let pause = self.destination_failed(&e);
+            self.due = Some(tokio::time::Instant::now() + pause);
         }
         self.report_caught_up();
         None
@@ -433,7 +462,7 @@ impl Streamer<'_> {
         match applied {
             Err(e) => self.batch_failed(e, batch).await,
             Ok(()) => {
-                if std::mem::take(&mut self.retrying) {
+                if std::mem::take(&mut self.failures) > 0 {
                     observer.reachable(Side::Destination, true, "connected");
                     observer.state(LiveState::Streaming, "destination back: streaming changes");
                 }
@@ -469,6 +498,11 @@ impl Streamer<'_> {
         if let Some(end) = interrupted(&e, observer) {
             return Some(end);
         }
+        if self.failures > 0 && matches!(e.zk(), Some(ZkError::ConnectionLoss)) {
+            // Dropped twice in a row: a request longer than the destination takes (its limit
+            // may have been lowered since the epoch began) looks just like this.
+            learn_limit(opts, observer).await;
+        }
         if matches!(
             e.zk(),
             Some(ZkError::SessionExpired | ZkError::ClientClosed)
@@ -479,9 +513,21 @@ impl Streamer<'_> {
                 observer.reconnected(Side::Destination);
             }
         }
-        self.due = Some(tokio::time::Instant::now() + RETRY_PAUSE);
-        self.retrying = true;
+        let pause = self.destination_failed(&e);
+        self.due = Some(tokio::time::Instant::now() + pause);
         None
+    }
+
+    /// A write to the destination failed: counts it, reports the pause before the next try
+    /// (doubling from [`RETRY_PAUSE`] to [`RETRY_PAUSE_CAP`] over failures in a row) and
+    /// returns it.
+    fn destination_failed(&mut self, e: &ApplyError) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let pause = backoff::wait(self.failures, RETRY_PAUSE, RETRY_PAUSE_CAP);
+        self.observer.backoff(self.failures, pause);
+        let why = retrying(self.failures, pause, &destination_why(e));
+        self.observer.state(LiveState::Retrying, &why);
+        pause
     }
 
     /// Caught up: nothing dirty and no delete waiting in the guard.
@@ -495,6 +541,39 @@ impl Streamer<'_> {
     }
 }
 
+/// Probes the destination's request limit on a session of its own (the probe's dropped
+/// connections disturb nothing else) and reports what changed. A destination that does not
+/// answer leaves the limit as it was.
+async fn learn_limit(opts: &LiveOptions, observer: &Arc<dyn Observer>) {
+    let configured = opts.sync.writer.jute_maxbuffer;
+    let probed = match verifier::connect(Side::Destination, &opts.sync.destination).await {
+        Ok(c) => oversized::probe(&c, configured)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(cause_chain(&e)),
+    };
+    match probed {
+        Ok(found) => {
+            if let Some(limit) = found {
+                tracing::warn!(limit, configured, "the destination takes shorter requests than jute.maxbuffer says: nodes too big for it are left out");
+            }
+            opts.oversized.set_probed(found);
+        }
+        Err(e) => tracing::debug!(error = %e, "could not probe the destination's request limit"),
+    }
+    report_too_big(opts, observer);
+}
+
+/// Tells the observer about the nodes left out for their size when they (or the limit)
+/// changed.
+fn report_too_big(opts: &LiveOptions, observer: &Arc<dyn Observer>) {
+    let o = &opts.oversized;
+    if o.take_changed() {
+        let limit = o.probed_below(opts.sync.writer.jute_maxbuffer);
+        observer.too_big(&o.list(), limit);
+    }
+}
+
 /// Sleeps until `at`; select! only polls it when `at` is Some.
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     tokio::time::sleep_until(at.unwrap_or_else(tokio::time::Instant::now)).await
@@ -504,8 +583,10 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 /// the same few round trips for one path or a thousand, and each round holds up the batches.
 const DELETE_GATHER: Duration = Duration::from_millis(20);
 
-/// A pause before the stream tries the destination again after a write failed.
+/// A pause before the stream tries the destination again after a write failed, doubled for
+/// each failure in a row up to [`RETRY_PAUSE_CAP`]: the dirty set is kept meanwhile.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+const RETRY_PAUSE_CAP: Duration = Duration::from_secs(5);
 
 /// What a failed apply means: a source failure ends the epoch (events may be lost); a
 /// destination failure is reported and retried with the same changes.
@@ -513,16 +594,21 @@ fn interrupted(e: &ApplyError, observer: &Arc<dyn Observer>) -> Option<Epoch> {
     if e.side == Side::Source {
         return Some(Epoch::Restart(format!("source: {}", e.source)));
     }
-    let why = format!("destination: {} {}: {}", e.op, e.path, e.source);
-    observer.state(LiveState::Retrying, &why);
-    observer.reachable(Side::Destination, false, &why);
+    observer.reachable(Side::Destination, false, &destination_why(e));
     None
+}
+
+fn destination_why(e: &ApplyError) -> String {
+    format!("destination: {} {}: {}", e.op, e.path, e.source)
 }
 
 /// Nodes a full sync left under the destination root: the copied ones, plus the deletes it
 /// held (an emptied source held before any write leaves the destination as it was).
 fn destination_nodes(summary: &SyncSummary) -> u64 {
-    let copied = summary.source_nodes.saturating_sub(summary.skipped.total());
+    let missing = summary.too_big.iter().filter(|n| n.missing).count() as u64;
+    let copied = summary
+        .source_nodes
+        .saturating_sub(summary.skipped.total() + missing);
     match &summary.held {
         Some(h) if h.reason == HoldReason::SourceEmpty => h.destination_nodes,
         Some(h) => copied + h.deletes,
@@ -549,17 +635,5 @@ fn report_hold(gate: &LiveGate, reported: &mut Option<Held>, observer: &Arc<dyn 
         }
         observer.deletions_held(now.as_ref());
         *reported = now;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epochs_back_off_from_half_a_second_to_eight() {
-        assert_eq!(retry_wait(1), Duration::from_millis(500));
-        assert_eq!(retry_wait(5), Duration::from_secs(8));
-        assert_eq!(retry_wait(u32::MAX), Duration::from_secs(8));
     }
 }
