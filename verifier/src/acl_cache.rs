@@ -188,6 +188,11 @@ impl AclCache {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// True when nothing is cached (a first walk has not ended, or the cache was cleared).
+    pub fn is_empty(&self) -> bool {
+        self.lock().entries.is_empty()
+    }
+
     pub fn stats(&self) -> AclCacheStats {
         let s = self.lock();
         let acl_bytes: usize = s
@@ -361,6 +366,16 @@ impl VerifyCache {
     /// Both sides' stats: (source, destination).
     pub fn stats(&self) -> (AclCacheStats, AclCacheStats) {
         (self.source.stats(), self.destination.stats())
+    }
+
+    /// The same caches for the copy the other way (the destination's is the source's now):
+    /// what a switchover hands its reverse stream. Entries are keyed by ensemble and stat,
+    /// not by role, so they hold either way.
+    pub fn reversed(&self) -> VerifyCache {
+        VerifyCache {
+            source: self.destination.clone(),
+            destination: self.source.clone(),
+        }
     }
 }
 

@@ -23,8 +23,8 @@ pub use hash::{
 pub use model::{AclEntry, Node, NodeKind, NodeStat};
 pub use reader::{
     fetch_many, fetch_many_cached, fetch_node, walk, walk_cached, walk_nodes, walk_nodes_viewed,
-    walk_viewed, EphemeralPolicy, Fetched, NodeWalkEvent, ReadError, WalkEvent, WalkOptions,
-    WalkTotals, WalkedNode,
+    walk_viewed, walk_viewed_cached, EphemeralPolicy, Fetched, NodeWalkEvent, ReadError, WalkEvent,
+    WalkOptions, WalkTotals, WalkedNode,
 };
 pub use report::{verify, verify_cached, verify_viewed, Report, VerifyError, VerifyOptions, Views};
 pub use side::{Role, Side};

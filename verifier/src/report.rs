@@ -14,7 +14,9 @@ use crate::side::Side;
 use crate::acl_cache::VerifyCache;
 use crate::acl_view::AclView;
 use crate::hash::{hex, Advance, Comparer, Digest, Divergence, DivergenceCounts};
-use crate::reader::{walk_cached, walk_viewed, ReadError, WalkEvent, WalkOptions, WalkTotals};
+use crate::reader::{
+    walk_cached, walk_viewed_cached, ReadError, WalkEvent, WalkOptions, WalkTotals,
+};
 
 #[derive(Clone, Copy, Debug)]
 pub struct VerifyOptions {
@@ -168,6 +170,9 @@ pub async fn verify_cached(
 pub struct Views {
     pub source: Option<Arc<dyn AclView>>,
     pub destination: Option<Arc<dyn AclView>>,
+    /// ACLs already read of each side (see [`VerifyCache`]): held as the servers have them,
+    /// the views applied after.
+    pub cache: Option<VerifyCache>,
 }
 
 /// [`verify`], each side's ACLs seen through its view (see [`AclView`]): how a switchover
@@ -180,19 +185,33 @@ pub async fn verify_viewed(
     opts: VerifyOptions,
     views: Views,
 ) -> Result<Report, VerifyError> {
-    let side = |pool: &[Client], side, root: &str, view: Option<Arc<dyn AclView>>| {
-        let (pool, root) = (pool.to_vec(), root.to_string());
-        match view {
-            Some(v) => walk_viewed(pool, side, root, opts.walk, v),
-            None => walk_cached(pool, side, root, opts.walk, None),
-        }
+    let side = |pool: &[Client], side, root: &str, view, cache| {
+        walk_viewed_cached(
+            pool.to_vec(),
+            side,
+            root.to_string(),
+            opts.walk,
+            view,
+            cache,
+        )
     };
-    let src = side(source, Side::Source, source_root, views.source);
+    let (source_cache, destination_cache) = match views.cache {
+        Some(c) => (Some(c.source), Some(c.destination)),
+        None => (None, None),
+    };
+    let src = side(
+        source,
+        Side::Source,
+        source_root,
+        views.source,
+        source_cache,
+    );
     let dst = side(
         destination,
         Side::Destination,
         destination_root,
         views.destination,
+        destination_cache,
     );
     compare_walks(src, source_root, dst, destination_root, opts).await
 }

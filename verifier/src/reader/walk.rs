@@ -182,8 +182,21 @@ pub fn walk_viewed(
     opts: WalkOptions,
     view: Arc<dyn AclView>,
 ) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
+    walk_viewed_cached(pool, side, root, opts, Some(view), None)
+}
+
+/// [`walk_cached`] with an optional `view`: the cache holds each node's ACL as the server
+/// has it, and the view is applied after, so one cache serves viewed and plain walks alike.
+pub fn walk_viewed_cached(
+    pool: Vec<Client>,
+    side: Side,
+    root: String,
+    opts: WalkOptions,
+    view: Option<Arc<dyn AclView>>,
+    cache: Option<AclCache>,
+) -> mpsc::Receiver<Result<WalkEvent, ReadError>> {
     let (tx, rx) = mpsc::channel(8);
-    spawn_walk(pool, side, root, opts, None, Some(view), tx);
+    spawn_walk(pool, side, root, opts, cache, view, tx);
     rx
 }
 
