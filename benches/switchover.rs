@@ -7,7 +7,8 @@
 //! 1,000 setData per second on 1,000 nodes, paced in ticks of 10 requests, pipelined. It keeps
 //! writing through the switchover; the fence refuses it from the moment its node is fenced.
 //!
-//! `cargo bench --bench switchover` (`-- --nodes N`, `-- --rate R`, `-- --fence none`).
+//! `cargo bench --bench switchover` (`-- --nodes N`, `-- --rate R`, `-- --fence none`,
+//! `-- --cold`: before the stream's verifier has run, so every ACL is read afresh).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -79,6 +80,12 @@ fn writer(
 }
 
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let nodes: usize = arg("--nodes")
         .and_then(|n| n.parse().ok())
         .unwrap_or(100_000);
@@ -87,6 +94,9 @@ fn main() {
         Some("none") => FenceMode::None,
         _ => FenceMode::Acl,
     };
+    // Switch over before the stream's verifier has run once (its ACL caches empty).
+    let cold = std::env::args().any(|a| a == "--cold");
+    let tag = format!("{nodes}{}", if cold { " cold" } else { "" });
     let opts = ZkOptions {
         heap_mib: 1024,
         ..ZkOptions::default()
@@ -110,7 +120,10 @@ fn main() {
             &root,
         );
         o.holder = "bench switchover".into();
-        let co = ContinuousOptions::new(LiveOptions::new(o.clone()));
+        let mut co = ContinuousOptions::new(LiveOptions::new(o.clone()));
+        // As a LiveSynchronization is: verified now and then (its ACL caches are what the
+        // fence and the switchover's verification start from).
+        co.verify_interval = Some(Duration::from_secs(5));
         let started = Instant::now();
         let c = Continuous::start(co.clone(), Vec::new(), None);
         wait_for("the first full sync", Duration::from_secs(600), || async {
@@ -122,6 +135,18 @@ fn main() {
             "stream: first full sync and caught up in {:.1}s",
             started.elapsed().as_secs_f64()
         );
+        if cold {
+            println!("--cold: switching over before the stream's first verification");
+        } else {
+            wait_for("a first good verification", Duration::from_secs(600), || async {
+                c.snapshot().last_good_sync.is_some()
+            })
+            .await;
+            println!(
+                "stream: verified equal {:.1}s after it started",
+                started.elapsed().as_secs_f64()
+            );
+        }
 
         let stop = Arc::new(AtomicBool::new(false));
         let (acked, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -139,6 +164,22 @@ fn main() {
             acked.load(Ordering::Relaxed)
         );
 
+        let mut w = Some(w);
+        if fence == FenceMode::None {
+            // Nothing keeps a writer out: as the runbook says, the applications stop first.
+            stop.store(true, Ordering::Relaxed);
+            w.take().unwrap().join().unwrap();
+            println!("fence: none: the writer stopped before the switchover");
+        }
+        let cache = c.verify_cache();
+        let cache_line = |when: &str| {
+            let (s, d) = cache.stats();
+            println!(
+                "ACL caches {when}: source {} entries, {} hits, {} reads; destination {} entries, {} hits, {} reads",
+                s.entries, s.hits, s.reads, d.entries, d.hits, d.reads
+            );
+        };
+        cache_line("before");
         let local = Local::new(co, c, "bench reverse");
         let so = SwitchoverOptions {
             sync: o,
@@ -160,8 +201,11 @@ fn main() {
         })
         .await;
         let reverse_streaming = asked.elapsed();
+        cache_line("after");
         stop.store(true, Ordering::Relaxed);
-        w.join().unwrap();
+        if let Some(w) = w {
+            w.join().unwrap();
+        }
 
         println!();
         println!("| step | seconds | |");
@@ -174,7 +218,7 @@ fn main() {
             println!("| {} | {secs:.3} | {} |", s.name, s.message);
             record(
                 "switchover",
-                &format!("{nodes} {} step seconds", s.name),
+                &format!("{tag} {} step seconds", s.name),
                 secs,
                 "s",
             );
@@ -196,13 +240,13 @@ fn main() {
         assert!(promoted >= out.rto);
         record(
             "switchover",
-            &format!("{nodes} rto"),
+            &format!("{tag} rto"),
             out.rto.as_secs_f64(),
             "s",
         );
         record(
             "switchover",
-            &format!("{nodes} to reverse streaming"),
+            &format!("{tag} to reverse streaming"),
             reverse_streaming.as_secs_f64(),
             "s",
         );

@@ -177,13 +177,15 @@ pub struct Continuous {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::AbortHandle>,
     main: Option<tokio::task::JoinHandle<Result<(), SyncError>>>,
+    /// The verifier's ACL caches, kept across its rounds (see [`Continuous::verify_cache`]).
+    cache: verifier::VerifyCache,
 }
 
 impl Continuous {
     /// Starts the stream, the verifier loop and the heartbeat. `extra` observers see every
     /// observation too (the CLI's line printer); `metrics` exports them to Prometheus.
     pub fn start(
-        opts: ContinuousOptions,
+        mut opts: ContinuousOptions,
         extra: Vec<Arc<dyn Observer>>,
         metrics: Option<Arc<dyn StreamMetrics>>,
     ) -> Continuous {
@@ -205,9 +207,17 @@ impl Continuous {
         }
         let observer: Arc<dyn Observer> = Arc::new(live::Tee(observers));
         let mut tasks = Vec::new();
+        // One pair of ACL caches for the verifier and the stream's full syncs: each reads
+        // again only the ACLs that changed since either read them. A cache handed over (a
+        // switchover's, to its reverse stream) is taken when it is of these ensembles.
+        let sync = &opts.live.sync;
+        let cache = sync.acl_cache().cloned().unwrap_or_else(|| {
+            verifier::VerifyCache::new(&sync.source.servers, &sync.destination.servers)
+        });
+        opts.live.sync.acl_cache = Some(cache.clone());
         if let Some(every) = opts.verify_interval {
-            let (o, b, m) = (opts.clone(), board.clone(), metrics.clone());
-            tasks.push(tokio::spawn(verify_loop(o, b, m, every)).abort_handle());
+            let (o, b, m, c) = (opts.clone(), board.clone(), metrics.clone(), cache.clone());
+            tasks.push(tokio::spawn(verify_loop(o, b, m, c, every)).abort_handle());
         }
         if let Some(h) = opts.heartbeat.clone() {
             let (c, b) = (opts.live.sync.source.clone(), board.clone());
@@ -234,7 +244,14 @@ impl Continuous {
             stop,
             tasks,
             main: Some(main),
+            cache,
         }
+    }
+
+    /// The ACLs the verifier has read of both sides, keyed by each node's stat: a
+    /// switchover's fence and verification read again only what changed since.
+    pub fn verify_cache(&self) -> verifier::VerifyCache {
+        self.cache.clone()
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -343,11 +360,10 @@ async fn verify_loop(
     o: ContinuousOptions,
     board: Arc<Board>,
     metrics: Option<Arc<dyn StreamMetrics>>,
+    // Kept across rounds: each round reads again only the ACLs that changed.
+    cache: verifier::VerifyCache,
     every: Duration,
 ) {
-    let sync = &o.live.sync;
-    // Kept across rounds: each round reads again only the ACLs that changed.
-    let cache = verifier::VerifyCache::new(&sync.source.servers, &sync.destination.servers);
     loop {
         tokio::time::sleep(every).await;
         let verdict = verify_once(&o, &board, &cache).await;
@@ -530,7 +546,12 @@ pub struct Registry {
     inner: Arc<Mutex<Runs>>,
     /// Keys [`Registry::start`] ignores (see [`Registry::keep_stopped`]).
     kept_stopped: Arc<Mutex<HashSet<String>>>,
+    /// ACL caches handed over for a run about to start (see [`Registry::hand_over_cache`]).
+    handed_over: Arc<Mutex<Vec<(std::time::Instant, verifier::VerifyCache)>>>,
 }
+
+/// How long a handed-over cache waits for its run before it is dropped.
+const HAND_OVER_TTL: Duration = Duration::from_secs(600);
 
 /// Each run with the generation it was started from.
 type Runs = HashMap<String, (Option<i64>, Continuous)>;
@@ -543,6 +564,11 @@ impl Registry {
     /// The generation the run under `key` was started from and its snapshot.
     pub fn get(&self, key: &str) -> Option<(Option<i64>, Snapshot)> {
         self.lock().get(key).map(|(g, c)| (*g, c.snapshot()))
+    }
+
+    /// The verifier's ACL caches of the run under `key` (see [`Continuous::verify_cache`]).
+    pub fn verify_cache(&self, key: &str) -> Option<verifier::VerifyCache> {
+        self.lock().get(key).map(|(_, c)| c.verify_cache())
     }
 
     /// Releases the deletes the run under `key` holds (see [`Continuous::release`]); `None`
@@ -563,10 +589,33 @@ impl Registry {
             tracing::info!(key, "not starting a stream kept stopped by a switchover");
             return;
         }
+        let mut opts = opts;
+        if opts.live.sync.acl_cache.is_none() {
+            opts.live.sync.acl_cache = self.take_cache(&opts.live.sync);
+        }
         let run = Continuous::start(opts, Vec::new(), metrics);
         // The old one is dropped (stopped) outside the lock.
         let old = self.lock().insert(key.to_string(), (generation, run));
         drop(old);
+    }
+
+    /// Keeps `cache` for the next run started between its two ensembles (a switchover hands
+    /// its caches to the reverse stream it creates), for a while.
+    pub fn hand_over_cache(&self, cache: verifier::VerifyCache) {
+        let mut h = self.handed_over.lock().unwrap_or_else(|p| p.into_inner());
+        h.retain(|(at, _)| at.elapsed() < HAND_OVER_TTL);
+        h.push((std::time::Instant::now(), cache));
+    }
+
+    /// A handed-over cache of `sync`'s ensembles, taken.
+    fn take_cache(&self, sync: &crate::engine::SyncOptions) -> Option<verifier::VerifyCache> {
+        let mut h = self.handed_over.lock().unwrap_or_else(|p| p.into_inner());
+        h.retain(|(at, _)| at.elapsed() < HAND_OVER_TTL);
+        let i = h.iter().position(|(_, c)| {
+            c.source.ensemble() == sync.source.servers
+                && c.destination.ensemble() == sync.destination.servers
+        })?;
+        Some(h.swap_remove(i).1)
     }
 
     /// Takes the run under `key` out of the registry, still running: a driver that switches

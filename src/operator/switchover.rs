@@ -196,6 +196,7 @@ impl Ctx {
             uid: ls.metadata.uid.clone().unwrap_or_default(),
             switchover: name.clone(),
             reverse: reverse_name(sw, ls),
+            cache: std::sync::Mutex::default(),
         };
         let progress = Progress::new(opts.mode, Timestamp::now());
         let p = progress.clone();
@@ -242,6 +243,8 @@ struct LiveStream {
     uid: String,
     switchover: String,
     reverse: String,
+    /// The stream's ACL caches, kept when it stops: handed to the reverse stream.
+    cache: std::sync::Mutex<Option<verifier::VerifyCache>>,
 }
 
 impl LiveStream {
@@ -253,8 +256,9 @@ impl LiveStream {
     /// destination fenced or not as this switchover left it.
     async fn resume_fenced(&self, name: &str, fenced: bool) -> Result<(), String> {
         // The stream now copies onto the old primary, which may hold writes made after the
-        // split: its next full sync reports them first.
-        let spec = serde_json::json!({"suspend": false, "fenceDestination": fenced, "compareBeforeSync": true});
+        // split: its next full sync reports them first, unless this switchover fenced it
+        // and proved it equal.
+        let spec = serde_json::json!({"suspend": false, "fenceDestination": fenced, "compareBeforeSync": !fenced});
         self.patch_spec(name, spec)
             .await
             .map_err(|e| format!("resuming LiveSynchronization {name}: {e}"))
@@ -287,9 +291,16 @@ impl Stream for LiveStream {
         self.live.get(&self.uid).map(|(_, s)| s)
     }
 
+    fn verify_cache(&self) -> Option<verifier::VerifyCache> {
+        self.live.verify_cache(&self.uid)
+    }
+
     /// Stops the stream here first (kept stopped, so no reconcile starts it again), then
     /// records it in the spec; a spec that cannot be written lets the stream start again.
     async fn stop(&self) -> Result<(), String> {
+        if let Some(c) = self.live.verify_cache(&self.uid) {
+            *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+        }
         self.live.keep_stopped(&self.uid, true);
         self.live.stop_and_wait(&self.uid).await;
         if let Err(e) = self.suspend(self.ls_name(), true).await {
@@ -308,9 +319,16 @@ impl Stream for LiveStream {
     /// reverse way (a failback resumes the original).
     async fn start_reverse(&self, keep_fenced: Option<String>) -> Result<String, String> {
         let name = self.reverse.clone();
+        if let Some(c) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            // What the switchover read (and the fence wrote) is read again only where changed.
+            self.live.hand_over_cache(c.reversed());
+        }
         let mut spec = reverse_spec(&self.ls.spec);
         // The old primary was fenced: the reverse stream keeps it so while it is a replica.
+        // Fenced and then proven equal (a planned switchover reaches this only so), it cannot
+        // hold writes the new primary lacks, so there is nothing to compare first.
         spec.fence_destination = keep_fenced.is_some();
+        spec.compare_before_sync = keep_fenced.is_none();
         let existing = self
             .api
             .get_opt(&name)

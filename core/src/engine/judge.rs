@@ -226,6 +226,7 @@ pub(crate) async fn verify_sides(
         let views = verifier::Views {
             source: Some(crate::switchover::fence::Fencing::view(id)),
             destination: None,
+            cache: sides.cache.cloned(),
         };
         return verifier::verify_viewed(src, sr, dst, dr, v, views).await;
     }

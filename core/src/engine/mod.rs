@@ -72,6 +72,10 @@ pub struct SyncOptions {
     /// in the summary ([`SyncSummary::too_big`]) instead of failing the copy: a stream's full
     /// syncs and repairs, which must go on (see [`oversized`]).
     pub leave_out_too_big: bool,
+    /// ACLs already read of both ensembles (a stream's verifier's, see
+    /// [`verifier::VerifyCache`]): a pass asks for the ACL only of nodes whose stat shows it
+    /// changed since. `None`: every ACL is read. Only for caches of these two ensembles.
+    pub acl_cache: Option<verifier::VerifyCache>,
 }
 
 /// Creates source nodes whose absolute path matches `pattern` as `kind` on the destination.
@@ -162,7 +166,16 @@ impl SyncOptions {
             holder: default_holder(),
             fence_destination: None,
             leave_out_too_big: false,
+            acl_cache: None,
         }
+    }
+
+    /// `acl_cache` if it is of these two ensembles.
+    pub fn acl_cache(&self) -> Option<&verifier::VerifyCache> {
+        self.acl_cache.as_ref().filter(|c| {
+            c.source.ensemble() == self.source.servers
+                && c.destination.ensemble() == self.destination.servers
+        })
     }
 
     pub(crate) fn source_identity(&self) -> String {

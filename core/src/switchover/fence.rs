@@ -23,7 +23,7 @@ use futures::StreamExt;
 
 use serde::{Deserialize, Serialize};
 use verifier::model::{canonical_acl, perms};
-use verifier::{path, AclEntry, AclView};
+use verifier::{path, AclCache, AclEntry, AclView};
 use zookeeper_client::{Acls, Client, CreateMode, Error as ZkError, MultiReadResult};
 
 /// Where fence records live on an ensemble (reserved: never copied, verified or backed up).
@@ -305,11 +305,17 @@ async fn write_header(client: &Client, head: &str, h: &FenceHeader) -> Result<()
 /// fence of the same tree is read first, so a node still carrying that fence records its
 /// true original, not the fence. `identity` is the digest id (`user:hash`) of `client`'s
 /// credentials.
+///
+/// `cache`: ACLs already read of this ensemble (a stream's verifier's). A node whose stat
+/// matches its entry is not asked for its ACL again; its setACL still names the aversion it
+/// was read at, so an ACL changed since is refused (BadVersion) and read afresh. The fenced
+/// ACLs go into the cache under the stats setACL returns, for the verification that follows.
 pub async fn fence(
     pool: &[Client],
     root: &str,
     identity: &str,
     holder: &str,
+    cache: Option<&AclCache>,
 ) -> Result<Fenced, FenceError> {
     let Some(client) = pool.first() else {
         return Err(FenceError::Connect("no session to fence with".into()));
@@ -361,9 +367,18 @@ pub async fn fence(
             .map(|(i, chunk)| {
                 let c = &pool[i % pool.len()];
                 async move {
-                    let done = fence_chunk(c, root, identity, chunk, prior, head, seq, acl).await?;
-                    let kids = children(c, root, &done).await?;
-                    Ok::<_, FenceError>((done.len() as u64, kids))
+                    let fenced = Fenced_ {
+                        root,
+                        identity,
+                        prior,
+                        head,
+                        seq,
+                        acl,
+                        cache,
+                    };
+                    let done = fence_chunk(c, &fenced, chunk).await?;
+                    let kids = children(c, root, &done.parents).await?;
+                    Ok::<_, FenceError>((done.nodes, kids))
                 }
             })
             .collect();
@@ -385,21 +400,38 @@ pub async fn fence(
     })
 }
 
-/// Records and fences one chunk of a level; the relative paths that exist (were fenced).
-#[allow(clippy::too_many_arguments)]
+/// What every chunk of one fence shares.
+struct Fenced_<'a> {
+    root: &'a str,
+    identity: &'a str,
+    prior: Option<&'a FenceView>,
+    head: &'a str,
+    seq: &'a AtomicU64,
+    acl: &'a Acls<'static>,
+    cache: Option<&'a AclCache>,
+}
+
+/// What fencing a chunk did.
+struct ChunkDone {
+    /// Nodes fenced.
+    nodes: u64,
+    /// Those of them that had children when fenced: only theirs are listed. A node fenced
+    /// childless stays so, since only the operator may create under it now.
+    parents: Vec<String>,
+}
+
+/// Records and fences one chunk of a level.
 async fn fence_chunk(
     client: &Client,
-    root: &str,
-    identity: &str,
+    f: &Fenced_<'_>,
     rels: &[String],
-    prior: Option<&FenceView>,
-    head: &str,
-    seq: &AtomicU64,
-    acl: &Acls<'static>,
-) -> Result<Vec<String>, FenceError> {
-    let abs: Vec<String> = rels.iter().map(|r| path::join(root, r)).collect();
-    let mut current = read_acls(client, &abs).await?;
-    let mut done = Vec::with_capacity(rels.len());
+) -> Result<ChunkDone, FenceError> {
+    let abs: Vec<String> = rels.iter().map(|r| path::join(f.root, r)).collect();
+    let mut current = read_acls_cached(client, &abs, f.cache).await?;
+    let mut done = ChunkDone {
+        nodes: 0,
+        parents: Vec::new(),
+    };
     for _ in 0..VERSION_TRIES {
         // The original of each node still to fence, recorded before it is changed.
         let mut todo = Vec::new();
@@ -408,26 +440,35 @@ async fn fence_chunk(
             let Some((acl_now, aversion)) = cur else {
                 continue;
             };
-            let original = prior
+            let original = f
+                .prior
                 .and_then(|v| v.original(&rels[i], acl_now))
                 .unwrap_or_else(|| acl_now.clone());
             entries.push((rels[i].clone(), original.clone()));
-            todo.push((i, fenced_acl(&original, identity), *aversion));
+            todo.push((i, fenced_acl(&original, f.identity), *aversion));
         }
         if todo.is_empty() {
             return Ok(done);
         }
-        write_chunk(client, head, seq, &entries, acl).await?;
-        let replies = futures::future::join_all(todo.iter().map(|(i, f, v)| {
-            let zk: Vec<_> = f.iter().map(AclEntry::to_zk).collect();
+        write_chunk(client, f.head, f.seq, &entries, f.acl).await?;
+        let replies = futures::future::join_all(todo.iter().map(|(i, fenced, v)| {
+            let zk: Vec<_> = fenced.iter().map(AclEntry::to_zk).collect();
             let p = abs[*i].clone();
             async move { client.set_acl(&p, &zk, Some(*v)).await }
         }))
         .await;
         let mut again = Vec::new();
-        for ((i, _, _), r) in todo.into_iter().zip(replies) {
+        for ((i, fenced, _), r) in todo.into_iter().zip(replies) {
             match r {
-                Ok(_) => done.push(rels[i].clone()),
+                Ok(stat) => {
+                    if let Some(c) = f.cache {
+                        c.put(&abs[i], &stat, &fenced);
+                    }
+                    done.nodes += 1;
+                    if stat.num_children > 0 {
+                        done.parents.push(rels[i].clone());
+                    }
+                }
                 Err(ZkError::NoNode) => {}
                 Err(ZkError::BadVersion) => again.push(i),
                 Err(e) => return Err(FenceError::zk("setACL", &abs[i])(e)),
@@ -448,6 +489,56 @@ async fn fence_chunk(
     Err(FenceError::Busy {
         path: abs.get(busy).cloned().unwrap_or_default(),
     })
+}
+
+/// [`read_acls`], taking from `cache` the ACL of each node whose stat (one multi-read of
+/// the chunk) matches its entry; the rest are asked for.
+async fn read_acls_cached(
+    client: &Client,
+    abs: &[String],
+    cache: Option<&AclCache>,
+) -> Result<Vec<Option<(Vec<AclEntry>, i32)>>, FenceError> {
+    let Some(cache) = cache.filter(|c| !c.is_empty()) else {
+        return read_acls(client, abs).await;
+    };
+    let mut out: Vec<Option<(Vec<AclEntry>, i32)>> = Vec::with_capacity(abs.len());
+    let mut misses = Vec::new();
+    for group in abs.chunks(verifier::reader::BATCH) {
+        let mut reader = client.new_multi_reader();
+        for p in group {
+            reader
+                .add_get_data(p)
+                .map_err(FenceError::zk("getData", p))?;
+        }
+        let replies = reader
+            .commit()
+            .await
+            .map_err(FenceError::zk("multiRead", &group[0]))?;
+        for (p, reply) in group.iter().zip(replies) {
+            match reply {
+                MultiReadResult::Data { stat, .. } => match cache.get(p, &stat) {
+                    Some(acl) => out.push(Some((acl, stat.aversion))),
+                    None => {
+                        misses.push(out.len());
+                        out.push(None);
+                    }
+                },
+                MultiReadResult::Error {
+                    err: ZkError::NoNode,
+                } => out.push(None),
+                MultiReadResult::Error { err } => return Err(FenceError::zk("getData", p)(err)),
+                _ => {
+                    misses.push(out.len());
+                    out.push(None);
+                }
+            }
+        }
+    }
+    let paths: Vec<String> = misses.iter().map(|&i| abs[i].clone()).collect();
+    for (i, r) in misses.into_iter().zip(read_acls(client, &paths).await?) {
+        out[i] = r;
+    }
+    Ok(out)
 }
 
 /// Each path's canonical ACL and aversion; `None` when it does not exist.

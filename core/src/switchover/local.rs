@@ -14,6 +14,8 @@ pub struct Local {
     running: Mutex<Option<Continuous>>,
     reverse: Mutex<Option<Continuous>>,
     reverse_holder: String,
+    /// The stream's ACL caches: the reverse stream starts from them.
+    cache: verifier::VerifyCache,
 }
 
 impl Local {
@@ -21,6 +23,7 @@ impl Local {
     pub fn new(opts: ContinuousOptions, running: Continuous, reverse_holder: &str) -> Local {
         Local {
             opts,
+            cache: running.verify_cache(),
             running: Mutex::new(Some(running)),
             reverse: Mutex::new(None),
             reverse_holder: reverse_holder.to_string(),
@@ -52,6 +55,10 @@ impl Stream for Local {
         lock(&self.running).as_ref().map(Continuous::snapshot)
     }
 
+    fn verify_cache(&self) -> Option<verifier::VerifyCache> {
+        lock(&self.running).as_ref().map(Continuous::verify_cache)
+    }
+
     async fn stop(&self) -> Result<(), String> {
         let Some(c) = lock(&self.running).take() else {
             return Ok(());
@@ -68,7 +75,13 @@ impl Stream for Local {
 
     async fn start_reverse(&self, keep_fenced: Option<String>) -> Result<String, String> {
         let mut o = reversed(&self.opts, &self.reverse_holder);
+        // Fenced and then proven equal, the old primary cannot hold writes the new one
+        // lacks: nothing to compare before the first full sync.
+        o.live.compare_before_sync = keep_fenced.is_none();
         o.live.sync.fence_destination = keep_fenced;
+        // What the switchover read (and the fence wrote) of both sides is read again only
+        // where it changed: the reverse stream's first full sync is mostly multi-reads.
+        o.live.sync.acl_cache = Some(self.cache.reversed());
         let name = format!(
             "{} {} -> {} {}",
             o.live.sync.source.servers,

@@ -72,6 +72,11 @@ pub struct SwitchoverOptions {
 pub trait Stream: Send + Sync {
     /// What the stream knows now; `None` when it is not running here.
     fn snapshot(&self) -> Option<Snapshot>;
+    /// The ACLs its verifier has read of both sides (see [`verifier::VerifyCache`]), while it
+    /// runs: the fence and the verification then read again only the ACLs that changed.
+    fn verify_cache(&self) -> Option<verifier::VerifyCache> {
+        None
+    }
     /// Stops it for good (a restart must not start it again) and returns once it has
     /// stopped writing.
     fn stop(&self) -> impl Future<Output = Result<(), String>> + Send;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use verifier::{AclView, DivergenceClass, Side, VerifyOptions, Views};
+use verifier::{AclView, DivergenceClass, Side, VerifyCache, VerifyOptions, Views};
 use zookeeper_client::Client;
 
 use super::fence::{self, FenceRecord, FenceView};
@@ -19,10 +19,12 @@ use crate::Reason;
 const POLL: Duration = Duration::from_millis(20);
 /// How long the stream must stay caught up before it counts as caught up.
 const SETTLE: Duration = Duration::from_millis(100);
-/// Sessions the fence writes ACLs over.
-const FENCE_SESSIONS: usize = 4;
-/// Sessions each side is verified on.
-const VERIFY_SESSIONS: usize = 2;
+/// Sessions the fence writes ACLs over: setACL has no multi form, and a server works on
+/// many sessions' requests at once.
+const FENCE_SESSIONS: usize = 8;
+/// Sessions each side is verified on: as many as a copy reads over (getACL, one node per
+/// request, is what a cold verification waits on; the stream is stopped by then).
+const VERIFY_SESSIONS: usize = verifier::zk::READ_SESSIONS;
 /// Verifications (each after a repair of what the last one found) before giving up.
 const VERIFY_ROUNDS: usize = 3;
 /// Divergent paths a verification lists for repair.
@@ -113,6 +115,8 @@ async fn planned_steps<S: Stream>(
     done: &mut Done,
 ) -> Result<Outcome, Fail> {
     let (src, dst, identity) = preflight(o, stream, p).await?;
+    // Taken while the stream runs: what its verifier read is read again only where changed.
+    let cache = acl_cache(o, stream);
     let fenced = match (o.fence, identity) {
         (FenceMode::Acl, Some(id)) => {
             p.begin(StepName::Fence, "making the source tree read-only");
@@ -120,9 +124,15 @@ async fn planned_steps<S: Stream>(
             let pool = verifier::connect_pool(Side::Source, &o.sync.source, FENCE_SESSIONS)
                 .await
                 .map_err(|e| fail(StepName::Fence, Reason::Unreachable, cause_chain(&e)))?;
-            let f = fence::fence(&pool, &o.sync.source_root, &id, &o.holder)
-                .await
-                .map_err(|e| fail(StepName::Fence, Reason::FenceRefused, e.to_string()))?;
+            let f = fence::fence(
+                &pool,
+                &o.sync.source_root,
+                &id,
+                &o.holder,
+                Some(&cache.source),
+            )
+            .await
+            .map_err(|e| fail(StepName::Fence, Reason::FenceRefused, e.to_string()))?;
             p.end(
                 StepName::Fence,
                 StepState::Succeeded,
@@ -155,7 +165,7 @@ async fn planned_steps<S: Stream>(
         StepState::Succeeded,
         "the stream stopped",
     );
-    let v = prove_equal(o, p).await?;
+    let v = prove_equal(o, p, &cache).await?;
     let source_zxid = v.source_max_mzxid;
     let lifted = promote(o, &dst, p).await?;
     let rto = started.elapsed();
@@ -353,7 +363,11 @@ async fn catch_up<S: Stream>(o: &SwitchoverOptions, stream: &S, p: &Progress) ->
 /// their recorded ACLs. What a first verification finds (the last changes of a stream that
 /// stopped, a re-walk that copied the fence's ACLs) is repaired from the source and verified
 /// again.
-async fn prove_equal(o: &SwitchoverOptions, p: &Progress) -> Result<Verification, Fail> {
+async fn prove_equal(
+    o: &SwitchoverOptions,
+    p: &Progress,
+    cache: &VerifyCache,
+) -> Result<Verification, Fail> {
     let step = StepName::Verify;
     p.begin(step, "verifying the new primary against the old");
     let s = &o.sync;
@@ -369,7 +383,7 @@ async fn prove_equal(o: &SwitchoverOptions, p: &Progress) -> Result<Verification
     let mut last = None;
     let mut repaired = 0;
     for round in 0..VERIFY_ROUNDS {
-        let r = verify(o, &src, &dst, &records, REPAIR_PATHS)
+        let r = verify(o, &src, &dst, &records, REPAIR_PATHS, Some(cache))
             .await
             .map_err(|e| fail(step, Reason::VerifyFailed, e))?;
         tracing::info!(
@@ -419,13 +433,24 @@ async fn load(c: &Client, root: &str, step: StepName) -> Result<Option<FenceReco
         .map_err(|e| fail(step, Reason::VerifyFailed, e.to_string()))
 }
 
-/// One verification of the whole tree, each side's fence (if any) seen through.
+/// The stream's verifier caches when they are of these ensembles, else empty ones.
+fn acl_cache<S: Stream>(o: &SwitchoverOptions, stream: &S) -> VerifyCache {
+    let (src, dst) = (&o.sync.source.servers, &o.sync.destination.servers);
+    stream
+        .verify_cache()
+        .filter(|c| c.source.ensemble() == src && c.destination.ensemble() == dst)
+        .unwrap_or_else(|| VerifyCache::new(src, dst))
+}
+
+/// One verification of the whole tree, each side's fence (if any) seen through; ACLs from
+/// `cache` where a node's stat shows them unchanged.
 async fn verify(
     o: &SwitchoverOptions,
     src: &[Client],
     dst: &[Client],
     records: &(Option<FenceRecord>, Option<FenceRecord>),
     max_paths: usize,
+    cache: Option<&VerifyCache>,
 ) -> Result<verifier::Report, String> {
     let s = &o.sync;
     let view = |r: &Option<FenceRecord>| r.as_ref().map(|r| FenceView::new(r) as Arc<dyn AclView>);
@@ -441,10 +466,12 @@ async fn verify(
         Some(id) => Views {
             source: Some(fence::Fencing::over(id, view(&records.0))),
             destination: None,
+            cache: cache.cloned(),
         },
         None => Views {
             source: view(&records.0),
             destination: view(&records.1),
+            cache: cache.cloned(),
         },
     };
     verifier::verify_viewed(src, &s.source_root, dst, &s.destination_root, opts, views)
@@ -551,12 +578,16 @@ async fn reverse<S: Stream>(
     p.begin(step, "starting the reverse stream (new primary to old)");
     match stream.start_reverse(keep_fenced.clone()).await {
         Ok(name) => {
-            let kept = if keep_fenced.is_some() {
-                "; it keeps the old primary fenced while it is a replica"
+            let how = if keep_fenced.is_some() {
+                "the old primary was fenced and then proven equal, so it holds nothing of its own; the stream keeps it fenced while it is a replica, and its deletion guard applies"
             } else {
-                ""
+                "it reports what only the old primary holds before its first full sync, and its deletion guard applies"
             };
-            p.end(step, StepState::Succeeded, &format!("the reverse stream {name} started: it reports what only the old primary holds before its first full sync, and its deletion guard applies{kept}"));
+            p.end(
+                step,
+                StepState::Succeeded,
+                &format!("the reverse stream {name} started: {how}"),
+            );
             (Some(name), None)
         }
         Err(e) => {
@@ -736,7 +767,7 @@ async fn count_loss(
             .ok()
             .flatten(),
     );
-    match verify(o, &src, &dst, &records, LISTED).await {
+    match verify(o, &src, &dst, &records, LISTED, None).await {
         Ok(r) => {
             window.divergent_nodes = Some(r.divergent_nodes);
             let msg = if r.equal {

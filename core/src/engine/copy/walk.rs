@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use verifier::reader::{fetch_many, BATCH};
+use verifier::reader::{fetch_many_cached, BATCH};
 use verifier::{model::NodeKind, Side};
 use verifier::{path, ReadError};
 use zookeeper_client::{Client, Error as ZkError};
@@ -31,13 +31,21 @@ async fn visit_batch(
         .filter(|(_, absent)| !absent)
         .map(|(r, _)| path::join(&opts.destination_root, r))
         .collect();
+    let cache = opts.acl_cache();
     let (s, d) = tokio::join!(
-        fetch_many(src, Side::Source, &src_paths, opts.copy_acl),
+        fetch_many_cached(
+            src,
+            Side::Source,
+            &src_paths,
+            opts.copy_acl,
+            cache.map(|c| &c.source)
+        ),
         async {
             if dst_paths.is_empty() {
                 Ok(Vec::new())
             } else {
-                fetch_many(dst, Side::Destination, &dst_paths, true).await
+                let cache = cache.map(|c| &c.destination);
+                fetch_many_cached(dst, Side::Destination, &dst_paths, true, cache).await
             }
         }
     );

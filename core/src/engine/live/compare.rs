@@ -70,7 +70,9 @@ pub async fn compare(
     let sides = judge::Sides {
         source: std::slice::from_ref(src),
         destination: std::slice::from_ref(dst),
-        cache: None,
+        // A stream's verifier caches (or a switchover's, handed to its reverse stream): only
+        // the ACLs that changed since are read again.
+        cache: o.acl_cache(),
     };
     // The counts are complete whatever the listing's cap; the cap leaves room for paths only
     // on the source ahead of the ones listed here.
