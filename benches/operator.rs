@@ -136,10 +136,7 @@ async fn run(nodes: usize, payload: usize, rate: u64, stream_seconds: u64) {
     );
 
     let fake = Fake::new();
-    for (name, server) in [
-        ("zookeeper-source", src),
-        ("zookeeper-destination", dst),
-    ] {
+    for (name, server) in [("zookeeper-source", src), ("zookeeper-destination", dst)] {
         fake.write(
             "secrets",
             NS,
@@ -186,7 +183,9 @@ async fn run(nodes: usize, payload: usize, rate: u64, stream_seconds: u64) {
             mib(peak),
             mib(last)
         );
-        rows.lock().unwrap().push((name.to_string(), secs, peak, last));
+        rows.lock()
+            .unwrap()
+            .push((name.to_string(), secs, peak, last));
     };
 
     // 1. Idle.
@@ -219,7 +218,12 @@ async fn run(nodes: usize, payload: usize, rate: u64, stream_seconds: u64) {
     wait_for(
         "the LiveSynchronization InSync",
         Duration::from_secs(600),
-        || async { condition_true(&status(&fake, "livesynchronizations", "bench-live"), "InSync") },
+        || async {
+            condition_true(
+                &status(&fake, "livesynchronizations", "bench-live"),
+                "InSync",
+            )
+        },
     )
     .await;
     phase(&format!("live: full sync + verify of {nodes} nodes"), t);
@@ -311,7 +315,11 @@ async fn run(nodes: usize, payload: usize, rate: u64, stream_seconds: u64) {
     println!("| phase | seconds | peak RSS (MiB) | RSS after (MiB) |");
     println!("|---|---:|---:|---:|");
     for (name, secs, peak, last) in rows.lock().unwrap().iter() {
-        println!("| {name} | {secs:.1} | {:.1} | {:.1} |", mib(*peak), mib(*last));
+        println!(
+            "| {name} | {secs:.1} | {:.1} | {:.1} |",
+            mib(*peak),
+            mib(*last)
+        );
     }
     println!("\nhigh-water mark (VmHWM): {:.1} MiB", mib(hwm));
     println!(

@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 use fake_api::*;
 use support::*;
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_binary_syncs_the_seed_objects_and_releases_its_leases_on_sigterm() {
     let (src, dst) = shared_pair();

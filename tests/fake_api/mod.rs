@@ -437,5 +437,3 @@ pub async fn start_operator_with(
         .unwrap();
     (operator, metrics_addr, dir, api_port)
 }
-
-
