@@ -743,6 +743,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_handed_over_acl_cache_goes_to_the_next_run_between_its_ensembles_only() {
+        let reg = Registry::default();
+        let opts = |src: &str, dst: &str| {
+            ContinuousOptions::new(LiveOptions::new(crate::engine::SyncOptions::new(
+                verifier::ConnectOptions::new(src),
+                "/a",
+                verifier::ConnectOptions::new(dst),
+                "/a",
+            )))
+        };
+        let stat = zookeeper_client::Stat {
+            czxid: 7,
+            mzxid: 7,
+            pzxid: 7,
+            ctime: 1,
+            mtime: 1,
+            version: 0,
+            cversion: 0,
+            aversion: 2,
+            ephemeral_owner: 0,
+            data_length: 0,
+            num_children: 0,
+        };
+        let acl = [verifier::AclEntry::new(31, "world", "anyone")];
+        // A switchover's caches of 127.0.0.1:9 -> 127.0.0.1:10, handed to the stream back.
+        let forward = verifier::VerifyCache::new("127.0.0.1:9", "127.0.0.1:10");
+        forward.source.put("/a/x", &stat, &acl);
+        reg.hand_over_cache(forward.reversed());
+        // Another pair of ensembles does not take it.
+        reg.start("other", None, opts("127.0.0.1:11", "127.0.0.1:9"), None);
+        assert!(reg.verify_cache("other").unwrap().destination.is_empty());
+        // The reverse stream does: what the old primary's cache held is its destination's.
+        reg.start("reverse", None, opts("127.0.0.1:10", "127.0.0.1:9"), None);
+        let cache = reg.verify_cache("reverse").unwrap();
+        assert_eq!(cache.destination.get("/a/x", &stat), Some(acl.to_vec()));
+        // Taken once.
+        reg.start("again", None, opts("127.0.0.1:10", "127.0.0.1:9"), None);
+        assert!(reg.verify_cache("again").unwrap().destination.is_empty());
+        reg.clear();
+    }
+
+    #[tokio::test]
     async fn a_taken_stream_keeps_running_and_can_be_put_back() {
         let reg = Registry::default();
         let opts = ContinuousOptions::new(LiveOptions::new(crate::engine::SyncOptions::new(
