@@ -5,7 +5,6 @@
 
 use crate::side::Side;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use thiserror::Error;
 use zookeeper_client::{Acl, Client, Error as ZkError, MultiReadResult, Stat};
@@ -58,9 +57,7 @@ pub async fn fetch_node(
 
 /// Reads many nodes at once: data and children of all of them in one multi-read request (one
 /// request costs the server about as much as one plain read), ACLs spread over `pool`, since
-/// getACL has no multi form. The multi-reads of successive calls take turns over `pool`: a
-/// server works on one session's requests in order, and on several sessions' at once.
-/// `None` for absent nodes.
+/// getACL has no multi form. `pool[0]` carries the multi-read. `None` for absent nodes.
 pub async fn fetch_many(
     pool: &[Client],
     side: Side,
@@ -69,9 +66,6 @@ pub async fn fetch_many(
 ) -> Result<Vec<Option<Fetched>>, ReadError> {
     fetch_many_cached(pool, side, paths, acl, None).await
 }
-
-/// Which session of a pool carries the next multi-read (any pool: turns, not identities).
-static NEXT_MULTI_READ: AtomicUsize = AtomicUsize::new(0);
 
 /// A node's data, stat and children from a multi-read; `None` when it does not exist.
 type DataRead = Option<(Vec<u8>, Stat, Vec<String>)>;
@@ -87,10 +81,9 @@ pub async fn fetch_many_cached(
     acl: bool,
     cache: Option<&AclCache>,
 ) -> Result<Vec<Option<Fetched>>, ReadError> {
-    if pool.is_empty() {
+    let Some(main) = pool.first() else {
         return Ok(Vec::new());
-    }
-    let main = &pool[NEXT_MULTI_READ.fetch_add(1, Ordering::Relaxed) % pool.len()];
+    };
     // All requests leave now; replies are awaited below.
     let data_call = multi_read(main, side, paths)?;
     let cache = cache.filter(|_| acl);
