@@ -611,10 +611,8 @@ impl Registry {
     fn take_cache(&self, sync: &crate::engine::SyncOptions) -> Option<verifier::VerifyCache> {
         let mut h = self.handed_over.lock().unwrap_or_else(|p| p.into_inner());
         h.retain(|(at, _)| at.elapsed() < HAND_OVER_TTL);
-        let i = h.iter().position(|(_, c)| {
-            c.source.ensemble() == sync.source.servers
-                && c.destination.ensemble() == sync.destination.servers
-        })?;
+        let (src, dst) = (&sync.source.servers, &sync.destination.servers);
+        let i = h.iter().position(|(_, c)| c.is_of(src, dst))?;
         Some(h.swap_remove(i).1)
     }
 

@@ -368,6 +368,12 @@ impl VerifyCache {
         (self.source.stats(), self.destination.stats())
     }
 
+    /// Whether these are the caches of a copy from `source` to `destination` (connect
+    /// strings): only then may a copy or verification between them use them.
+    pub fn is_of(&self, source: &str, destination: &str) -> bool {
+        self.source.ensemble() == source && self.destination.ensemble() == destination
+    }
+
     /// The same caches for the copy the other way (the destination's is the source's now):
     /// what a switchover hands its reverse stream. Entries are keyed by ensemble and stat,
     /// not by role, so they hold either way.

@@ -172,10 +172,9 @@ impl SyncOptions {
 
     /// `acl_cache` if it is of these two ensembles.
     pub fn acl_cache(&self) -> Option<&verifier::VerifyCache> {
-        self.acl_cache.as_ref().filter(|c| {
-            c.source.ensemble() == self.source.servers
-                && c.destination.ensemble() == self.destination.servers
-        })
+        self.acl_cache
+            .as_ref()
+            .filter(|c| c.is_of(&self.source.servers, &self.destination.servers))
     }
 
     pub(crate) fn source_identity(&self) -> String {

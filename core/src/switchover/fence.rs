@@ -367,7 +367,7 @@ pub async fn fence(
             .map(|(i, chunk)| {
                 let c = &pool[i % pool.len()];
                 async move {
-                    let fenced = Fenced_ {
+                    let fenced = FenceRun {
                         root,
                         identity,
                         prior,
@@ -401,7 +401,7 @@ pub async fn fence(
 }
 
 /// What every chunk of one fence shares.
-struct Fenced_<'a> {
+struct FenceRun<'a> {
     root: &'a str,
     identity: &'a str,
     prior: Option<&'a FenceView>,
@@ -423,7 +423,7 @@ struct ChunkDone {
 /// Records and fences one chunk of a level.
 async fn fence_chunk(
     client: &Client,
-    f: &Fenced_<'_>,
+    f: &FenceRun<'_>,
     rels: &[String],
 ) -> Result<ChunkDone, FenceError> {
     let abs: Vec<String> = rels.iter().map(|r| path::join(f.root, r)).collect();

@@ -438,7 +438,7 @@ fn acl_cache<S: Stream>(o: &SwitchoverOptions, stream: &S) -> VerifyCache {
     let (src, dst) = (&o.sync.source.servers, &o.sync.destination.servers);
     stream
         .verify_cache()
-        .filter(|c| c.source.ensemble() == src && c.destination.ensemble() == dst)
+        .filter(|c| c.is_of(src, dst))
         .unwrap_or_else(|| VerifyCache::new(src, dst))
 }
 
