@@ -230,34 +230,15 @@ async fn run(nodes: usize, payload: usize, rate: u64, stream_seconds: u64) {
 
     // 3. Streaming under a light write load.
     let t = Instant::now();
-    let writing = Arc::new(AtomicBool::new(true));
-    let writer = {
-        let (servers, root, writing) = (src.connect_string(), live_root.clone(), writing.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let c = client_at(&servers, None).await;
-                let per_tick = (rate / 100).max(1) as usize;
-                let mut tick = tokio::time::interval(Duration::from_millis(10));
-                let mut i = 0usize;
-                while writing.load(Ordering::Relaxed) {
-                    tick.tick().await;
-                    let calls: Vec<_> = (0..per_tick)
-                        .map(|k| {
-                            let p = format!("{root}/h{}", (i + k) % HOT);
-                            let c = &c;
-                            async move { c.set_data(&p, b"w", None).await.unwrap() }
-                        })
-                        .collect();
-                    futures::future::join_all(calls).await;
-                    i += per_tick;
-                }
-            });
-        })
-    };
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let hot: Vec<String> = (0..HOT).map(|i| format!("{live_root}/h{i}")).collect();
+    let writer = paced_writer(
+        src.connect_string(),
+        hot,
+        rate,
+        stop_writing.clone(),
+        Arc::default(),
+    );
     tokio::time::sleep(Duration::from_secs(stream_seconds)).await;
     phase(
         &format!("live: streaming {rate} writes/s, verified every 10 s"),
@@ -305,7 +286,7 @@ async fn run(nodes: usize, payload: usize, rate: u64, stream_seconds: u64) {
     .await;
     phase(&format!("+ verified backup of {nodes} nodes"), t);
 
-    writing.store(false, Ordering::Relaxed);
+    stop_writing.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
     stop.store(true, Ordering::Relaxed);

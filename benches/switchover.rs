@@ -14,7 +14,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,59 +24,15 @@ use resiliency_operator::engine::SyncOptions;
 use resiliency_operator::switchover::local::Local;
 use resiliency_operator::switchover::{self, FenceMode, Mode, Progress, SwitchoverOptions};
 use support::*;
-use zookeeper_client::Error as ZkError;
 
 const OP: &str = "op:op-secret";
 const HOT: usize = 1000;
-const TICKS_PER_SECOND: u64 = 100;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-}
-
-/// Writes `rate` setData per second to the hot nodes until `stop`; counts acknowledged and
-/// refused (fenced) writes.
-fn writer(
-    servers: String,
-    root: String,
-    rate: u64,
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicU64>,
-    refused: Arc<AtomicU64>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let c = client_at(&servers, None).await;
-            let per_tick = (rate / TICKS_PER_SECOND).max(1) as usize;
-            let mut tick = tokio::time::interval(Duration::from_secs(1) / TICKS_PER_SECOND as u32);
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let calls: Vec<_> = (0..per_tick)
-                    .map(|k| {
-                        let p = format!("{root}/hot/h{}", (i + k) % HOT);
-                        let c = &c;
-                        async move { c.set_data(&p, b"w", None).await }
-                    })
-                    .collect();
-                i += per_tick;
-                for r in futures::future::join_all(calls).await {
-                    match r {
-                        Ok(_) => acked.fetch_add(1, Ordering::Relaxed),
-                        Err(ZkError::NoAuth) => refused.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => panic!("writer: {e}"),
-                    };
-                }
-            }
-        });
-    })
 }
 
 fn main() {
@@ -149,19 +105,13 @@ fn main() {
         }
 
         let stop = Arc::new(AtomicBool::new(false));
-        let (acked, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let w = writer(
-            a.connect_string(),
-            root.clone(),
-            rate,
-            stop.clone(),
-            acked.clone(),
-            refused.clone(),
-        );
+        let counts = Arc::new(WriterCounts::default());
+        let hot: Vec<String> = (0..HOT).map(|i| format!("{root}/hot/h{i}")).collect();
+        let w = paced_writer(a.connect_string(), hot, rate, stop.clone(), counts.clone());
         tokio::time::sleep(Duration::from_secs(3)).await;
         println!(
             "writer: {} writes acknowledged in the first 3 s",
-            acked.load(Ordering::Relaxed)
+            counts.acked.load(Ordering::Relaxed)
         );
 
         let mut w = Some(w);
@@ -234,8 +184,8 @@ fn main() {
         );
         println!(
             "writer: {} acknowledged, {} refused by the fence, at {rate}/s",
-            acked.load(Ordering::Relaxed),
-            refused.load(Ordering::Relaxed)
+            counts.acked.load(Ordering::Relaxed),
+            counts.refused.load(Ordering::Relaxed)
         );
         assert!(promoted >= out.rto);
         record(

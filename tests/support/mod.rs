@@ -862,3 +862,56 @@ pub fn record(bench: &str, figure: &str, value: f64, unit: &str) {
     )
     .unwrap();
 }
+
+/// What [`paced_writer`] counted.
+#[derive(Default)]
+pub struct WriterCounts {
+    /// setData the server acknowledged.
+    pub acked: std::sync::atomic::AtomicU64,
+    /// setData a fence refused (NoAuth).
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+/// A light load generator for benches, on its own thread and runtime so it does not measure
+/// itself: `rate` setData per second over `paths` in turn, paced in ticks of 10 ms and
+/// pipelined, without credentials, until `stop`. Any error but NoAuth panics.
+pub fn paced_writer(
+    servers: String,
+    paths: Vec<String>,
+    rate: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    counts: std::sync::Arc<WriterCounts>,
+) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let c = client_at(&servers, None).await;
+            let per_tick = (rate / 100).max(1) as usize;
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let calls: Vec<_> = (0..per_tick)
+                    .map(|k| {
+                        let (c, p) = (&c, &paths[(i + k) % paths.len()]);
+                        async move { c.set_data(p, b"w", None).await }
+                    })
+                    .collect();
+                i += per_tick;
+                for r in futures::future::join_all(calls).await {
+                    match r {
+                        Ok(_) => counts.acked.fetch_add(1, Ordering::Relaxed),
+                        Err(zookeeper_client::Error::NoAuth) => {
+                            counts.refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => panic!("writer: {e}"),
+                    };
+                }
+            }
+        });
+    })
+}
